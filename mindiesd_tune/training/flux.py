@@ -1,0 +1,148 @@
+"""Train demo-flux on shapes at 64x64: ``python -m mindiesd_tune.training.flux --stage vae|transformer``.
+
+Stage ``vae`` trains the AutoencoderKL (reconstruction + small KL), then rescales its latent space
+to unit variance per channel (exactly, through the encoder's last and decoder's first conv, because
+the pipeline's ``scaling_factor`` is fixed at 1). Stage ``transformer`` trains the
+FluxTransformer2DModel with rectified flow, jointly with the two small text encoders, on latents and
+prompt embeddings prepared exactly as FluxPipeline prepares them at inference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+import torch.nn.functional as F
+
+from ..models import shapes
+from ..models.builders import DEMO_FLUX_SIZE, build_flux
+from ..models.weights import save_demo_state_dicts
+from .common import LoopConfig, default_workdir, train
+
+NAME = "demo-flux"
+RESOLUTION = 64
+
+
+def encode_prompts(pipe, captions: list[str], max_sequence_length: int):
+    """(pooled CLIP, T5 sequence) embeddings as FluxPipeline.encode_prompt computes them, with gradients."""
+    clip_ids = pipe.tokenizer(
+        captions, padding="max_length", max_length=pipe.tokenizer_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    t5_ids = pipe.tokenizer_2(
+        captions, padding="max_length", max_length=max_sequence_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    pooled = pipe.text_encoder(clip_ids, output_hidden_states=False).pooler_output
+    seq = pipe.text_encoder_2(t5_ids, output_hidden_states=False)[0]
+    return pooled, seq
+
+
+@torch.no_grad()
+def normalise_latents(vae, images: torch.Tensor) -> list[float]:
+    """Rescale the latent space to unit std per channel without changing encode->decode."""
+    mean = vae.encode(images).latent_dist.mean
+    std = mean.transpose(0, 1).reshape(mean.shape[1], -1).std(1).clamp_min(1e-3)  # (C,)
+    c = std.numel()
+    conv_out = vae.encoder.conv_out
+    conv_out.weight[:c] /= std.view(c, 1, 1, 1)
+    conv_out.bias[:c] /= std
+    conv_out.bias[c:] -= 2 * std.log()  # log-variance of z / std
+    vae.decoder.conv_in.weight *= std.view(1, c, 1, 1)
+    return std.tolist()
+
+
+def vae_stage(args) -> None:
+    pipe = build_flux(DEMO_FLUX_SIZE, seed=args.seed)
+    vae = pipe.vae.train().requires_grad_(True)
+    cfg = LoopConfig(
+        steps=args.steps, lr=args.lr, warmup=30, seed=args.seed, time_budget_s=args.time_budget, threads=args.threads,
+        extra={"batch": args.batch, "kl_weight": args.kl_weight, "resolution": RESOLUTION},
+    )
+
+    def step_fn(step: int, gen: torch.Generator) -> dict:
+        x = shapes.sample(args.seed * 10_000_000 + step, args.batch, size=RESOLUTION).images
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample(generator=gen)).sample
+        l1, mse = (rec - x).abs().mean(), F.mse_loss(rec, x)
+        kl = post.kl().mean()
+        return {"loss": l1 + mse + args.kl_weight * kl, "l1": l1, "kl": kl}
+
+    vae, info = train(f"{NAME}-vae", vae, step_fn, cfg)
+    std = normalise_latents(vae, shapes.sample(12345, 256, size=RESOLUTION).images)
+    info["latent_std_before_normalising"] = std
+    with torch.no_grad():
+        x = shapes.sample(0, 64, size=RESOLUTION, split="heldout").images
+        rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
+        info["heldout_l1"] = (rec - x).abs().mean().item()
+    print(f"[{NAME}-vae] latent std {std}, held-out L1 {info['heldout_l1']:.4f}", flush=True)
+    out = default_workdir(f"{NAME}-vae")
+    torch.save(vae.state_dict(), out / "vae.pt")
+    (out / "vae.json").write_text(json.dumps(info, indent=1))
+
+
+def transformer_stage(args) -> None:
+    pipe = build_flux(DEMO_FLUX_SIZE, seed=args.seed)
+    vae_dir = default_workdir(f"{NAME}-vae")
+    pipe.vae.load_state_dict(torch.load(vae_dir / "vae.pt"))
+    vae_info = json.loads((vae_dir / "vae.json").read_text())
+    text_len = DEMO_FLUX_SIZE.text_len
+    model = torch.nn.ModuleDict(
+        {"transformer": pipe.transformer, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2}
+    ).requires_grad_(True)
+    cfg = LoopConfig(
+        steps=args.steps, lr=args.lr, warmup=100, ema=args.ema, seed=args.seed, time_budget_s=args.time_budget,
+        threads=args.threads, ckpt_every=100,
+        extra={"batch": args.batch, "resolution": RESOLUTION, "max_sequence_length": text_len,
+               "timestep_sampling": "logit-normal(0, 1)", "objective": "rectified flow, v = noise - x0"},
+    )
+    lat_hw = 2 * (RESOLUTION // (pipe.vae_scale_factor * 2))
+    img_ids = pipe._prepare_latent_image_ids(args.batch, lat_hw // 2, lat_hw // 2, "cpu", torch.float32)
+    txt_ids = torch.zeros(text_len, 3)
+
+    def step_fn(step: int, gen: torch.Generator) -> dict:
+        batch = shapes.sample(args.seed * 10_000_000 + step, args.batch, size=RESOLUTION)
+        with torch.no_grad():
+            z = pipe.vae.encode(batch.images).latent_dist.sample(generator=gen)
+            z = (z - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
+        b, c, h, w = z.shape
+        x0 = pipe._pack_latents(z, b, c, h, w)
+        noise = torch.randn(x0.shape, generator=gen)
+        sigma = torch.sigmoid(torch.randn(b, generator=gen))
+        xt = (1 - sigma.view(b, 1, 1)) * x0 + sigma.view(b, 1, 1) * noise
+        pooled, seq = encode_prompts(pipe, batch.captions, text_len)
+        pred = pipe.transformer(
+            hidden_states=xt, timestep=sigma, guidance=None, pooled_projections=pooled, encoder_hidden_states=seq,
+            txt_ids=txt_ids, img_ids=img_ids, return_dict=False,
+        )[0]
+        return {"loss": F.mse_loss(pred, noise - x0)}
+
+    model, info = train(f"{NAME}-transformer", model, step_fn, cfg)
+    info["vae"] = {k: vae_info[k] for k in ("config", "log", "steps_done", "latent_std_before_normalising", "heldout_l1")}
+    info["architecture"] = repr(DEMO_FLUX_SIZE)
+    comps = {k: m.state_dict() for k, m in model.items()}
+    comps["vae"] = pipe.vae.state_dict()
+    save_demo_state_dicts(NAME, comps, info)
+    print(f"[{NAME}] saved", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--stage", choices=("vae", "transformer"), required=True)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--ema", type=float, default=0.995)
+    ap.add_argument("--kl-weight", type=float, default=1e-6)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--time-budget", type=float, default=float("inf"), help="seconds; stop early and export")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    defaults = {"vae": (400, 8, 5e-4), "transformer": (2000, 24, 6e-4)}[args.stage]
+    args.steps = args.steps or defaults[0]
+    args.batch = args.batch or defaults[1]
+    args.lr = args.lr or defaults[2]
+    (vae_stage if args.stage == "vae" else transformer_stage)(args)
+
+
+if __name__ == "__main__":
+    main()

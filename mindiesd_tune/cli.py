@@ -1,0 +1,209 @@
+"""The mindiesd-tune command line: thin wrappers that parse, call the library and print."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Search diffusion acceleration settings on this machine and deploy the best as a profile.",
+    pretty_exceptions_enable=False,
+)
+
+DEFAULT_FLOOR = "psnr>=30"
+
+
+def _console(quiet: bool = False):
+    from rich.console import Console
+
+    return Console(quiet=quiet, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def tune(
+    model: str = typer.Argument(..., help="built-in name (see `models`), a diffusers folder, or a cached hub id"),
+    budget: str = typer.Option("90s", "--budget", "-b", help="time (90s, 30m, 2h), trial count (40t) or both (30m+40t)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (default runs/<model>-<time>)"),
+    objective: str = typer.Option("psnr", help="quality metric to maximise: psnr or ssim"),
+    quality_floor: List[str] = typer.Option([DEFAULT_FLOOR], "--quality-floor", help="METRIC>=VALUE the profile must meet; repeatable"),
+    prompt: List[str] = typer.Option([], "--prompt", "-p", help="prompt of the fixed workload; repeatable"),
+    seed: int = typer.Option(0, help="seed of the sampler and of the first prompt"),
+    device: Optional[str] = typer.Option(None, help="cuda, npu or cpu (default: the best available)"),
+    dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: the model's own)"),
+    repeats: int = typer.Option(3, min=1, help="timed calls per trial (the median is reported)"),
+    warmup: int = typer.Option(1, min=0, help="untimed calls before timing"),
+    resume: bool = typer.Option(False, help="continue the study in --out"),
+    allow_download: bool = typer.Option(False, "--allow-download", help="let a hub id be downloaded"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print only where the outputs went"),
+):
+    """Tune MODEL within a budget; write profile.yaml, report.html and trials.csv."""
+    from .tuner import parse_budget, parse_floor, run_study
+
+    b = parse_budget(budget)
+    floors = [parse_floor(f) for f in quality_floor]
+    con = _console(quiet)
+    outcome = run_study(
+        model, b, out, objective=objective, floors=floors, prompts=prompt or None, seed=seed, device=device,
+        dtype=dtype, warmup=warmup, repeats=repeats, resume=resume, allow_download=allow_download,
+        log=lambda line: con.print(line, markup=False),
+    )
+    _print_outcome(outcome, quiet)
+    if outcome.interrupted:
+        raise typer.Exit(130)
+
+
+def _print_outcome(outcome, quiet: bool) -> None:
+    con = _console()
+    if outcome.profile is not None:
+        m = outcome.profile.measured
+        speed = f"{m['speedup']:.2f}x" if m.get("speedup") else "?"
+        con.print(f"profile: {outcome.profile_path}  ({speed} faster, {outcome.reason})", markup=False)
+    else:
+        con.print(f"no profile: {outcome.reason}", markup=False)
+    con.print(f"report:  {outcome.report_path}", markup=False)
+    con.print(f"trials:  {outcome.table_path}", markup=False)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a run folder written by `tune`")):
+    """Rebuild profile.yaml, report.html and trials.csv from the study stored in RUN_DIR."""
+    from .tuner import load_run, write_outputs
+
+    outcome = write_outputs(load_run(run_dir), run_dir)
+    _print_outcome(outcome, False)
+
+
+@app.command()
+def show(profile: Path = typer.Argument(..., help="a profile.yaml")):
+    """Print a human summary of a profile."""
+    from .profile import load_profile
+
+    p = load_profile(profile)
+    con = _console()
+    m, acc = p.measured, p.accel.to_dict()
+    con.print(f"[bold]{p.model['name']}[/] ({p.model['pipeline']}, {p.model['family']}, fingerprint {p.model.get('fingerprint')})")
+    gen = ", ".join(f"{k}={v}" for k, v in p.generation.items() if v is not None)
+    con.print(f"generation: {gen}", markup=False)
+    for section, values in acc.items():
+        neutral = values in ({"method": "none"}, {"scheme": "none"}, {"mode": "none", "dynamic": False}, {"cfg": 1, "ulysses": 1, "ring": 1})
+        body = "off" if neutral else ", ".join(f"{k}={v}" for k, v in values.items())
+        con.print(f"  {section:9s} {body}", markup=False)
+    if m:
+        con.print(
+            f"measured: {m.get('latency_s')}s against {m.get('baseline_s')}s baseline "
+            f"({m.get('speedup')}x); " + ", ".join(f"{k} {v}" for k, v in m.items() if k not in ("latency_s", "baseline_s", "speedup")),
+            markup=False,
+        )
+    hw = p.hardware
+    if hw:
+        con.print(f"hardware: {hw.get('device')} {hw.get('name')} x{hw.get('count')}, torch {hw.get('torch')}, diffusers {hw.get('diffusers')}", markup=False)
+    if p.study:
+        con.print(f"study: {p.study.get('name')} trial {p.study.get('trial')} ({p.study.get('storage')})", markup=False)
+
+
+@app.command()
+def validate(profile: Path = typer.Argument(..., help="a profile.yaml")):
+    """Check a profile; name the first bad field (exit 2) or print OK."""
+    from .profile import load_profile
+
+    load_profile(profile)
+    typer.echo(f"{profile}: OK")
+
+
+@app.command()
+def models():
+    """List the built-in models."""
+    from .models import builtins
+
+    con = _console()
+    for b in builtins():
+        trained = "trained" if b.trained() else "random weights"
+        con.print(f"{b.name:18s} {b.description} [{trained}]", markup=False)
+
+
+@app.command()
+def run(
+    model: str = typer.Argument(..., help="built-in name, diffusers folder or cached hub id"),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="what to generate"),
+    out: Path = typer.Option(..., "--out", "-o", help="output file: .png for images; .gif, .webp or .mp4 for video"),
+    profile: Optional[Path] = typer.Option(None, help="apply this profile first"),
+    seed: int = typer.Option(0),
+    device: Optional[str] = typer.Option(None),
+    allow_download: bool = typer.Option(False, "--allow-download"),
+):
+    """Generate one image or video, optionally with a profile applied."""
+    import time
+
+    import torch
+
+    from .deploy import apply_profile
+    from .models import load
+    from .profile import load_profile
+    from .tuner.evaluator import Evaluator, Workload
+
+    prof = load_profile(profile) if profile is not None else None
+    suffix = out.suffix.lower()
+    loaded = load(model, device=device, allow_download=allow_download)
+    allowed = (".gif", ".webp", ".mp4") if loaded.is_video else (".png", ".jpg", ".jpeg", ".webp")
+    if suffix not in allowed:
+        raise UserError(f"{out}: use one of {', '.join(allowed)} for a {'video' if loaded.is_video else 'image'}")
+    generation = dict(loaded.generation)
+    if prof is not None:
+        generation.update(prof.call_kwargs())
+        apply_profile(loaded.pipe, prof)
+    ev = Evaluator(loaded, Workload([prompt], [seed], generation))
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        arr = ev.generate(prompt, seed)
+    dt = time.perf_counter() - t0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_media(out, arr)
+    typer.echo(f"{out} ({dt:.2f}s)")
+
+
+def _write_media(path: Path, arr) -> None:
+    from PIL import Image
+
+    from .tuner.evaluator import to_uint8
+
+    u8 = to_uint8(arr)
+    if u8.ndim == 3:
+        Image.fromarray(u8).save(path)
+        return
+    if path.suffix.lower() == ".mp4":
+        try:
+            import imageio.v3 as iio
+        except ImportError:
+            raise UserError("writing .mp4 needs imageio and imageio-ffmpeg (pip install 'mindiesd-tune[video]'); use .gif") from None
+        iio.imwrite(path, u8, fps=8)
+        return
+    frames = [Image.fromarray(f) for f in u8]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=125, loop=0, lossless=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: ``mindiesd-tune MODEL --budget 30m`` is short for ``tune``."""
+    from .accel.config import ConfigError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    if args and not args[0].startswith("-") and args[0] not in commands:
+        args.insert(0, "tune")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(args=args, prog_name="mindiesd-tune")
+    except (UserError, ConfigError) as e:
+        print(f"mindiesd-tune: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Model registry: a built-in demo name, a local diffusers folder or a cached hub id -> pipeline + family."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..errors import UserError
+
+# denoiser class -> family. The family decides the search space and what accel may touch.
+FAMILIES: dict[str, str] = {
+    "FluxTransformer2DModel": "dit-image",
+    "SD3Transformer2DModel": "dit-image",
+    "PixArtTransformer2DModel": "dit-image",
+    "QwenImageTransformer2DModel": "dit-image",
+    "WanTransformer3DModel": "dit-video",
+    "HunyuanVideoTransformer3DModel": "dit-video",
+    "CogVideoXTransformer3DModel": "dit-video",
+    "UNet2DConditionModel": "unet-image",
+}
+
+VIDEO_FAMILIES = {"dit-video"}
+
+
+@dataclass
+class Builtin:
+    """A model that ships with the package and is built in-process (no download)."""
+
+    name: str
+    build: Callable[..., Any]  # (seed) -> pipeline; loads shipped weights when there are any
+    description: str
+    generation: dict[str, Any]  # default call settings for tuning and `run`
+    trained: Callable[[], bool] = lambda: False
+
+
+@dataclass
+class LoadedModel:
+    """A pipeline ready to run, with what the rest of the tool needs to know about it."""
+
+    pipe: Any
+    name: str
+    family: str
+    source: str  # builtin | local | hub
+    generation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_video(self) -> bool:
+        return self.family in VIDEO_FAMILIES
+
+    def __iter__(self):  # ``pipe, family = models.load(...)``
+        return iter((self.pipe, self.family))
+
+
+_BUILTINS: dict[str, Builtin] = {}
+
+
+def register_builtin(builtin: Builtin) -> None:
+    _BUILTINS[builtin.name] = builtin
+
+
+def builtin_names() -> list[str]:
+    return list(_BUILTINS)
+
+
+def builtins() -> list[Builtin]:
+    return list(_BUILTINS.values())
+
+
+def family_of(pipe) -> str:
+    for attr in ("transformer", "unet"):
+        model = getattr(pipe, attr, None)
+        if model is not None:
+            cls = type(model).__name__
+            if cls in FAMILIES:
+                return FAMILIES[cls]
+            raise UserError(f"unsupported denoiser {cls} (supported: {', '.join(sorted(FAMILIES))})")
+    raise UserError(f"{type(pipe).__name__} has no transformer or unet")
+
+
+def load(
+    name_or_path: str,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    allow_download: bool = False,
+    seed: int = 0,
+) -> LoadedModel:
+    """Resolve ``name_or_path`` to a pipeline on ``device`` and its family.
+
+    Order: a built-in demo name; a local folder with ``model_index.json``; a hub id that is
+    already in the local Hugging Face cache (downloaded only with ``allow_download=True``).
+    """
+    from ..kernels import default_device
+
+    device = torch.device(device) if device is not None else default_device()
+    dtype = _dtype(dtype)
+    if name_or_path in _BUILTINS:
+        b = _BUILTINS[name_or_path]
+        pipe = b.build(seed=seed)
+        pipe = pipe.to(device=device, dtype=dtype) if dtype is not None else pipe.to(device)
+        return LoadedModel(pipe, b.name, family_of(pipe), "builtin", dict(b.generation))
+
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise UserError(f"{name_or_path}: a folder, but not a diffusers pipeline (no model_index.json)")
+        pipe = _from_pretrained(str(path), dtype, local_only=True)
+        source = "local"
+    elif _looks_like_hub_id(name_or_path):
+        try:
+            pipe = _from_pretrained(name_or_path, dtype, local_only=not allow_download)
+        except UserError:
+            raise
+        except Exception as e:  # not cached, or no network
+            if allow_download:
+                raise UserError(f"{name_or_path}: could not download it ({type(e).__name__}: {_first_line(e)})") from None
+            raise UserError(
+                f"{name_or_path}: not in the local Hugging Face cache; pass --allow-download to fetch it "
+                f"(built-in models: {', '.join(builtin_names())})"
+            ) from None
+        source = "hub"
+    else:
+        raise UserError(f"unknown model {name_or_path!r}: built-in models are {', '.join(builtin_names())}")
+    pipe = pipe.to(device)
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)
+    family = family_of(pipe)
+    return LoadedModel(pipe, name_or_path, family, source, _generation_defaults(pipe, family))
+
+
+def _from_pretrained(ref: str, dtype, local_only: bool):
+    from diffusers import DiffusionPipeline
+
+    kwargs = {"local_files_only": local_only}
+    if dtype is not None:
+        kwargs["torch_dtype"] = dtype
+    return DiffusionPipeline.from_pretrained(ref, **kwargs)
+
+
+def _generation_defaults(pipe, family: str) -> dict[str, Any]:
+    gen: dict[str, Any] = {"num_inference_steps": 28}
+    if family in VIDEO_FAMILIES:
+        gen.update(height=480, width=832, num_frames=33)
+    else:
+        gen.update(height=1024, width=1024)
+    return gen
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
+
+
+def _dtype(dtype):
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if dtype not in names:
+        raise UserError(f"unknown dtype {dtype!r} (use one of {', '.join(names)})")
+    return names[dtype]
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
+
+
+def hub_cache_dir() -> str:
+    return os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub"
+    )

@@ -1,0 +1,37 @@
+"""Train every demo model in order, as the shipped weights were trained: ``python -m mindiesd_tune.training``.
+
+Each stage resumes from its checkpoint when rerun. The step counts and time budgets are the ones
+used for the shipped weights on one CPU thread; on a faster machine drop ``--time-budget`` to let
+every stage run its full step count.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from . import clip, flux, wan
+
+# (trainer, arguments, seconds budgeted on one CPU thread)
+STAGES = [
+    (clip.main, ["--steps", "700", "--batch", "96"], 600),
+    (flux.main, ["--stage", "vae", "--steps", "400", "--batch", "8"], 480),
+    (flux.main, ["--stage", "transformer", "--steps", "2000", "--batch", "24"], 2900),
+    (wan.main, ["--stage", "vae", "--steps", "300", "--batch", "8"], 480),
+    (wan.main, ["--stage", "transformer", "--steps", "1500", "--batch", "32"], 2500),
+]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--no-time-budget", action="store_true", help="run every stage to its full step count")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    for fn, stage_args, budget in STAGES:
+        extra = ["--threads", str(args.threads)]
+        if not args.no_time_budget:
+            extra += ["--time-budget", str(budget)]
+        fn(stage_args + extra)
+
+
+if __name__ == "__main__":
+    main()

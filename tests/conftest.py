@@ -1,0 +1,35 @@
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_flux():
+    from mindiesd_tune.models import load
+
+    return load("tiny-flux-random", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_wan():
+    from mindiesd_tune.models import load
+
+    return load("tiny-wan-random", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def demo_flux():
+    from mindiesd_tune.models import load
+
+    return load("demo-flux", device="cpu")
+
+
+def generate(loaded, prompt="a red circle on a blue background", seed=0, **overrides):
+    """One call of a loaded model with its default settings -> float array in [0, 1]."""
+    gen = {**loaded.generation, **overrides}
+    out = loaded.pipe(prompt=prompt, generator=torch.Generator().manual_seed(seed), output_type="np", **gen)
+    return (out.frames if loaded.is_video else out.images)[0]

@@ -30,34 +30,59 @@ def _console(quiet: bool = False):
 @app.command()
 def tune(
     model: str = typer.Argument(..., help="built-in name (see `models`), a diffusers folder, or a cached hub id"),
-    budget: str = typer.Option("90s", "--budget", "-b", help="time (90s, 30m, 2h), trial count (40t) or both (30m+40t)"),
+    budget: str = typer.Option("90s", "--budget", "-b", help="time (90s, 30m, 2h), trial count (40t) or both (30m+40t); whichever ends first"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (default runs/<model>-<time>)"),
     objective: str = typer.Option("psnr", help="quality metric to maximise: psnr or ssim"),
-    quality_floor: List[str] = typer.Option([DEFAULT_FLOOR], "--quality-floor", help="METRIC>=VALUE the profile must meet; repeatable"),
+    quality_floor: List[str] = typer.Option([DEFAULT_FLOOR], "--quality-floor", help="METRIC>=VALUE, or METRIC>=Fx relative to the baseline; repeatable"),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="peak memory cap, e.g. 24GB (device memory; process RSS on the CPU)"),
+    sampler: str = typer.Option("tpe", help="tpe (constrained multivariate TPE), nsga2, gp or random"),
+    pick: str = typer.Option("fastest", help="which trial becomes the profile: fastest, knee or trial:N"),
     prompt: List[str] = typer.Option([], "--prompt", "-p", help="prompt of the fixed workload; repeatable"),
     seed: int = typer.Option(0, help="seed of the sampler and of the first prompt"),
     device: Optional[str] = typer.Option(None, help="cuda, npu or cpu (default: the best available)"),
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: the model's own)"),
     repeats: int = typer.Option(3, min=1, help="timed calls per trial (the median is reported)"),
     warmup: int = typer.Option(1, min=0, help="untimed calls before timing"),
+    prune_margin: float = typer.Option(0.05, min=0.0, help="prune after the first prompt when it misses a floor by more than this fraction"),
+    workers: int = typer.Option(1, min=1, help="evaluator workers on this machine, each on its own device or device group"),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL shared by several machines, e.g. postgresql://user:pw@host/db"),
+    study_name: Optional[str] = typer.Option(None, help="study name in --storage (default: the model name)"),
     resume: bool = typer.Option(False, help="continue the study in --out"),
+    isolate: bool = typer.Option(True, help="evaluate in a child process that survives crashes (--no-isolate: in this process)"),
     allow_download: bool = typer.Option(False, "--allow-download", help="let a hub id be downloaded"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print only where the outputs went"),
 ):
     """Tune MODEL within a budget; write profile.yaml, report.html and trials.csv."""
-    from .tuner import parse_budget, parse_floor, run_study
+    from .tuner import parse_budget, parse_floor, parse_memory, run_study
 
     b = parse_budget(budget)
     floors = [parse_floor(f) for f in quality_floor]
+    mem = parse_memory(max_memory) if max_memory else None
+    if pick not in ("fastest", "knee") and not pick.startswith("trial:"):
+        raise UserError(f"--pick {pick!r}: use fastest, knee or trial:N")
     con = _console(quiet)
     outcome = run_study(
-        model, b, out, objective=objective, floors=floors, prompts=prompt or None, seed=seed, device=device,
-        dtype=dtype, warmup=warmup, repeats=repeats, resume=resume, allow_download=allow_download,
+        model, b, out, objective=objective, floors=floors, max_memory_bytes=mem, sampler=sampler, prompts=prompt or None,
+        seed=seed, device=device, dtype=dtype, warmup=warmup, repeats=repeats, resume=resume,
+        allow_download=allow_download, workers=workers, storage=storage, study_name=study_name, pick_how=pick,
+        prune_margin=prune_margin if prune_margin > 0 else None, isolate=isolate, quiet=quiet,
         log=lambda line: con.print(line, markup=False),
     )
     _print_outcome(outcome, quiet)
     if outcome.interrupted:
         raise typer.Exit(130)
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="a run folder written by `tune`"),
+    pick: str = typer.Option("fastest", help="fastest, knee or trial:N"),
+    storage: Optional[str] = typer.Option(None, help="the study's storage URL when run.json cannot hold it (a password)"),
+):
+    """Re-pick the profile of a finished study without running anything."""
+    from .tuner import export as _export
+
+    _print_outcome(_export(run_dir, pick, storage), False)
 
 
 def _print_outcome(outcome, quiet: bool) -> None:

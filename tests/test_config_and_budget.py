@@ -53,6 +53,7 @@ def test_bad_budget_is_a_user_error(text):
 def test_quality_floor_parsing():
     f = parse_floor("ssim>=0.9")
     assert f.holds(0.95) and not f.holds(0.85) and not f.holds(None)
+    assert f.violation(0.85) == pytest.approx(0.05) and f.violation(0.95) < 0
     rel = parse_floor("psnr>=0.5x")
     assert rel.holds(20, baseline_value=30) and not rel.holds(10, baseline_value=30)
     with pytest.raises(UserError):

@@ -19,7 +19,8 @@ from mindiesd_tune.tuner.evaluator import to_uint8
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     outcome = run_study(
-        "tiny-flux-random", parse_budget("6t"), out, floors=[parse_floor("psnr>=20")], repeats=2, log=lambda s: None
+        "tiny-flux-random", parse_budget("6t"), out, floors=[parse_floor("psnr>=20")], repeats=2, isolate=False,
+        log=lambda s: None,
     )
     return out, outcome
 
@@ -100,12 +101,12 @@ def test_report_rebuilds_from_the_study_alone(run):
 def test_existing_run_folder_is_not_overwritten(run):
     out, _ = run
     with pytest.raises(UserError, match="--resume"):
-        run_study("tiny-flux-random", parse_budget("1t"), out, log=lambda s: None)
+        run_study("tiny-flux-random", parse_budget("1t"), out, isolate=False, log=lambda s: None)
 
 
-def test_resume_adds_trials_to_the_same_study(tmp_path):
-    run_study("tiny-flux-random", parse_budget("2t"), tmp_path, repeats=1, log=lambda s: None)
-    outcome = run_study("tiny-flux-random", parse_budget("2t"), tmp_path, repeats=1, resume=True, log=lambda s: None)
+def test_resume_continues_the_same_study_up_to_its_budget(tmp_path):
+    run_study("tiny-flux-random", parse_budget("2t"), tmp_path, repeats=1, isolate=False, log=lambda s: None)
+    outcome = run_study("tiny-flux-random", parse_budget("4t"), tmp_path, repeats=1, resume=True, isolate=False, log=lambda s: None)
     states = [t.state for t in outcome.study.trials]
     assert len(states) == 4 and all(s == optuna.trial.TrialState.COMPLETE for s in states)
     assert outcome.study.trials[0].params == NEUTRAL_PARAMS

@@ -1,21 +1,32 @@
-"""Study set-up, objective, budget and selection of the profile."""
+"""Study set-up, objectives and constraints, workers, budget and the choice of the profile."""
 
 from .budget import Budget, parse_budget
-from .evaluator import Evaluator, TrialResult, Workload
-from .select import QualityFloor, parse_floor, pick_fastest
-from .study import StudyOutcome, load_run, run_study, write_outputs
+from .evaluator import Evaluator, TrialPrunedEarly, TrialResult, Workload
+from .objectives import Constraints, QualityFloor, parse_floor, parse_memory
+from .pick import pick
+from .storage import load_run
+from .study import SAMPLERS, StudyOutcome, export, run_study, write_outputs
+from .worker import InProcessWorker, ProcessWorker, WorkerSpec
 
 __all__ = [
+    "SAMPLERS",
     "Budget",
+    "Constraints",
     "Evaluator",
+    "InProcessWorker",
+    "ProcessWorker",
     "QualityFloor",
     "StudyOutcome",
+    "TrialPrunedEarly",
     "TrialResult",
     "Workload",
+    "WorkerSpec",
+    "export",
     "load_run",
     "parse_budget",
     "parse_floor",
-    "pick_fastest",
+    "parse_memory",
+    "pick",
     "run_study",
     "write_outputs",
 ]

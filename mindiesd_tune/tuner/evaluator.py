@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,15 @@ DEFAULT_VIDEO_PROMPTS = (
     "a red circle on a blue background moving left",
     "a white square on a green background moving up",
 )
+
+
+class TrialPrunedEarly(Exception):
+    """The first prompt already broke a quality floor by more than the margin."""
+
+    def __init__(self, reason: str, partial: dict[str, Any]):
+        super().__init__(reason)
+        self.reason = reason
+        self.partial = partial
 
 
 @dataclass
@@ -44,10 +54,21 @@ class TrialResult:
     metrics: dict[str, float]
     counters: dict[str, Any]
     outputs: list[np.ndarray] = field(repr=False)
+    eval_seconds: float = 0.0
 
     @property
     def has_nan(self) -> bool:
         return any(not np.isfinite(o).all() for o in self.outputs)
+
+    def to_message(self) -> dict[str, Any]:
+        """What crosses the process boundary: numbers, and the first output as uint8 for the report."""
+        return {
+            "latency": self.latency.as_dict(),
+            "metrics": self.metrics,
+            "counters": self.counters,
+            "sample": to_uint8(self.outputs[0]),
+            "eval_seconds": self.eval_seconds,
+        }
 
 
 class Evaluator:
@@ -69,21 +90,26 @@ class Evaluator:
         arr = out.frames if self.loaded.is_video else out.images
         return np.asarray(arr[0], dtype=np.float32)
 
-    def _run_all(self, first: np.ndarray | None = None) -> list[np.ndarray]:
-        outs = [] if first is None else [first]
-        for prompt, seed in list(zip(self.workload.prompts, self.workload.seeds))[len(outs):]:
-            outs.append(self.generate(prompt, seed))
-        return outs
-
     @property
     def baseline(self) -> list[np.ndarray]:
         if self._baseline is None:
             with torch.inference_mode():
-                self._baseline = self._run_all()
+                self._baseline = [self.generate(p, s) for p, s in zip(self.workload.prompts, self.workload.seeds)]
         return self._baseline
 
-    def evaluate(self, config: accel.AccelConfig) -> TrialResult:
-        """Apply ``config``, time the first prompt, score every prompt against the baseline, remove."""
+    @property
+    def baseline_metrics(self) -> dict[str, float]:
+        """The metrics of the baseline against itself: what relative floors scale."""
+        return {k: _mean([fidelity(b, b)[k] for b in self.baseline]) for k in ("psnr", "ssim")}
+
+    def evaluate(self, config: accel.AccelConfig, constraints=None, prune_margin: float | None = None) -> TrialResult:
+        """Apply ``config``, time the first prompt, score it; prune early or score the rest; remove.
+
+        With ``constraints`` and ``prune_margin``, a first prompt that already misses a
+        quality floor by more than the margin raises TrialPrunedEarly instead of running
+        the remaining prompts.
+        """
+        t_start = time.perf_counter()
         baseline = self.baseline
         handle = accel.apply(self.pipe, config)
         try:
@@ -96,12 +122,26 @@ class Evaluator:
 
                 latency, first = measure(call, self.device, self.warmup, self.repeats)
                 counters = handle.stats()
-                outputs = self._run_all(first)
+                outputs = [first]
+                scores = [fidelity(first, baseline[0])]
+                if constraints is not None and prune_margin is not None and len(self.workload.prompts) > 1:
+                    self._prune_early(constraints, prune_margin, scores[0], latency, counters, first)
+                for (p, s), b in zip(list(zip(self.workload.prompts, self.workload.seeds))[1:], baseline[1:]):
+                    outputs.append(self.generate(p, s))
+                    scores.append(fidelity(outputs[-1], b))
         finally:
             handle.remove()
-        scores = [fidelity(o, b) for o, b in zip(outputs, baseline)]
         metrics = {k: _mean([s[k] for s in scores]) for k in scores[0]}
-        return TrialResult(latency, metrics, counters, outputs)
+        return TrialResult(latency, metrics, counters, outputs, time.perf_counter() - t_start)
+
+    def _prune_early(self, constraints, margin, first_scores, latency, counters, first) -> None:
+        base = self.baseline_metrics
+        for f in constraints.floors:
+            value = first_scores.get(f.metric)
+            if value is not None and f.breaks_by(value, margin, base.get(f.metric)):
+                partial = {"latency": latency.as_dict(), "metrics": dict(first_scores), "counters": counters,
+                           "sample": to_uint8(first)}
+                raise TrialPrunedEarly(f"first prompt {f.metric} {value:.4g} misses {f} by more than {margin:.0%}", partial)
 
 
 def _mean(values: list[float]) -> float:

@@ -1,31 +1,39 @@
-"""The study driver: Optuna asks for a config, the evaluator scores it, the profile is frozen at the end."""
+"""The study driver: Optuna asks for a config, a worker scores it, the profile is frozen at the end.
+
+One thread per worker runs an ask/tell loop against the shared storage; each worker owns an
+evaluator (in a child process by default) on its own device or device group. The main
+thread shows progress and turns Ctrl-C into "stop after the current trial".
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
-import sys
+import os
+import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import optuna
 
 from ..errors import UserError
-from ..kernels import hardware_info
 from ..metrics import HIGHER_IS_BETTER
-from ..profile import Profile, model_fingerprint
+from ..profile import Profile
 from ..search_spaces import config_from_params, presets, suggest
 from .budget import Budget
-from .evaluator import DEFAULT_PROMPTS, DEFAULT_VIDEO_PROMPTS, Evaluator, Workload, to_uint8
-from .select import QualityFloor, baseline_trial, pick_fastest, trial_summary
+from .objectives import Constraints, QualityFloor
+from .pick import baseline_trial, completed, is_feasible, pick
+from .progress import ProgressUI
+from .storage import default_storage, has_study, load_run, open_storage, redact, write_run_json
+from .worker import InProcessWorker, ProcessWorker, WorkerSpec, WorkerStartError
 
 # Identical outputs have infinite PSNR; Optuna wants finite objective values.
 PSNR_CAP = 100.0
-STUDY_DB = "study.db"
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+TrialState = optuna.trial.TrialState
 
 
 @dataclass
@@ -40,13 +48,77 @@ class StudyOutcome:
     reason: str = ""
 
 
-def storage_url(out_dir: Path) -> str:
-    return f"sqlite:///{(out_dir / STUDY_DB).resolve()}"
-
-
 def default_out_dir(model: str) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{Path(model).name}-{stamp}"
+
+
+def make_sampler(name: str, seed: int, budget_trials: int | None = None) -> optuna.samplers.BaseSampler:
+    """Constrained multivariate TPE by default; NSGA-II, GP and random on request. All seeded."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                          n_startup_trials=8)
+    if name == "nsga2":
+        pop = 10 if budget_trials is None else max(4, min(50, budget_trials // 4))
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=pop)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=8)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise UserError(f"unknown sampler {name!r} (known: {', '.join(SAMPLERS)})")
+
+
+def worker_specs(base: WorkerSpec, workers: int) -> list[WorkerSpec]:
+    """One spec per worker, each pinned to its own device (or a share of the CPU threads)."""
+    import torch
+
+    from ..kernels import default_device, device_count
+
+    device = torch.device(base.device) if base.device else default_device()
+    specs = []
+    for i in range(workers):
+        env: dict[str, str] = {}
+        threads = None
+        if workers > 1:
+            if device.type == "cuda":
+                n = device_count(device)
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in range(n)[i::workers]) or str(i % max(n, 1))
+            elif device.type == "npu":
+                n = device_count(device)
+                env["ASCEND_RT_VISIBLE_DEVICES"] = ",".join(str(d) for d in range(n)[i::workers]) or str(i % max(n, 1))
+            else:
+                threads = max(1, (os.cpu_count() or 1) // workers)
+        specs.append(WorkerSpec(**{**base.__dict__, "env": {**base.env, **env}, "threads": threads or base.threads}))
+    return specs
+
+
+@dataclass
+class _Shared:
+    """State the worker threads share."""
+
+    study: optuna.Study
+    family: str
+    objective: str
+    constraints: Constraints
+    baseline_metrics: dict[str, float]
+    max_trials: int | None
+    deadline: float | None
+    prune_margin: float | None
+    samples: Path
+    on_trial: Callable[[optuna.trial.FrozenTrial], None]
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    eval_seconds: float = 0.0
+
+    def counted(self, below: int | None = None) -> int:
+        n = 0
+        for t in self.study.get_trials(deepcopy=False):
+            if t.state == TrialState.WAITING or t.user_attrs.get("over_budget") or t.user_attrs.get("interrupted"):
+                continue
+            if below is None or t.number < below:
+                n += 1
+        return n
 
 
 def run_study(
@@ -56,6 +128,8 @@ def run_study(
     *,
     objective: str = "psnr",
     floors: list[QualityFloor] | None = None,
+    max_memory_bytes: int | None = None,
+    sampler: str = "tpe",
     prompts: list[str] | None = None,
     seed: int = 0,
     device: str | None = None,
@@ -64,152 +138,243 @@ def run_study(
     repeats: int = 3,
     resume: bool = False,
     allow_download: bool = False,
+    workers: int = 1,
+    storage: str | None = None,
+    study_name: str | None = None,
+    pick_how: str = "fastest",
+    prune_margin: float | None = 0.05,
+    isolate: bool = True,
+    worker_factory: str | None = None,
+    progress: bool | None = None,
+    quiet: bool = False,
     log: Callable[[str], None] = print,
 ) -> StudyOutcome:
     """Tune ``model`` within ``budget``; write profile.yaml, report.html and trials.csv to ``out_dir``."""
-    from ..models import load
-
+    started = time.monotonic()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if objective not in HIGHER_IS_BETTER:
         raise UserError(f"unknown objective {objective!r} (known: {', '.join(HIGHER_IS_BETTER)})")
-    floors = list(floors) if floors is not None else []
+    if workers < 1:
+        raise UserError(f"--workers {workers}: give at least one worker")
+    if sampler not in SAMPLERS:
+        raise UserError(f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
+    constraints = Constraints(tuple(floors or ()), max_memory_bytes)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(model)
-    db = out_dir / STUDY_DB
-    if db.exists() and not resume:
-        raise UserError(f"{out_dir} already holds a study; pass --resume to continue it or choose another --out")
-    if resume and not db.exists():
-        raise UserError(f"{out_dir} holds no study to resume")
+    external = storage is not None
+    if not external:
+        if has_study(out_dir) and not resume:
+            raise UserError(f"{out_dir} already holds a study; pass --resume to continue it or choose another --out")
+        if resume and not has_study(out_dir):
+            raise UserError(f"{out_dir} holds no study to resume")
     out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-
-    log(f"loading {model} ...")
-    loaded = load(model, device=device, dtype=dtype, allow_download=allow_download)
-    default_prompts = DEFAULT_VIDEO_PROMPTS if loaded.is_video else DEFAULT_PROMPTS
-    prompts = list(prompts) if prompts else list(default_prompts)
-    workload = Workload(prompts, [seed + i for i in range(len(prompts))], dict(loaded.generation))
-    evaluator = Evaluator(loaded, workload, warmup=warmup, repeats=repeats)
-
-    # multivariate TPE with groups handles the conditional space; Optuna flags both as experimental
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    url = storage or default_storage(out_dir, workers)
+    name = study_name or Path(model).name
     study = optuna.create_study(
-        study_name=Path(model).name,
-        storage=storage_url(out_dir),
+        study_name=name,
+        storage=open_storage(url),
         directions=["minimize", "maximize"],
-        sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True),
-        load_if_exists=resume,
+        sampler=make_sampler(sampler, seed, budget.trials),
+        load_if_exists=resume or external,  # an explicit storage is how other machines join a study
     )
-    if not study.user_attrs:
-        meta = {
-            "model": {
-                "name": loaded.name,
-                "family": loaded.family,
-                "pipeline": type(loaded.pipe).__name__,
-                "fingerprint": model_fingerprint(loaded.pipe),
-            },
-            "workload": {"prompts": workload.prompts, "seeds": workload.seeds, "generation": workload.generation},
-            "objective": objective,
-            "floors": [str(f) for f in floors],
-            "hardware": hardware_info(evaluator.device),
-            "budget": str(budget),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "latency": {"warmup": warmup, "repeats": repeats},
-        }
-        for key, value in meta.items():
-            study.set_user_attr(key, value)
-    if not study.trials:
-        for params in presets(loaded.family):  # the baseline is always trial 0
-            study.enqueue_trial(params, skip_if_exists=True)
+    write_run_json(out_dir, url, name)
 
-    log("computing the baseline outputs ...")
-    _ = evaluator.baseline
+    base_spec = WorkerSpec(model=model, device=device, dtype=dtype, allow_download=allow_download, prompts=prompts,
+                           seed=seed, warmup=warmup, repeats=repeats, factory=worker_factory)
+    pool = [(ProcessWorker if isolate else InProcessWorker)(s) for s in worker_specs(base_spec, workers)]
+    log(f"loading {model} and computing the baseline outputs ...")
+    try:
+        info = pool[0].start()
+    except WorkerStartError as e:
+        raise UserError(str(e)) from None
+    _record_study_attrs(study, info, objective, constraints, sampler, budget, warmup, repeats, url)
+    if not study.trials:
+        for params in presets(info["model"]["family"]):  # the baseline is always trial 0
+            study.enqueue_trial(params)
+    elif not external:
+        _requeue_interrupted(study, log)
+
+    deadline = None if budget.seconds is None else started + budget.seconds
     samples = out_dir / "samples"
     samples.mkdir(exist_ok=True)
+    ui = ProgressUI(budget, enabled=progress, quiet=quiet, log=log)
+    shared = _Shared(study, info["model"]["family"], objective, constraints, info["baseline_metrics"], budget.trials,
+                     deadline, prune_margin, samples, ui.trial_done)
 
-    def objective_fn(trial: optuna.Trial) -> tuple[float, float]:
-        try:
-            config = suggest(trial, loaded.family)
-            earlier = _same_params(study, trial)
-            if earlier is not None:  # a sampler may propose a point again; don't pay for it twice
-                for key, value in earlier.user_attrs.items():
-                    trial.set_user_attr(key, value)
-                trial.set_user_attr("repeat_of", earlier.number)
-                return tuple(earlier.values)
-            result = evaluator.evaluate(config)
-            if result.has_nan:
-                raise FloatingPointError("the output contains NaN or inf")
-        except Exception as e:
-            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {_first_line(e)}")
-            raise
-        trial.set_user_attr("latency_s", result.latency.median_s)
-        trial.set_user_attr("latency", result.latency.as_dict())
-        trial.set_user_attr("metrics", result.metrics)
-        trial.set_user_attr("counters", result.counters)
-        trial.set_user_attr("config", config.to_dict())
-        _save_sample(samples / f"trial-{trial.number:04d}.png", result.outputs[0])
-        quality = result.metrics[objective]
-        if objective == "psnr":
-            quality = min(quality, PSNR_CAP)
-        return result.latency.median_s, quality
-
-    def report_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        log(_trial_line(study, trial))
-
-    remaining = None if budget.seconds is None else max(1.0, budget.seconds - (time.monotonic() - started))
+    threads = [threading.Thread(target=_drive, args=(shared, f"w{i}", w), daemon=True) for i, w in enumerate(pool)]
+    t_loop = time.monotonic()
     interrupted = False
-    log(f"tuning for {budget} ...")
-    try:
-        study.optimize(
-            objective_fn,
-            n_trials=budget.trials,
-            timeout=remaining,
-            catch=(Exception,),
-            callbacks=[report_trial],
-            gc_after_trial=False,
-        )
-    except KeyboardInterrupt:
-        interrupted = True
-        log("interrupted: keeping the finished trials and writing the outputs")
-    outcome = write_outputs(study, out_dir, floors)
+    with ui:
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            try:
+                for t in threads:
+                    t.join(timeout=0.25)
+                ui.refresh(study, started)
+            except KeyboardInterrupt:
+                if not shared.stop.is_set():
+                    shared.stop.set()
+                    interrupted = True
+                    ui.note("stopping after the current trial; Ctrl-C again to abort it")
+                else:
+                    ui.note("aborting the running trial")
+                    for w in pool:
+                        w.close()
+    loop_seconds = time.monotonic() - t_loop
+    for w in pool:
+        w.close()
+    busy = loop_seconds * len(pool)
+    study.set_user_attr("timing", {
+        "loop_seconds": round(loop_seconds, 3),
+        "inference_seconds": round(shared.eval_seconds, 3),
+        "overhead_share": round(max(0.0, 1 - shared.eval_seconds / busy), 4) if busy > 0 else None,
+    })
+    outcome = write_outputs(study, out_dir, pick_how)
     outcome.interrupted = interrupted
     return outcome
 
 
+def _record_study_attrs(study, info, objective, constraints, sampler, budget, warmup, repeats, url) -> None:
+    attrs = study.user_attrs
+    if "model" in attrs:
+        if attrs["model"].get("fingerprint") != info["model"]["fingerprint"]:
+            raise UserError(
+                f"study {study.study_name!r} was made with model {attrs['model'].get('name')} "
+                f"(fingerprint {attrs['model'].get('fingerprint')}), not this one ({info['model']['fingerprint']})"
+            )
+        return
+    meta = {
+        "model": info["model"],
+        "workload": info["workload"],
+        "objective": objective,
+        "floors": constraints.spec()["floors"],
+        "max_memory_bytes": constraints.max_memory_bytes,
+        "sampler": sampler,
+        "hardware": info["hardware"],
+        "baseline_metrics": info["baseline_metrics"],
+        "budget": str(budget),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "latency": {"warmup": warmup, "repeats": repeats},
+        "storage": redact(url),
+    }
+    for key, value in meta.items():
+        study.set_user_attr(key, value)
+
+
+def _requeue_interrupted(study: optuna.Study, log) -> None:
+    """Trials left RUNNING by a killed process: mark them failed and queue their points again."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted: the process running it was stopped")
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.enqueue_trial(t.params)
+        log(f"trial {t.number} was interrupted; its point is queued again")
+
+
+def _drive(shared: _Shared, wid: str, worker) -> None:
+    """One worker's ask/tell loop; returns when the budget is spent or a stop is asked for."""
+    study = shared.study
+    while not shared.stop.is_set():
+        if shared.deadline is not None and time.monotonic() >= shared.deadline:
+            return
+        with shared.lock:
+            if shared.max_trials is not None and shared.counted() >= shared.max_trials:
+                return
+            trial = study.ask()
+        if shared.max_trials is not None and shared.counted(below=trial.number) >= shared.max_trials:
+            trial.set_user_attr("over_budget", True)  # another worker took the last slot
+            study.tell(trial, state=TrialState.FAIL)
+            return
+        trial.set_user_attr("worker", wid)
+        _run_trial(shared, trial, worker)
+        shared.on_trial(study.trials[trial.number] if trial.number < len(study.trials) else None)
+
+
+def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> None:
+    study = shared.study
+    try:
+        config = suggest(trial, shared.family)
+    except Exception as e:  # noqa: BLE001  (a bad point is that trial's failure)
+        trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    earlier = _same_params(study, trial)
+    if earlier is not None:  # a sampler may propose a point again; answer it from storage
+        for key, value in earlier.user_attrs.items():
+            if key != "worker":
+                trial.set_user_attr(key, value)
+        trial.set_user_attr("repeat_of", earlier.number)
+        for key, value in earlier.constraints.items():
+            trial.set_constraint(key, value)
+        study.tell(trial, earlier.values)
+        return
+    kind, *rest = worker.evaluate(config.to_dict(), shared.constraints.spec(), shared.prune_margin)
+    trial.set_user_attr("config", config.to_dict())
+    if kind == "failed":
+        trial.set_user_attr("fail_reason", rest[0])
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    result = rest[-1]
+    with shared.lock:
+        shared.eval_seconds += result.get("eval_seconds") or _eval_estimate(result)
+    latency = result["latency"]
+    trial.set_user_attr("latency_s", latency["median_s"])
+    trial.set_user_attr("latency", latency)
+    trial.set_user_attr("metrics", result["metrics"])
+    trial.set_user_attr("counters", result["counters"])
+    _save_sample(shared.samples / f"trial-{trial.number:04d}.png", result["sample"])
+    if kind == "pruned":
+        trial.set_user_attr("prune_reason", rest[0])
+        study.tell(trial, state=TrialState.PRUNED)
+        return
+    for key, value in shared.constraints.values(result["metrics"], latency.get("peak_memory_bytes"), shared.baseline_metrics).items():
+        trial.set_constraint(key, value)
+    quality = result["metrics"][shared.objective]
+    if shared.objective == "psnr":
+        quality = min(quality, PSNR_CAP)
+    study.tell(trial, [latency["median_s"], quality])
+
+
+def _eval_estimate(result: dict) -> float:
+    return sum(result["latency"].get("samples") or [])
+
+
 def _same_params(study: optuna.Study, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    for t in completed(study):
         if t.number != trial.number and t.params == trial.params and "repeat_of" not in t.user_attrs:
             return t
     return None
 
 
-def write_outputs(study: optuna.Study, out_dir: Path, floors: list[QualityFloor] | None = None) -> StudyOutcome:
+def write_outputs(study: optuna.Study, out_dir: Path, pick_how: str = "fastest") -> StudyOutcome:
     """Pick the profile and write profile.yaml, trials.csv and report.html from the stored study."""
     from ..reports import write_report, write_trials_csv
-    from .select import parse_floor
     from .table import trials_table
 
-    if floors is None:
-        floors = [parse_floor(f) for f in study.user_attrs.get("floors", [])]
-    chosen, reason = pick_fastest(study, floors)
-    profile = freeze_profile(study, chosen, out_dir) if chosen is not None else None
+    out_dir = Path(out_dir)
+    chosen, reason = pick(study, pick_how)
+    profile = freeze_profile(study, chosen) if chosen is not None else None
     profile_path = profile.save(out_dir / "profile.yaml") if profile is not None else None
-    df = trials_table(study, floors)
+    df = trials_table(study)
     table_path = write_trials_csv(df, out_dir / "trials.csv")
     chosen_no = chosen.number if chosen is not None else None
     report_path = write_report(df, study.user_attrs, out_dir / "report.html", chosen_no, reason, study.study_name)
     return StudyOutcome(study, out_dir, profile, profile_path, report_path, table_path, reason=reason)
 
 
-def freeze_profile(study: optuna.Study, trial: optuna.trial.FrozenTrial, out_dir: Path) -> Profile:
+def freeze_profile(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Profile:
     attrs = study.user_attrs
     base = baseline_trial(study)
-    summary = trial_summary(trial, base)
+    latency = trial.user_attrs.get("latency_s")
+    base_s = base.user_attrs.get("latency_s") if base is not None else None
     metrics = trial.user_attrs.get("metrics", {})
     measured = {
-        "latency_s": _round(summary["latency_s"]),
-        "baseline_s": _round(summary["baseline_s"]),
-        "speedup": _round(summary["speedup"], 3),
+        "latency_s": _round(latency),
+        "baseline_s": _round(base_s),
+        "speedup": _round(base_s / latency, 3) if latency and base_s else None,
         **{k: _finite(v) for k, v in metrics.items()},
         "skipped_fraction": _round(trial.user_attrs.get("counters", {}).get("skipped_fraction"), 4),
+        "feasible": is_feasible(trial),
     }
     workload = attrs.get("workload", {})
     generation = {"height": None, "width": None, "num_frames": None, **workload.get("generation", {})}
@@ -222,7 +387,7 @@ def freeze_profile(study: optuna.Study, trial: optuna.trial.FrozenTrial, out_dir
         study={
             "name": study.study_name,
             "trial": trial.number,
-            "storage": storage_url(out_dir),
+            "storage": attrs.get("storage"),
             "created": attrs.get("created"),
             "prompts": workload.get("prompts"),
             "seeds": workload.get("seeds"),
@@ -232,7 +397,7 @@ def freeze_profile(study: optuna.Study, trial: optuna.trial.FrozenTrial, out_dir
 
 def _finite(v):
     if isinstance(v, float) and math.isinf(v):
-        return "inf"  # identical to the baseline; YAML readers agree on this spelling
+        return "inf"  # identical to the baseline
     return _round(v)
 
 
@@ -240,43 +405,14 @@ def _round(v, digits: int = 5):
     return None if v is None else round(float(v), digits)
 
 
-def _save_sample(path: Path, output) -> None:
+def _save_sample(path: Path, arr) -> None:
     from PIL import Image
 
-    arr = to_uint8(output)
     if arr.ndim == 4:  # video: frames side by side
         arr = arr.transpose(1, 0, 2, 3).reshape(arr.shape[1], -1, arr.shape[3])
     Image.fromarray(arr).save(path)
 
 
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [""])[0][:300]
-
-
-def _trial_line(study: optuna.Study, t: optuna.trial.FrozenTrial) -> str:
-    params = ", ".join(f"{k.split('.', 1)[1]}={_fmt(v)}" for k, v in t.params.items()) or "baseline"
-    if t.state == optuna.trial.TrialState.COMPLETE:
-        base = baseline_trial(study)
-        s = trial_summary(t, base)
-        m = t.user_attrs.get("metrics", {})
-        speed = f"{s['speedup']:.2f}x" if s["speedup"] else "-"
-        quality = "  ".join(f"{k} {v:.3g}" for k, v in m.items())
-        return f"trial {t.number:3d}  {s['latency_s']:.3f}s  {speed:>6}  {quality}  [{params}]"
-    reason = t.user_attrs.get("fail_reason", t.state.name.lower())
-    return f"trial {t.number:3d}  {t.state.name.lower()}: {reason}  [{params}]"
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
-def load_run(run_dir: str | Path) -> optuna.Study:
-    """The study stored in a run folder."""
-    run_dir = Path(run_dir)
-    if not (run_dir / STUDY_DB).is_file():
-        raise UserError(f"{run_dir}: no {STUDY_DB} here; is this a run folder written by `tune`?")
-    storage = storage_url(run_dir)
-    names = optuna.study.get_all_study_names(storage)
-    if len(names) != 1:
-        raise UserError(f"{run_dir}: expected one study in {STUDY_DB}, found {len(names)}")
-    return optuna.load_study(study_name=names[0], storage=storage)
+def export(run_dir: str | Path, pick_how: str = "fastest", storage: str | None = None) -> StudyOutcome:
+    """Re-pick the profile of a finished run without running anything."""
+    return write_outputs(load_run(run_dir, storage), Path(run_dir), pick_how)

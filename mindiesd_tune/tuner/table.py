@@ -5,40 +5,37 @@ from __future__ import annotations
 import optuna
 import pandas as pd
 
-from .select import QualityFloor, baseline_trial, is_feasible
+from .pick import baseline_trial, is_feasible
 
 
-def pareto_numbers(study: optuna.Study) -> set[int]:
-    """Trials on the latency / quality front (Optuna's own non-dominated sort)."""
-    return {t.number for t in study.best_trials}
-
-
-def trials_table(study: optuna.Study, floors: list[QualityFloor]) -> pd.DataFrame:
+def trials_table(study: optuna.Study) -> pd.DataFrame:
     base = baseline_trial(study)
     base_s = base.user_attrs.get("latency_s") if base is not None else None
-    front = pareto_numbers(study)
+    complete = optuna.trial.TrialState.COMPLETE
+    front = {t.number for t in study.best_trials} if any(t.state == complete for t in study.trials) else set()
     rows = []
     for t in study.get_trials(deepcopy=False):
-        complete = t.state == optuna.trial.TrialState.COMPLETE
+        if t.user_attrs.get("over_budget"):
+            continue  # asked by a worker after the global trial budget was spent; never evaluated
         latency = t.user_attrs.get("latency_s")
-        row = {
+        done = t.state == complete
+        rows.append({
             "trial": t.number,
             "state": t.state.name.lower(),
             "latency_s": latency,
             "speedup": (base_s / latency) if (latency and base_s) else None,
-            **{k: v for k, v in (t.user_attrs.get("metrics") or {}).items()},
+            **dict(t.user_attrs.get("metrics") or {}),
             "skipped_fraction": (t.user_attrs.get("counters") or {}).get("skipped_fraction"),
             "peak_memory_mb": _mb((t.user_attrs.get("latency") or {}).get("peak_memory_bytes")),
-            "feasible": is_feasible(t, floors, base) if complete else None,
+            "feasible": is_feasible(t) if done else None,
             "pareto": t.number in front,
             **{f"param.{k}": v for k, v in t.params.items()},
-            "fail_reason": t.user_attrs.get("fail_reason"),
+            "fail_reason": t.user_attrs.get("fail_reason") or t.user_attrs.get("prune_reason"),
+            "worker": t.user_attrs.get("worker"),
             "duration_s": t.duration.total_seconds() if t.duration else None,
-        }
-        rows.append(row)
+        })
     return pd.DataFrame(rows)
 
 
 def _mb(v):
     return None if v is None else round(v / 2**20, 1)
-

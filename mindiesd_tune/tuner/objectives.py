@@ -1,0 +1,102 @@
+"""Objectives and constraints: quality floors (absolute or baseline-relative) and a memory cap.
+
+Floors become Optuna constraints (``trial.set_constraint``; feasible when <= 0), so every
+Optuna sampler steers away from infeasible points and infeasible trials never become the
+profile.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UserError
+from ..metrics import HIGHER_IS_BETTER
+
+_FLOOR = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=)\s*([0-9]*\.?[0-9]+(?:e-?\d+)?)\s*(x?)\s*$")
+_MEMORY = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)\s*$", re.I)
+_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
+          "g": 1e9, "gb": 1e9, "gib": 2**30, "t": 1e12, "tb": 1e12, "tib": 2**40}
+
+
+@dataclass(frozen=True)
+class QualityFloor:
+    """``metric >= value`` (or ``<=``); with ``relative`` the value multiplies the baseline's."""
+
+    metric: str
+    op: str
+    value: float
+    relative: bool = False
+
+    def bound(self, baseline_value: float | None) -> float:
+        if not self.relative:
+            return self.value
+        if baseline_value is None or not math.isfinite(baseline_value):
+            raise UserError(f"floor {self}: the baseline has no finite {self.metric} to scale")
+        return self.value * baseline_value
+
+    def violation(self, value: float | None, baseline_value: float | None = None) -> float:
+        """Optuna constraint value: <= 0 when the floor holds, else how far it is missed."""
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return math.inf
+        b = self.bound(baseline_value)
+        if math.isinf(value):
+            return -1.0 if (value > 0) == (self.op == ">=") else math.inf
+        return (b - value) if self.op == ">=" else (value - b)
+
+    def holds(self, value: float | None, baseline_value: float | None = None) -> bool:
+        return self.violation(value, baseline_value) <= 0
+
+    def breaks_by(self, value: float | None, margin: float, baseline_value: float | None = None) -> bool:
+        """True when ``value`` misses the floor by more than ``margin`` (a fraction of the bound)."""
+        v = self.violation(value, baseline_value)
+        return v > margin * abs(self.bound(baseline_value))
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.value:g}{'x' if self.relative else ''}"
+
+
+def parse_floor(text: str, known: set[str] | None = None) -> QualityFloor:
+    m = _FLOOR.match(text)
+    if not m:
+        raise UserError(f"bad quality floor {text!r}: write it as METRIC>=VALUE, e.g. psnr>=30, ssim>=0.9 or ssim>=0.99x")
+    metric, op, value, rel = m.groups()
+    known = known if known is not None else set(HIGHER_IS_BETTER)
+    if metric not in known:
+        raise UserError(f"bad quality floor {text!r}: unknown metric {metric!r} (known: {', '.join(sorted(known))})")
+    return QualityFloor(metric, op, float(value), bool(rel))
+
+
+def parse_memory(text: str) -> int:
+    """``"8GB"``, ``"512MiB"``, ``"2e9"`` -> bytes."""
+    m = _MEMORY.match(str(text))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise UserError(f"bad memory size {text!r}: use e.g. 8GB, 512MiB or 24GiB")
+    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if value <= 0:
+        raise UserError(f"bad memory size {text!r}: it must be positive")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Constraints:
+    floors: tuple[QualityFloor, ...] = ()
+    max_memory_bytes: int | None = None
+
+    def values(self, metrics: dict[str, Any], peak_memory: int | None, baseline: dict[str, Any]) -> dict[str, float]:
+        """Constraint name -> value (<= 0 feasible), for ``trial.set_constraint``."""
+        out = {str(f): f.violation(metrics.get(f.metric), baseline.get(f.metric)) for f in self.floors}
+        if self.max_memory_bytes is not None:
+            out["memory"] = (peak_memory - self.max_memory_bytes) / 2**20 if peak_memory is not None else 0.0
+        # Optuna wants finite floats; a missing metric is a large violation
+        return {k: (1e9 if math.isinf(v) and v > 0 else v) for k, v in out.items()}
+
+    def spec(self) -> dict[str, Any]:
+        return {"floors": [str(f) for f in self.floors], "max_memory_bytes": self.max_memory_bytes}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any] | None) -> "Constraints":
+        spec = spec or {}
+        return cls(tuple(parse_floor(f) for f in spec.get("floors", [])), spec.get("max_memory_bytes"))

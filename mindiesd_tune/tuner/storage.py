@@ -1,0 +1,89 @@
+"""Where a study lives: SQLite in the run folder (one worker), Optuna's journal file (several
+local workers), or any Optuna RDB URL such as PostgreSQL (several machines).
+
+The run folder's run.json records the storage URL and study name, so `report` and `export`
+find the study again without being told.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+
+from ..errors import UserError
+
+STUDY_DB = "study.db"
+JOURNAL = "journal.log"
+RUN_JSON = "run.json"
+
+
+def default_storage(out_dir: Path, workers: int) -> str:
+    if workers > 1:  # Optuna advises against SQLite with parallel writers
+        return f"journal:///{(out_dir / JOURNAL).resolve()}"
+    return f"sqlite:///{(out_dir / STUDY_DB).resolve()}"
+
+
+def open_storage(url: str):
+    """An Optuna storage object for ``url`` (``journal:///path`` for a journal file)."""
+    if url.startswith("journal:///"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal://"):]))
+    if url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
+        except ImportError as e:
+            raise UserError(f"storage {redact(url)}: a database driver is missing ({e}); e.g. pip install psycopg2-binary") from None
+        except Exception as e:  # noqa: BLE001  (connection refused, bad credentials, ...)
+            raise UserError(f"storage {redact(url)}: cannot connect ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})") from None
+    raise UserError(f"storage {url!r}: use sqlite:///FILE, journal:///FILE or a database URL such as postgresql://...")
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and files."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def write_run_json(out_dir: Path, storage_url: str, study_name: str) -> None:
+    # the password is left out: a shared run folder must not leak it; `report` asks for --storage then
+    data = {"storage": redact(storage_url), "study": study_name, "has_password": redact(storage_url) != storage_url}
+    (out_dir / RUN_JSON).write_text(json.dumps(data, indent=2))
+
+
+def read_run_json(out_dir: Path) -> dict | None:
+    path = out_dir / RUN_JSON
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def has_study(out_dir: Path) -> bool:
+    return (out_dir / RUN_JSON).is_file() or (out_dir / STUDY_DB).is_file() or (out_dir / JOURNAL).is_file()
+
+
+def load_run(run_dir: str | Path, storage: str | None = None) -> optuna.Study:
+    """The study of a run folder (its run.json, or study.db / journal.log found there)."""
+    run_dir = Path(run_dir)
+    meta = read_run_json(run_dir)
+    if storage is None:
+        if meta is not None and not meta.get("has_password"):
+            storage = meta["storage"]
+        elif meta is not None:
+            raise UserError(f"{run_dir}: the study's database needs a password; pass --storage with the full URL")
+        elif (run_dir / STUDY_DB).is_file():
+            storage = f"sqlite:///{(run_dir / STUDY_DB).resolve()}"
+        elif (run_dir / JOURNAL).is_file():
+            storage = f"journal:///{(run_dir / JOURNAL).resolve()}"
+        else:
+            raise UserError(f"{run_dir}: no study here (no {RUN_JSON}, {STUDY_DB} or {JOURNAL}); is this a run folder written by `tune`?")
+    st = open_storage(storage)
+    names = [s.study_name for s in optuna.study.get_all_study_summaries(st)]
+    name = meta["study"] if meta is not None else (names[0] if len(names) == 1 else None)
+    if name is None or name not in names:
+        raise UserError(f"{run_dir}: expected one study in {redact(storage)}, found {len(names)}")
+    return optuna.load_study(study_name=name, storage=st)

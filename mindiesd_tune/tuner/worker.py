@@ -1,0 +1,252 @@
+"""Evaluator workers: the loaded pipeline lives in a child process that survives failing trials.
+
+An exception, an out-of-memory error or NaN output comes back as a failed result with its
+reason; a child that dies (segfault, kill, OOM killer) is noticed, the trial fails with
+that reason and the next trial starts a fresh child. ``InProcessWorker`` offers the same
+interface without a child, for tests, benchmarks and debuggers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+_START_LOCK = threading.Lock()  # children inherit os.environ at start; set it one child at a time
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a worker needs to build its evaluator, picklable for a spawned child."""
+
+    model: str
+    device: str | None = None
+    dtype: str | None = None
+    allow_download: bool = False
+    prompts: list[str] | None = None
+    seed: int = 0
+    warmup: int = 1
+    repeats: int = 3
+    env: dict[str, str] = field(default_factory=dict)  # e.g. CUDA_VISIBLE_DEVICES for this worker
+    threads: int | None = None  # torch CPU threads for this worker
+    factory: str | None = None  # "module:callable" (spec) -> (evaluator, info); default: build_evaluator
+
+
+def build_evaluator(spec: WorkerSpec):
+    """Load the model and its workload -> (Evaluator, info about the model and machine)."""
+    from ..kernels import hardware_info
+    from ..models import load
+    from ..profile import model_fingerprint
+    from .evaluator import DEFAULT_PROMPTS, DEFAULT_VIDEO_PROMPTS, Evaluator, Workload
+
+    loaded = load(spec.model, device=spec.device, dtype=spec.dtype, allow_download=spec.allow_download, seed=0)
+    prompts = list(spec.prompts) if spec.prompts else list(DEFAULT_VIDEO_PROMPTS if loaded.is_video else DEFAULT_PROMPTS)
+    workload = Workload(prompts, [spec.seed + i for i in range(len(prompts))], dict(loaded.generation))
+    ev = Evaluator(loaded, workload, warmup=spec.warmup, repeats=spec.repeats)
+    t0 = time.perf_counter()
+    baseline_metrics = ev.baseline_metrics  # computes the baseline outputs once
+    info = {
+        "model": {
+            "name": loaded.name,
+            "family": loaded.family,
+            "pipeline": type(loaded.pipe).__name__,
+            "fingerprint": model_fingerprint(loaded.pipe),
+        },
+        "workload": {"prompts": workload.prompts, "seeds": workload.seeds, "generation": workload.generation},
+        "hardware": hardware_info(ev.device),
+        "baseline_metrics": baseline_metrics,
+        "baseline_seconds": time.perf_counter() - t0,
+        "is_video": loaded.is_video,
+    }
+    return ev, info
+
+
+def _factory(spec: WorkerSpec):
+    if not spec.factory:
+        return build_evaluator
+    module, _, name = spec.factory.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def evaluate_message(evaluator, config_dict: dict, constraints_spec: dict | None, margin: float | None) -> tuple:
+    """Run one trial -> ("ok", result) | ("pruned", reason, partial) | ("failed", reason)."""
+    import torch
+
+    from ..accel.config import AccelConfig
+    from .evaluator import TrialPrunedEarly
+    from .objectives import Constraints
+
+    try:
+        config = AccelConfig.from_dict(config_dict)
+        constraints = Constraints.from_spec(constraints_spec) if constraints_spec else None
+        result = evaluator.evaluate(config, constraints, margin)
+        if result.has_nan:
+            return ("failed", "FloatingPointError: the output contains NaN or inf")
+        return ("ok", result.to_message())
+    except TrialPrunedEarly as e:
+        return ("pruned", e.reason, e.partial)
+    except Exception as e:  # noqa: BLE001  (any failure of one trial is that trial's result)
+        oom = isinstance(e, getattr(torch.cuda, "OutOfMemoryError", ())) or "out of memory" in str(e).lower()
+        if oom:
+            _free_device_memory()
+            return ("failed", f"out of memory: {_first_line(e)}")
+        return ("failed", f"{type(e).__name__}: {_first_line(e)}")
+
+
+def _free_device_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:300]
+
+
+class InProcessWorker:
+    """Evaluates in this process. No isolation: a crash takes the study with it."""
+
+    def __init__(self, spec: WorkerSpec, evaluator=None, info: dict | None = None):
+        self.spec = spec
+        self._ev, self._info = evaluator, info
+
+    def start(self) -> dict:
+        if self._ev is None:
+            if self.spec.threads:
+                import torch
+
+                torch.set_num_threads(self.spec.threads)
+            self._ev, self._info = _factory(self.spec)(self.spec)
+        return self._info
+
+    def evaluate(self, config_dict: dict, constraints_spec: dict | None = None, margin: float | None = None) -> tuple:
+        self.start()
+        return evaluate_message(self._ev, config_dict, constraints_spec, margin)
+
+    def close(self) -> None:
+        self._ev = None
+
+
+def _child_main(conn, spec_dict: dict) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it finishes the current trial
+    spec = WorkerSpec(**spec_dict)
+    try:
+        if spec.threads:
+            import torch
+
+            torch.set_num_threads(spec.threads)
+        evaluator, info = _factory(spec)(spec)
+    except BaseException as e:  # noqa: BLE001
+        conn.send(("error", f"{type(e).__name__}: {_first_line(e)}", traceback.format_exc()))
+        return
+    conn.send(("ready", info))
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        if msg[0] == "stop":
+            return
+        _, config_dict, constraints_spec, margin = msg
+        conn.send(evaluate_message(evaluator, config_dict, constraints_spec, margin))
+
+
+class WorkerDied(RuntimeError):
+    pass
+
+
+class WorkerStartError(RuntimeError):
+    pass
+
+
+class ProcessWorker:
+    """The evaluator in a spawned child process; restarted when it dies."""
+
+    def __init__(self, spec: WorkerSpec, start_timeout: float = 3600.0):
+        self.spec = spec
+        self.start_timeout = start_timeout
+        self._proc = None
+        self._conn = None
+        self._info: dict | None = None
+        self.restarts = 0
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.is_alive()
+
+    def start(self) -> dict:
+        if self.alive:
+            return self._info
+        if self._proc is not None:
+            self.restarts += 1
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        with _START_LOCK:
+            saved = {k: os.environ.get(k) for k in self.spec.env}
+            os.environ.update(self.spec.env)
+            try:
+                proc = ctx.Process(target=_child_main, args=(child, asdict(self.spec)), daemon=True)
+                proc.start()
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+        child.close()
+        self._proc, self._conn = proc, parent
+        msg = self._recv(self.start_timeout)
+        if msg[0] != "ready":
+            self.close()
+            raise WorkerStartError(msg[1])
+        self._info = msg[1]
+        return self._info
+
+    def _recv(self, timeout: float | None = None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                if self._conn.poll(0.2):
+                    return self._conn.recv()
+            except (EOFError, OSError):
+                pass
+            if not self._proc.is_alive():
+                code = self._proc.exitcode
+                self._proc.join()
+                raise WorkerDied(f"the evaluator process died (exit code {code})")
+            if deadline is not None and time.monotonic() > deadline:
+                self.close()
+                raise WorkerDied(f"the evaluator process did not answer within {timeout:.0f}s")
+
+    def evaluate(self, config_dict: dict, constraints_spec: dict | None = None, margin: float | None = None) -> tuple:
+        self.start()
+        try:
+            self._conn.send(("eval", config_dict, constraints_spec, margin))
+            return self._recv()
+        except WorkerDied as e:
+            return ("failed", f"WorkerDied: {e}; it will be restarted")
+
+    def close(self) -> None:
+        if self._proc is None:
+            return
+        try:
+            if self._proc.is_alive():
+                self._conn.send(("stop",))
+                self._proc.join(timeout=10)
+        except (OSError, BrokenPipeError):
+            pass
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+        self._conn.close()
+        self._proc = None

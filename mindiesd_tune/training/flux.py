@@ -2,7 +2,8 @@
 
 Stage ``vae`` trains the AutoencoderKL (reconstruction + small KL), then rescales its latent space
 to unit variance per channel (exactly, through the encoder's last and decoder's first conv, because
-the pipeline's ``scaling_factor`` is fixed at 1). Stage ``transformer`` trains the
+the pipeline's ``scaling_factor`` is fixed at 1). Stage ``decoder`` sharpens the decoder on posterior means with the encoder frozen (the latent
+space stays as it is). Stage ``transformer`` trains the
 FluxTransformer2DModel with rectified flow, jointly with the two small text encoders, on latents and
 prompt embeddings prepared exactly as FluxPipeline prepares them at inference.
 """
@@ -80,6 +81,43 @@ def vae_stage(args) -> None:
     (out / "vae.json").write_text(json.dumps(info, indent=1))
 
 
+def decoder_stage(args) -> None:
+    """Sharpen the decoder on posterior means (plus a little noise) with the encoder frozen.
+
+    The encoder, hence the latent space the transformer learns, does not change.
+    """
+    pipe = build_flux(DEMO_FLUX_SIZE, seed=args.seed)
+    out = default_workdir(f"{NAME}-vae")
+    vae = pipe.vae
+    vae.load_state_dict(torch.load(out / "vae.pt"))
+    info = json.loads((out / "vae.json").read_text())
+    vae.requires_grad_(False)
+    vae.decoder.train().requires_grad_(True)
+    cfg = LoopConfig(
+        steps=args.steps, lr=args.lr, warmup=20, seed=args.seed, time_budget_s=args.time_budget, threads=args.threads,
+        extra={"batch": args.batch, "latent_noise": args.latent_noise, "resolution": RESOLUTION},
+    )
+
+    def step_fn(step: int, gen: torch.Generator) -> dict:
+        x = shapes.sample(args.seed * 10_000_000 + 3_000_000 + step, args.batch, size=RESOLUTION).images
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()
+        rec = vae.decode(z + args.latent_noise * torch.randn(z.shape, generator=gen)).sample
+        l1, mse = (rec - x).abs().mean(), F.mse_loss(rec, x)
+        return {"loss": l1 + mse, "l1": l1}
+
+    train(f"{NAME}-decoder", vae.decoder, step_fn, cfg)
+    vae.eval()
+    with torch.no_grad():
+        x = shapes.sample(0, 64, size=RESOLUTION, split="heldout").images
+        rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
+        info["heldout_l1_after_decoder_finetune"] = (rec - x).abs().mean().item()
+    info["decoder_finetune"] = {"steps": args.steps, "lr": args.lr, "batch": args.batch, "latent_noise": args.latent_noise}
+    print(f"[{NAME}-decoder] held-out L1 {info['heldout_l1_after_decoder_finetune']:.4f}", flush=True)
+    torch.save(vae.state_dict(), out / "vae.pt")
+    (out / "vae.json").write_text(json.dumps(info, indent=1))
+
+
 def transformer_stage(args) -> None:
     pipe = build_flux(DEMO_FLUX_SIZE, seed=args.seed)
     vae_dir = default_workdir(f"{NAME}-vae")
@@ -102,7 +140,7 @@ def transformer_stage(args) -> None:
     def step_fn(step: int, gen: torch.Generator) -> dict:
         batch = shapes.sample(args.seed * 10_000_000 + step, args.batch, size=RESOLUTION)
         with torch.no_grad():
-            z = pipe.vae.encode(batch.images).latent_dist.sample(generator=gen)
+            z = pipe.vae.encode(batch.images).latent_dist.mode()
             z = (z - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
         b, c, h, w = z.shape
         x0 = pipe._pack_latents(z, b, c, h, w)
@@ -117,7 +155,8 @@ def transformer_stage(args) -> None:
         return {"loss": F.mse_loss(pred, noise - x0)}
 
     model, info = train(f"{NAME}-transformer", model, step_fn, cfg)
-    info["vae"] = {k: vae_info[k] for k in ("config", "log", "steps_done", "latent_std_before_normalising", "heldout_l1")}
+    info["vae"] = {k: vae_info.get(k) for k in ("config", "log", "steps_done", "latent_std_before_normalising", "heldout_l1",
+                                              "decoder_finetune", "heldout_l1_after_decoder_finetune")}
     info["architecture"] = repr(DEMO_FLUX_SIZE)
     comps = {k: m.state_dict() for k, m in model.items()}
     comps["vae"] = pipe.vae.state_dict()
@@ -127,21 +166,22 @@ def transformer_stage(args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--stage", choices=("vae", "transformer"), required=True)
+    ap.add_argument("--stage", choices=("vae", "decoder", "transformer"), required=True)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--ema", type=float, default=0.995)
     ap.add_argument("--kl-weight", type=float, default=1e-6)
+    ap.add_argument("--latent-noise", type=float, default=0.05, help="decoder stage: noise added to latent means")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time-budget", type=float, default=float("inf"), help="seconds; stop early and export")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    defaults = {"vae": (400, 8, 5e-4), "transformer": (2000, 24, 6e-4)}[args.stage]
+    defaults = {"vae": (400, 8, 5e-4), "decoder": (300, 8, 3e-4), "transformer": (2000, 24, 6e-4)}[args.stage]
     args.steps = args.steps or defaults[0]
     args.batch = args.batch or defaults[1]
     args.lr = args.lr or defaults[2]
-    (vae_stage if args.stage == "vae" else transformer_stage)(args)
+    {"vae": vae_stage, "decoder": decoder_stage, "transformer": transformer_stage}[args.stage](args)
 
 
 if __name__ == "__main__":

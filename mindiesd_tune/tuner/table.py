@@ -15,8 +15,8 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     front = {t.number for t in study.best_trials} if any(t.state == complete for t in study.trials) else set()
     rows = []
     for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get("over_budget"):
-            continue  # asked by a worker after the global trial budget was spent; never evaluated
+        if t.user_attrs.get("over_budget") or t.state == optuna.trial.TrialState.WAITING:
+            continue  # queued but never run, or asked after the global trial budget was spent
         latency = t.user_attrs.get("latency_s")
         done = t.state == complete
         rows.append({

@@ -189,7 +189,7 @@ def run_study(
     _record_study_attrs(study, info, objective, constraints, sampler, budget, warmup, repeats, url)
     if not study.trials:
         for params in presets(info["model"]["family"]):  # the baseline is always trial 0
-            study.enqueue_trial(params)
+            study.enqueue_trial(params, skip_if_exists=True)  # another machine may be doing the same
     elif not external:
         _requeue_interrupted(study, log)
 
@@ -339,11 +339,20 @@ def _eval_estimate(result: dict) -> float:
     return sum(result["latency"].get("samples") or [])
 
 
-def _same_params(study: optuna.Study, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
-    for t in completed(study):
-        if t.number != trial.number and t.params == trial.params and "repeat_of" not in t.user_attrs:
-            return t
-    return None
+def _same_params(study: optuna.Study, trial: optuna.Trial, wait_s: float = 3600.0) -> optuna.trial.FrozenTrial | None:
+    """An earlier trial at the same point; when another worker is still running it, wait for it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        running = False
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+            if t.number >= trial.number or t.params != trial.params or "repeat_of" in t.user_attrs:
+                continue
+            if t.state == TrialState.COMPLETE and "latency_s" in t.user_attrs:
+                return t
+            running = running or t.state == TrialState.RUNNING
+        if not running or time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)
 
 
 def write_outputs(study: optuna.Study, out_dir: Path, pick_how: str = "fastest") -> StudyOutcome:

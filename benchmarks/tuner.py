@@ -1,0 +1,174 @@
+"""How fast each sampler finds the latency/quality front, and how much of a study is not inference.
+
+Two parts, both printed as a table (or JSON rows with --json):
+
+1. Search efficiency (tabular benchmark). A table of real measurements is made first: N
+   configurations of the model's search space (the presets plus random points), each run
+   on the model with the tuner's evaluator. Each sampler then searches that table (a
+   proposal is answered by the measured point nearest to it in normalised parameter space),
+   for 3 seeds, and the hypervolume of the feasible front after 10, 20 and 40 trials is
+   reported next to random search's. Answering from a table makes 4 samplers x 3 seeds x
+   40 trials affordable on a CPU; every number in it was measured on the model.
+2. Overhead: a short live study; the share of its wall time spent outside the evaluator.
+
+    python benchmarks/tuner.py [--model demo-flux] [--points 48] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mindiesd_tune.accel.config import AccelConfig  # noqa: E402
+from mindiesd_tune.metrics import LatencyStats  # noqa: E402
+from mindiesd_tune.search_spaces import config_from_params, presets, suggest  # noqa: E402
+from mindiesd_tune.tuner import parse_budget, parse_floor, run_study  # noqa: E402
+from mindiesd_tune.tuner.evaluator import TrialResult  # noqa: E402
+from mindiesd_tune.tuner.worker import WorkerSpec, build_evaluator  # noqa: E402
+
+PSNR_CAP = 100.0
+TABLE_ENV = "MINDIESD_BENCH_TABLE"  # the measured table, as a JSON file, for the worker factory
+
+
+def measure_table(model: str, points: int, seed: int = 0) -> dict:
+    """Real measurements of the presets and ``points`` random configurations."""
+    spec = WorkerSpec(model=model, warmup=1, repeats=2)
+    ev, info = build_evaluator(spec)
+    family = info["model"]["family"]
+    rows, seen = [], set()
+    sampler_study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    candidates = [config_from_params(p) for p in presets(family)]
+    while len(candidates) < points:
+        candidates.append(suggest(sampler_study.ask(), family))
+    for cfg in candidates:
+        key = json.dumps(cfg.to_dict(), sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        r = ev.evaluate(cfg)
+        rows.append({"config": cfg.to_dict(), "latency_s": r.latency.median_s, "metrics": r.metrics,
+                     "skipped": r.counters.get("skipped_fraction", 0.0)})
+        print(f"  measured {len(rows)}/{points}: {r.latency.median_s:.3f}s psnr {r.metrics['psnr']:.3g}", file=sys.stderr)
+    return {"info": info, "rows": rows}
+
+
+def _vector(cfg: dict) -> np.ndarray:
+    """A crude normalised embedding of a config for nearest-point lookup."""
+    c = cfg["cache"]
+    on = 0.0 if c["method"] == "none" else 1.0
+    thr = math.log10(max(c.get("threshold", 0.01), 1e-3)) if on else -3.0
+    return np.array([on * 4, thr, c.get("warmup_steps", 0) / 4, (c.get("max_cached_steps", -1) + 1) / 13])
+
+
+class TableEvaluator:
+    def __init__(self, table: dict):
+        self.rows = table["rows"]
+        self.vecs = np.stack([_vector(r["config"]) for r in self.rows])
+
+    def evaluate(self, config: AccelConfig, constraints=None, margin=None) -> TrialResult:
+        d = np.linalg.norm(self.vecs - _vector(config.to_dict()), axis=1)
+        r = self.rows[int(np.argmin(d))]
+        stats = LatencyStats(r["latency_s"], 0.0, r["latency_s"], [r["latency_s"]], None)
+        out = np.zeros((2, 2, 3), np.float32)
+        return TrialResult(stats, dict(r["metrics"]), {"skipped_fraction": r["skipped"]}, [out], 0.0)
+
+
+def table_factory(spec):
+    table = json.loads(Path(os.environ[TABLE_ENV]).read_text())
+    return TableEvaluator(table), table["info"]
+
+
+def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
+    """2-D hypervolume of (latency to minimise, quality to maximise) points against ``ref``."""
+    pts = sorted((lat, q) for lat, q in points if lat < ref[0] and q > ref[1])
+    hv, best_q = 0.0, ref[1]
+    for i, (lat, q) in enumerate(pts):
+        if q <= best_q:
+            continue
+        nxt = ref[0]
+        # area this point adds: from its latency to the reference, above the best quality so far
+        hv += (nxt - lat) * (q - best_q)
+        best_q = q
+    return hv
+
+
+def front_hv(study: optuna.Study, upto: int, ref) -> float:
+    pts = []
+    for t in study.trials[:upto]:
+        if t.state == optuna.trial.TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values()):
+            pts.append((t.values[0], min(t.values[1], PSNR_CAP)))
+    return hypervolume(pts, ref)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="demo-flux")
+    ap.add_argument("--points", type=int, default=48)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--floor", default="psnr>=30")
+    ap.add_argument("--live-budget", default="12t", help="budget of the live study that measures overhead")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    t0 = time.perf_counter()
+    table = measure_table(args.model, args.points)
+    table_file = Path(tempfile.mkdtemp()) / "table.json"
+    table_file.write_text(json.dumps(table, default=float))
+    os.environ[TABLE_ENV] = str(table_file)
+    base = next(r for r in table["rows"] if r["config"]["cache"]["method"] == "none")
+    ref = (base["latency_s"] * 1.05, parse_floor(args.floor).value)
+    rows = []
+    for sampler in ("random", "tpe", "nsga2", "gp"):
+        hvs = {n: [] for n in (10, 20, 40)}
+        for seed in range(args.seeds):
+            with tempfile.TemporaryDirectory() as d:
+                out = run_study(args.model, parse_budget("40t"), Path(d) / "s", sampler=sampler, seed=seed,
+                                floors=[parse_floor(args.floor)], prune_margin=None, isolate=False,
+                                worker_factory="benchmarks.tuner:table_factory", quiet=True, log=lambda s: None)
+                for n in hvs:
+                    hvs[n].append(front_hv(out.study, n, ref))
+        row = {"part": "search", "sampler": sampler, "points": len(table["rows"]),
+               **{f"hv@{n}": round(statistics.mean(v), 5) for n, v in hvs.items()}}
+        rows.append(row)
+    rnd = rows[0]
+    for r in rows:
+        for n in (10, 20, 40):
+            r[f"vs_random@{n}"] = round(r[f"hv@{n}"] / rnd[f"hv@{n}"], 3) if rnd[f"hv@{n}"] else None
+
+    with tempfile.TemporaryDirectory() as d:
+        live = run_study(args.model, parse_budget(args.live_budget), Path(d) / "live", floors=[parse_floor(args.floor)],
+                         isolate=True, quiet=True, log=lambda s: None)
+        timing = live.study.user_attrs["timing"]
+    rows.append({"part": "overhead", "model": args.model, "trials": len(live.study.trials), **timing})
+
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+        return
+    print(f"tuner benchmark on {args.model}: {len(table['rows'])} measured points, floor {args.floor}, "
+          f"{args.seeds} seeds ({time.perf_counter() - t0:.0f}s)")
+    print(f"{'sampler':8s} {'hv@10':>8s} {'hv@20':>8s} {'hv@40':>8s}   {'vs random @10/@20/@40':>24s}")
+    for r in rows[:-1]:
+        vs = "/".join(f"{r[f'vs_random@{n}']:.2f}" if r[f"vs_random@{n}"] else "-" for n in (10, 20, 40))
+        print(f"{r['sampler']:8s} {r['hv@10']:8.4f} {r['hv@20']:8.4f} {r['hv@40']:8.4f}   {vs:>24s}")
+    o = rows[-1]
+    print(f"live study: {o['trials']} trials, {o['loop_seconds']:.1f}s, {o['inference_seconds']:.1f}s in the evaluator, "
+          f"overhead share {o['overhead_share']:.1%} (target <= 10%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -214,6 +214,50 @@ def _write_media(path: Path, arr) -> None:
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=125, loop=0, lossless=True)
 
 
+@app.command()
+def score(
+    folder: Path = typer.Argument(..., help="images or videos to score (.png .jpg .webp .gif .mp4 .npy)"),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="text file, one prompt per line in file-name order"),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="folder of reference outputs, matched by file name"),
+    metrics: Optional[str] = typer.Option(
+        None, "--metrics", "-m",
+        help="comma list of psnr, ssim, ms_ssim, lpips, clip, fid, fvd, fd_clip, fd_clip_frames "
+        "(default: psnr,ssim with --reference; clip with --prompts and --clip-model)",
+    ),
+    clip_model: Optional[str] = typer.Option(None, "--clip-model", help="demo-clip, NAME:/path/to/weights, local-dir:/path or NAME:TAG (cached)"),
+    inception: Optional[Path] = typer.Option(None, "--inception", help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth)"),
+    i3d: Optional[Path] = typer.Option(None, "--i3d", help="FVD I3D TorchScript (i3d_torchscript.pt)"),
+    lpips_net: str = typer.Option("alex", "--lpips-net", help="LPIPS backbone: alex, vgg or squeeze (weights from the torch hub cache)"),
+    device: str = typer.Option("cpu", help="device for the weight-bearing metrics"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object keyed by metric name"),
+):
+    """Score a folder of images or videos: fidelity to a reference folder, CLIP score, Frechet distances."""
+    import json
+
+    from .metrics.score import parse_metrics, read_prompts, score_folder
+
+    if metrics is None:
+        chosen = (["psnr", "ssim"] if reference is not None else []) + (["clip"] if prompts is not None and clip_model else [])
+        if not chosen:
+            raise UserError("nothing to score: give --reference DIR, or --prompts FILE with --clip-model, or --metrics")
+    else:
+        chosen = parse_metrics(metrics)
+    result = score_folder(
+        folder, chosen, prompts=read_prompts(prompts) if prompts is not None else None, reference=reference,
+        clip_model=clip_model, inception=inception, i3d=i3d, lpips_net=lpips_net, device=device,
+    )
+    if json_out:
+        typer.echo(json.dumps(result.as_json()))
+        return
+    kind = "videos" if result.video else "images"
+    typer.echo(f"{folder}: {result.n} {kind}")
+    for name, value in result.values.items():
+        if hasattr(value, "label"):
+            typer.echo(f"  {name:15s} {value.value:10.4f}   n={value.n} vs {value.n_reference}; {value.label}")
+        else:
+            typer.echo(f"  {name:15s} {value:10.4f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: ``mindiesd-tune MODEL --budget 30m`` is short for ``tune``."""
     from .accel.config import ConfigError

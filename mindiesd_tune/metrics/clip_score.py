@@ -97,10 +97,12 @@ class ClipScorer:
         text = self.text_features(prompts)
         if np.ndim(outputs[0]) == 3:
             img = self.image_features(np.stack([np.asarray(o) for o in outputs]))
-            cos = (img * text).sum(-1)
-        else:
-            cos = torch.stack([(self.video_frame_features(v, self.video_frames) @ t).mean() for v, t in zip(outputs, text)])
-        return (100.0 * cos).clamp(min=0).tolist()
+            return (100.0 * (img * text).sum(-1)).clamp(min=0).tolist()
+        # a video: the mean of its sampled frames' CLIP scores
+        return [
+            float((100.0 * (self.video_frame_features(v, self.video_frames) @ t)).clamp(min=0).mean())
+            for v, t in zip(outputs, text)
+        ]
 
     def score(self, outputs, prompts: list[str]) -> float:
         """Mean CLIP score over outputs."""

@@ -74,7 +74,8 @@ class TrialResult:
 class Evaluator:
     """Runs the workload on one pipeline; the baseline outputs are computed once and cached."""
 
-    def __init__(self, loaded: LoadedModel, workload: Workload, warmup: int = 1, repeats: int = 3):
+    def __init__(self, loaded: LoadedModel, workload: Workload, warmup: int = 1, repeats: int = 3, baseline_store=None):
+        self.baseline_store = baseline_store  # metrics.BaselineStore: reuse baseline outputs across studies
         self.loaded = loaded
         self.pipe = loaded.pipe
         self.workload = workload
@@ -94,8 +95,22 @@ class Evaluator:
     def baseline(self) -> list[np.ndarray]:
         if self._baseline is None:
             with torch.inference_mode():
-                self._baseline = [self.generate(p, s) for p, s in zip(self.workload.prompts, self.workload.seeds)]
+                if self.baseline_store is None:
+                    self._baseline = self._generate_all()
+                else:
+                    self._baseline = self.baseline_store.get_or_compute(self.baseline_key(), self._generate_all).outputs
         return self._baseline
+
+    def _generate_all(self) -> list[np.ndarray]:
+        return [self.generate(p, s) for p, s in zip(self.workload.prompts, self.workload.seeds)]
+
+    def baseline_key(self):
+        """What the stored baseline is keyed by: model fingerprint, prompts, seeds, call settings, device type."""
+        from ..metrics import BaselineKey
+        from ..profile import model_fingerprint
+
+        w = self.workload
+        return BaselineKey.for_workload(model_fingerprint(self.pipe), w.prompts, w.seeds, w.generation, torch.device(self.device).type)
 
     @property
     def baseline_metrics(self) -> dict[str, float]:

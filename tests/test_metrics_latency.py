@@ -1,3 +1,5 @@
+import mmap
+
 import numpy as np
 import pytest
 import torch
@@ -128,11 +130,13 @@ def test_stage_split_on_a_real_pipeline(tiny_flux):
 
 
 def test_cpu_peak_memory_is_the_process_rss_and_can_be_reset():
+    size = 64 * 2**20
     reset_peak_memory("cpu")
     before = peak_memory_bytes("cpu")
-    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    block = mmap.mmap(-1, size)  # fresh pages, so the allocator cannot hand back resident memory
+    block.write(b"\1" * size)
     grown = peak_memory_bytes("cpu")
-    del block
+    block.close()
     reset_peak_memory("cpu")
     after = peak_memory_bytes("cpu")
     assert grown - before > 48 * 2**20

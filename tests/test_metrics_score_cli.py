@@ -103,3 +103,14 @@ def test_videos_are_scored_per_frame(tmp_path, capsys):
     code, out, err = cli(capsys, "score", str(tmp_path / "a"), "--reference", str(tmp_path / "b"), "--json")
     assert code == 0, err
     assert json.loads(out)["psnr"] == "inf"
+
+
+def test_score_outputs_takes_arrays_as_the_tuner_has_them():
+    from mindiesd_tune.metrics import score_outputs
+
+    rng = np.random.default_rng(0)
+    baseline = [rng.random((2, 16, 16, 3), dtype=np.float32) for _ in range(3)]
+    same = score_outputs(baseline, ["psnr", "ssim"], reference=baseline)
+    assert same.video and same.n == 3 and same.values == {"psnr": float("inf"), "ssim": pytest.approx(1.0)}
+    worse = score_outputs([b * 0.9 for b in baseline], ["psnr", "ssim"], reference=baseline)
+    assert worse.values["psnr"] < 40 and worse.values["ssim"] < 1

@@ -8,7 +8,8 @@
 - clip_score: ``ClipScorer`` over open_clip or demo-clip; weights from local paths only.
 - frechet: ``fid``, ``fvd``, ``fd_clip``, ``fd_clip_frames`` -> ``SetScore`` with sample counts.
 - baseline_store: ``BaselineStore`` / ``BaselineKey``: baseline outputs cached on disk.
-- score: ``score_folder`` behind ``mindiesd-tune score``.
+- score: ``score_outputs`` (arrays, e.g. a trial against the baseline) and ``score_folder``
+  (files, behind ``mindiesd-tune score``): a list of metric names -> values.
 """
 
 from .baseline_store import BaselineEntry, BaselineKey, BaselineStore
@@ -16,6 +17,7 @@ from .clip_score import DEMO_CLIP, ClipScorer, clip_score, default_clip_model, g
 from .errors import MetricUnavailable
 from .fidelity import FIDELITY_METRICS, fidelity, lpips, mean_over_frames, ms_ssim, psnr, ssim, to_nchw
 from .frechet import SetScore, compare, fd_clip, fd_clip_frames, fid, frechet_distance, fvd
+from .score import FolderScores, score_folder, score_outputs
 from .latency import (
     Comparison,
     LatencyStats,
@@ -45,6 +47,7 @@ HIGHER_IS_BETTER = {
 __all__ = [
     "DEMO_CLIP",
     "FIDELITY_METRICS",
+    "FolderScores",
     "HIGHER_IS_BETTER",
     "BaselineEntry",
     "BaselineKey",
@@ -75,6 +78,8 @@ __all__ = [
     "peak_memory_bytes",
     "psnr",
     "reset_peak_memory",
+    "score_folder",
+    "score_outputs",
     "ssim",
     "summarize",
     "to_nchw",

@@ -117,23 +117,46 @@ def score_folder(
     """Score every file of ``folder``; each metric must be able to run, or a one-line error says why not."""
     files = list_media(folder)
     outputs = [load_media(f) for f in files]
-    video = outputs[0].ndim == 4
-    if any((o.ndim == 4) != video for o in outputs):
-        raise UserError(f"{folder}: mixes images and videos")
-    result = FolderScores(n=len(outputs), video=video)
-
     refs = None
     if any(m in FIDELITY or m in SET_METRICS for m in metrics):
         if reference is None:
             needs = [m for m in metrics if m in FIDELITY or m in SET_METRICS]
             raise UserError(f"{', '.join(needs)} need a reference folder (--reference DIR)")
-        refs = _matching(files, list_media(reference), reference)
-        refs = [load_media(r) for r in refs]
+        refs = [load_media(r) for r in _matching(files, list_media(reference), reference)]
+    if "clip" in metrics and prompts is not None and len(prompts) != len(outputs):
+        raise UserError(f"{len(prompts)} prompts for {len(outputs)} files; give one prompt per file, in file-name order")
+    return score_outputs(outputs, metrics, prompts, refs, clip_model, inception, i3d, lpips_net, device)
+
+
+def score_outputs(
+    outputs: list[np.ndarray],
+    metrics: list[str],
+    prompts: list[str] | None = None,
+    reference: list[np.ndarray] | None = None,
+    clip_model: str | None = None,
+    inception: str | Path | None = None,
+    i3d: str | Path | None = None,
+    lpips_net: str = "alex",
+    device: str = "cpu",
+) -> FolderScores:
+    """Score outputs (one float array in [0, 1] per prompt: (H,W,C) or (F,H,W,C)) against ``reference``
+    (the baseline outputs, same order) and ``prompts``. Per-output metrics are means over outputs."""
+    if not outputs:
+        raise UserError("nothing to score")
+    video = np.ndim(outputs[0]) == 4
+    if any((np.ndim(o) == 4) != video for o in outputs):
+        raise UserError("the outputs mix images and videos")
+    result = FolderScores(n=len(outputs), video=video)
+    refs = reference
+    if refs is None and any(m in FIDELITY or m in SET_METRICS for m in metrics):
+        raise UserError(f"{', '.join(m for m in metrics if m in FIDELITY or m in SET_METRICS)} need reference outputs")
+    if refs is not None and len(refs) != len(outputs):
+        raise UserError(f"{len(outputs)} outputs but {len(refs)} references")
     if "clip" in metrics:
         if prompts is None:
             raise UserError("clip needs the prompts (--prompts FILE, one per line in file-name order)")
         if len(prompts) != len(outputs):
-            raise UserError(f"{len(prompts)} prompts for {len(outputs)} files; give one prompt per file, in file-name order")
+            raise UserError(f"{len(prompts)} prompts for {len(outputs)} outputs")
     scorer = None
 
     def get_scorer():
@@ -144,9 +167,9 @@ def score_folder(
                     "clip-feature metrics need --clip-model: NAME:/path/to/weights, local-dir:/path, "
                     "NAME:TAG with cached weights, or demo-clip for demo outputs"
                 )
-            from .clip_score import ClipScorer
+            from .clip_score import get_scorer as cached
 
-            scorer = ClipScorer(clip_model, device)
+            scorer = cached(clip_model, str(device))
         return scorer
 
     for m in metrics:
@@ -155,17 +178,17 @@ def score_folder(
 
             fn = (lambda a, b: lpips(a, b, lpips_net)) if m == "lpips" else FIDELITY_METRICS[m]
             for o, r in zip(outputs, refs):
-                if o.shape != r.shape:
-                    raise UserError(f"{m}: an output of shape {o.shape} has a reference of shape {r.shape}")
-            per_file = [fn(o, r) for o, r in zip(outputs, refs)]
-            result.values[m] = mean_over_frames(per_file) if m == "psnr" else float(np.mean(per_file))
+                if np.shape(o) != np.shape(r):
+                    raise UserError(f"{m}: an output of shape {np.shape(o)} has a reference of shape {np.shape(r)}")
+            per_output = [fn(o, r) for o, r in zip(outputs, refs)]
+            result.values[m] = mean_over_frames(per_output) if m == "psnr" else float(np.mean(per_output))
         elif m == "clip":
             result.values[m] = get_scorer().score(outputs, prompts)
         elif m == "fid":
             from .frechet import fid
 
             _images_only(m, video)
-            result.values[m] = fid(np.stack(outputs), _stack(refs, m), inception_weights=inception)
+            result.values[m] = fid(_stack(outputs, m), _stack(refs, m), inception_weights=inception)
         elif m == "fvd":
             from .frechet import fvd
 
@@ -175,12 +198,14 @@ def score_folder(
             from .frechet import fd_clip
 
             _images_only(m, video)
-            result.values[m] = fd_clip(np.stack(outputs), _stack(refs, m), get_scorer())
+            result.values[m] = fd_clip(_stack(outputs, m), _stack(refs, m), get_scorer())
         elif m == "fd_clip_frames":
             from .frechet import fd_clip_frames
 
             _videos_only(m, video)
             result.values[m] = fd_clip_frames(outputs, refs, get_scorer())
+        else:
+            raise UserError(f"unknown metric {m!r} (known: {', '.join(ALL_METRICS)})")
     return result
 
 
@@ -194,7 +219,7 @@ def _matching(files: list[Path], ref_files: list[Path], reference) -> list[Path]
 
 def _stack(arrays: list[np.ndarray], metric: str) -> np.ndarray:
     if len({a.shape for a in arrays}) > 1:
-        raise UserError(f"{metric}: the reference images differ in size")
+        raise UserError(f"{metric}: the images differ in size")
     return np.stack(arrays)
 
 

@@ -40,6 +40,31 @@ def test_baseline_and_candidate_are_interleaved_and_the_speedup_is_a_ratio():
     assert cmp.baseline.samples == [4.0] * 4
 
 
+def test_candidate_setup_and_teardown_stay_out_of_the_timing():
+    clock, state = FakeClock(), {"on": False, "log": []}
+
+    def setup():
+        clock.work(100.0)  # applying a config is slow, and must not count
+        state["on"] = True
+        state["log"].append("apply")
+
+        def teardown():
+            clock.work(100.0)
+            state["on"] = False
+            state["log"].append("remove")
+
+        return teardown
+
+    def call():
+        clock.work(1.0 if state["on"] else 3.0)
+        return state["on"]
+
+    cmp, b, c = compare_interleaved(call, call, warmup=1, repeats=3, clock=clock, candidate_setup=setup)
+    assert (b, c) == (False, True) and not state["on"]
+    assert state["log"] == ["apply", "remove"] * 4
+    assert cmp.baseline.samples == [3.0] * 3 and cmp.candidate.samples == [1.0] * 3 and cmp.speedup == 3.0
+
+
 def test_drift_shared_by_both_sides_leaves_the_ratio_alone():
     clock, n = FakeClock(), [0]
 

@@ -163,11 +163,13 @@ def compare_interleaved(
     warmup: int = 1,
     repeats: int = 3,
     clock: Callable[[], float] | None = None,
+    candidate_setup: Callable[[], Callable[[], Any]] | None = None,
 ) -> tuple[Comparison, Any, Any]:
     """Time ``baseline`` and ``candidate`` alternately (AB, BA, AB, ...) and return their ratio.
 
     Returns the comparison and the last output of each. Peak memory is taken per side.
-    ``baseline``/``candidate`` may switch state (apply and remove an accel handle) themselves.
+    ``candidate_setup``, when given, runs untimed before every candidate call and returns the
+    teardown that runs untimed after it: ``lambda: accel.apply(pipe, cfg).remove``.
     """
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
@@ -176,20 +178,28 @@ def compare_interleaved(
     outs: dict[str, Any] = {"baseline": None, "candidate": None}
     samples: dict[str, list[float]] = {"baseline": [], "candidate": []}
     peaks: dict[str, int | None] = {"baseline": None, "candidate": None}
-    for _ in range(warmup):
-        for side in fns:
-            outs[side] = fns[side]()
-    for r in range(repeats):
-        order = ("baseline", "candidate") if r % 2 == 0 else ("candidate", "baseline")
-        for side in order:
+    def run(side: str, timed: bool) -> None:
+        teardown = candidate_setup() if side == "candidate" and candidate_setup is not None else None
+        try:
             synchronize(device)
             reset_peak_memory(device)
             t0 = dc.mark()
             outs[side] = fns[side]()
-            samples[side].append(dc.seconds(t0, dc.mark()))
-            peak = peak_memory_bytes(device)
-            if peak is not None:
-                peaks[side] = max(peaks[side] or 0, peak)
+            if timed:
+                samples[side].append(dc.seconds(t0, dc.mark()))
+                peak = peak_memory_bytes(device)
+                if peak is not None:
+                    peaks[side] = max(peaks[side] or 0, peak)
+        finally:
+            if teardown is not None:
+                teardown()
+
+    for _ in range(warmup):
+        for side in fns:
+            run(side, timed=False)
+    for r in range(repeats):
+        for side in ("baseline", "candidate") if r % 2 == 0 else ("candidate", "baseline"):
+            run(side, timed=True)
     base, cand = summarize(samples["baseline"], peaks["baseline"]), summarize(samples["candidate"], peaks["candidate"])
     ratios = [b / c for b, c in zip(samples["baseline"], samples["candidate"]) if c > 0]
     q1, _, q3 = quartiles(ratios) if ratios else (float("nan"),) * 3

@@ -132,3 +132,27 @@ def test_fvd_needs_sixteen_frames_and_the_i3d_file(fake_i3d, tmp_path, monkeypat
     with pytest.raises(MetricUnavailable, match="fd_clip_frames") as e:
         fvd(_videos(2), _videos(2))
     assert "not FVD" in str(e.value)
+
+
+def _demo_clip():
+    from mindiesd_tune.metrics import ClipScorer
+    from mindiesd_tune.models.weights import weights_path
+
+    if not weights_path("demo-clip").is_file():
+        pytest.skip("demo-clip weights are not in the package")
+    return ClipScorer("demo-clip")
+
+
+def test_without_i3d_videos_get_a_frechet_distance_on_clip_frames_named_as_such():
+    from mindiesd_tune.metrics import fd_clip_frames
+    from mindiesd_tune.models import shapes
+
+    scorer = _demo_clip()
+    to_np = lambda b: list(((b.images + 1) / 2).permute(0, 2, 3, 4, 1).numpy())  # noqa: E731
+    vids, others = to_np(shapes.sample_video(0, 6, num_frames=5)), to_np(shapes.sample_video(1, 6, num_frames=5))
+    same = fd_clip_frames(vids, vids, scorer)
+    assert same.name == "fd_clip_frames" and "fvd" not in same.label.lower()
+    assert same.label == "Frechet distance on per-frame CLIP features (demo-clip)"
+    assert (same.n, same.n_reference) == (30, 30)  # samples are frames
+    assert same.value == pytest.approx(0.0, abs=1e-4)
+    assert fd_clip_frames(others, vids, scorer).value > 1e-2

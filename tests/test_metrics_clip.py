@@ -94,3 +94,24 @@ def test_a_local_dir_checkpoint_loads_through_open_clip(tmp_path):
         expected = torch.nn.functional.normalize(model.encode_image(s._preprocess(torch.tensor(imgs).permute(0, 3, 1, 2))), dim=-1)
     assert torch.allclose(feats, expected, atol=1e-5)  # the checkpoint, not a fresh init, was loaded
     assert len(s.scores(imgs, ["a red circle", "a cat", "x"])) == 3
+
+
+def test_an_architecture_with_a_checkpoint_file_loads_without_any_download(tmp_path):
+    import open_clip
+    from safetensors.torch import save_file
+
+    cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "TinyTestCLIP.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / "cfg")
+    torch.manual_seed(1)
+    model = open_clip.model.CLIP(**cfg)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    s = ClipScorer(f"TinyTestCLIP:{tmp_path / 'w.safetensors'}")
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(model.encode_text(open_clip.get_tokenizer("TinyTestCLIP")(["a red circle"])), dim=-1)
+    assert torch.allclose(s.text_features(["a red circle"]), expected, atol=1e-5)

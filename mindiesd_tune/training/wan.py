@@ -57,11 +57,11 @@ def vae_stage(args) -> None:
     cfg = LoopConfig(
         steps=args.steps, lr=args.lr, warmup=30, seed=args.seed, time_budget_s=args.time_budget, threads=args.threads,
         extra={"batch": args.batch, "kl_weight": args.kl_weight, "latent_noise": args.latent_noise,
-               "resolution": RESOLUTION, "num_frames": NUM_FRAMES},
+               "resolution": RESOLUTION, "num_frames": args.vae_frames},
     )
 
     def step_fn(step: int, gen: torch.Generator) -> dict:
-        x = shapes.sample_video(args.seed * 10_000_000 + step, args.batch, size=RESOLUTION, num_frames=NUM_FRAMES).images
+        x = shapes.sample_video(args.seed * 10_000_000 + step, args.batch, size=RESOLUTION, num_frames=args.vae_frames).images
         post = vae.encode(x).latent_dist
         # Decode the posterior mean plus noise scaled to the latents' own spread: sharp, yet robust
         # to the small errors a generated latent has (sampling the posterior blurred the Flux VAE).
@@ -156,13 +156,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ema", type=float, default=0.995)
     ap.add_argument("--kl-weight", type=float, default=1e-6)
     ap.add_argument("--latent-noise", type=float, default=0.05, help="vae stage: decoder input noise, relative")
+    ap.add_argument(
+        "--vae-frames", type=int, default=5,
+        help="vae stage: clip length; the causal VAE runs 1 + 4k frames in chunks of 4, so 5 frames train every path 9 use",
+    )
     ap.add_argument("--pool", type=int, default=6144, help="training clips encoded once for the transformer stage")
     ap.add_argument("--caption-dropout", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time-budget", type=float, default=float("inf"), help="seconds; stop early and export")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    defaults = {"vae": (300, 8, 5e-4), "transformer": (1500, 32, 6e-4)}[args.stage]
+    defaults = {"vae": (300, 8, 8e-4), "transformer": (1500, 16, 6e-4)}[args.stage]
     args.steps = args.steps or defaults[0]
     args.batch = args.batch or defaults[1]
     args.lr = args.lr or defaults[2]

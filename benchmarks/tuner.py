@@ -50,13 +50,15 @@ def measure_table(model: str, points: int, seed: int = 0) -> dict:
     rows, seen = [], set()
     sampler_study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     candidates = [config_from_params(p) for p in presets(family)]
-    while len(candidates) < points:
-        candidates.append(suggest(sampler_study.ask(), family))
-    for cfg in candidates:
+    for _ in range(points * 20):  # random points repeat (e.g. "no cache"): draw until enough distinct ones
+        if len(candidates) >= points:
+            break
+        cfg = suggest(sampler_study.ask(), family)
         key = json.dumps(cfg.to_dict(), sort_keys=True)
-        if key in seen:
-            continue
-        seen.add(key)
+        if key not in seen:
+            seen.add(key)
+            candidates.append(cfg)
+    for cfg in candidates:
         r = ev.evaluate(cfg)
         rows.append({"config": cfg.to_dict(), "latency_s": r.latency.median_s, "metrics": r.metrics,
                      "skipped": r.counters.get("skipped_fraction", 0.0)})

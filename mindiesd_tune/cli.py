@@ -32,7 +32,7 @@ def tune(
     model: str = typer.Argument(..., help="built-in name (see `models`), a diffusers folder, or a cached hub id"),
     budget: str = typer.Option("90s", "--budget", "-b", help="time (90s, 30m, 2h), trial count (40t) or both (30m+40t); whichever ends first"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (default runs/<model>-<time>)"),
-    objective: str = typer.Option("psnr", help="quality metric to maximise: psnr or ssim"),
+    objective: str = typer.Option("psnr", help="quality axis of the front: psnr, ssim, ms_ssim, lpips (minimised) or clip"),
     quality_floor: List[str] = typer.Option([DEFAULT_FLOOR], "--quality-floor", help="METRIC>=VALUE, or METRIC>=Fx relative to the baseline; repeatable"),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help="peak memory cap, e.g. 24GB (device memory; process RSS on the CPU)"),
     sampler: str = typer.Option("tpe", help="tpe (constrained multivariate TPE), nsga2, gp or random"),
@@ -44,6 +44,10 @@ def tune(
     repeats: int = typer.Option(3, min=1, help="timed calls per trial (the median is reported)"),
     warmup: int = typer.Option(1, min=0, help="untimed calls before timing"),
     prune_margin: float = typer.Option(0.05, min=0.0, help="prune after the first prompt when it misses a floor by more than this fraction"),
+    clip_model: Optional[str] = typer.Option(None, help="CLIP for the clip metric: demo-clip, NAME:/path/weights, local-dir:/path (default demo-clip for demo models)"),
+    interleave: bool = typer.Option(True, help="time the baseline alternately with every trial, so speed-ups are ratios from one run"),
+    baseline_cache: Optional[Path] = typer.Option(None, help="folder caching baseline outputs across studies (default ~/.cache/mindiesd-tune/baselines; --no-baseline-cache to compute per study)"),
+    no_baseline_cache: bool = typer.Option(False, "--no-baseline-cache", help="compute the baseline outputs afresh"),
     workers: int = typer.Option(1, min=1, help="evaluator workers on this machine, each on its own device or device group"),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL shared by several machines, e.g. postgresql://user:pw@host/db"),
     study_name: Optional[str] = typer.Option(None, help="study name in --storage (default: the model name)"),
@@ -66,6 +70,8 @@ def tune(
         seed=seed, device=device, dtype=dtype, warmup=warmup, repeats=repeats, resume=resume,
         allow_download=allow_download, workers=workers, storage=storage, study_name=study_name, pick_how=pick,
         prune_margin=prune_margin if prune_margin > 0 else None, isolate=isolate, quiet=quiet,
+        clip_model=clip_model, interleave=interleave,
+        baseline_cache=None if no_baseline_cache else str(baseline_cache or _default_baseline_cache()),
         log=lambda line: con.print(line, markup=False),
     )
     _print_outcome(outcome, quiet)
@@ -83,6 +89,12 @@ def export(
     from .tuner import export as _export
 
     _print_outcome(_export(run_dir, pick, storage), False)
+
+
+def _default_baseline_cache() -> Path:
+    from .metrics.baseline_store import default_root
+
+    return default_root()
 
 
 def _print_outcome(outcome, quiet: bool) -> None:

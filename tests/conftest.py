@@ -2,6 +2,10 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# baseline outputs cached by the CLI go to a throwaway folder, not the user's cache
+import tempfile  # noqa: E402
+
+os.environ.setdefault("MINDIESD_TUNE_BASELINES", tempfile.mkdtemp(prefix="mindiesd-baselines-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -44,15 +44,10 @@ METRIC_DIRECTIONS = {
     "fd_clip_frames": False,
 }
 
-# the metrics the tuner's evaluator reports today (its objectives and floors are checked against
-# these); widen it to METRIC_DIRECTIONS when the evaluator computes the others
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True}
-
 __all__ = [
     "DEMO_CLIP",
     "FIDELITY_METRICS",
     "FolderScores",
-    "HIGHER_IS_BETTER",
     "BaselineEntry",
     "BaselineKey",
     "BaselineStore",

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .. import accel
-from ..metrics import fidelity, measure
+from ..metrics import FIDELITY_METRICS, compare_interleaved, fidelity, measure
 from ..models import LoadedModel
 
 DEFAULT_PROMPTS = (
@@ -55,6 +55,9 @@ class TrialResult:
     counters: dict[str, Any]
     outputs: list[np.ndarray] = field(repr=False)
     eval_seconds: float = 0.0
+    baseline_latency: Any = None  # metrics.LatencyStats of the baseline, timed interleaved with this trial
+    speedup: float | None = None  # baseline median / trial median, from the same interleaved run
+    speedup_iqr: float | None = None
 
     @property
     def has_nan(self) -> bool:
@@ -68,14 +71,34 @@ class TrialResult:
             "counters": self.counters,
             "sample": to_uint8(self.outputs[0]),
             "eval_seconds": self.eval_seconds,
+            "baseline_latency": self.baseline_latency.as_dict() if self.baseline_latency is not None else None,
+            "speedup": self.speedup,
+            "speedup_iqr": self.speedup_iqr,
         }
 
 
 class Evaluator:
     """Runs the workload on one pipeline; the baseline outputs are computed once and cached."""
 
-    def __init__(self, loaded: LoadedModel, workload: Workload, warmup: int = 1, repeats: int = 3, baseline_store=None):
+    def __init__(self, loaded: LoadedModel, workload: Workload, warmup: int = 1, repeats: int = 3, baseline_store=None,
+                 metrics=("psnr", "ssim"), clip_model: str | None = None, interleave: bool = True):
+        """``metrics``: what every trial reports (psnr and ssim always; ms_ssim, lpips, clip on request).
+        ``interleave``: time the baseline alternately with each trial, so its speed-up is a ratio
+        measured in one run rather than against a baseline timed minutes earlier."""
         self.baseline_store = baseline_store  # metrics.BaselineStore: reuse baseline outputs across studies
+        self.fidelity_metrics = tuple(dict.fromkeys(("psnr", "ssim") + tuple(m for m in metrics if m in FIDELITY_METRICS)))
+        self.clip = None
+        if "clip" in metrics:
+            from ..metrics import default_clip_model, get_scorer
+            from ..metrics.clip_score import how_to_supply
+
+            spec = clip_model or default_clip_model(loaded.name)
+            if spec is None:
+                from ..errors import UserError
+
+                raise UserError("clip: " + how_to_supply())
+            self.clip = get_scorer(spec)
+        self.interleave = interleave
         self.loaded = loaded
         self.pipe = loaded.pipe
         self.workload = workload
@@ -112,10 +135,20 @@ class Evaluator:
         w = self.workload
         return BaselineKey.for_workload(model_fingerprint(self.pipe), w.prompts, w.seeds, w.generation, torch.device(self.device).type)
 
+    def score(self, output: np.ndarray, index: int) -> dict[str, float]:
+        """Every requested metric of one output against the baseline output of the same prompt."""
+        scores = fidelity(output, self.baseline[index], self.fidelity_metrics)
+        if self.clip is not None:
+            scores["clip"] = self.clip.score([output], [self.workload.prompts[index]])
+        return scores
+
     @property
     def baseline_metrics(self) -> dict[str, float]:
         """The metrics of the baseline against itself: what relative floors scale."""
-        return {k: _mean([fidelity(b, b)[k] for b in self.baseline]) for k in ("psnr", "ssim")}
+        if getattr(self, "_baseline_metrics", None) is None:
+            scores = [self.score(b, i) for i, b in enumerate(self.baseline)]
+            self._baseline_metrics = {k: _mean([s[k] for s in scores]) for k in scores[0]}
+        return self._baseline_metrics
 
     def evaluate(self, config: accel.AccelConfig, constraints=None, prune_margin: float | None = None) -> TrialResult:
         """Apply ``config``, time the first prompt, score it; prune early or score the rest; remove.
@@ -125,37 +158,58 @@ class Evaluator:
         the remaining prompts.
         """
         t_start = time.perf_counter()
-        baseline = self.baseline
-        handle = accel.apply(self.pipe, config)
-        try:
-            with torch.inference_mode():
-                p0, s0 = self.workload.prompts[0], self.workload.seeds[0]
+        self.baseline  # noqa: B018  (computed once, before any timing)
+        p0, s0 = self.workload.prompts[0], self.workload.seeds[0]
+        comparison = None
+        with torch.inference_mode():
+            if self.interleave:
+                handles: list = []
 
-                def call():
-                    handle.reset_stats()  # so the counters describe exactly one call
-                    return self.generate(p0, s0)
+                def setup():  # untimed, around every candidate call
+                    handles.append(accel.apply(self.pipe, config))
+                    return handles[-1].remove
 
-                latency, first = measure(call, self.device, self.warmup, self.repeats)
-                counters = handle.stats()
+                comparison, _, first = compare_interleaved(
+                    lambda: self.generate(p0, s0), lambda: self.generate(p0, s0), self.device,
+                    self.warmup, self.repeats, candidate_setup=setup,
+                )
+                latency, counters = comparison.candidate, handles[-1].stats()
+            handle = accel.apply(self.pipe, config)
+            try:
+                if not self.interleave:
+
+                    def call():
+                        handle.reset_stats()  # so the counters describe exactly one call
+                        return self.generate(p0, s0)
+
+                    latency, first = measure(call, self.device, self.warmup, self.repeats)
+                    counters = handle.stats()
                 outputs = [first]
-                scores = [fidelity(first, baseline[0])]
+                scores = [self.score(first, 0)]
                 if constraints is not None and prune_margin is not None and len(self.workload.prompts) > 1:
-                    self._prune_early(constraints, prune_margin, scores[0], latency, counters, first)
-                for (p, s), b in zip(list(zip(self.workload.prompts, self.workload.seeds))[1:], baseline[1:]):
-                    outputs.append(self.generate(p, s))
-                    scores.append(fidelity(outputs[-1], b))
-        finally:
-            handle.remove()
+                    self._prune_early(constraints, prune_margin, scores[0], latency, counters, first, comparison)
+                for i, (p, s) in enumerate(zip(self.workload.prompts, self.workload.seeds)):
+                    if i:
+                        outputs.append(self.generate(p, s))
+                        scores.append(self.score(outputs[-1], i))
+            finally:
+                handle.remove()
         metrics = {k: _mean([s[k] for s in scores]) for k in scores[0]}
-        return TrialResult(latency, metrics, counters, outputs, time.perf_counter() - t_start)
+        return TrialResult(
+            latency, metrics, counters, outputs, time.perf_counter() - t_start,
+            baseline_latency=comparison.baseline if comparison else None,
+            speedup=comparison.speedup if comparison else None,
+            speedup_iqr=comparison.speedup_iqr if comparison else None,
+        )
 
-    def _prune_early(self, constraints, margin, first_scores, latency, counters, first) -> None:
+    def _prune_early(self, constraints, margin, first_scores, latency, counters, first, comparison=None) -> None:
         base = self.baseline_metrics
         for f in constraints.floors:
             value = first_scores.get(f.metric)
             if value is not None and f.breaks_by(value, margin, base.get(f.metric)):
                 partial = {"latency": latency.as_dict(), "metrics": dict(first_scores), "counters": counters,
-                           "sample": to_uint8(first)}
+                           "sample": to_uint8(first), "speedup": comparison.speedup if comparison else None,
+                           "baseline_latency": comparison.baseline.as_dict() if comparison else None}
                 raise TrialPrunedEarly(f"first prompt {f.metric} {value:.4g} misses {f} by more than {margin:.0%}", partial)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserError
-from ..metrics import HIGHER_IS_BETTER
+from ..metrics import METRIC_DIRECTIONS
 
 _FLOOR = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=)\s*([0-9]*\.?[0-9]+(?:e-?\d+)?)\s*(x?)\s*$")
 _MEMORY = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)\s*$", re.I)
@@ -63,7 +63,7 @@ def parse_floor(text: str, known: set[str] | None = None) -> QualityFloor:
     if not m:
         raise UserError(f"bad quality floor {text!r}: write it as METRIC>=VALUE, e.g. psnr>=30, ssim>=0.9 or ssim>=0.99x")
     metric, op, value, rel = m.groups()
-    known = known if known is not None else set(HIGHER_IS_BETTER)
+    known = known if known is not None else {"psnr", "ssim", "ms_ssim", "lpips", "clip"}
     if metric not in known:
         raise UserError(f"bad quality floor {text!r}: unknown metric {metric!r} (known: {', '.join(sorted(known))})")
     return QualityFloor(metric, op, float(value), bool(rel))

@@ -29,8 +29,24 @@ def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
     return all(v <= 0 for v in trial.constraints.values())
 
 
-def _quality(trial: optuna.trial.FrozenTrial) -> float:
-    return trial.values[1] if trial.values and len(trial.values) > 1 else 0.0
+def quality_key(study: optuna.Study):
+    """trial -> the quality objective signed so that larger is better (LPIPS is minimised)."""
+    sign = -1.0 if study.directions[1] == optuna.study.StudyDirection.MINIMIZE else 1.0
+
+    def key(trial: optuna.trial.FrozenTrial) -> float:
+        return sign * trial.values[1] if trial.values and len(trial.values) > 1 else -math.inf
+
+    return key
+
+
+def speedup_of(trial: optuna.trial.FrozenTrial, base: optuna.trial.FrozenTrial | None) -> tuple[float | None, float | None]:
+    """(baseline seconds, speed-up): from the baseline timed interleaved with the trial when there is
+    one, else against the baseline trial's own timing."""
+    latency = trial.user_attrs.get("latency_s")
+    if trial.user_attrs.get("speedup") is not None:
+        return (trial.user_attrs.get("baseline_latency") or {}).get("median_s"), trial.user_attrs["speedup"]
+    base_s = base.user_attrs.get("latency_s") if base is not None else None
+    return base_s, (base_s / latency if latency and base_s else None)
 
 
 def pick(study: optuna.Study, how: str = "fastest") -> tuple[optuna.trial.FrozenTrial | None, str]:
@@ -53,19 +69,20 @@ def pick(study: optuna.Study, how: str = "fastest") -> tuple[optuna.trial.Frozen
         if base is not None:
             return base, f"no trial met {floors}; the profile is the baseline"
         return None, "no trial finished"
+    quality = quality_key(study)
     if how == "fastest":
-        best = min(feasible, key=lambda t: (t.user_attrs["latency_s"], -_quality(t)))
+        best = min(feasible, key=lambda t: (t.user_attrs["latency_s"], -quality(t)))
         return best, f"fastest trial meeting {floors}"
-    return knee(feasible), f"knee of the latency/quality front among trials meeting {floors}"
+    return knee(feasible, quality), f"knee of the latency/quality front among trials meeting {floors}"
 
 
-def knee(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial:
+def knee(trials: list[optuna.trial.FrozenTrial], quality) -> optuna.trial.FrozenTrial:
     """The front point farthest from the line joining its two ends (normalised axes)."""
-    front = _front(trials)
+    front = _front(trials, quality)
     if len(front) <= 2:
         return min(front, key=lambda t: t.user_attrs["latency_s"])
     lat = [t.user_attrs["latency_s"] for t in front]
-    q = [_quality(t) for t in front]
+    q = [quality(t) for t in front]
     lo_l, hi_l, lo_q, hi_q = min(lat), max(lat), min(q), max(q)
     span_l, span_q = (hi_l - lo_l) or 1.0, (hi_q - lo_q) or 1.0
     pts = [((a - lo_l) / span_l, (b - lo_q) / span_q) for a, b in zip(lat, q)]
@@ -75,12 +92,12 @@ def knee(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial:
     return front[max(range(len(front)), key=dist.__getitem__)]
 
 
-def _front(trials):
+def _front(trials, quality):
     """Non-dominated trials (min latency, max quality), sorted by latency."""
-    pts = sorted(trials, key=lambda t: (t.user_attrs["latency_s"], -_quality(t)))
+    pts = sorted(trials, key=lambda t: (t.user_attrs["latency_s"], -quality(t)))
     front, best_q = [], -math.inf
     for t in pts:
-        if _quality(t) > best_q:
+        if quality(t) > best_q:
             front.append(t)
-            best_q = _quality(t)
+            best_q = quality(t)
     return front

@@ -10,7 +10,7 @@ from typing import Callable
 import optuna
 
 from .budget import Budget
-from .pick import baseline_trial, is_feasible
+from .pick import baseline_trial, is_feasible, speedup_of
 
 TrialState = optuna.trial.TrialState
 
@@ -18,10 +18,9 @@ TrialState = optuna.trial.TrialState
 def trial_line(study: optuna.Study, t: optuna.trial.FrozenTrial) -> str:
     params = ", ".join(f"{k.split('.', 1)[1]}={_fmt(v)}" for k, v in t.params.items()) or "baseline"
     if t.state == TrialState.COMPLETE:
-        base = baseline_trial(study)
         lat = t.user_attrs.get("latency_s")
-        base_s = base.user_attrs.get("latency_s") if base else None
-        speed = f"{base_s / lat:.2f}x" if lat and base_s else "-"
+        _, speedup = speedup_of(t, baseline_trial(study))
+        speed = f"{speedup:.2f}x" if speedup else "-"
         m = t.user_attrs.get("metrics", {})
         quality = "  ".join(f"{k} {v:.3g}" for k, v in m.items())
         mark = "" if is_feasible(t) else "  (below the floor)"
@@ -38,11 +37,9 @@ def summary(study: optuna.Study) -> dict:
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("over_budget")]
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     base = baseline_trial(study)
-    base_s = base.user_attrs.get("latency_s") if base else None
-    best = None
-    if base_s:
-        speeds = [base_s / t.user_attrs["latency_s"] for t in done if is_feasible(t) and t.user_attrs.get("latency_s")]
-        best = max(speeds) if speeds else None
+    speeds = [speedup_of(t, base)[1] for t in done if is_feasible(t)]
+    speeds = [s for s in speeds if s]
+    best = max(speeds) if speeds else None
     return {
         "done": len(done),
         "failed": sum(t.state == TrialState.FAIL and not t.user_attrs.get("interrupted") for t in trials),
@@ -52,7 +49,8 @@ def summary(study: optuna.Study) -> dict:
 
 
 class ProgressUI:
-    def __init__(self, budget: Budget, enabled: bool | None = None, quiet: bool = False, log: Callable[[str], None] = print):
+    def __init__(self, budget: Budget, study: optuna.Study, enabled: bool | None = None, quiet: bool = False,
+                 log: Callable[[str], None] = print):
         self.budget = budget
         self.quiet = quiet
         self.bar = (sys.stdout.isatty() if enabled is None else enabled) and not quiet
@@ -60,7 +58,7 @@ class ProgressUI:
         self._lock = threading.Lock()
         self._progress = None
         self._task = None
-        self._study = None
+        self._study = study
 
     def __enter__(self):
         if self.bar:
@@ -92,7 +90,6 @@ class ProgressUI:
             self.note(trial_line(self._study, t))
 
     def refresh(self, study: optuna.Study, started: float) -> None:
-        self._study = study
         if self._progress is None:
             return
         s = summary(study)

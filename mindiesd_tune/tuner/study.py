@@ -20,18 +20,20 @@ from typing import Any, Callable
 import optuna
 
 from ..errors import UserError
-from ..metrics import HIGHER_IS_BETTER
+from ..metrics import METRIC_DIRECTIONS
 from ..profile import Profile
 from ..search_spaces import config_from_params, presets, suggest
 from .budget import Budget
 from .objectives import Constraints, QualityFloor
-from .pick import baseline_trial, completed, is_feasible, pick
+from .pick import baseline_trial, completed, is_feasible, pick, speedup_of
 from .progress import ProgressUI
 from .storage import default_storage, has_study, load_run, open_storage, redact, write_run_json
 from .worker import InProcessWorker, ProcessWorker, WorkerSpec, WorkerStartError
 
 # Identical outputs have infinite PSNR; Optuna wants finite objective values.
 PSNR_CAP = 100.0
+# Metrics a trial can report for each output (set metrics such as FID need more samples than a study runs).
+TRIAL_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "clip")
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 TrialState = optuna.trial.TrialState
 
@@ -63,7 +65,8 @@ def make_sampler(name: str, seed: int, budget_trials: int | None = None) -> optu
         pop = 10 if budget_trials is None else max(4, min(50, budget_trials // 4))
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=pop)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=8)
+        # GP handles a static space only; the conditional cache parameters fall back to random sampling
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=8, warn_independent_sampling=False)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise UserError(f"unknown sampler {name!r} (known: {', '.join(SAMPLERS)})")
@@ -145,6 +148,9 @@ def run_study(
     prune_margin: float | None = 0.05,
     isolate: bool = True,
     worker_factory: str | None = None,
+    clip_model: str | None = None,
+    interleave: bool = True,
+    baseline_cache: str | None = None,
     progress: bool | None = None,
     quiet: bool = False,
     log: Callable[[str], None] = print,
@@ -152,8 +158,8 @@ def run_study(
     """Tune ``model`` within ``budget``; write profile.yaml, report.html and trials.csv to ``out_dir``."""
     started = time.monotonic()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if objective not in HIGHER_IS_BETTER:
-        raise UserError(f"unknown objective {objective!r} (known: {', '.join(HIGHER_IS_BETTER)})")
+    if objective not in TRIAL_METRICS:
+        raise UserError(f"unknown objective {objective!r} (known: {', '.join(TRIAL_METRICS)})")
     if workers < 1:
         raise UserError(f"--workers {workers}: give at least one worker")
     if sampler not in SAMPLERS:
@@ -169,17 +175,20 @@ def run_study(
     out_dir.mkdir(parents=True, exist_ok=True)
     url = storage or default_storage(out_dir, workers)
     name = study_name or Path(model).name
+    direction = "maximize" if METRIC_DIRECTIONS[objective] else "minimize"
     study = optuna.create_study(
         study_name=name,
         storage=open_storage(url),
-        directions=["minimize", "maximize"],
+        directions=["minimize", direction],
         sampler=make_sampler(sampler, seed, budget.trials),
         load_if_exists=resume or external,  # an explicit storage is how other machines join a study
     )
     write_run_json(out_dir, url, name)
 
+    metrics = tuple(dict.fromkeys(("psnr", "ssim", objective, *(f.metric for f in constraints.floors))))
     base_spec = WorkerSpec(model=model, device=device, dtype=dtype, allow_download=allow_download, prompts=prompts,
-                           seed=seed, warmup=warmup, repeats=repeats, factory=worker_factory)
+                           seed=seed, warmup=warmup, repeats=repeats, factory=worker_factory, metrics=metrics,
+                           clip_model=clip_model, interleave=interleave, baseline_cache=baseline_cache)
     pool = [(ProcessWorker if isolate else InProcessWorker)(s) for s in worker_specs(base_spec, workers)]
     log(f"loading {model} and computing the baseline outputs ...")
     try:
@@ -196,7 +205,7 @@ def run_study(
     deadline = None if budget.seconds is None else started + budget.seconds
     samples = out_dir / "samples"
     samples.mkdir(exist_ok=True)
-    ui = ProgressUI(budget, enabled=progress, quiet=quiet, log=log)
+    ui = ProgressUI(budget, study, enabled=progress, quiet=quiet, log=log)
     shared = _Shared(study, info["model"]["family"], objective, constraints, info["baseline_metrics"], budget.trials,
                      deadline, prune_margin, samples, ui.trial_done)
 
@@ -247,6 +256,7 @@ def _record_study_attrs(study, info, objective, constraints, sampler, budget, wa
         "model": info["model"],
         "workload": info["workload"],
         "objective": objective,
+        "objective_direction": "maximize" if METRIC_DIRECTIONS[objective] else "minimize",
         "floors": constraints.spec()["floors"],
         "max_memory_bytes": constraints.max_memory_bytes,
         "sampler": sampler,
@@ -322,6 +332,10 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> None:
     trial.set_user_attr("latency", latency)
     trial.set_user_attr("metrics", result["metrics"])
     trial.set_user_attr("counters", result["counters"])
+    if result.get("speedup") is not None:  # measured against a baseline timed interleaved with this trial
+        trial.set_user_attr("speedup", result["speedup"])
+        trial.set_user_attr("speedup_iqr", result.get("speedup_iqr"))
+        trial.set_user_attr("baseline_latency", result["baseline_latency"])
     _save_sample(shared.samples / f"trial-{trial.number:04d}.png", result["sample"])
     if kind == "pruned":
         trial.set_user_attr("prune_reason", rest[0])
@@ -375,12 +389,12 @@ def freeze_profile(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Prof
     attrs = study.user_attrs
     base = baseline_trial(study)
     latency = trial.user_attrs.get("latency_s")
-    base_s = base.user_attrs.get("latency_s") if base is not None else None
+    base_s, speedup = speedup_of(trial, base)
     metrics = trial.user_attrs.get("metrics", {})
     measured = {
         "latency_s": _round(latency),
         "baseline_s": _round(base_s),
-        "speedup": _round(base_s / latency, 3) if latency and base_s else None,
+        "speedup": _round(speedup, 3),
         **{k: _finite(v) for k, v in metrics.items()},
         "skipped_fraction": _round(trial.user_attrs.get("counters", {}).get("skipped_fraction"), 4),
         "feasible": is_feasible(trial),

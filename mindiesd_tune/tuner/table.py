@@ -5,12 +5,11 @@ from __future__ import annotations
 import optuna
 import pandas as pd
 
-from .pick import baseline_trial, is_feasible
+from .pick import baseline_trial, is_feasible, speedup_of
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     base = baseline_trial(study)
-    base_s = base.user_attrs.get("latency_s") if base is not None else None
     complete = optuna.trial.TrialState.COMPLETE
     front = {t.number for t in study.best_trials} if any(t.state == complete for t in study.trials) else set()
     rows = []
@@ -18,12 +17,14 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         if t.user_attrs.get("over_budget") or t.state == optuna.trial.TrialState.WAITING:
             continue  # queued but never run, or asked after the global trial budget was spent
         latency = t.user_attrs.get("latency_s")
+        base_s, speedup = speedup_of(t, base)
         done = t.state == complete
         rows.append({
             "trial": t.number,
             "state": t.state.name.lower(),
             "latency_s": latency,
-            "speedup": (base_s / latency) if (latency and base_s) else None,
+            "speedup": speedup,
+            "baseline_s": base_s,
             **dict(t.user_attrs.get("metrics") or {}),
             "skipped_fraction": (t.user_attrs.get("counters") or {}).get("skipped_fraction"),
             "peak_memory_mb": _mb((t.user_attrs.get("latency") or {}).get("peak_memory_bytes")),

@@ -36,6 +36,10 @@ class WorkerSpec:
     env: dict[str, str] = field(default_factory=dict)  # e.g. CUDA_VISIBLE_DEVICES for this worker
     threads: int | None = None  # torch CPU threads for this worker
     factory: str | None = None  # "module:callable" (spec) -> (evaluator, info); default: build_evaluator
+    metrics: tuple = ("psnr", "ssim")  # what every trial reports (objective and floors included)
+    clip_model: str | None = None  # open_clip spec for the clip metric (demo-clip for demo models)
+    interleave: bool = True  # time the baseline alternately with every trial
+    baseline_cache: str | None = None  # folder of the on-disk baseline store; None: compute per study
 
 
 def build_evaluator(spec: WorkerSpec):
@@ -48,7 +52,13 @@ def build_evaluator(spec: WorkerSpec):
     loaded = load(spec.model, device=spec.device, dtype=spec.dtype, allow_download=spec.allow_download, seed=0)
     prompts = list(spec.prompts) if spec.prompts else list(DEFAULT_VIDEO_PROMPTS if loaded.is_video else DEFAULT_PROMPTS)
     workload = Workload(prompts, [spec.seed + i for i in range(len(prompts))], dict(loaded.generation))
-    ev = Evaluator(loaded, workload, warmup=spec.warmup, repeats=spec.repeats)
+    store = None
+    if spec.baseline_cache:
+        from ..metrics import BaselineStore
+
+        store = BaselineStore(spec.baseline_cache)
+    ev = Evaluator(loaded, workload, warmup=spec.warmup, repeats=spec.repeats, baseline_store=store,
+                   metrics=tuple(spec.metrics), clip_model=spec.clip_model, interleave=spec.interleave)
     t0 = time.perf_counter()
     baseline_metrics = ev.baseline_metrics  # computes the baseline outputs once
     info = {
@@ -147,7 +157,10 @@ def _child_main(conn, spec_dict: dict) -> None:
             torch.set_num_threads(spec.threads)
         evaluator, info = _factory(spec)(spec)
     except BaseException as e:  # noqa: BLE001
-        conn.send(("error", f"{type(e).__name__}: {_first_line(e)}", traceback.format_exc()))
+        from ..errors import UserError
+
+        msg = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {_first_line(e)}"
+        conn.send(("error", msg, traceback.format_exc()))
         return
     conn.send(("ready", info))
     while True:

@@ -86,6 +86,7 @@ def train(
     t0 = time.time()
     step = start
     acc: dict[str, float] = {}
+    n_acc = 0
     model.train()
     while step < cfg.steps and time.time() - t0 < cfg.time_budget_s:
         for group in opt.param_groups:
@@ -105,14 +106,15 @@ def train(
                 for be, bm in zip(ema.buffers(), model.buffers()):
                     be.copy_(bm)
         step += 1
+        n_acc += 1
         for k, v in out.items():
             acc[k] = acc.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
         if step % cfg.log_every == 0:
-            row = {"step": step, **{k: round(v / cfg.log_every, 5) for k, v in acc.items()}}
+            row = {"step": step, **{k: round(v / n_acc, 5) for k, v in acc.items()}}
             row["lr"] = lr_at(cfg, step - 1)
             row["elapsed_s"] = round(time.time() - t0, 1)
             log.append(row)
-            acc = {}
+            acc, n_acc = {}, 0
             print(f"[{name}] " + json.dumps(row), flush=True)
         if step % cfg.ckpt_every == 0:
             save(step)

@@ -1,7 +1,18 @@
 """Model registry: ``load(name_or_path, device=..., dtype=...)`` -> LoadedModel (pipeline + family)."""
 
 from . import demo as _demo  # noqa: F401  (registers the built-in models)
-from .registry import FAMILIES, VIDEO_FAMILIES, Builtin, LoadedModel, builtin_names, builtins, family_of, load, register_builtin
+from .registry import (
+    FAMILIES,
+    VIDEO_FAMILIES,
+    Builtin,
+    LoadedModel,
+    builtin_names,
+    builtins,
+    check,
+    family_of,
+    load,
+    register_builtin,
+)
 
 __all__ = [
     "FAMILIES",
@@ -10,6 +21,7 @@ __all__ = [
     "LoadedModel",
     "builtin_names",
     "builtins",
+    "check",
     "family_of",
     "load",
     "register_builtin",

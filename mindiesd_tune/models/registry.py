@@ -98,6 +98,7 @@ def load(
 
     device = torch.device(device) if device is not None else default_device()
     dtype = _dtype(dtype)
+    check(name_or_path, allow_download)
     if name_or_path in _BUILTINS:
         b = _BUILTINS[name_or_path]
         pipe = b.build(seed=seed)
@@ -130,6 +131,33 @@ def load(
         pipe.set_progress_bar_config(disable=True)
     family = family_of(pipe)
     return LoadedModel(pipe, name_or_path, family, source, _generation_defaults(pipe, family))
+
+
+def check(name_or_path: str, allow_download: bool = False) -> str:
+    """Resolve ``name_or_path`` without loading it -> "builtin", "local" or "hub"; a clear error otherwise.
+
+    Lets a caller refuse a bad name at once instead of after starting a worker process.
+    """
+    if name_or_path in _BUILTINS:
+        return "builtin"
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise UserError(f"{name_or_path}: a folder, but not a diffusers pipeline (no model_index.json)")
+        return "local"
+    if _looks_like_hub_id(name_or_path):
+        if allow_download:
+            return "hub"
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name_or_path, "model_index.json", cache_dir=hub_cache_dir())
+        if isinstance(cached, str):
+            return "hub"
+        raise UserError(
+            f"{name_or_path}: not in the local Hugging Face cache; pass --allow-download to fetch it "
+            f"(built-in models: {', '.join(builtin_names())})"
+        )
+    raise UserError(f"unknown model {name_or_path!r}: built-in models are {', '.join(builtin_names())}")
 
 
 def _from_pretrained(ref: str, dtype, local_only: bool):

@@ -165,6 +165,10 @@ def run_study(
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
     constraints = Constraints(tuple(floors or ()), max_memory_bytes)
+    if worker_factory is None:
+        from ..models import check
+
+        check(model, allow_download)  # a bad name fails now, not in a worker minutes later
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(model)
     external = storage is not None
     if not external:

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from .accel.config import AccelConfig, ConfigError
 from .errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SECTIONS = ("schema", "model", "generation", "accel", "measured", "hardware", "study")
-_MODEL_KEYS = {"name", "family", "pipeline", "fingerprint"}
-_GENERATION_KEYS = {"height", "width", "num_frames", "num_inference_steps", "guidance_scale", "max_sequence_length"}
+_MODEL_KEYS = ("name", "family", "pipeline", "fingerprint", "dtype")
+_GENERATION_INTS = ("height", "width", "num_frames", "num_inference_steps", "max_sequence_length")
+_GENERATION_KEYS = _GENERATION_INTS + ("guidance_scale",)
+# Known fields of the open sections and their types. Other keys may be added there (a new
+# metric, a new hardware fact) as long as their values are plain scalars.
+_HARDWARE_TYPES = {"device": str, "name": str, "count": int, "torch": str, "diffusers": str, "threads": int, "cpus": int}
+_STUDY_TYPES = {"name": str, "trial": int, "storage": str, "created": str, "prompts": list, "seeds": list}
 
 
 class ProfileError(UserError):
-    """A profile file is malformed; the message names the first bad field."""
+    """A profile file is malformed; the message names the first bad field and its value."""
 
 
 @dataclass
@@ -33,6 +38,13 @@ class Profile:
     hardware: dict[str, Any] = field(default_factory=dict)
     study: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
+    # the schema version of the file this profile was read from, when it was migrated on load
+    migrated_from: int | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        self.model = {**self.model}
+        self.model.setdefault("fingerprint", None)
+        self.model.setdefault("dtype", None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,7 +72,11 @@ class Profile:
 
 
 def load_profile(source: str | Path | dict | Profile) -> Profile:
-    """Read and validate a profile from a path, YAML text mapping or Profile."""
+    """Read and validate a profile from a path, YAML text mapping or Profile.
+
+    A file written with an older schema is migrated on load (``Profile.migrated_from`` says
+    from which); one too old or too new to read is refused naming the schema needed.
+    """
     if isinstance(source, Profile):
         return source
     if isinstance(source, dict):
@@ -80,52 +96,169 @@ def load_profile(source: str | Path | dict | Profile) -> Profile:
         raise ProfileError(f"{path}: {e}") from None
 
 
+# --------------------------------------------------------------------------- schema versions
+
+# MIGRATIONS[n] turns a schema-n mapping into a schema n+1 mapping. A new schema version adds
+# one function here; files of every version from OLDEST_READABLE on keep loading.
+def _v1_to_v2(data: dict) -> dict:
+    """Schema 2 records the dtype the model ran at (``model.dtype``); schema 1 files did not say."""
+    model = data.get("model")
+    if isinstance(model, dict):
+        model.setdefault("dtype", None)
+    return data
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
+OLDEST_READABLE = min(MIGRATIONS, default=SCHEMA_VERSION)
+
+
+def migrate(data: dict) -> tuple[dict, int]:
+    """Bring a profile mapping to SCHEMA_VERSION -> (mapping, the version it was written with)."""
+    if "schema" not in data:
+        raise ProfileError(f"schema: missing; a profile starts with `schema: {SCHEMA_VERSION}`")
+    version = data["schema"]
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ProfileError(f"schema: {version!r} must be an integer (this version writes schema {SCHEMA_VERSION})")
+    if version > SCHEMA_VERSION:
+        raise ProfileError(
+            f"schema: {version!r} is newer than this mindiesd-tune reads (schema {SCHEMA_VERSION} at most); "
+            f"upgrade mindiesd-tune to load it"
+        )
+    if version < OLDEST_READABLE:
+        raise ProfileError(
+            f"schema: {version!r} is too old to read; this version reads schema {OLDEST_READABLE} to {SCHEMA_VERSION}: "
+            f"freeze the profile again with `mindiesd-tune report RUN_DIR`"
+        )
+    data = copy.deepcopy(data)
+    for v in range(version, SCHEMA_VERSION):
+        data = MIGRATIONS[v](data)
+        data["schema"] = v + 1
+    return data, version
+
+
+# --------------------------------------------------------------------------- validation
+
+
 def profile_from_dict(data: Any) -> Profile:
+    """Validate a profile mapping (any readable schema) -> Profile; the error names the first bad field."""
     if not isinstance(data, dict):
-        raise ProfileError("a profile is a mapping with the sections " + ", ".join(_SECTIONS))
-    for key in data:
+        raise ProfileError(f"{_short(data)} is not a profile: a profile is a mapping with the sections " + ", ".join(_SECTIONS))
+    data, written = migrate(data)
+    for key, value in data.items():  # file order, so the first bad field is the one reported
         if key not in _SECTIONS:
-            raise ProfileError(f"{key}: unknown section (known: {', '.join(_SECTIONS)})")
-    schema = data.get("schema")
-    if schema != SCHEMA_VERSION:
-        raise ProfileError(f"schema: {schema!r} is not supported; this version reads schema {SCHEMA_VERSION}")
-    model = _mapping(data, "model", required=True)
-    for key in model:
-        if key not in _MODEL_KEYS:
-            raise ProfileError(f"model.{key}: unknown field (known: {', '.join(sorted(_MODEL_KEYS))})")
-    for key in ("name", "family", "pipeline"):
-        if not isinstance(model.get(key), str):
-            raise ProfileError(f"model.{key}: {model.get(key)!r} must be a string")
-    generation = _mapping(data, "generation")
-    for key, value in generation.items():
-        if key not in _GENERATION_KEYS:
-            raise ProfileError(f"generation.{key}: unknown field (known: {', '.join(sorted(_GENERATION_KEYS))})")
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ProfileError(f"generation.{key}: {value!r} must be a number")
+            raise ProfileError(f"{key}: unknown section {_short(value)} (known: {', '.join(_SECTIONS)})")
+        if key != "schema" and key != "accel":
+            _CHECKS[key](_mapping(data, key))
+    if data.get("model") is None:
+        raise ProfileError("model: missing section (it names the model the profile was tuned on)")
     try:
         accel = AccelConfig.from_dict(data.get("accel"))
     except ConfigError as e:
         raise ProfileError(str(e)) from None
+    study = dict(_mapping(data, "study"))
+    if "created" in study and not isinstance(study["created"], str):
+        study["created"] = str(study["created"])
     return Profile(
-        model=model,
-        generation=generation,
+        model=dict(data["model"]),
+        generation=dict(_mapping(data, "generation")),
         accel=accel,
-        measured=_mapping(data, "measured"),
-        hardware=_mapping(data, "hardware"),
-        study=_mapping(data, "study"),
-        schema=schema,
+        measured=dict(_mapping(data, "measured")),
+        hardware=dict(_mapping(data, "hardware")),
+        study=study,
+        schema=SCHEMA_VERSION,
+        migrated_from=written if written != SCHEMA_VERSION else None,
     )
 
 
-def _mapping(data: dict, key: str, required: bool = False) -> dict:
+def _check_model(model: dict) -> None:
+    for key, value in model.items():
+        if key not in _MODEL_KEYS:
+            raise ProfileError(f"model.{key}: unknown field {_short(value)} (known: {', '.join(_MODEL_KEYS)})")
+        optional = key in ("fingerprint", "dtype")
+        if not (isinstance(value, str) and value) and not (optional and value is None):
+            raise ProfileError(f"model.{key}: {_short(value)} must be a non-empty string")
+    for key in ("name", "family", "pipeline"):
+        if key not in model:
+            raise ProfileError(f"model.{key}: missing (the profile must say which {key} it was tuned on)")
+
+
+def _check_generation(generation: dict) -> None:
+    for key, value in generation.items():
+        if key not in _GENERATION_KEYS:
+            raise ProfileError(f"generation.{key}: unknown field {_short(value)} (known: {', '.join(_GENERATION_KEYS)})")
+        if value is None:
+            continue
+        if key in _GENERATION_INTS:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ProfileError(f"generation.{key}: {_short(value)} must be a positive integer")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ProfileError(f"generation.{key}: {_short(value)} must be a number")
+
+
+def _check_measured(measured: dict) -> None:
+    for key, value in measured.items():
+        if value is None or value in ("inf", "-inf", "nan"):
+            continue  # "inf": identical to the baseline (PSNR); null: not measured
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ProfileError(f"measured.{key}: {_short(value)} must be a number, 'inf' or null")
+        if key.endswith("_s") and value < 0:
+            raise ProfileError(f"measured.{key}: {_short(value)} must be >= 0 (seconds)")
+
+
+def _check_typed(section: str, types: dict[str, type]) -> Callable[[dict], None]:
+    def check(values: dict) -> None:
+        for key, value in values.items():
+            want = types.get(key)
+            if value is None:
+                continue
+            if want is None:
+                if not isinstance(value, (str, int, float, bool)):
+                    raise ProfileError(f"{section}.{key}: {_short(value)} must be a plain value (text or number)")
+            elif want is int and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ProfileError(f"{section}.{key}: {_short(value)} must be an integer")
+            elif want is str and not isinstance(value, str) and not (key == "created" and hasattr(value, "isoformat")):
+                raise ProfileError(f"{section}.{key}: {_short(value)} must be a string")
+            elif want is list and not isinstance(value, list):
+                raise ProfileError(f"{section}.{key}: {_short(value)} must be a list")
+
+    return check
+
+
+def _check_study(study: dict) -> None:
+    _check_typed("study", _STUDY_TYPES)(study)
+    prompts, seeds = study.get("prompts"), study.get("seeds")
+    for i, p in enumerate(prompts or []):
+        if not isinstance(p, str):
+            raise ProfileError(f"study.prompts[{i}]: {_short(p)} must be a string")
+    for i, s in enumerate(seeds or []):
+        if isinstance(s, bool) or not isinstance(s, int):
+            raise ProfileError(f"study.seeds[{i}]: {_short(s)} must be an integer")
+    if prompts is not None and seeds is not None and len(prompts) != len(seeds):
+        raise ProfileError(f"study.seeds: {_short(seeds)} must give one seed per prompt ({len(prompts)} prompts)")
+
+
+_CHECKS: dict[str, Callable[[dict], None]] = {
+    "model": _check_model,
+    "generation": _check_generation,
+    "measured": _check_measured,
+    "hardware": _check_typed("hardware", _HARDWARE_TYPES),
+    "study": _check_study,
+}
+
+
+def _mapping(data: dict, key: str) -> dict:
     value = data.get(key)
     if value is None:
-        if required:
-            raise ProfileError(f"{key}: missing section")
         return {}
     if not isinstance(value, dict):
-        raise ProfileError(f"{key}: {value!r} must be a mapping")
+        raise ProfileError(f"{key}: {_short(value)} must be a mapping")
     return value
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """The value as the error shows it: repr, on one line, cut to ``limit`` characters."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def model_fingerprint(pipe) -> str:
@@ -153,3 +286,9 @@ def model_fingerprint(pipe) -> str:
                 h.update(f"{pname}{tuple(p.shape)}{p.dtype}".encode())
                 h.update(sample.numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def pipeline_dtype(pipe) -> str | None:
+    """The dtype a pipeline runs at, as the profile spells it ("float32", "bfloat16")."""
+    dtype = getattr(pipe, "dtype", None)
+    return None if dtype is None else str(dtype).removeprefix("torch.")

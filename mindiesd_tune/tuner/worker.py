@@ -46,7 +46,7 @@ def build_evaluator(spec: WorkerSpec):
     """Load the model and its workload -> (Evaluator, info about the model and machine)."""
     from ..kernels import hardware_info
     from ..models import load
-    from ..profile import model_fingerprint
+    from ..profile import model_fingerprint, pipeline_dtype
     from .evaluator import DEFAULT_PROMPTS, DEFAULT_VIDEO_PROMPTS, Evaluator, Workload
 
     loaded = load(spec.model, device=spec.device, dtype=spec.dtype, allow_download=spec.allow_download, seed=0)
@@ -67,6 +67,7 @@ def build_evaluator(spec: WorkerSpec):
             "family": loaded.family,
             "pipeline": type(loaded.pipe).__name__,
             "fingerprint": model_fingerprint(loaded.pipe),
+            "dtype": pipeline_dtype(loaded.pipe),
         },
         "workload": {"prompts": workload.prompts, "seeds": workload.seeds, "generation": workload.generation},
         "hardware": hardware_info(ev.device),

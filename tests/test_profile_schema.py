@@ -1,0 +1,119 @@
+"""The profile schema is versioned: older files migrate, unreadable ones are refused naming the version."""
+
+import pytest
+import yaml
+
+from mindiesd_tune import AccelConfig, ProfileError, load_profile
+from mindiesd_tune.accel import FirstBlockCacheConfig
+from mindiesd_tune.profile import MIGRATIONS, SCHEMA_VERSION, Profile
+
+
+def _profile(**model):
+    return Profile(
+        model={"name": "tiny-flux-random", "family": "dit-image", "pipeline": "FluxPipeline", "fingerprint": "abc",
+               "dtype": "float32", **model},
+        generation={"height": 32, "width": 32, "num_frames": None, "num_inference_steps": 10},
+        accel=AccelConfig(cache=FirstBlockCacheConfig(threshold=0.1, warmup_steps=2)),
+        measured={"latency_s": 0.1, "baseline_s": 0.2, "speedup": 2.0, "psnr": "inf", "ssim": 0.98},
+        hardware={"device": "cpu", "name": "x86_64", "count": 1, "torch": "2.14.1", "diffusers": "0.42.1"},
+        study={"name": "s", "trial": 3, "prompts": ["a", "b"], "seeds": [0, 1]},
+    )
+
+
+def _write(tmp_path, data):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_every_schema_before_the_current_one_has_a_migration():
+    assert SCHEMA_VERSION == 2
+    assert sorted(MIGRATIONS) == list(range(min(MIGRATIONS), SCHEMA_VERSION))
+
+
+def test_schema_1_file_migrates_on_load(tmp_path):
+    data = _profile().to_dict()
+    data["schema"] = 1
+    del data["model"]["dtype"]  # schema 1 had no model.dtype
+    p = load_profile(_write(tmp_path, data))
+    assert p.schema == SCHEMA_VERSION and p.migrated_from == 1
+    assert p.model["dtype"] is None and p.model["fingerprint"] == "abc"
+    assert p.accel == _profile().accel
+    again = load_profile(p.save(tmp_path / "again.yaml"))  # saving writes the current schema
+    assert yaml.safe_load((tmp_path / "again.yaml").read_text())["schema"] == SCHEMA_VERSION
+    assert again.migrated_from is None and again == p
+
+
+def test_schema_1_file_with_a_dtype_is_refused_naming_the_field(tmp_path):
+    data = _profile().to_dict()
+    data["schema"] = 1
+    data["model"]["dtype"] = 32
+    with pytest.raises(ProfileError, match=r"model\.dtype: 32 must be"):
+        load_profile(_write(tmp_path, data))
+
+
+@pytest.mark.parametrize(
+    "schema, needle",
+    [
+        (3, "schema: 3 is newer than this mindiesd-tune reads (schema 2 at most); upgrade"),
+        (0, "schema: 0 is too old to read; this version reads schema 1 to 2"),
+        ("two", "schema: 'two' must be an integer"),
+        (None, "schema: None must be an integer"),
+    ],
+)
+def test_unreadable_schema_is_refused_saying_which_version_is_needed(tmp_path, schema, needle):
+    data = _profile().to_dict()
+    data["schema"] = schema
+    with pytest.raises(ProfileError) as e:
+        load_profile(_write(tmp_path, data))
+    assert needle in str(e.value)
+
+
+def test_missing_schema_says_what_to_write(tmp_path):
+    data = _profile().to_dict()
+    del data["schema"]
+    with pytest.raises(ProfileError, match="schema: missing; a profile starts with `schema: 2`"):
+        load_profile(_write(tmp_path, data))
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d["model"].update(fingerprint=""), "model.fingerprint: '' must be"),
+        (lambda d: d["model"].pop("family"), "model.family: missing"),
+        (lambda d: d["generation"].update(num_inference_steps=2.5), "generation.num_inference_steps: 2.5 must be a positive integer"),
+        (lambda d: d["generation"].update(height=0), "generation.height: 0 must be a positive integer"),
+        (lambda d: d["measured"].update(speedup="fast"), "measured.speedup: 'fast' must be a number"),
+        (lambda d: d["measured"].update(latency_s=-1), "measured.latency_s: -1 must be >= 0"),
+        (lambda d: d["hardware"].update(count="two"), "hardware.count: 'two' must be an integer"),
+        (lambda d: d["hardware"].update(extra=[1, 2]), "hardware.extra: [1, 2] must be a plain value"),
+        (lambda d: d["study"].update(seeds=[0]), "study.seeds: [0] must give one seed per prompt (2 prompts)"),
+        (lambda d: d["study"].update(prompts=["a", 7]), "study.prompts[1]: 7 must be a string"),
+        (lambda d: d.update(measured=[1]), "measured: [1] must be a mapping"),
+        (lambda d: d.update(extras={"a": 1}), "extras: unknown section {'a': 1}"),
+        (lambda d: d["accel"]["cache"].update(threshold="high"), "accel.cache.threshold: 'high' must be a number"),
+    ],
+)
+def test_bad_field_is_named_with_its_value(tmp_path, mutate, message):
+    data = _profile().to_dict()
+    mutate(data)
+    with pytest.raises(ProfileError) as e:
+        load_profile(_write(tmp_path, data))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_first_bad_field_in_file_order_is_the_one_named(tmp_path):
+    data = _profile().to_dict()
+    data["generation"]["height"] = "tall"
+    data["hardware"]["count"] = "two"
+    with pytest.raises(ProfileError, match="generation.height") as e:
+        load_profile(_write(tmp_path, data))
+    assert "hardware" not in str(e.value)
+
+
+def test_open_sections_accept_new_scalar_fields(tmp_path):
+    data = _profile().to_dict()
+    data["measured"]["clip_score"] = 0.31
+    data["hardware"]["driver"] = "550.1"
+    p = load_profile(_write(tmp_path, data))
+    assert p.measured["clip_score"] == 0.31 and p.hardware["driver"] == "550.1"

@@ -5,7 +5,7 @@
 """
 
 from .accel import AccelConfig, Handle, apply
-from .deploy import ProfileMismatchError, apply_profile
+from .deploy import Mismatch, ProfileMismatchError, ProfileMismatchWarning, apply_profile, check_profile
 from .profile import Profile, ProfileError, load_profile
 
 __version__ = "0.1.0"
@@ -13,11 +13,14 @@ __version__ = "0.1.0"
 __all__ = [
     "AccelConfig",
     "Handle",
+    "Mismatch",
     "Profile",
     "ProfileError",
     "ProfileMismatchError",
+    "ProfileMismatchWarning",
     "__version__",
     "apply",
     "apply_profile",
+    "check_profile",
     "load_profile",
 ]

@@ -3,29 +3,105 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import accel
-from .profile import Profile, load_profile
+from .errors import UserError
+from .profile import Profile, load_profile, model_fingerprint, pipeline_dtype
+
+# Hardware facts that change what a profile measured; thread counts and the like do not.
+_HARDWARE_CHECKED = ("device", "name", "torch", "diffusers")
 
 
-class ProfileMismatchError(RuntimeError):
-    pass
+class ProfileMismatchError(UserError, RuntimeError):
+    """The pipeline or machine differs from the one the profile was tuned on (``strict=True``)."""
+
+    def __init__(self, message: str, mismatches: list["Mismatch"]):
+        super().__init__(message)
+        self.mismatches = mismatches
+
+
+class ProfileMismatchWarning(UserWarning):
+    """The pipeline or machine differs from the one the profile was tuned on."""
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One profile field whose value differs here."""
+
+    field: str  # as the profile spells it: model.fingerprint, hardware.torch, ...
+    here: Any
+    profile: Any
+
+    def __str__(self) -> str:
+        return f"{self.field} is {self.here} here, {self.profile} in the profile"
+
+
+def check_profile(pipe, profile: str | Path | dict | Profile) -> list[Mismatch]:
+    """What differs between ``pipe`` on this machine and what ``profile`` was tuned on.
+
+    Compares the pipeline's class and family, its dtype and model fingerprint (the weights),
+    and the hardware: device type and name, torch and diffusers versions (the device count
+    too when the profile uses several devices). Fields the profile leaves empty are skipped.
+    """
+    from .kernels import hardware_info
+    from .models import family_of
+
+    prof = load_profile(profile)
+    found: list[Mismatch] = []
+
+    def compare(name: str, here: Any, expected: Any) -> None:
+        if expected is not None and here != expected:
+            found.append(Mismatch(name, here, expected))
+
+    compare("model.pipeline", type(pipe).__name__, prof.model.get("pipeline"))
+    try:
+        family = family_of(pipe)
+    except UserError:
+        family = "unsupported"
+    compare("model.family", family, prof.model.get("family"))
+    compare("model.dtype", pipeline_dtype(pipe), prof.model.get("dtype"))
+    if prof.model.get("fingerprint") is not None:
+        compare("model.fingerprint", model_fingerprint(pipe), prof.model["fingerprint"])
+    if prof.hardware:
+        hw = hardware_info(_device_of(pipe))
+        keys = _HARDWARE_CHECKED + (("count",) if prof.accel.parallel.world_size > 1 else ())
+        for key in keys:
+            compare(f"hardware.{key}", hw.get(key), prof.hardware.get(key))
+    return found
 
 
 def apply_profile(pipe, profile: str | Path | dict | Profile, strict: bool = False) -> accel.Handle:
     """Apply ``profile`` (a path, a mapping or a Profile) to ``pipe``; returns the handle.
 
-    The pipeline's class is checked against the one the profile was tuned on; a mismatch
-    warns (raises with ``strict=True``). Call the pipeline with ``profile.call_kwargs()``
-    to use the generation settings the profile was measured with.
+    The pipeline (class, family, dtype, weights fingerprint) and the machine (device, torch
+    and diffusers versions) are checked against those the profile was tuned on; a mismatch
+    warns with ``ProfileMismatchWarning`` naming every field that differs, or raises
+    ``ProfileMismatchError`` with ``strict=True``. Call the pipeline with
+    ``profile.call_kwargs()`` to use the generation settings the profile was measured with.
     """
     prof = load_profile(profile)
-    expected = prof.model.get("pipeline")
-    actual = type(pipe).__name__
-    if expected and expected != actual:
-        msg = f"profile was tuned on a {expected}, this pipeline is a {actual}"
+    mismatches = check_profile(pipe, prof)
+    if mismatches:
+        msg = (f"profile {_name(profile, prof)} was tuned elsewhere: " + "; ".join(map(str, mismatches))
+               + " (its measured speed-up and quality may not hold)")
         if strict:
-            raise ProfileMismatchError(msg)
-        warnings.warn(msg, stacklevel=2)
+            raise ProfileMismatchError(msg, mismatches)
+        warnings.warn(msg, ProfileMismatchWarning, stacklevel=2)
     return accel.apply(pipe, prof.accel)
+
+
+def _device_of(pipe):
+    import torch
+
+    device = getattr(pipe, "device", None)
+    if device is None:
+        params = next(iter(accel.find_denoiser(pipe).parameters()), None)
+        device = params.device if params is not None else "cpu"
+    return torch.device(device)
+
+
+def _name(source, prof: Profile) -> str:
+    return str(source) if isinstance(source, (str, Path)) else f"for {prof.model.get('name')}"

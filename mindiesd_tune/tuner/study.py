@@ -375,7 +375,8 @@ def _same_params(study: optuna.Study, trial: optuna.Trial, wait_s: float = 3600.
 
 def write_outputs(study: optuna.Study, out_dir: Path, pick_how: str = "fastest") -> StudyOutcome:
     """Pick the profile and write profile.yaml, trials.csv and report.html from the stored study."""
-    from ..reports import write_report, write_trials_csv
+    from ..reports import write_report, write_trials_table
+    from .importance import param_importances
     from .table import trials_table
 
     out_dir = Path(out_dir)
@@ -383,9 +384,14 @@ def write_outputs(study: optuna.Study, out_dir: Path, pick_how: str = "fastest")
     profile = freeze_profile(study, chosen) if chosen is not None else None
     profile_path = profile.save(out_dir / "profile.yaml") if profile is not None else None
     df = trials_table(study)
-    table_path = write_trials_csv(df, out_dir / "trials.csv")
+    table_path = write_trials_table(df, out_dir / "trials.csv", metrics=HIGHER_IS_BETTER)
     chosen_no = chosen.number if chosen is not None else None
-    report_path = write_report(df, study.user_attrs, out_dir / "report.html", chosen_no, reason, study.study_name)
+    base = baseline_trial(study)
+    report_path = write_report(
+        df, study.user_attrs, out_dir / "report.html", chosen_no, reason, study.study_name, metrics=HIGHER_IS_BETTER,
+        importances=param_importances(study, study.user_attrs.get("objective", "psnr")),
+        baseline_no=base.number if base is not None else None,
+    )
     return StudyOutcome(study, out_dir, profile, profile_path, report_path, table_path, reason=reason)
 
 
@@ -435,7 +441,9 @@ def _round(v, digits: int = 5):
 def _save_sample(path: Path, arr) -> None:
     from PIL import Image
 
-    if arr.ndim == 4:  # video: frames side by side
+    if arr.ndim == 4:  # video: frames side by side, and an animated WebP the report can play
+        frames = [Image.fromarray(f) for f in arr]
+        frames[0].save(path.with_suffix(".webp"), save_all=True, append_images=frames[1:], duration=125, loop=0, lossless=True)
         arr = arr.transpose(1, 0, 2, 3).reshape(arr.shape[1], -1, arr.shape[3])
     Image.fromarray(arr).save(path)
 

@@ -1,0 +1,202 @@
+"""report.html: a self-contained Pareto report that tells every kind of trial apart; trials.csv/.parquet."""
+
+import base64
+import importlib.util
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from report_study import CHOSEN, FAIL_REASON, FRONT, build_study, write_run
+
+from mindiesd_tune.reports import non_dominated
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "run"
+    outcome = write_run(out)
+    return out, outcome, (out / "report.html").read_text()
+
+
+def _array(v):
+    """A trace array as plotly.py wrote it: a list, or a base64 typed array."""
+    if isinstance(v, dict) and "bdata" in v:
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).tolist()
+    return list(v)
+
+
+def figures(page: str) -> dict:
+    """div id -> (traces, layout) of every plotly figure on the page."""
+    out = {}
+    decoder = json.JSONDecoder()
+    for m in re.finditer(r'Plotly\.newPlot\(\s*"([^"]+)",\s*', page):
+        data, end = decoder.raw_decode(page, m.end())
+        rest = page[end:].lstrip()[1:].lstrip()
+        layout, _ = decoder.raw_decode(rest)
+        out[m.group(1)] = (data, layout)
+    return out
+
+
+def traces_by_name(traces) -> dict:
+    return {t.get("name"): t for t in traces}
+
+
+def table_rows(page: str, table_id: str) -> list[list[str]]:
+    body = re.search(rf"id='{table_id}'>.*?<tbody>(.*?)</tbody>", page, re.S).group(1)
+    return [re.findall(r"<td data-v='([^']*)'", row) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)]
+
+
+def test_report_is_one_file_that_works_offline(run):
+    _, _, page = run
+    assert "<script src" not in page and "<link" not in page
+    markup = re.sub(r"<script[^>]*>.*?</script>", "", page, flags=re.S)
+    assert not re.search(r"""(src|href)=["']https?:""", markup)  # nothing to fetch; plotly.js's own strings aside
+    assert "plotly.js v" in page and page.count("plotly.js v") == 1  # the library inlined exactly once
+    assert re.search(r'src="data:image/png;base64,', page)  # samples embedded
+
+
+def test_one_pareto_plot_per_metric_telling_trial_kinds_apart(run):
+    _, _, page = run
+    figs = figures(page)
+    psnr, ssim = traces_by_name(figs["pareto-0"][0]), traces_by_name(figs["pareto-1"][0])
+    assert "psnr" in figs["pareto-0"][1]["yaxis"]["title"]["text"] and "ssim" in figs["pareto-1"][1]["yaxis"]["title"]["text"]
+    assert sorted(_array(psnr["Pareto front"]["customdata"])) == [0, 1, 2, 7, 8]
+    assert _array(psnr["below a quality floor"]["customdata"]) == [3]
+    assert _array(psnr["dominated"]["customdata"]) == [4]
+    assert sorted(_array(ssim["Pareto front"]["customdata"])) == [0, 1, 7, 8]
+    assert sorted(_array(ssim["dominated"]["customdata"])) == [2, 4]
+    assert _array(psnr["chosen profile"]["x"]) == [0.45] and _array(ssim["chosen profile"]["x"]) == [0.45]
+    # the floor is drawn on the psnr plot only
+    assert [s["y0"] for s in figs["pareto-0"][1].get("shapes", [])] == [30.0]
+    assert not figs["pareto-1"][1].get("shapes")
+    # failed and pruned trials have no latency: the plots say how many and where to look
+    assert "2 failed, 1 pruned" in figs["pareto-0"][1]["title"]["text"]
+
+
+def test_identical_outputs_are_drawn_above_the_best_finite_psnr(run):
+    _, _, page = run
+    front = traces_by_name(figures(page)["pareto-0"][0])["Pareto front"]
+    ys = dict(zip(_array(front["customdata"]), _array(front["y"])))
+    assert math.isfinite(ys[0]) and ys[0] > 40.0
+
+
+def test_hover_shows_the_config(run):
+    _, _, page = run
+    front = traces_by_name(figures(page)["pareto-0"][0])["Pareto front"]
+    hover = dict(zip(_array(front["customdata"]), front["text"]))
+    assert "cache.threshold = 0.2" in hover[7] and "cache.max_cached_steps = 4" in hover[7] and "psnr 31" in hover[7]
+    assert "cache.method = none" in hover[0] and "psnr identical (inf)" in hover[0]
+
+
+def test_history_shows_failed_and_pruned_trials_in_a_strip(run):
+    _, _, page = run
+    layout_traces = traces_by_name(figures(page)["history"][0])
+    assert _array(layout_traces["failed"]["x"]) == [5, 9] and _array(layout_traces["pruned"]["x"]) == [6]
+    assert FAIL_REASON[:60] in layout_traces["failed"]["text"][0]
+    best = layout_traces["fastest feasible so far"]
+    assert _array(best["y"])[-1] == 0.45
+    failed = re.search(r"id='failed-table'>(.*?)</table>", page, re.S).group(1)
+    assert "OutOfMemoryError: CUDA out of memory" in failed and "pruned" in failed
+
+
+def test_pareto_table_lists_front_trials_fastest_first_with_repeats_folded(run):
+    _, _, page = run
+    rows = table_rows(page, "front-table")
+    assert [int(r[0]) for r in rows] == [3, 7, 2, 1, 0]
+    assert {int(r[0]) for r in rows} == FRONT
+    header = re.search(r"id='front-table'><thead><tr>(.*?)</tr>", page).group(1)
+    labels = re.findall(r"<th[^>]*>([^<]*)</th>", header)
+    for label in ("speed-up", "psnr ↑", "ssim ↑", "same config as", "cache.threshold", "cache.warmup_steps"):
+        assert label in labels
+    row1 = rows[[int(r[0]) for r in rows].index(1)]
+    assert row1[labels.index("same config as")] == "8"
+    assert float(row1[labels.index("speed-up")]) == pytest.approx(1 / 0.7)
+    assert re.search(rf"<tr class='chosen'><td data-v='{CHOSEN}'>{CHOSEN} ★</td>", page)
+
+
+def test_each_front_trial_is_shown_beside_the_baseline(run):
+    _, _, page = run
+    gallery = re.search(r"<div class='gallery'>(.*?)</div>\s*<h2>", page, re.S).group(1)
+    for t in FRONT - {0}:
+        assert f'title="trial {t}" src="data:image/png;base64,' in gallery
+    assert gallery.count('title="baseline"') == len(FRONT)
+
+
+def test_importances_and_metadata(run):
+    _, _, page = run
+    imp = traces_by_name(figures(page)["importances"][0])
+    assert set(imp) == {"for latency_s", "for psnr"}
+    assert "cache.threshold" in imp["for psnr"]["y"]
+    for needle in ("tiny-flux-random", "FluxPipeline", "dit-image", "torch 2.14.1", "diffusers 0.42.1", "12 trials",
+                   "psnr&gt;=30", "optuna", "median of 3 calls after 1 warm-up", "seed 1", "0123456789abcdef"):
+        assert needle in page, needle
+
+
+def test_importances_need_enough_trials(tmp_path):
+    import optuna
+
+    from mindiesd_tune.reports import write_report
+    from mindiesd_tune.tuner.importance import param_importances
+    from mindiesd_tune.tuner.table import trials_table
+
+    full = build_study()
+    small = optuna.create_study(directions=["minimize", "maximize"])
+    small.add_trials(full.trials[:3])
+    imp = param_importances(small, "psnr")
+    assert imp["importances"] == {} and "at least 5 complete trials" in imp["note"]
+    page = write_report(trials_table(small), full.user_attrs, tmp_path / "r.html", None, "no floor",
+                        importances=imp).read_text()
+    assert "no importances: needs at least 5 complete trials; this study has 3" in page
+
+
+def test_video_outputs_are_animated_thumbnails(tmp_path):
+    write_run(tmp_path / "video", video=True)
+    page = (tmp_path / "video" / "report.html").read_text()
+    gallery = re.search(r"<div class='gallery'>(.*?)</div>\s*<h2>", page, re.S).group(1)
+    assert gallery.count('src="data:image/webp;base64,') == 2 * (len(FRONT) - 1) + 1
+
+
+def test_tuner_saves_an_animated_webp_beside_the_frame_strip(tmp_path):
+    from mindiesd_tune.tuner.study import _save_sample
+
+    video = np.random.default_rng(0).integers(0, 255, (5, 8, 12, 3), dtype=np.uint8)
+    _save_sample(tmp_path / "trial-0003.png", video)
+    strip, anim = Image.open(tmp_path / "trial-0003.png"), Image.open(tmp_path / "trial-0003.webp")
+    assert strip.size == (60, 8) and anim.n_frames == 5 and anim.size == (12, 8)
+    _save_sample(tmp_path / "trial-0004.png", video[0])
+    assert not (tmp_path / "trial-0004.webp").exists()
+
+
+def test_trials_csv_has_a_column_per_parameter_and_metric(run):
+    out, _, _ = run
+    df = pd.read_csv(out / "trials.csv")
+    assert list(df.columns[:6]) == ["trial", "state", "latency_s", "speedup", "psnr", "ssim"]
+    params = [c for c in df.columns if c.startswith("param.")]
+    assert params == ["param.cache.method", "param.cache.threshold", "param.cache.warmup_steps", "param.cache.max_cached_steps"]
+    assert {"fail_reason", "feasible", "pareto"} <= set(df.columns)
+    assert df.set_index("trial").loc[5, "state"] == "fail"  # Optuna's TrialState.FAIL
+    assert df.set_index("trial").loc[5, "fail_reason"] == FAIL_REASON
+    assert df.set_index("trial").loc[6, "state"] == "pruned"
+    assert math.isinf(df.set_index("trial").loc[0, "psnr"])
+    text = (out / "trials.csv").read_text().splitlines()
+    assert text[2].split(",")[params_index(df, "param.cache.warmup_steps")] == "2"  # integers stay integers
+    has_arrow = importlib.util.find_spec("pyarrow") is not None
+    assert (out / "trials.parquet").is_file() == has_arrow
+    if has_arrow:
+        pq = pd.read_parquet(out / "trials.parquet")
+        assert list(pq.columns) == list(df.columns) and len(pq) == len(df)
+
+
+def params_index(df, column):
+    return list(df.columns).index(column)
+
+
+def test_non_dominated_keeps_ties_and_respects_direction():
+    lat = np.array([1.0, 0.5, 0.5, 0.8, 0.2])
+    q = np.array([40.0, 30.0, 30.0, 29.0, 10.0])
+    assert non_dominated(lat, q).tolist() == [True, True, True, False, True]
+    assert non_dominated(lat, q, higher=False).tolist() == [False, False, False, False, True]

@@ -197,10 +197,10 @@ def _check_generation(generation: dict) -> None:
 
 def _check_measured(measured: dict) -> None:
     for key, value in measured.items():
-        if value is None or value in ("inf", "-inf", "nan"):
-            continue  # "inf": identical to the baseline (PSNR); null: not measured
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ProfileError(f"measured.{key}: {_short(value)} must be a number, 'inf' or null")
+        if value is None or value in ("inf", "-inf", "nan") or isinstance(value, bool):
+            continue  # "inf": identical to the baseline (PSNR); null: not measured; feasible: true/false
+        if not isinstance(value, (int, float)):
+            raise ProfileError(f"measured.{key}: {_short(value)} must be a number, true/false, 'inf' or null")
         if key.endswith("_s") and value < 0:
             raise ProfileError(f"measured.{key}: {_short(value)} must be >= 0 (seconds)")
 

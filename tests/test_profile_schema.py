@@ -14,7 +14,7 @@ def _profile(**model):
                "dtype": "float32", **model},
         generation={"height": 32, "width": 32, "num_frames": None, "num_inference_steps": 10},
         accel=AccelConfig(cache=FirstBlockCacheConfig(threshold=0.1, warmup_steps=2)),
-        measured={"latency_s": 0.1, "baseline_s": 0.2, "speedup": 2.0, "psnr": "inf", "ssim": 0.98},
+        measured={"latency_s": 0.1, "baseline_s": 0.2, "speedup": 2.0, "psnr": "inf", "ssim": 0.98, "feasible": True},
         hardware={"device": "cpu", "name": "x86_64", "count": 1, "torch": "2.14.1", "diffusers": "0.42.1"},
         study={"name": "s", "trial": 3, "prompts": ["a", "b"], "seeds": [0, 1]},
     )

@@ -120,39 +120,225 @@ def report(run_dir: Path = typer.Argument(..., help="a run folder written by `tu
 
 @app.command()
 def show(profile: Path = typer.Argument(..., help="a profile.yaml")):
-    """Print a human summary of a profile."""
+    """Print a human summary of a profile: what it speeds up, by how much, at what quality, tuned where."""
     from .profile import load_profile
 
     p = load_profile(profile)
-    con = _console()
-    m, acc = p.measured, p.accel.to_dict()
-    con.print(f"[bold]{p.model['name']}[/] ({p.model['pipeline']}, {p.model['family']}, fingerprint {p.model.get('fingerprint')})")
-    gen = ", ".join(f"{k}={v}" for k, v in p.generation.items() if v is not None)
-    con.print(f"generation: {gen}", markup=False)
-    for section, values in acc.items():
-        neutral = values in ({"method": "none"}, {"scheme": "none"}, {"mode": "none", "dynamic": False}, {"cfg": 1, "ulysses": 1, "ring": 1})
-        body = "off" if neutral else ", ".join(f"{k}={v}" for k, v in values.items())
-        con.print(f"  {section:9s} {body}", markup=False)
+    for line in _profile_summary(p):
+        typer.echo(line)
+
+
+def _profile_summary(p) -> list[str]:
+    m, model, hw, st = p.measured, p.model, p.hardware, p.study
+    lines = [f"{model['name']}  ({model['pipeline']}, family {model['family']})"
+             + (f"  [schema {p.schema}, migrated from schema {p.migrated_from} on load]" if p.migrated_from else f"  [schema {p.schema}]")]
+    ident = ", ".join(f"{k} {model[k]}" for k in ("fingerprint", "dtype") if model.get(k))
+    if ident:
+        lines.append(f"  model:       {ident}")
     if m:
-        con.print(
-            f"measured: {m.get('latency_s')}s against {m.get('baseline_s')}s baseline "
-            f"({m.get('speedup')}x); " + ", ".join(f"{k} {v}" for k, v in m.items() if k not in ("latency_s", "baseline_s", "speedup")),
-            markup=False,
-        )
-    hw = p.hardware
+        speed = f"{m['speedup']:.2f}x faster" if isinstance(m.get("speedup"), (int, float)) else "speed-up not recorded"
+        lines.append(f"measured:      {speed}: {_secs(m.get('latency_s'))} against {_secs(m.get('baseline_s'))} for the baseline")
+        quality = [f"{k} {'identical' if v == 'inf' else v}" for k, v in m.items()
+                   if k not in ("latency_s", "baseline_s", "speedup", "skipped_fraction", "feasible")]
+        if quality:
+            lines.append("  quality:     " + ", ".join(quality) + " (against the baseline's output, same prompt and seed)")
+        if m.get("skipped_fraction") is not None:
+            lines.append(f"  skipped:     {m['skipped_fraction']:.0%} of block evaluations")
+        if m.get("feasible") is False:
+            lines.append("  note:        this trial did not meet the study's quality floors")
+    lines.append("acceleration:")
+    for section, values in p.accel.to_dict().items():
+        lines.append(f"  {section:12s} {_section_text(values)}")
+    gen = ", ".join(f"{k}={v}" for k, v in p.generation.items() if v is not None)
+    lines.append(f"generation:    {gen or 'the pipeline defaults'}")
     if hw:
-        con.print(f"hardware: {hw.get('device')} {hw.get('name')} x{hw.get('count')}, torch {hw.get('torch')}, diffusers {hw.get('diffusers')}", markup=False)
-    if p.study:
-        con.print(f"study: {p.study.get('name')} trial {p.study.get('trial')} ({p.study.get('storage')})", markup=False)
+        lines.append(f"tuned on:      {hw.get('device')} {hw.get('name')}" + (f" x{hw['count']}" if hw.get("count") else "")
+                     + f", torch {hw.get('torch')}, diffusers {hw.get('diffusers')}")
+    if st:
+        lines.append(f"study:         {st.get('name')}, trial {st.get('trial')}, created {st.get('created')}"
+                     + (f" ({st['storage']})" if st.get("storage") else ""))
+        prompts = st.get("prompts") or []
+        if prompts:
+            lines.append(f"  workload:    {len(prompts)} prompt(s), seeds {', '.join(map(str, st.get('seeds') or []))}: "
+                         + "; ".join(f"\"{q}\"" for q in prompts))
+    return lines
+
+
+def _section_text(values: dict) -> str:
+    neutral = values in ({"method": "none"}, {"scheme": "none"}, {"mode": "none", "dynamic": False}, {"cfg": 1, "ulysses": 1, "ring": 1})
+    if neutral:
+        return "off"
+    head = values.get("method") or values.get("scheme") or values.get("mode")
+    rest = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in values.items() if k not in ("method", "scheme", "mode"))
+    return f"{head}: {rest}" if head and rest else (head or rest)
+
+
+def _secs(v) -> str:
+    return f"{v:.4g} s" if isinstance(v, (int, float)) else "?"
 
 
 @app.command()
-def validate(profile: Path = typer.Argument(..., help="a profile.yaml")):
-    """Check a profile; name the first bad field (exit 2) or print OK."""
+def validate(
+    profile: Path = typer.Argument(..., help="a profile.yaml"),
+    upgrade: bool = typer.Option(False, "--upgrade", help="rewrite a profile of an older schema in the current one"),
+):
+    """Check a profile; name the first bad field and its value (exit 2) or print OK."""
     from .profile import load_profile
 
-    load_profile(profile)
-    typer.echo(f"{profile}: OK")
+    p = load_profile(profile)
+    if p.migrated_from is None:
+        typer.echo(f"{profile}: OK (schema {p.schema})")
+    elif upgrade:
+        p.save(profile)
+        typer.echo(f"{profile}: OK; rewritten from schema {p.migrated_from} to schema {p.schema}")
+    else:
+        typer.echo(f"{profile}: OK (schema {p.migrated_from}, read as schema {p.schema}; --upgrade rewrites it)")
+
+
+@app.command()
+def diff(
+    a: Path = typer.Argument(..., help="a profile.yaml"),
+    b: Path = typer.Argument(..., help="another profile.yaml"),
+):
+    """Show what differs between two profiles, field by field. Exit 0 when they are the same, 1 when they differ."""
+    from .profile import load_profile
+
+    pa, pb = load_profile(a), load_profile(b)
+    fa, fb = _flatten(pa.to_dict()), _flatten(pb.to_dict())
+    keys = list(fa) + [k for k in fb if k not in fa]
+    rows = [(k, fa.get(k, _ABSENT), fb.get(k, _ABSENT)) for k in keys if fa.get(k, _ABSENT) != fb.get(k, _ABSENT)]
+    if not rows:
+        typer.echo(f"{a} and {b} are the same profile")
+        return
+    width = max(len("field"), *(len(k) for k, _, _ in rows))
+    wa = max(len(str(a)), *(len(_show_value(v)) for _, v, _ in rows))
+    typer.echo(f"{'field':{width}s}  {str(a):{wa}s}  {b}")
+    for section in dict.fromkeys(k.split(".")[0] for k, _, _ in rows):
+        for k, va, vb in rows:
+            if k.split(".")[0] == section:
+                typer.echo(f"{k:{width}s}  {_show_value(va):{wa}s}  {_show_value(vb)}")
+    changes = sorted({k.split(".")[0] for k, _, _ in rows} & {"model", "generation", "accel"})
+    if changes:
+        typer.echo(f"{len(rows)} field(s) differ; those in {', '.join(changes)} change what the pipeline computes")
+    else:
+        typer.echo(f"{len(rows)} field(s) differ, all in what was measured or recorded")
+    raise typer.Exit(1)
+
+
+_ABSENT = object()
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _show_value(v) -> str:
+    if v is _ABSENT:
+        return "(absent)"
+    if v is None:
+        return "null"
+    return str(v)
+
+
+@app.command()
+def bench(
+    model: str = typer.Argument(..., help="built-in name, diffusers folder or cached hub id"),
+    profile: Path = typer.Option(..., "--profile", help="the profile to measure against the baseline"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
+    repeats: int = typer.Option(3, min=1, help="timed calls of each (the median is reported)"),
+    warmup: int = typer.Option(1, min=0, help="untimed calls before timing"),
+    device: Optional[str] = typer.Option(None, help="cuda, npu or cpu (default: the best available)"),
+    dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: the profile's dtype)"),
+    strict: bool = typer.Option(False, "--strict", help="refuse when the model or machine differs from the profile's"),
+    allow_download: bool = typer.Option(False, "--allow-download", help="let a hub id be downloaded"),
+):
+    """Measure the baseline against PROFILE on the profile's prompts and seeds: latency and quality.
+
+    The JSON object has the fields baseline_s, profile_s, speedup and one per quality metric
+    (an identical output's PSNR is the string "inf"), plus tuned_speedup, the speed-up the
+    profile recorded when it was frozen.
+    """
+    import json
+    import warnings
+
+    from .accel import AccelConfig
+    from .deploy import ProfileMismatchError, check_profile
+    from .models import load
+    from .profile import load_profile
+    from .tuner.evaluator import DEFAULT_PROMPTS, DEFAULT_VIDEO_PROMPTS, Evaluator, Workload
+
+    prof = load_profile(profile)
+    # measure at the profile's dtype; float32 is how models load anyway, and casting warns
+    wanted = dtype or (prof.model.get("dtype") if prof.model.get("dtype") != "float32" else None)
+    loaded = load(model, device=device, dtype=wanted, allow_download=allow_download)
+    mismatches = check_profile(loaded.pipe, prof)
+    if mismatches:
+        msg = "the profile was tuned elsewhere: " + "; ".join(map(str, mismatches))
+        if strict:
+            raise ProfileMismatchError(msg, mismatches)
+        typer.echo(f"mindiesd-tune: warning: {msg}", err=True)
+    prompts = list(prof.study.get("prompts") or (DEFAULT_VIDEO_PROMPTS if loaded.is_video else DEFAULT_PROMPTS))
+    seeds = list(prof.study.get("seeds") or range(len(prompts)))
+    if len(seeds) != len(prompts):
+        raise UserError(f"{profile}: study.seeds gives {len(seeds)} seeds for {len(prompts)} prompts")
+    generation = {**loaded.generation, **prof.call_kwargs()}
+    ev = Evaluator(loaded, Workload(prompts, seeds, generation), warmup=warmup, repeats=repeats)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = ev.evaluate(AccelConfig())
+        tuned = ev.evaluate(prof.accel)
+    baseline_s, profile_s = base.latency.median_s, tuned.latency.median_s
+    result = {
+        "model": model,
+        "profile": str(profile),
+        "device": str(ev.device),
+        "prompts": len(prompts),
+        "repeats": repeats,
+        "baseline_s": round(baseline_s, 6),
+        "profile_s": round(profile_s, 6),
+        "speedup": round(baseline_s / profile_s, 4) if profile_s > 0 else None,
+        **{k: _json_number(v) for k, v in tuned.metrics.items()},
+        "skipped_fraction": tuned.counters.get("skipped_fraction"),
+        "tuned_speedup": prof.measured.get("speedup"),
+        "mismatches": [m.field for m in mismatches],
+    }
+    if json_out:
+        typer.echo(json.dumps(result))
+        return
+    metrics = list(tuned.metrics)
+    typer.echo(f"{model} with {profile} on {ev.device}: {len(prompts)} prompt(s); latency is the median of "
+               f"{repeats} call(s) on the first, quality is against the baseline on every prompt")
+    head = f"{'':10s}{'latency':>12s}{'speed-up':>10s}" + "".join(f"{m:>11s}" for m in metrics)
+    typer.echo(head)
+    typer.echo(f"{'baseline':10s}{baseline_s:>10.4g} s{1.0:>9.2f}x" + "".join(f"{_metric_text(v):>11s}" for v in base.metrics.values()))
+    speed = baseline_s / profile_s if profile_s > 0 else float("nan")
+    typer.echo(f"{'profile':10s}{profile_s:>10.4g} s{speed:>9.2f}x" + "".join(f"{_metric_text(tuned.metrics[m]):>11s}" for m in metrics))
+    if isinstance(prof.measured.get("speedup"), (int, float)):
+        typer.echo(f"when frozen, the profile measured {prof.measured['speedup']:.2f}x")
+
+
+def _json_number(v):
+    import math
+
+    if isinstance(v, float) and not math.isfinite(v):
+        return "inf" if v > 0 else ("-inf" if v < 0 else None)
+    return v
+
+
+def _metric_text(v) -> str:
+    import math
+
+    if isinstance(v, float) and math.isinf(v):
+        return "identical"
+    return f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
 
 
 @app.command()

@@ -1,0 +1,134 @@
+"""show, validate, diff and bench: the profile commands, on profiles made for tiny-flux-random."""
+
+import json
+
+import pytest
+import yaml
+
+from mindiesd_tune.accel import AccelConfig, FirstBlockCacheConfig
+from mindiesd_tune.cli import main
+from mindiesd_tune.kernels import hardware_info
+from mindiesd_tune.profile import Profile, model_fingerprint, pipeline_dtype
+
+
+def cli(capsys, *args):
+    """Run the CLI in-process -> (exit code, stdout, stderr)."""
+    code = 0
+    try:
+        main(list(args))
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def make_profile(loaded, threshold=0.3, **model):
+    return Profile(
+        model={"name": loaded.name, "family": loaded.family, "pipeline": type(loaded.pipe).__name__,
+               "fingerprint": model_fingerprint(loaded.pipe), "dtype": pipeline_dtype(loaded.pipe), **model},
+        generation=dict(loaded.generation),
+        accel=AccelConfig(cache=FirstBlockCacheConfig(threshold=threshold, warmup_steps=1)),
+        measured={"latency_s": 0.1, "baseline_s": 0.2, "speedup": 2.0, "psnr": "inf", "ssim": 0.99, "feasible": True},
+        hardware=hardware_info(loaded.pipe.device),
+        study={"name": "tiny", "trial": 4, "created": "2026-11-25T20:00:00+00:00",
+               "prompts": ["a red circle on a blue background"], "seeds": [3]},
+    )
+
+
+@pytest.fixture(scope="module")
+def profiles(tmp_path_factory, tiny_flux):
+    d = tmp_path_factory.mktemp("profiles")
+    return {
+        "a": make_profile(tiny_flux).save(d / "a.yaml"),
+        "b": make_profile(tiny_flux, threshold=0.1).save(d / "b.yaml"),
+        "elsewhere": make_profile(tiny_flux, fingerprint="0000000000000000").save(d / "elsewhere.yaml"),
+    }
+
+
+def _edit(path, tmp_path, change):
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    out = tmp_path / "edited.yaml"
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def test_show_summarises_speed_quality_settings_and_origin(capsys, profiles):
+    code, out, _ = cli(capsys, "show", str(profiles["a"]))
+    assert code == 0
+    for needle in ("tiny-flux-random  (FluxPipeline, family dit-image)  [schema 2]", "2.00x faster: 0.1 s against 0.2 s",
+                   "psnr identical, ssim 0.99", "cache        first_block: threshold=0.3, warmup_steps=1",
+                   "sparse       off", "tuned on:      cpu", "study:         tiny, trial 4",
+                   '1 prompt(s), seeds 3: "a red circle on a blue background"'):
+        assert needle in out, needle
+
+
+def test_validate_names_the_first_bad_field_and_its_value(capsys, profiles, tmp_path):
+    bad = _edit(profiles["a"], tmp_path, lambda d: (d["generation"].update(height="tall"), d["study"].update(trial="x")))
+    code, out, err = cli(capsys, "validate", str(bad))
+    assert code == 2 and out == ""
+    assert err.strip() == f"mindiesd-tune: error: {bad}: generation.height: 'tall' must be a positive integer"
+
+
+def test_validate_reads_an_older_schema_and_upgrades_it(capsys, profiles, tmp_path):
+    old = _edit(profiles["a"], tmp_path, lambda d: (d.update(schema=1), d["model"].pop("dtype")))
+    code, out, _ = cli(capsys, "validate", str(old))
+    assert code == 0 and "OK (schema 1, read as schema 2" in out
+    code, out, _ = cli(capsys, "show", str(old))
+    assert "migrated from schema 1" in out
+    code, out, _ = cli(capsys, "validate", "--upgrade", str(old))
+    assert code == 0 and "rewritten from schema 1 to schema 2" in out
+    assert yaml.safe_load(old.read_text())["schema"] == 2
+
+
+def test_validate_refuses_a_newer_schema_saying_what_it_reads(capsys, profiles, tmp_path):
+    new = _edit(profiles["a"], tmp_path, lambda d: d.update(schema=9))
+    code, _, err = cli(capsys, "validate", str(new))
+    assert code == 2 and "schema: 9 is newer than this mindiesd-tune reads (schema 2 at most)" in err
+
+
+def test_diff_lists_the_fields_that_differ(capsys, profiles):
+    code, out, _ = cli(capsys, "diff", str(profiles["a"]), str(profiles["a"]))
+    assert code == 0 and "are the same profile" in out
+    code, out, _ = cli(capsys, "diff", str(profiles["a"]), str(profiles["b"]))
+    assert code == 1
+    rows = [line.split() for line in out.strip().splitlines()]
+    assert rows[0] == ["field", str(profiles["a"]), str(profiles["b"])]
+    assert rows[1:-1] == [["accel.cache.threshold", "0.3", "0.1"]]
+    assert "1 field(s) differ; those in accel change what the pipeline computes" in out
+
+
+def test_bench_prints_one_json_object_with_baseline_profile_speedup_and_metrics(capsys, profiles):
+    code, out, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["a"]), "--json",
+                         "--repeats", "1", "--warmup", "0", "--device", "cpu")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 1
+    r = json.loads(lines[0])
+    assert r["baseline_s"] > 0 and r["profile_s"] > 0
+    assert r["speedup"] == pytest.approx(r["baseline_s"] / r["profile_s"], rel=1e-3)
+    assert {"psnr", "ssim"} <= set(r) and 0 < r["ssim"] <= 1
+    assert r["prompts"] == 1 and r["tuned_speedup"] == 2.0 and r["mismatches"] == []
+
+
+def test_bench_table_warns_when_the_profile_was_tuned_elsewhere(capsys, profiles):
+    code, out, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["elsewhere"]),
+                         "--repeats", "1", "--warmup", "0", "--device", "cpu")
+    assert code == 0
+    rows = {line.split()[0]: line.split() for line in out.strip().splitlines()[1:] if line.strip()}
+    assert rows["baseline"][3] == "1.00x" and rows["baseline"][4] == "identical"
+    assert rows["profile"][2] == "s" and rows["profile"][3].endswith("x")
+    assert "warning: the profile was tuned elsewhere: model.fingerprint" in err
+
+
+def test_bench_strict_refuses_a_profile_tuned_elsewhere(capsys, profiles):
+    code, _, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["elsewhere"]), "--strict",
+                       "--device", "cpu")
+    assert code == 2 and "model.fingerprint is" in err and "0000000000000000 in the profile" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["show", "validate", "diff", "bench"])
+def test_help(capsys, command):
+    code, out, _ = cli(capsys, command, "--help")
+    assert code == 0 and "Usage" in out

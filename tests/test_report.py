@@ -62,8 +62,8 @@ def test_report_is_one_file_that_works_offline(run):
 def test_one_pareto_plot_per_metric_telling_trial_kinds_apart(run):
     _, _, page = run
     figs = figures(page)
-    psnr, ssim = traces_by_name(figs["pareto-0"][0]), traces_by_name(figs["pareto-1"][0])
-    assert "psnr" in figs["pareto-0"][1]["yaxis"]["title"]["text"] and "ssim" in figs["pareto-1"][1]["yaxis"]["title"]["text"]
+    psnr, ssim = traces_by_name(figs["pareto"][0]), traces_by_name(figs["pareto-ssim"][0])
+    assert "psnr" in figs["pareto"][1]["yaxis"]["title"]["text"] and "ssim" in figs["pareto-ssim"][1]["yaxis"]["title"]["text"]
     assert sorted(_array(psnr["Pareto front"]["customdata"])) == [0, 1, 2, 7, 8]
     assert _array(psnr["below a quality floor"]["customdata"]) == [3]
     assert _array(psnr["dominated"]["customdata"]) == [4]
@@ -71,22 +71,22 @@ def test_one_pareto_plot_per_metric_telling_trial_kinds_apart(run):
     assert sorted(_array(ssim["dominated"]["customdata"])) == [2, 4]
     assert _array(psnr["chosen profile"]["x"]) == [0.45] and _array(ssim["chosen profile"]["x"]) == [0.45]
     # the floor is drawn on the psnr plot only
-    assert [s["y0"] for s in figs["pareto-0"][1].get("shapes", [])] == [30.0]
-    assert not figs["pareto-1"][1].get("shapes")
+    assert [s["y0"] for s in figs["pareto"][1].get("shapes", [])] == [30.0]
+    assert not figs["pareto-ssim"][1].get("shapes")
     # failed and pruned trials have no latency: the plots say how many and where to look
-    assert "2 failed, 1 pruned" in figs["pareto-0"][1]["title"]["text"]
+    assert "2 failed, 1 pruned" in figs["pareto"][1]["title"]["text"]
 
 
 def test_identical_outputs_are_drawn_above_the_best_finite_psnr(run):
     _, _, page = run
-    front = traces_by_name(figures(page)["pareto-0"][0])["Pareto front"]
+    front = traces_by_name(figures(page)["pareto"][0])["Pareto front"]
     ys = dict(zip(_array(front["customdata"]), _array(front["y"])))
     assert math.isfinite(ys[0]) and ys[0] > 40.0
 
 
 def test_hover_shows_the_config(run):
     _, _, page = run
-    front = traces_by_name(figures(page)["pareto-0"][0])["Pareto front"]
+    front = traces_by_name(figures(page)["pareto"][0])["Pareto front"]
     hover = dict(zip(_array(front["customdata"]), front["text"]))
     assert "cache.threshold = 0.2" in hover[7] and "cache.max_cached_steps = 4" in hover[7] and "psnr 31" in hover[7]
     assert "cache.method = none" in hover[0] and "psnr identical (inf)" in hover[0]

@@ -68,7 +68,7 @@ def test_report_draws_every_plot_without_javascript_errors(tmp_path):
     result, stderr = render(tmp_path / "run" / "report.html", tmp_path)
     assert result["errors"] == []
     assert "Uncaught" not in stderr
-    assert set(result["plots"]) == {"pareto-0", "pareto-1", "importances", "history"}
+    assert set(result["plots"]) == {"pareto", "pareto-ssim", "importances", "history"}
     for name, plot in result["plots"].items():
         assert plot["svg"] >= 1 and plot["traces"] >= 2 and plot["points"] >= 3, (name, plot)
         assert abs(plot["svgWidth"] - plot["width"]) <= 2, (name, plot)  # drawn to the width of its box

@@ -48,11 +48,12 @@ def write_report(
     floors = floor_bounds(attrs.get("floors", []), baseline)
     chosen = _row(df, chosen_no)
 
-    figures = []
+    figures = []  # (div id, figure): the objective's plot is "pareto", the others "pareto-<metric>"
     for m in ([objective] if objective else []) + [m for m in ms if m != objective]:
-        figures.append(pareto_figure(df, m, chosen_no, higher=directions[m], floors=floors, metrics=ms))
+        fig = pareto_figure(df, m, chosen_no, higher=directions[m], floors=floors, metrics=ms)
+        figures.append(("pareto" if m == objective else f"pareto-{m}", fig))
     plots = "".join(
-        f'<div class="plot">{_plot_html(fig, f"pareto-{i}", first=(i == 0))}</div>' for i, fig in enumerate(figures)
+        f'<div class="plot">{_plot_html(fig, div_id, first=(i == 0))}</div>' for i, (div_id, fig) in enumerate(figures)
     )
     if not figures:
         plots = "<p class='note'>no quality metric was recorded: nothing to plot</p>"

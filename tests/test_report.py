@@ -200,3 +200,22 @@ def test_non_dominated_keeps_ties_and_respects_direction():
     q = np.array([40.0, 30.0, 30.0, 29.0, 10.0])
     assert non_dominated(lat, q).tolist() == [True, True, True, False, True]
     assert non_dominated(lat, q, higher=False).tolist() == [False, False, False, False, True]
+
+
+@pytest.mark.parametrize("states", [[], ["fail", "fail"], ["fail", "pruned"]])
+def test_report_of_a_study_without_a_finished_trial(tmp_path, states):
+    import optuna
+
+    from mindiesd_tune.reports import write_report
+    from mindiesd_tune.tuner.table import trials_table
+
+    full = build_study()
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    kinds = {"fail": optuna.trial.TrialState.FAIL, "pruned": optuna.trial.TrialState.PRUNED}
+    for s in states:
+        study.add_trial(optuna.trial.create_trial(state=kinds[s], user_attrs={"fail_reason": "RuntimeError: boom"}))
+    page = write_report(trials_table(study), full.user_attrs, tmp_path / "r.html", None, "no trial finished",
+                        metrics={"psnr": True, "ssim": True}).read_text()
+    assert "<b>No profile.</b> no trial finished" in page
+    if states:
+        assert "RuntimeError: boom" in page

@@ -367,7 +367,6 @@ def run(
 
     import torch
 
-    from .deploy import apply_profile
     from .models import load
     from .profile import load_profile
     from .tuner.evaluator import Evaluator, Workload
@@ -381,7 +380,7 @@ def run(
     generation = dict(loaded.generation)
     if prof is not None:
         generation.update(prof.call_kwargs())
-        apply_profile(loaded.pipe, prof)
+        _apply_warning_once(loaded.pipe, prof)
     ev = Evaluator(loaded, Workload([prompt], [seed], generation))
     t0 = time.perf_counter()
     with torch.inference_mode():
@@ -390,6 +389,23 @@ def run(
     out.parent.mkdir(parents=True, exist_ok=True)
     _write_media(out, arr)
     typer.echo(f"{out} ({dt:.2f}s)")
+
+
+def _apply_warning_once(pipe, prof):
+    """apply_profile, its mismatch warning printed as one line rather than a Python warning."""
+    import warnings
+
+    from .deploy import ProfileMismatchWarning, apply_profile
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ProfileMismatchWarning)
+        handle = apply_profile(pipe, prof)
+    for w in caught:
+        if issubclass(w.category, ProfileMismatchWarning):
+            typer.echo(f"mindiesd-tune: warning: {w.message}", err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return handle
 
 
 def _write_media(path: Path, arr) -> None:

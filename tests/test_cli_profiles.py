@@ -132,3 +132,11 @@ def test_bench_strict_refuses_a_profile_tuned_elsewhere(capsys, profiles):
 def test_help(capsys, command):
     code, out, _ = cli(capsys, command, "--help")
     assert code == 0 and "Usage" in out
+
+
+def test_run_with_a_profile_tuned_elsewhere_warns_in_one_line(capsys, profiles, tmp_path):
+    code, out, err = cli(capsys, "run", "tiny-flux-random", "--prompt", "a red circle", "--out", str(tmp_path / "a.png"),
+                         "--profile", str(profiles["elsewhere"]), "--device", "cpu")
+    assert code == 0 and (tmp_path / "a.png").is_file()
+    warning = [line for line in err.splitlines() if "warning" in line]
+    assert len(warning) == 1 and warning[0].startswith("mindiesd-tune: warning: profile ") and "model.fingerprint" in warning[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import importlib.util
 from pathlib import Path
 
 import pandas as pd
@@ -59,11 +59,7 @@ def write_trials_table(df: pd.DataFrame, path: str | Path, metrics: dict[str, bo
     path = Path(path)
     tidy = tidy_trials(df, metrics)
     tidy.to_csv(path, index=False)
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        pass
-    else:
+    if importlib.util.find_spec("pyarrow") is not None:
         tidy.to_parquet(path.with_suffix(".parquet"), index=False)
     return path
 
@@ -72,8 +68,3 @@ def write_trials_csv(df: pd.DataFrame, path: str | Path) -> Path:
     """Kept for callers of the first version; same as ``write_trials_table``."""
     return write_trials_table(df, path)
 
-
-def finite_or_none(v):
-    if v is None or (isinstance(v, float) and (math.isnan(v))):
-        return None
-    return v

@@ -163,7 +163,7 @@ def _headline(chosen: pd.Series | None, chosen_no: int | None, reason: str, ms: 
     speed = _num(chosen.get("speedup"))
     parts = [f"<span class='big'>{speed:.2f}x</span> faster" if speed else "speed-up unknown"]
     if chosen_no is not None and chosen_no == baseline_no:
-        parts = ["the baseline itself: no acceleration met the floors"]
+        parts = ["the baseline itself, no acceleration"]
     if lat is not None and base is not None:
         parts.append(f"{lat:.4g} s against {base:.4g} s for the baseline")
     quality = ", ".join(f"{m} {_fmt_metric(chosen.get(m))}" for m in ms)
@@ -198,7 +198,7 @@ def _meta_html(df: pd.DataFrame, attrs: dict, title: str) -> str:
     ]
     machine = [
         ("device", f"{hw.get('device')} · {hw.get('name')}" + (f" × {hw.get('count')}" if hw.get("count") else "")
-         + (f" · {hw.get('threads')} threads of {hw.get('cpus')} CPUs" if hw.get("threads") else "")),
+         + (f" · {hw.get('threads')} thread(s) of {hw.get('cpus')} CPUs" if hw.get("threads") else "")),
         ("versions at tuning", f"torch {hw.get('torch')} · diffusers {hw.get('diffusers')}"),
         ("report written with", " · ".join(f"{p} {_version(p)}" for p in ("mindiesd-tune", "optuna", "plotly"))
          + f" · python {platform.python_version()}"),

@@ -154,7 +154,7 @@ def profile_from_dict(data: Any) -> Profile:
     try:
         accel = AccelConfig.from_dict(data.get("accel"))
     except ConfigError as e:
-        raise ProfileError(str(e)) from None
+        raise ProfileError(_accel_message(str(e), data.get("accel"))) from None
     study = dict(_mapping(data, "study"))
     if "created" in study and not isinstance(study["created"], str):
         study["created"] = str(study["created"])
@@ -244,6 +244,28 @@ _CHECKS: dict[str, Callable[[dict], None]] = {
     "hardware": _check_typed("hardware", _HARDWARE_TYPES),
     "study": _check_study,
 }
+
+
+def _accel_message(msg: str, accel: Any) -> str:
+    """AccelConfig's error, with the field spelled from the profile's top and its value shown."""
+    path, sep, rest = msg.partition(": ")
+    if not sep:
+        return msg
+    if not path.startswith("accel"):
+        path = "accel." + path  # section validators name fields from the section down
+    value, found = accel, True
+    for part in path.split(".")[1:]:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
+            found = False
+            break
+    if found and not rest.startswith(repr(value)):
+        for lead in ("unknown field", "unknown section"):
+            if rest.startswith(lead):
+                return f"{path}: {lead} {_short(value)}{rest[len(lead):]}"
+        return f"{path}: {_short(value)} {rest}" if not isinstance(value, dict) else f"{path}: {rest}"
+    return f"{path}: {rest}"
 
 
 def _mapping(data: dict, key: str) -> dict:

@@ -92,6 +92,10 @@ def test_missing_schema_says_what_to_write(tmp_path):
         (lambda d: d.update(measured=[1]), "measured: [1] must be a mapping"),
         (lambda d: d.update(extras={"a": 1}), "extras: unknown section {'a': 1}"),
         (lambda d: d["accel"]["cache"].update(threshold="high"), "accel.cache.threshold: 'high' must be a number"),
+        (lambda d: d["accel"]["cache"].update(threshold=-1.0), "accel.cache.threshold: -1.0 must be >= 0"),
+        (lambda d: d["accel"]["cache"].update(colour="red"), "accel.cache.colour: unknown field 'red' (known:"),
+        (lambda d: d["accel"].update(turbo={"on": True}), "accel.turbo: unknown section {'on': True} (known:"),
+        (lambda d: d["accel"]["cache"].update(method="magic"), "accel.cache.method: 'magic' is not a cache method"),
     ],
 )
 def test_bad_field_is_named_with_its_value(tmp_path, mutate, message):

@@ -219,3 +219,20 @@ def test_report_of_a_study_without_a_finished_trial(tmp_path, states):
     assert "<b>No profile.</b> no trial finished" in page
     if states:
         assert "RuntimeError: boom" in page
+
+
+def test_relative_floors_are_drawn_at_their_bound_and_a_memory_cap_is_named(tmp_path):
+    from mindiesd_tune.reports import write_report
+    from mindiesd_tune.reports.figures import floor_bounds
+    from mindiesd_tune.tuner.table import trials_table
+
+    study = build_study()
+    df = trials_table(study)
+    baseline = df[df["trial"] == 0].iloc[0]
+    assert floor_bounds(["ssim>=0.9x", "psnr>=30", "nonsense"], baseline) == [("ssim", 0.9, "ssim>=0.9x"), ("psnr", 30.0, "psnr>=30")]
+    attrs = {**study.user_attrs, "floors": ["ssim>=0.9x"], "max_memory_bytes": 2**33}
+    page = write_report(df, attrs, tmp_path / "r.html", CHOSEN, "fastest", metrics={"psnr": True, "ssim": True}).read_text()
+    figs = figures(page)
+    assert [s["y0"] for s in figs["pareto-ssim"][1]["shapes"]] == [0.9] and not figs["pareto"][1].get("shapes")
+    assert "below a quality floor or over the memory cap" in traces_by_name(figs["pareto"][0])
+    assert "8 GiB" in page

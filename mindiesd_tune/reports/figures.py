@@ -102,7 +102,8 @@ def hover_text(row: pd.Series, metrics: list[str], params: list[str]) -> str:
 
 
 def pareto_figure(df: pd.DataFrame, metric: str, chosen: int | None, *, higher: bool | None = None,
-                  floors: list[tuple[str, float, str]] = (), metrics: list[str] | None = None) -> go.Figure:
+                  floors: list[tuple[str, float, str]] = (), metrics: list[str] | None = None,
+                  memory_cap: bool = False) -> go.Figure:
     """Latency against ``metric``: front, dominated and below-floor trials apart, the profile starred."""
     higher = higher_is_better(metric) if higher is None else higher
     metrics = metrics if metrics is not None else metric_columns(df)
@@ -120,7 +121,7 @@ def pareto_figure(df: pd.DataFrame, metric: str, chosen: int | None, *, higher: 
             part = done[done["category"] == cat]
             if part.empty:
                 continue
-            name, colour, symbol = STYLE[cat]
+            name, colour, symbol = _style(cat, memory_cap)
             fig.add_trace(go.Scatter(
                 x=part["latency_s"], y=part["y"], mode="markers", name=name, customdata=part["trial"],
                 marker=dict(color=colour, symbol=symbol, size=11, line=dict(width=1.5, color=colour)),
@@ -147,7 +148,7 @@ def pareto_figure(df: pd.DataFrame, metric: str, chosen: int | None, *, higher: 
 
 
 def history_figure(df: pd.DataFrame, objective: str, chosen: int | None, *, higher: bool | None = None,
-                   metrics: list[str] | None = None) -> go.Figure:
+                   metrics: list[str] | None = None, memory_cap: bool = False) -> go.Figure:
     """Per trial: latency with the fastest feasible so far, the objective metric, and a strip of the
     trials that produced no result (failed, pruned)."""
     higher = higher_is_better(objective) if higher is None else higher
@@ -163,7 +164,7 @@ def history_figure(df: pd.DataFrame, objective: str, chosen: int | None, *, high
                 part = done[done["category"] == cat] if "category" in done else done.iloc[0:0]
                 if part.empty:
                     continue
-                name, colour, symbol = STYLE[cat]
+                name, colour, symbol = _style(cat, memory_cap)
                 for row, col in ((1, "latency_s"), (2, "y")):
                     fig.add_trace(go.Scatter(x=part["trial"], y=part[col], mode="markers", name=name, legendgroup=cat,
                                              showlegend=row == 1, marker=dict(color=colour, symbol=symbol, size=9,
@@ -207,6 +208,13 @@ def importance_figure(importances: dict[str, dict[str, float]]) -> go.Figure:
                       xaxis=dict(title="share of importance", tickformat=".0%", range=[0, 1]),
                       height=max(240, 90 + 45 * len(params) * max(1, len(importances))), **_LAYOUT)
     return fig
+
+
+def _style(category: str, memory_cap: bool) -> tuple[str, str, str]:
+    name, colour, symbol = STYLE[category]
+    if category == "infeasible" and memory_cap:  # the study's constraints include a memory cap
+        name = "below a quality floor or over the memory cap"
+    return name, colour, symbol
 
 
 def _count_without_latency(df: pd.DataFrame) -> str:

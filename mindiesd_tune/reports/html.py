@@ -47,10 +47,11 @@ def write_report(
     baseline = _row(df, baseline_no)
     floors = floor_bounds(attrs.get("floors", []), baseline)
     chosen = _row(df, chosen_no)
+    capped = bool(attrs.get("max_memory_bytes"))
 
     figures = []  # (div id, figure): the objective's plot is "pareto", the others "pareto-<metric>"
     for m in ([objective] if objective else []) + [m for m in ms if m != objective]:
-        fig = pareto_figure(df, m, chosen_no, higher=directions[m], floors=floors, metrics=ms)
+        fig = pareto_figure(df, m, chosen_no, higher=directions[m], floors=floors, metrics=ms, memory_cap=capped)
         figures.append(("pareto" if m == objective else f"pareto-{m}", fig))
     plots = "".join(
         f'<div class="plot">{_plot_html(fig, div_id, first=(i == 0))}</div>' for i, (div_id, fig) in enumerate(figures)
@@ -58,7 +59,8 @@ def write_report(
     if not figures:
         plots = "<p class='note'>no quality metric was recorded: nothing to plot</p>"
     front = _front_trials(df, ms, directions)
-    history = _plot_html(history_figure(df, objective, chosen_no, higher=directions.get(objective), metrics=ms),
+    history = _plot_html(history_figure(df, objective, chosen_no, higher=directions.get(objective), metrics=ms,
+                                        memory_cap=capped),
                          "history", first=not figures) if objective else "<p class='note'>no objective recorded</p>"
     imp_html = _importances_html(importances, first=not figures and not objective)
 

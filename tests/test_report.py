@@ -236,3 +236,22 @@ def test_relative_floors_are_drawn_at_their_bound_and_a_memory_cap_is_named(tmp_
     assert [s["y0"] for s in figs["pareto-ssim"][1]["shapes"]] == [0.9] and not figs["pareto"][1].get("shapes")
     assert "below a quality floor or over the memory cap" in traces_by_name(figs["pareto"][0])
     assert "8 GiB" in page
+
+
+def test_a_lower_is_better_metric_gets_its_own_plot_with_the_front_below(tmp_path):
+    from mindiesd_tune.reports import write_report
+    from mindiesd_tune.tuner.table import trials_table
+
+    study = build_study()
+    df = trials_table(study)
+    lpips = {0: 0.0, 1: 0.02, 2: 0.05, 3: 0.3, 4: 0.01, 7: 0.2, 8: 0.02}
+    df["lpips"] = df["trial"].map(lpips)
+    page = write_report(df, study.user_attrs, tmp_path / "r.html", CHOSEN, "fastest",
+                        metrics={"psnr": True, "ssim": True, "lpips": False}).read_text()
+    fig = figures(page)["pareto-lpips"]
+    names = traces_by_name(fig[0])
+    assert "lower is better" in fig[1]["yaxis"]["title"]["text"]
+    # on lpips trial 4 (0.75 s, 0.01) is no longer dominated by trial 1 (0.7 s, 0.02); trial 3 is on the
+    # front too but drawn as below the psnr floor
+    assert sorted(_array(names["Pareto front"]["customdata"])) == [0, 1, 2, 4, 7, 8]
+    assert "lpips ↓" in page

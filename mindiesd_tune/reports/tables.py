@@ -12,8 +12,9 @@ import pandas as pd
 _HEAD = ("trial", "state", "latency_s", "speedup")
 _MIDDLE = ("skipped_fraction", "peak_memory_mb", "feasible", "pareto")
 _TAIL = ("fail_reason", "duration_s")
-# lower is better for these; every other metric is better when higher
-LOWER_IS_BETTER = {"lpips", "fid", "fvd", "mse", "mae"}
+# lower is better for these; every other metric is better when higher (the tuner passes
+# metrics.METRIC_DIRECTIONS; this is the fallback for a bare DataFrame)
+LOWER_IS_BETTER = {"lpips", "fid", "fvd", "fd_clip", "fd_clip_frames", "mse", "mae"}
 
 
 def param_columns(df: pd.DataFrame) -> list[str]:

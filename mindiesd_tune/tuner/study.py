@@ -375,6 +375,7 @@ def _same_params(study: optuna.Study, trial: optuna.Trial, wait_s: float = 3600.
 
 def write_outputs(study: optuna.Study, out_dir: Path, pick_how: str = "fastest") -> StudyOutcome:
     """Pick the profile and write profile.yaml, trials.csv and report.html from the stored study."""
+    from ..metrics import METRIC_DIRECTIONS
     from ..reports import write_report, write_trials_table
     from .importance import param_importances
     from .table import trials_table
@@ -384,11 +385,11 @@ def write_outputs(study: optuna.Study, out_dir: Path, pick_how: str = "fastest")
     profile = freeze_profile(study, chosen) if chosen is not None else None
     profile_path = profile.save(out_dir / "profile.yaml") if profile is not None else None
     df = trials_table(study)
-    table_path = write_trials_table(df, out_dir / "trials.csv", metrics=HIGHER_IS_BETTER)
+    table_path = write_trials_table(df, out_dir / "trials.csv", metrics=METRIC_DIRECTIONS)
     chosen_no = chosen.number if chosen is not None else None
     base = baseline_trial(study)
     report_path = write_report(
-        df, study.user_attrs, out_dir / "report.html", chosen_no, reason, study.study_name, metrics=HIGHER_IS_BETTER,
+        df, study.user_attrs, out_dir / "report.html", chosen_no, reason, study.study_name, metrics=METRIC_DIRECTIONS,
         importances=param_importances(study, study.user_attrs.get("objective", "psnr")),
         baseline_no=base.number if base is not None else None,
     )

@@ -36,7 +36,10 @@ def make_profile(loaded, threshold=0.3, **model):
 
 
 @pytest.fixture(scope="module")
-def profiles(tmp_path_factory, tiny_flux):
+def profiles(tmp_path_factory):
+    from mindiesd_tune.models import load
+
+    tiny_flux = load("tiny-flux-random", device="cpu")  # fresh, as bench loads it: no other test touched it
     d = tmp_path_factory.mktemp("profiles")
     return {
         "a": make_profile(tiny_flux).save(d / "a.yaml"),

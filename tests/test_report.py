@@ -255,3 +255,28 @@ def test_a_lower_is_better_metric_gets_its_own_plot_with_the_front_below(tmp_pat
     # front too but drawn as below the psnr floor
     assert sorted(_array(names["Pareto front"]["customdata"])) == [0, 1, 2, 4, 7, 8]
     assert "lpips ↓" in page
+
+
+def test_importances_follow_the_objective_direction():
+    import optuna
+
+    from mindiesd_tune.tuner.importance import param_importances
+
+    def study_for(direction):
+        s = optuna.create_study(directions=["minimize", direction])
+        dist = {"cache.threshold": optuna.distributions.FloatDistribution(0.01, 1.0, log=True),
+                "cache.warmup_steps": optuna.distributions.IntDistribution(0, 4)}
+        for i in range(20):
+            thr, warm = 0.01 * 1.25 ** i, i % 5
+            # the lowest values come from warmup_steps=0, the highest from the largest thresholds
+            q = 0.001 * thr if warm == 0 else 1.0 + thr
+            s.add_trial(optuna.trial.create_trial(params={"cache.threshold": thr, "cache.warmup_steps": warm},
+                                                  distributions=dist, values=[1.0 - 0.5 * thr, q]))
+        return s
+
+    def top(direction):
+        imp = param_importances(study_for(direction), "q")["importances"]["q"]
+        return max(imp, key=imp.get)
+
+    assert top("minimize") == "cache.warmup_steps"  # best = lowest: decided by warmup_steps
+    assert top("maximize") == "cache.threshold"  # best = highest: decided by the threshold

@@ -30,8 +30,9 @@ def param_importances(study: optuna.Study, objective: str, min_trials: int = MIN
         out["note"] = "no parameter was varied"
         return out
     quantile = min(0.5, max(0.1, 3 / len(done)))  # at least a few trials in the top group
-    # PED-ANOVA ranks low values as good: quality that should be high is negated
-    targets = {"latency_s": lambda t: t.values[0], objective: lambda t: -t.values[1]}
+    # PED-ANOVA ranks low values as good: a quality that should be high is negated
+    sign = -1.0 if study.directions[1] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    targets = {"latency_s": lambda t: t.values[0], objective: lambda t: sign * t.values[1]}
     for name, target in targets.items():
         if len({target(t) for t in done}) < 2:
             continue  # the target never changed: no parameter explains anything

@@ -375,7 +375,6 @@ def _same_params(study: optuna.Study, trial: optuna.Trial, wait_s: float = 3600.
 
 def write_outputs(study: optuna.Study, out_dir: Path, pick_how: str = "fastest") -> StudyOutcome:
     """Pick the profile and write profile.yaml, trials.csv and report.html from the stored study."""
-    from ..metrics import METRIC_DIRECTIONS
     from ..reports import write_report, write_trials_table
     from .importance import param_importances
     from .table import trials_table

@@ -61,7 +61,10 @@ def diffusers_config(cfg, pipe):
         return TaylorSeerCacheConfig(cache_interval=cfg.cache_interval, disable_cache_before_step=cfg.disable_cache_before_step,
                                      max_order=cfg.max_order, taylor_factors_dtype=None)
     if isinstance(cfg, DiffusersMagCacheConfig):
-        ratios = list(cfg.mag_ratios) or [1.0] * 1000  # uncalibrated: no magnitude decay
+        ratios = list(cfg.mag_ratios)
+        if not ratios:
+            raise ValueError("cache.mag_ratios: MagCache needs the model's ratios, one per step; "
+                             "measure them with accel.cache.step_statistics(pipe, prompt, ...).mag_ratios")
         return MagCacheConfig(threshold=cfg.threshold, max_skip_steps=cfg.max_skip_steps, retention_ratio=cfg.retention_ratio,
                               num_inference_steps=len(ratios), mag_ratios=ratios)
     if isinstance(cfg, DiffusersPyramidAttentionBroadcastConfig):
@@ -84,8 +87,18 @@ def diffusers_config(cfg, pipe):
 
 
 def _guidance_distilled(pipe) -> bool:
-    # Flux-style models embed guidance instead of running an unconditional pass
-    return pipe is not None and type(pipe).__name__.startswith("Flux")
+    """Whether FasterCache must leave the unconditional branch alone: it expects cond and
+    uncond batched in one forward, so pipelines that run them as separate calls (Flux, Wan,
+    Qwen-Image, HunyuanVideo) get only its attention reuse."""
+    if pipe is None:
+        return True
+    import inspect
+
+    try:
+        source = inspect.getsource(type(pipe).__call__)
+    except (OSError, TypeError):
+        return True
+    return 'cache_context("uncond"' in source or "guidance_embeds" in source and "negative" not in source
 
 
 def apply_diffusers_cache(model: torch.nn.Module, cfg, counters: CacheCounters, pipe=None):

@@ -28,6 +28,8 @@ def build_scheduler(kind: str, original):
     cfg = original.config
     if is_flow_matching(original):
         flow = {"use_flow_sigmas": True, "prediction_type": "flow_prediction", "flow_shift": cfg.get("shift", cfg.get("flow_shift", 1.0))}
+        if kind != "euler":  # FlowMatchEuler's "shift" is the multistep solvers' "flow_shift"
+            cfg = {k: v for k, v in cfg.items() if k != "shift"}
         if kind == "euler":
             return FlowMatchEulerDiscreteScheduler.from_config(cfg)
         if kind == "dpmsolver++":

@@ -13,7 +13,8 @@ ideal_speedup is Amdahl's bound over the whole pipeline call: the skipped share 
 call's time is the skipped fraction of the cached units (blocks, attention modules, or
 denoiser calls for step reduction) times those units' measured share of the baseline call
 (``block_share``, ``attention_share``, ``denoiser_share``, timed with forward hooks in a
-separate profiling call). ``efficiency`` = speedup / ideal_speedup; issue 4 asks >= 0.85
+separate profiling call), times ``skip_weight`` for block methods: the skipped blocks' mean
+time over all blocks' mean time (Flux's dual-stream blocks cost more than its single ones). ``efficiency`` = speedup / ideal_speedup; issue 4 asks >= 0.85
 where >= 40% of the block evaluations are skipped (``check``).
 
 The overhead rows run caching with nothing cached (threshold 0, and a threshold no step
@@ -67,11 +68,15 @@ def settings(stats, steps: int) -> dict[str, list]:
     }
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 class Runner:
-    def __init__(self, loaded, prompt: str, warmup: int, repeats: int):
+    def __init__(self, loaded, prompt: str, warmup: int, repeats: int, clock: str = "wall"):
         self.loaded, self.pipe, self.prompt = loaded, loaded.pipe, prompt
         self.warmup, self.repeats = warmup, repeats
         self.device = self.pipe.device
+        self.clock = CLOCKS[clock]
 
     def call(self, overrides: dict | None = None):
         gen = {**self.loaded.generation, **(overrides or {})}
@@ -80,10 +85,10 @@ class Runner:
 
     def timed(self, overrides=None) -> tuple[float, object]:
         synchronize(self.device)
-        t0 = time.perf_counter()
+        t0 = self.clock()
         out = self.call(overrides)
         synchronize(self.device)
-        return time.perf_counter() - t0, out
+        return self.clock() - t0, out
 
     def samples(self, overrides=None, n=None) -> tuple[list[float], object]:
         for _ in range(self.warmup):
@@ -100,38 +105,63 @@ def shares(runner: Runner) -> dict[str, float]:
     model = accel.find_denoiser(runner.pipe)
     blocks = accel.transformer_blocks(model)
     acc = {"block": 0.0, "attention": 0.0, "denoiser": 0.0}
+    per_block = [0.0] * len(blocks)
     handles = []
 
-    def timer(kind):
+    def timer(kind, index=None):
         def pre(m, *a, **k):
             synchronize(runner.device)
-            m._bench_t0 = time.perf_counter()
+            m._bench_t0 = runner.clock()
 
         def post(m, *a, **k):
             synchronize(runner.device)
-            acc[kind] += time.perf_counter() - m._bench_t0
+            dt = runner.clock() - m._bench_t0
+            acc[kind] += dt
+            if index is not None:
+                per_block[index] += dt
 
         return pre, post
 
-    targets = [(b.module, "block") for b in blocks] + [(m, "attention") for b in blocks for _, m in b.attention_modules()]
-    targets.append((model, "denoiser"))
-    for m, kind in targets:
-        pre, post = timer(kind)
+    targets = [(b.module, "block", i) for i, b in enumerate(blocks)]
+    targets += [(m, "attention", None) for b in blocks for _, m in b.attention_modules()] + [(model, "denoiser", None)]
+    for m, kind, index in targets:
+        pre, post = timer(kind, index)
         handles += [m.register_forward_pre_hook(pre, with_kwargs=True), m.register_forward_hook(post, with_kwargs=True)]
     try:
         runner.call()
-        acc = {k: 0.0 for k in acc}
+        for k in acc:
+            acc[k] = 0.0
+        per_block[:] = [0.0] * len(blocks)
         total, _ = runner.timed()
     finally:
         for h in handles:
             h.remove()
-    return {f"{k}_share": v / total for k, v in acc.items()}
+    out = {f"{k}_share": v / total for k, v in acc.items()}
+    out["block_times"] = per_block
+    return out
 
 
-def run_model(name: str, methods: list[str] | None, warmup: int, repeats: int, emit) -> None:
+def skipped_block_weight(cache, block_times: list[float]) -> float:
+    """Mean time of the blocks a method skips over the mean time of all blocks.
+
+    Blocks differ in cost (Flux's dual-stream blocks outweigh its single-stream ones), so a
+    skipped fraction counted in blocks is turned into one of block time by this factor.
+    """
+    n = len(block_times)
+    start, end = {
+        "first_block": (1, n), "diffusers_first_block": (1, n),
+        "block_cache": (getattr(cache, "block_start", 0), getattr(cache, "block_end", -1)),
+        "taylorseer": (getattr(cache, "block_start", 0), getattr(cache, "block_end", -1)),
+    }.get(cache.method, (0, n))
+    end = n if end == -1 else end
+    mid = block_times[start:end]
+    return (sum(mid) / len(mid)) / (sum(block_times) / n) if mid and sum(block_times) else 1.0
+
+
+def run_model(name: str, methods: list[str] | None, warmup: int, repeats: int, emit, clock: str = "wall") -> None:
     loaded = load(name, device="cpu")
     steps = loaded.generation["num_inference_steps"]
-    runner = Runner(loaded, PROMPTS.get(name, "a red circle"), warmup, repeats)
+    runner = Runner(loaded, PROMPTS.get(name, "a red circle"), warmup, repeats, clock)
     with torch.inference_mode():
         stats = accel.step_statistics(loaded.pipe, runner.prompt, **loaded.generation)
         share = shares(runner)
@@ -149,7 +179,7 @@ def run_model(name: str, methods: list[str] | None, warmup: int, repeats: int, e
             for cache in (C.FirstBlockCacheConfig(threshold=0.0), C.FirstBlockCacheConfig(threshold=1e-9)):
                 emit(overhead(runner, name, cache, repeats))
     print(f"# {name}: baseline {base:.3f}s (median of {len(base_times)}), " +
-          ", ".join(f"{k} {v:.2f}" for k, v in share.items()) +
+          ", ".join(f"{k} {v:.2f}" for k, v in share.items() if k.endswith("share")) +
           f"; first-block residual change p50 {stats.percentiles('first_block_residual_change')['p50']:.4f}",
           file=sys.stderr)
 
@@ -181,9 +211,10 @@ def measure(runner, model, method, cache, base_out, share, steps) -> dict:
         skipped, unit = counters["skipped_fraction"], "block"
     else:
         skipped, unit = counters["skipped_fraction"], "attention"
+    weight = skipped_block_weight(cache, share["block_times"]) if unit == "block" else 1.0
     fid = fidelity(out, base_out)
     return {**row, "latency_s": statistics.median(times), "baseline_s": statistics.median(base_times),
-            "skipped_fraction": skipped, "unit": unit, "time_share": share[f"{unit}_share"],
+            "skipped_fraction": skipped, "unit": unit, "time_share": share[f"{unit}_share"], "skip_weight": weight,
             "psnr": fid["psnr"], "ssim": fid["ssim"]}
 
 
@@ -195,7 +226,7 @@ def finish(row: dict) -> None:
     if "error" in row:
         return
     row["speedup"] = row["baseline_s"] / row["latency_s"]
-    skipped_time = row["skipped_fraction"] * row["time_share"]
+    skipped_time = row["skipped_fraction"] * row["skip_weight"] * row["time_share"]
     row["ideal_speedup"] = 1.0 / max(1e-9, 1.0 - skipped_time)
     row["efficiency"] = row["speedup"] / row["ideal_speedup"]
     applies = row["unit"] == "block" and row["skipped_fraction"] >= 0.4
@@ -204,7 +235,7 @@ def finish(row: dict) -> None:
 
 def overhead(runner, model, cache, repeats) -> dict:
     """Caching installed, nothing cached: alternate baseline and cached calls, compare medians."""
-    n = max(5, 2 * repeats)
+    n = max(7, 3 * repeats)
     base, cached = [], []
     runner.call()
     handle = None
@@ -223,9 +254,11 @@ def overhead(runner, model, cache, repeats) -> dict:
     b, c = statistics.median(base), statistics.median(cached)
     fid = fidelity(out, base_out)
     ratio = c / b
+    ratio_min = min(cached) / min(base)  # the least disturbed call of each, for a noisy machine
     return {"model": model, "method": "overhead:" + cache.method, "params": _params(cache), "latency_s": c, "baseline_s": b,
             "speedup": b / c, "skipped_fraction": counters["skipped_fraction"], "ideal_speedup": 1.0, "psnr": fid["psnr"],
-            "ssim": fid["ssim"], "overhead": ratio - 1, "check": "ok" if ratio <= 1.03 else "SLOW"}
+            "ssim": fid["ssim"], "overhead": ratio - 1, "overhead_min": ratio_min - 1, "repeats": n,
+            "check": "ok" if ratio <= 1.03 else "SLOW"}
 
 
 def _params(cache) -> dict:
@@ -239,7 +272,7 @@ def _params(cache) -> dict:
             continue  # the table shows what differs from the (neutral) defaults
         if f.name == "mag_ratios":
             v = f"[{len(v)} measured]"
-        out[f.name] = round(v, 5) if isinstance(v, float) else v
+        out[f.name] = float(f"{v:.4g}") if isinstance(v, float) else v
     return out
 
 
@@ -253,6 +286,9 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=None, help="subset of methods (and 'overhead')")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                    help="wall: elapsed time (the product's measure); cpu: this process's CPU time, which a "
+                         "shared, oversubscribed CPU machine disturbs far less (single-threaded CPU runs only)")
     ap.add_argument("--json", action="store_true", help="one JSON object per row")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the JSON rows to this file")
     args = ap.parse_args()
@@ -278,9 +314,9 @@ def main() -> None:
               f"{row['skipped_fraction']:>7.2f} {row['ideal_speedup']:>6.2f} {_fmt(eff, '>5.2f')} {row['psnr']:>6.1f} "
               f"{row['ssim']:>6.3f} {row.get('check', '-')}", flush=True)
 
-    print(f"# load average {os.getloadavg()}", file=sys.stderr)
+    print(f"# clock {args.clock}, warmup {args.warmup}, repeats {args.repeats}, load average {os.getloadavg()}", file=sys.stderr)
     for name in args.models:
-        run_model(name, args.methods, args.warmup, args.repeats, emit)
+        run_model(name, args.methods, args.warmup, args.repeats, emit, args.clock)
     print(f"# load average {os.getloadavg()}", file=sys.stderr)
 
 

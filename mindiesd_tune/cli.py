@@ -195,7 +195,7 @@ def run(
     generation = dict(loaded.generation)
     if prof is not None:
         generation.update(prof.call_kwargs())
-        apply_profile(loaded.pipe, prof)
+        generation.update(apply_profile(loaded.pipe, prof).call_kwargs)  # e.g. a reduced step count
     ev = Evaluator(loaded, Workload([prompt], [seed], generation))
     t0 = time.perf_counter()
     with torch.inference_mode():

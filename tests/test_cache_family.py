@@ -259,3 +259,18 @@ def test_every_method_round_trips_through_yaml():
 def test_bad_values_name_the_field(data, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         AccelConfig.from_dict({"cache": data})
+
+
+def test_a_step_reduction_profile_calls_with_its_step_count(tmp_path):
+    from mindiesd_tune import load_profile
+    from mindiesd_tune.profile import Profile
+
+    prof = Profile(
+        model={"name": "tiny-wan-random", "family": "dit-video", "pipeline": "WanPipeline", "fingerprint": "abc"},
+        generation={"height": 32, "width": 32, "num_frames": 5, "num_inference_steps": 10},
+        accel=AccelConfig(cache=StepReductionConfig(num_inference_steps=4, scheduler="unipc")),
+        measured={"latency_s": 0.1, "baseline_s": 0.2, "speedup": 2.0},
+    )
+    again = load_profile(prof.save(tmp_path / "p.yaml"))
+    assert again.accel == prof.accel
+    assert again.call_kwargs()["num_inference_steps"] == 4

@@ -29,10 +29,13 @@ def test_every_method_is_sampled_validly_and_rebuilds_from_params(family, with_c
     seen = set()
     for p in presets(family, ctx):
         study.enqueue_trial(p)
-    for _ in range(150):
+    enqueued = presets(family, ctx)
+    for k in range(150):
         trial = study.ask()
         config = suggest(trial, family, ctx)  # validates: an invalid point would raise
         assert config_from_params(trial.params) == config
+        if k < len(enqueued):
+            assert trial.params == enqueued[k]  # presets name every parameter: nothing sampled
         seen.add(config.cache.method)
         study.tell(trial, 0.0)
     assert seen == set(CACHE_METHODS_BY_FAMILY[family])  # "none" included
@@ -53,7 +56,8 @@ def test_thresholds_are_centred_on_the_models_statistics():
     assert lo == pytest.approx(stats.percentiles("first_block_residual_change")["p10"])
     assert hi == pytest.approx(3 * stats.percentiles("first_block_residual_change")["p90"])
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
-    ctx = SpaceContext(stats=stats)
+    ctx = SpaceContext(thresholds=stats.threshold_range())
+    assert SpaceContext.from_dict(ctx.to_dict()) == ctx
     thresholds = []
     for _ in range(80):
         trial = study.ask()

@@ -14,6 +14,7 @@ one, fixed ranges are used. ``describe(pipe, generation, stats)`` builds it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +68,9 @@ CACHE_METHODS_BY_FAMILY: dict[str, tuple[str, ...]] = {
 # Known-good settings tried right after the baseline, so the front is never empty. Kept to
 # two per family: every preset is a trial of the budget, and a resumed study runs the ones
 # left waiting first.
-_PRESET_FIRST_BLOCK = {"cache.method": "first_block", "cache.threshold": 0.08, "cache.warmup_steps": 2, "cache.max_cached_steps": -1}
+# a preset names every parameter ``suggest`` asks for, so none of them is sampled
+_PRESET_FIRST_BLOCK = {"cache.method": "first_block", "cache.threshold": 0.08, "cache.warmup_steps": 2, "cache.max_cached_steps": -1,
+                       "cache.max_consecutive_cached_steps": -1, "cache.accumulate": False}
 # threshold 1.0 lies in the range's top decade: in effect MindIE SD's pure schedule
 _PRESET_BLOCK_CACHE = {"cache.method": "block_cache", "cache.block_start": 1, "cache.step_start": 2, "cache.step_interval": 2,
                        "cache.threshold": 1.0}
@@ -87,7 +90,8 @@ class SpaceContext:
         num_inference_steps: the workload's step count (bounds step reduction).
         schedulers: ``cache.scheduler`` choices the pipeline accepts.
         unet_branches: number of DeepCache branch ids the UNet allows.
-        stats: ``accel.cache.StepStatistics`` of a baseline call; centres thresholds.
+        thresholds: the threshold range centred on the model's per-step change
+            (``StepStatistics.threshold_range()`` of a baseline call); None: fixed ranges.
         methods: restrict ``cache.method`` to these (e.g. without diffusers_* when the
             denoiser has no CacheMixin).
     """
@@ -96,11 +100,20 @@ class SpaceContext:
     num_inference_steps: int | None = None
     schedulers: tuple[str, ...] | None = None
     unet_branches: int | None = None
-    stats: Any = None
+    thresholds: tuple[float, float] | None = None
     methods: tuple[str, ...] | None = None
 
     def threshold_range(self, default: tuple[float, float]) -> tuple[float, float]:
-        return tuple(self.stats.threshold_range()) if self.stats is not None else default
+        return tuple(self.thresholds) if self.thresholds is not None else default
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, for a worker process to send and a study to record."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "SpaceContext":
+        data = dict(data or {})
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def describe(pipe, generation: dict | None = None, stats=None) -> SpaceContext:
@@ -120,7 +133,10 @@ def describe(pipe, generation: dict | None = None, stats=None) -> SpaceContext:
     methods = None
     if not hasattr(model, "enable_cache"):
         methods = tuple(m for ms in CACHE_METHODS_BY_FAMILY.values() for m in ms if not m.startswith("diffusers_"))
-    return SpaceContext(n_blocks, steps, tuple(compatible_schedulers(pipe)), branches, stats, methods)
+    thresholds = None
+    if stats is not None and stats.values("first_block_residual_change").size:
+        thresholds = tuple(float(x) for x in stats.threshold_range())
+    return SpaceContext(n_blocks, steps, tuple(compatible_schedulers(pipe)), branches, thresholds, methods)
 
 
 def methods_for(family: str, context: SpaceContext | None = None) -> list[str]:
@@ -196,8 +212,17 @@ def config_from_params(params: dict[str, Any]) -> AccelConfig:
 
 
 def presets(family: str, context: SpaceContext | None = None) -> list[dict[str, Any]]:
+    """The baseline, then the family's known-good settings (completed for ``context``)."""
     allowed = set(methods_for(family, context))
-    return [dict(NEUTRAL_PARAMS)] + [dict(p) for p in PRESETS.get(family, []) if p["cache.method"] in allowed]
+    out = [dict(NEUTRAL_PARAMS)]
+    for p in PRESETS.get(family, []):
+        if p["cache.method"] not in allowed:
+            continue
+        p = dict(p)
+        if p["cache.method"] == "block_cache" and context is not None and context.n_blocks:
+            p["cache.block_end"] = context.n_blocks  # suggest asks for it when the block count is known
+        out.append(p)
+    return out
 
 
 __all__ = [

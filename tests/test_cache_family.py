@@ -201,12 +201,14 @@ def test_diffusers_first_block_cache_adapter_counts_and_removes(tiny_flux):
     DiffusersPyramidAttentionBroadcastConfig(spatial_attention_block_skip_range=2, timestep_skip_start=0, timestep_skip_end=1000),
     DiffusersTaylorSeerConfig(cache_interval=3, disable_cache_before_step=2),
 ])
-def test_diffusers_attention_adapters_skip_attention(tiny_flux, cache):
-    base = generate(tiny_flux)
-    with apply(tiny_flux.pipe, cfg(cache)) as handle:
-        generate(tiny_flux)
+@pytest.mark.parametrize("model", ["tiny_flux", "tiny_wan"])
+def test_diffusers_attention_adapters_skip_attention(model, cache, request):
+    loaded = request.getfixturevalue(model)
+    base = generate(loaded)
+    with apply(loaded.pipe, cfg(cache)) as handle:
+        generate(loaded)
         assert handle.stats()["attention_skipped"] > 0
-    assert np.array_equal(generate(tiny_flux), base)
+    assert np.array_equal(generate(loaded), base)
 
 
 def test_magcache_adapter_uses_measured_ratios(tiny_flux):

@@ -42,7 +42,7 @@ class _Count(ModelHook):
         return self.fn_ref.original_forward(*args, **kwargs)
 
 
-def diffusers_config(cfg, pipe):
+def diffusers_config(cfg, pipe, model=None):
     """Our adapter config -> the diffusers config object."""
     from diffusers import (
         FasterCacheConfig,
@@ -58,8 +58,14 @@ def diffusers_config(cfg, pipe):
     if isinstance(cfg, DiffusersFirstBlockCacheConfig):
         return FirstBlockCacheConfig(threshold=cfg.threshold)
     if isinstance(cfg, DiffusersTaylorSeerConfig):
+        # diffusers' default patterns must match a whole module name and miss e.g. Wan's
+        # "blocks.0.attn1"; name the attention modules from our block table instead
+        import re
+
+        names = [n for b in transformer_blocks(model) for n, _ in b.attention_modules()] if model is not None else []
         return TaylorSeerCacheConfig(cache_interval=cfg.cache_interval, disable_cache_before_step=cfg.disable_cache_before_step,
-                                     max_order=cfg.max_order, taylor_factors_dtype=None)
+                                     max_order=cfg.max_order, taylor_factors_dtype=None,
+                                     cache_identifiers=[re.escape(n) for n in names] or None)
     if isinstance(cfg, DiffusersMagCacheConfig):
         ratios = list(cfg.mag_ratios)
         if not ratios:
@@ -114,7 +120,7 @@ def apply_diffusers_cache(model: torch.nn.Module, cfg, counters: CacheCounters, 
     for m, attr in counted:
         HookRegistry.check_if_exists_or_initialize(m).register_hook(_Count(counters, attr, +1), INNER)
     try:
-        model.enable_cache(diffusers_config(cfg, pipe))
+        model.enable_cache(diffusers_config(cfg, pipe, model))
     except Exception:
         _remove_counts(model, counted)
         raise

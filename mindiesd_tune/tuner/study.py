@@ -209,7 +209,7 @@ def run_study(
     samples.mkdir(exist_ok=True)
     ui = ProgressUI(budget, study, enabled=progress, quiet=quiet, log=log)
     shared = _Shared(study, info["model"]["family"], objective, constraints, info["baseline_metrics"], budget.trials,
-                     deadline, prune_margin, samples, ui.trial_done, space)
+                     deadline, prune_margin, samples, ui.trial_done, space=space)
 
     threads = [threading.Thread(target=_drive, args=(shared, f"w{i}", w), daemon=True) for i, w in enumerate(pool)]
     t_loop = time.monotonic()

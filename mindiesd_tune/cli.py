@@ -380,7 +380,7 @@ def run(
     generation = dict(loaded.generation)
     if prof is not None:
         generation.update(prof.call_kwargs())
-        _apply_warning_once(loaded.pipe, prof)
+        generation.update(_apply_warning_once(loaded.pipe, prof).call_kwargs)  # e.g. a reduced step count
     ev = Evaluator(loaded, Workload([prompt], [seed], generation))
     t0 = time.perf_counter()
     with torch.inference_mode():

@@ -67,8 +67,16 @@ class Profile:
         return path
 
     def call_kwargs(self) -> dict[str, Any]:
-        """The generation settings to pass to the pipeline call (``pipe(prompt, **kw)``)."""
-        return {k: v for k, v in self.generation.items() if v is not None}
+        """The generation settings to pass to the pipeline call (``pipe(prompt, **kw)``).
+
+        A step-reduction cache method overrides ``num_inference_steps``: the profile was
+        measured with its step count, so that is the one returned.
+        """
+        kw = {k: v for k, v in self.generation.items() if v is not None}
+        steps = getattr(self.accel.cache, "num_inference_steps", 0) if self.accel.cache.method == "step_reduction" else 0
+        if steps:
+            kw["num_inference_steps"] = steps
+        return kw
 
 
 def load_profile(source: str | Path | dict | Profile) -> Profile:

@@ -97,3 +97,21 @@ def test_neutral_config_installs_nothing(tiny_flux):
     with apply(tiny_flux.pipe, AccelConfig()) as handle:
         assert np.array_equal(generate(tiny_flux), base)
         assert handle.stats()["blocks_computed"] == 0
+
+
+def test_accumulate_refreshes_sooner_than_the_plain_change(tiny_flux):
+    cached = {}
+    for accumulate in (False, True):
+        with apply(tiny_flux.pipe, fbc(threshold=0.5, accumulate=accumulate)) as handle:
+            generate(tiny_flux)
+            cached[accumulate] = handle.stats()["cached_steps"]
+    # the sum of changes since the last computed step crosses the threshold before any single one
+    assert 0 < cached[True] < cached[False]
+
+
+def test_warmup_steps_are_always_computed(tiny_wan):
+    with apply(tiny_wan.pipe, fbc(threshold=10.0, warmup_steps=4)) as handle:
+        generate(tiny_wan)
+        s = handle.stats()
+    steps = tiny_wan.generation["num_inference_steps"]
+    assert s["computed_steps"] == 2 * 4 and s["cached_steps"] == 2 * (steps - 4)  # per CFG branch

@@ -2,12 +2,23 @@
 
 from .apply import AlreadyAppliedError, Handle, apply
 from .blocks import UnsupportedModelError, find_denoiser, transformer_blocks
+from .cache import StepStatistics, compatible_schedulers, step_statistics
 from .config import (
     AccelConfig,
+    AttentionCacheConfig,
+    BlockCacheConfig,
     CompileConfig,
     ConfigError,
+    DeepCacheConfig,
+    DiffusersFasterCacheConfig,
+    DiffusersFirstBlockCacheConfig,
+    DiffusersMagCacheConfig,
+    DiffusersPyramidAttentionBroadcastConfig,
+    DiffusersTaylorSeerConfig,
     FirstBlockCacheConfig,
     NoCache,
+    StepReductionConfig,
+    TaylorSeerConfig,
     ParallelConfig,
     QuantConfig,
     SparseConfig,
@@ -16,6 +27,19 @@ from .config import (
 
 __all__ = [
     "AccelConfig",
+    "AttentionCacheConfig",
+    "BlockCacheConfig",
+    "DeepCacheConfig",
+    "DiffusersFasterCacheConfig",
+    "DiffusersFirstBlockCacheConfig",
+    "DiffusersMagCacheConfig",
+    "DiffusersPyramidAttentionBroadcastConfig",
+    "DiffusersTaylorSeerConfig",
+    "StepReductionConfig",
+    "StepStatistics",
+    "TaylorSeerConfig",
+    "compatible_schedulers",
+    "step_statistics",
     "AlreadyAppliedError",
     "CompileConfig",
     "ConfigError",

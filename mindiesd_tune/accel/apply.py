@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
+
 from .blocks import find_denoiser
-from .cache import CacheCounters, install_cache
+from diffusers.hooks.hooks import HookRegistry
+
+from .cache import CacheCounters, InstallContext, install_cache
 from .compile import apply_compile
 from .config import AccelConfig
 
@@ -21,14 +25,32 @@ class Handle:
 
     ``remove()`` restores the pipeline so that it produces bit-identical output to before;
     ``counters`` says how many block evaluations were computed and skipped.
+
+    ``call_kwargs`` are generation settings the config overrides (step reduction sets
+    ``num_inference_steps``): pass them to every call, after your own settings::
+
+        out = pipe(prompt, **{**my_settings, **handle.call_kwargs})
+
+    ``handle.generation(my_settings)`` returns that merge.
     """
 
     def __init__(self, target, config: AccelConfig):
         self.target = target
         self.config = config
         self.counters = CacheCounters()
+        self.call_kwargs: dict = {}
         self._undo: list[Callable[[], None]] = []
+        self._model = None
         self.active = True
+
+    def generation(self, settings: dict | None = None) -> dict:
+        """``settings`` with this config's call overrides applied."""
+        return {**(settings or {}), **self.call_kwargs}
+
+    def reset_state(self) -> None:
+        """Forget all cached tensors, as the end of a pipeline call does; for hand-written loops."""
+        if self._model is not None:
+            HookRegistry.check_if_exists_or_initialize(self._model).reset_stateful_hooks(recurse=True)
 
     def stats(self) -> dict:
         return self.counters.as_dict()
@@ -68,11 +90,37 @@ def apply(pipe, config: AccelConfig | dict | None = None) -> Handle:
         raise AlreadyAppliedError("an AccelConfig is already applied to this pipeline; call handle.remove() first")
     model = find_denoiser(pipe)
     handle = Handle(pipe, config)
+    handle._model = model
+    is_pipeline = not isinstance(pipe, torch.nn.Module)
     try:
-        handle._undo.append(install_cache(model, config.cache, handle.counters))
+        ctx = InstallContext(pipe if is_pipeline else None, handle.counters, handle.call_kwargs)
+        handle._undo.append(install_cache(model, config.cache, ctx))
+        if is_pipeline and not hasattr(model, "_reset_stateful_cache"):
+            handle._undo.append(_reset_at_call_end(pipe, model))
         handle._undo.append(apply_compile(model, config.compile))
     except Exception:
         handle.remove()
         raise
     setattr(pipe, _ATTR, handle)
     return handle
+
+
+def _reset_at_call_end(pipe, model):
+    """Clear hook state when a pipeline call ends, for denoisers without diffusers' CacheMixin.
+
+    Pipelines call ``maybe_free_model_hooks()`` last; it resets the stateful hooks only of
+    components that have ``_reset_stateful_cache``. An instance attribute wraps it for ours.
+    """
+    original = pipe.maybe_free_model_hooks
+
+    def maybe_free_model_hooks(*args, **kwargs):
+        HookRegistry.check_if_exists_or_initialize(model).reset_stateful_hooks(recurse=True)
+        return original(*args, **kwargs)
+
+    object.__setattr__(pipe, "maybe_free_model_hooks", maybe_free_model_hooks)
+
+    def remove() -> None:
+        if pipe.__dict__.get("maybe_free_model_hooks") is maybe_free_model_hooks:
+            del pipe.__dict__["maybe_free_model_hooks"]
+
+    return remove

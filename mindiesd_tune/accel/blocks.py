@@ -15,14 +15,49 @@ import torch
 # denoiser class name -> ModuleList attributes, in the order forward() runs them
 BLOCK_LISTS: dict[str, tuple[str, ...]] = {
     "FluxTransformer2DModel": ("transformer_blocks", "single_transformer_blocks"),
+    "SD3Transformer2DModel": ("transformer_blocks",),
     "WanTransformer3DModel": ("blocks",),
+    "HunyuanVideoTransformer3DModel": ("transformer_blocks", "single_transformer_blocks"),
+    "CogVideoXTransformer3DModel": ("transformer_blocks",),
+    "QwenImageTransformer2DModel": ("transformer_blocks",),
+    "PixArtTransformer2DModel": ("transformer_blocks",),
 }
 
-# block class name -> names of the returned tensors, in order
+# block class name -> names of the returned tensors, in order. A returned None (SD3's last
+# block drops the text stream) is passed through as the input of the same name.
 BLOCK_RETURNS: dict[str, tuple[str, ...]] = {
     "FluxTransformerBlock": ("encoder_hidden_states", "hidden_states"),
     "FluxSingleTransformerBlock": ("encoder_hidden_states", "hidden_states"),
+    "JointTransformerBlock": ("encoder_hidden_states", "hidden_states"),
     "WanTransformerBlock": ("hidden_states",),
+    "HunyuanVideoTransformerBlock": ("hidden_states", "encoder_hidden_states"),
+    "HunyuanVideoSingleTransformerBlock": ("hidden_states", "encoder_hidden_states"),
+    "HunyuanVideoTokenReplaceTransformerBlock": ("hidden_states", "encoder_hidden_states"),
+    "HunyuanVideoTokenReplaceSingleTransformerBlock": ("hidden_states", "encoder_hidden_states"),
+    "CogVideoXBlock": ("hidden_states", "encoder_hidden_states"),
+    "QwenImageTransformerBlock": ("encoder_hidden_states", "hidden_states"),
+    "BasicTransformerBlock": ("hidden_states",),
+}
+
+# block class name -> its self-attention submodules (what the attention cache reuses)
+BLOCK_ATTENTION: dict[str, tuple[str, ...]] = {
+    "FluxTransformerBlock": ("attn",),
+    "FluxSingleTransformerBlock": ("attn",),
+    "JointTransformerBlock": ("attn", "attn2"),
+    "WanTransformerBlock": ("attn1",),
+    "HunyuanVideoTransformerBlock": ("attn",),
+    "HunyuanVideoSingleTransformerBlock": ("attn",),
+    "HunyuanVideoTokenReplaceTransformerBlock": ("attn",),
+    "HunyuanVideoTokenReplaceSingleTransformerBlock": ("attn",),
+    "CogVideoXBlock": ("attn1",),
+    "QwenImageTransformerBlock": ("attn",),
+    "BasicTransformerBlock": ("attn1",),
+}
+
+# UNets are not a chain of blocks (skip connections join the down and up paths); the
+# cache methods that understand that (DeepCache) find their blocks through this table.
+UNET_BLOCKS: dict[str, tuple[str, str, str]] = {
+    "UNet2DConditionModel": ("down_blocks", "mid_block", "up_blocks"),
 }
 
 
@@ -54,6 +89,12 @@ class Block:
         bound = self.signature.bind(*args, **kwargs)
         return bound.arguments
 
+    def attention_modules(self) -> list[tuple[str, torch.nn.Module]]:
+        """The block's self-attention submodules that exist in this instance (SD3's attn2 is optional)."""
+        names = BLOCK_ATTENTION.get(type(self.module).__name__, ())
+        found = [(f"{self.name}.{n}", getattr(self.module, n, None)) for n in names]
+        return [(n, m) for n, m in found if isinstance(m, torch.nn.Module)]
+
     def pack(self, tensors: dict) -> tuple | torch.Tensor:
         """Arrange named tensors in this block's return order."""
         if len(self.returns) == 1:
@@ -70,8 +111,10 @@ def transformer_blocks(model: torch.nn.Module) -> list[Block]:
     """The model's repeated blocks in forward order; a clear error for unsupported classes."""
     cls = type(model).__name__
     if cls not in BLOCK_LISTS:
+        hint = " (a UNet: use cache.method deepcache)" if cls in UNET_BLOCKS else ""
         raise UnsupportedModelError(
-            f"{cls} is not supported for block-level acceleration (supported: {', '.join(sorted(BLOCK_LISTS))})"
+            f"{cls} is not supported for block-level acceleration{hint} "
+            f"(supported: {', '.join(sorted(BLOCK_LISTS))})"
         )
     blocks: list[Block] = []
     for attr in BLOCK_LISTS[cls]:

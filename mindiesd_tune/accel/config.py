@@ -89,6 +89,295 @@ class FirstBlockCacheConfig:
         )
 
 
+def _check_steps(prefix: str, step_start: int, step_end: int, step_interval: int) -> None:
+    _check(step_start >= 0, f"{prefix}.step_start", step_start, "must be >= 0")
+    _check(step_end == -1 or step_end > step_start, f"{prefix}.step_end", step_end, "must be -1 (the last step) or > step_start")
+    _check(step_interval >= 1, f"{prefix}.step_interval", step_interval, "must be >= 1")
+
+
+def _check_blocks(prefix: str, block_start: int, block_end: int, lowest_start: int = 0) -> None:
+    _check(block_start >= lowest_start, f"{prefix}.block_start", block_start, f"must be >= {lowest_start}")
+    _check(block_end == -1 or block_end > block_start, f"{prefix}.block_end", block_end, "must be -1 (the last block) or > block_start")
+
+
+@register_cache_method
+@dataclass
+class BlockCacheConfig:
+    """Block cache (MindIE SD's dit_block_cache, cache-dit's DBCache Fn/Bn).
+
+    The blocks before ``block_start`` (Fn) and from ``block_end`` on (Bn) are computed at
+    every step; on a cached step the blocks in between are skipped and their residual (their
+    output minus their input, from the last computed step) is added instead. Between
+    ``step_start`` and ``step_end`` a full step is computed every ``step_interval`` steps;
+    the steps in between reuse the cache, unconditionally when ``threshold`` is 0 (MindIE SD's
+    schedule), or only while the relative L1 change of the Fn blocks' residual since the
+    last computed step stays below ``threshold`` (DBCache). More skipped blocks and longer
+    intervals are faster and less faithful; larger Fn/Bn cost speed and buy quality.
+
+    Attributes:
+        block_start: Fn, the number of leading blocks always computed (>= 1 with a threshold,
+            whose signal they produce).
+        block_end: first trailing block always computed; -1 means none (Bn = 0).
+        step_start: steps before it are always computed (warm-up).
+        step_end: steps from it on are always computed; -1: caching runs to the last step.
+        step_interval: a full step at least every this many steps. 1 never caches (the
+            baseline output, bit for bit).
+        threshold: 0 caches on the schedule alone; > 0 also requires the Fn residual's
+            relative L1 change to be below it.
+    """
+
+    method: ClassVar[str] = "block_cache"
+    block_start: int = 1
+    block_end: int = -1
+    step_start: int = 0
+    step_end: int = -1
+    step_interval: int = 1
+    threshold: float = 0.0
+
+    def validate(self) -> None:
+        _check_blocks("cache", self.block_start, self.block_end, lowest_start=1 if self.threshold > 0 else 0)
+        _check_steps("cache", self.step_start, self.step_end, self.step_interval)
+        _check(self.threshold >= 0, "cache.threshold", self.threshold, "must be >= 0")
+
+
+@register_cache_method
+@dataclass
+class TaylorSeerConfig:
+    """TaylorSeer: on cached steps, extrapolate the skipped blocks' residual with a Taylor series.
+
+    Like the block cache on a schedule (the blocks between ``block_start`` and ``block_end``
+    are skipped on the steps between full ones), but instead of reusing the residual of the
+    last computed step it predicts the current one from finite differences over the last
+    computed steps: first order follows the trend, second order its curvature. Higher order
+    tracks fast-changing features better but amplifies noise on long intervals.
+
+    Attributes:
+        order: 1 or 2, the Taylor order (needs order + 1 computed steps; before that the
+            plain residual is reused).
+        step_interval: a full step every this many steps. 1 never caches (baseline, bit for bit).
+        step_start: steps before it are always computed (warm-up; also fills the differences).
+        step_end: steps from it on are always computed; -1: to the last step.
+        block_start: leading blocks always computed (0: the whole stack is predicted).
+        block_end: first trailing block always computed; -1: none.
+    """
+
+    method: ClassVar[str] = "taylorseer"
+    order: int = 1
+    step_interval: int = 1
+    step_start: int = 2
+    step_end: int = -1
+    block_start: int = 0
+    block_end: int = -1
+
+    def validate(self) -> None:
+        _check(self.order in (1, 2), "cache.order", self.order, "must be 1 or 2")
+        _check_steps("cache", self.step_start, self.step_end, self.step_interval)
+        _check_blocks("cache", self.block_start, self.block_end)
+
+
+@register_cache_method
+@dataclass
+class AttentionCacheConfig:
+    """Attention cache (MindIE SD's attention_cache): reuse self-attention outputs between steps.
+
+    In the blocks from ``block_start`` to ``block_end``, the self-attention output is
+    recomputed every ``step_interval`` steps between ``step_start`` and ``step_end`` and
+    reused on the steps in between; the rest of each block (norms, MLP, cross-attention)
+    runs every step. Attention dominates the cost at long sequence lengths (video), where
+    this pays most; the error is smaller than block caching's since the MLP stays live.
+
+    Attributes:
+        step_interval: recompute attention every this many steps. 1 never reuses (baseline).
+        step_start: steps before it always recompute (warm-up).
+        step_end: steps from it on always recompute; -1: to the last step.
+        block_start: first block whose attention is cached.
+        block_end: first block after the cached range; -1: to the last block.
+    """
+
+    method: ClassVar[str] = "attention_cache"
+    step_interval: int = 1
+    step_start: int = 0
+    step_end: int = -1
+    block_start: int = 0
+    block_end: int = -1
+
+    def validate(self) -> None:
+        _check_steps("cache", self.step_start, self.step_end, self.step_interval)
+        _check_blocks("cache", self.block_start, self.block_end)
+
+
+@register_cache_method
+@dataclass
+class DeepCacheConfig:
+    """DeepCache for UNets: reuse the deep features, recompute the shallow branch every step.
+
+    On a full step the whole UNet runs and the output of the up block that feeds the
+    branch is kept. On the steps in between, only the down blocks up to ``branch`` and the
+    matching up blocks run (plus the input and output layers); the deeper down blocks, the
+    mid block and the deeper up blocks are skipped and the kept feature stands in for them.
+    Granularity is whole down/up blocks (DeepCache's paper also splits inside a block).
+
+    Attributes:
+        cache_interval: a full step every this many steps. 1 never caches (baseline).
+        branch: how many down/up block pairs stay live, minus one (0: only the outermost;
+            larger is slower and more faithful).
+        step_start: steps before it are always full (warm-up).
+        step_end: steps from it on are always full; -1: to the last step.
+    """
+
+    method: ClassVar[str] = "deepcache"
+    cache_interval: int = 1
+    branch: int = 0
+    step_start: int = 0
+    step_end: int = -1
+
+    def validate(self) -> None:
+        _check(self.branch >= 0, "cache.branch", self.branch, "must be >= 0")
+        _check_steps("cache", self.step_start, self.step_end, self.cache_interval)
+
+
+STEP_SCHEDULERS = ("default", "euler", "dpmsolver++", "unipc")
+
+
+@register_cache_method
+@dataclass
+class StepReductionConfig:
+    """Step reduction: fewer denoising steps, optionally with a higher-order scheduler.
+
+    The cheapest lever of all (latency scales with the step count) and the coarsest: every
+    step removed is a whole network evaluation. Higher-order multistep solvers (DPM-Solver++,
+    UniPC) keep more quality at low step counts than Euler. ``apply`` swaps the scheduler
+    (``remove`` restores the original object) and reports the step count the caller must pass
+    in ``handle.call_kwargs``.
+
+    Attributes:
+        num_inference_steps: steps per call; 0 keeps the caller's own (neutral).
+        scheduler: ``default`` keeps the pipeline's scheduler (neutral); ``euler``,
+            ``dpmsolver++`` or ``unipc`` build one of that kind from the pipeline's scheduler
+            config (flow-matching variants for flow-matching pipelines). Which kinds a pipeline
+            accepts: ``accel.cache.compatible_schedulers(pipe)``.
+    """
+
+    method: ClassVar[str] = "step_reduction"
+    num_inference_steps: int = 0
+    scheduler: str = "default"
+
+    def validate(self) -> None:
+        _check(self.num_inference_steps >= 0, "cache.num_inference_steps", self.num_inference_steps, "must be >= 0")
+        _check(self.scheduler in STEP_SCHEDULERS, "cache.scheduler", self.scheduler, f"must be one of {', '.join(STEP_SCHEDULERS)}")
+
+
+@register_cache_method
+@dataclass
+class DiffusersFirstBlockCacheConfig:
+    """diffusers' own FirstBlockCache (``transformer.enable_cache(FirstBlockCacheConfig(...))``).
+
+    Here so a study can compare it with ours under the same measurement.
+
+    Attributes:
+        threshold: relative change of the first block's residual under which the remaining
+            blocks are skipped (diffusers' default 0.05). 0 never skips.
+    """
+
+    method: ClassVar[str] = "diffusers_first_block"
+    threshold: float = 0.0
+
+    def validate(self) -> None:
+        _check(self.threshold >= 0, "cache.threshold", self.threshold, "must be >= 0")
+
+
+@register_cache_method
+@dataclass
+class DiffusersTaylorSeerConfig:
+    """diffusers' own TaylorSeerCache (attention outputs predicted by a Taylor series).
+
+    Attributes:
+        cache_interval: full computation every this many steps (1: never predicts).
+        disable_cache_before_step: warm-up steps that always compute.
+        max_order: Taylor order (1 or 2).
+    """
+
+    method: ClassVar[str] = "diffusers_taylorseer"
+    cache_interval: int = 1
+    disable_cache_before_step: int = 3
+    max_order: int = 1
+
+    def validate(self) -> None:
+        _check(self.cache_interval >= 1, "cache.cache_interval", self.cache_interval, "must be >= 1")
+        _check(self.disable_cache_before_step >= 0, "cache.disable_cache_before_step", self.disable_cache_before_step, "must be >= 0")
+        _check(self.max_order in (1, 2), "cache.max_order", self.max_order, "must be 1 or 2")
+
+
+@register_cache_method
+@dataclass
+class DiffusersMagCacheConfig:
+    """diffusers' own MagCache: skip while the accumulated magnitude-ratio error stays small.
+
+    Attributes:
+        threshold: accumulated error under which blocks are skipped (0: never skips).
+        max_skip_steps: most consecutive skipped steps.
+        retention_ratio: the leading fraction of steps that is never skipped.
+        mag_ratios: the model's per-step magnitude ratios; ``accel.cache.step_statistics``
+            measures them (``stats.mag_ratios``). Empty: all ones (no calibration).
+    """
+
+    method: ClassVar[str] = "diffusers_mag"
+    threshold: float = 0.0
+    max_skip_steps: int = 3
+    retention_ratio: float = 0.2
+    mag_ratios: list = field(default_factory=list)
+
+    def validate(self) -> None:
+        _check(self.threshold >= 0, "cache.threshold", self.threshold, "must be >= 0")
+        _check(self.max_skip_steps >= 1, "cache.max_skip_steps", self.max_skip_steps, "must be >= 1")
+        _check(0 <= self.retention_ratio <= 1, "cache.retention_ratio", self.retention_ratio, "must be in [0, 1]")
+        _check(all(isinstance(r, (int, float)) and r > 0 for r in self.mag_ratios), "cache.mag_ratios", self.mag_ratios, "must be positive numbers")
+
+
+@register_cache_method
+@dataclass
+class DiffusersFasterCacheConfig:
+    """diffusers' own FasterCache (attention reuse plus unconditional-branch skipping).
+
+    Attributes:
+        spatial_attention_block_skip_range: reuse spatial attention for this many steps (1: never).
+        timestep_skip_end: attention is reused only below this timestep (0-1000 scale).
+        unconditional_batch_skip_range: reuse the unconditional branch's output for this many
+            steps (1: never). Needs a pipeline that batches CFG.
+    """
+
+    method: ClassVar[str] = "diffusers_faster"
+    spatial_attention_block_skip_range: int = 1
+    timestep_skip_end: int = 681
+    unconditional_batch_skip_range: int = 1
+
+    def validate(self) -> None:
+        _check(self.spatial_attention_block_skip_range >= 1, "cache.spatial_attention_block_skip_range", self.spatial_attention_block_skip_range, "must be >= 1")
+        _check(self.unconditional_batch_skip_range >= 1, "cache.unconditional_batch_skip_range", self.unconditional_batch_skip_range, "must be >= 1")
+        _check(0 <= self.timestep_skip_end <= 1000, "cache.timestep_skip_end", self.timestep_skip_end, "must be in [0, 1000]")
+
+
+@register_cache_method
+@dataclass
+class DiffusersPyramidAttentionBroadcastConfig:
+    """diffusers' own Pyramid Attention Broadcast (reuse attention outputs inside a timestep window).
+
+    Attributes:
+        spatial_attention_block_skip_range: recompute spatial attention every this many calls (1: always).
+        timestep_skip_start: reuse only for timesteps above this (0-1000 scale).
+        timestep_skip_end: and below this.
+    """
+
+    method: ClassVar[str] = "diffusers_pab"
+    spatial_attention_block_skip_range: int = 1
+    timestep_skip_start: int = 100
+    timestep_skip_end: int = 800
+
+    def validate(self) -> None:
+        _check(self.spatial_attention_block_skip_range >= 1, "cache.spatial_attention_block_skip_range", self.spatial_attention_block_skip_range, "must be >= 1")
+        _check(0 <= self.timestep_skip_start < self.timestep_skip_end <= 1000, "cache.timestep_skip_start", self.timestep_skip_start, "must satisfy 0 <= start < end <= 1000")
+
+
 # --------------------------------------------------------------------------- other sections
 
 

@@ -107,10 +107,15 @@ class Evaluator:
         self.device = self.pipe.device if hasattr(self.pipe, "device") else torch.device("cpu")
         self._baseline: list[np.ndarray] | None = None
 
-    def generate(self, prompt: str, seed: int) -> np.ndarray:
-        """One pipeline call -> float32 array in [0, 1]: (H, W, C) image or (F, H, W, C) video."""
+    def generate(self, prompt: str, seed: int, overrides: dict | None = None) -> np.ndarray:
+        """One pipeline call -> float32 array in [0, 1]: (H, W, C) image or (F, H, W, C) video.
+
+        ``overrides`` are the applied config's call settings (``handle.call_kwargs``, e.g. a
+        reduced step count), laid over the workload's.
+        """
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        out = self.pipe(prompt=prompt, generator=generator, output_type="np", **self.workload.generation)
+        settings = {**self.workload.generation, **(overrides or {})}
+        out = self.pipe(prompt=prompt, generator=generator, output_type="np", **settings)
         arr = out.frames if self.loaded.is_video else out.images
         return np.asarray(arr[0], dtype=np.float32)
 
@@ -170,7 +175,7 @@ class Evaluator:
                     return handles[-1].remove
 
                 comparison, _, first = compare_interleaved(
-                    lambda: self.generate(p0, s0), lambda: self.generate(p0, s0), self.device,
+                    lambda: self.generate(p0, s0), lambda: self.generate(p0, s0, handles[-1].call_kwargs), self.device,
                     self.warmup, self.repeats, candidate_setup=setup,
                 )
                 latency, counters = comparison.candidate, handles[-1].stats()
@@ -180,7 +185,7 @@ class Evaluator:
 
                     def call():
                         handle.reset_stats()  # so the counters describe exactly one call
-                        return self.generate(p0, s0)
+                        return self.generate(p0, s0, handle.call_kwargs)
 
                     latency, first = measure(call, self.device, self.warmup, self.repeats)
                     counters = handle.stats()
@@ -190,7 +195,7 @@ class Evaluator:
                     self._prune_early(constraints, prune_margin, scores[0], latency, counters, first, comparison)
                 for i, (p, s) in enumerate(zip(self.workload.prompts, self.workload.seeds)):
                     if i:
-                        outputs.append(self.generate(p, s))
+                        outputs.append(self.generate(p, s, handle.call_kwargs))
                         scores.append(self.score(outputs[-1], i))
             finally:
                 handle.remove()

@@ -22,7 +22,7 @@ import optuna
 from ..errors import UserError
 from ..metrics import METRIC_DIRECTIONS
 from ..profile import Profile
-from ..search_spaces import config_from_params, presets, suggest
+from ..search_spaces import SpaceContext, config_from_params, presets, suggest
 from .budget import Budget
 from .objectives import Constraints, QualityFloor
 from .pick import baseline_trial, completed, is_feasible, pick, speedup_of
@@ -110,6 +110,7 @@ class _Shared:
     prune_margin: float | None
     samples: Path
     on_trial: Callable[[optuna.trial.FrozenTrial], None]
+    space: SpaceContext = field(default_factory=SpaceContext)
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     eval_seconds: float = 0.0
@@ -200,8 +201,9 @@ def run_study(
     except WorkerStartError as e:
         raise UserError(str(e)) from None
     _record_study_attrs(study, info, objective, constraints, sampler, budget, warmup, repeats, url)
+    space = SpaceContext.from_dict(info.get("space"))  # block/step counts, schedulers, centred thresholds
     if not study.trials:
-        for params in presets(info["model"]["family"]):  # the baseline is always trial 0
+        for params in presets(info["model"]["family"], space):  # the baseline is always trial 0
             study.enqueue_trial(params, skip_if_exists=True)  # another machine may be doing the same
     elif not external:
         _requeue_interrupted(study, log)
@@ -211,7 +213,7 @@ def run_study(
     samples.mkdir(exist_ok=True)
     ui = ProgressUI(budget, study, enabled=progress, quiet=quiet, log=log)
     shared = _Shared(study, info["model"]["family"], objective, constraints, info["baseline_metrics"], budget.trials,
-                     deadline, prune_margin, samples, ui.trial_done)
+                     deadline, prune_margin, samples, ui.trial_done, space=space)
 
     threads = [threading.Thread(target=_drive, args=(shared, f"w{i}", w), daemon=True) for i, w in enumerate(pool)]
     t_loop = time.monotonic()
@@ -307,7 +309,7 @@ def _drive(shared: _Shared, wid: str, worker) -> None:
 def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> None:
     study = shared.study
     try:
-        config = suggest(trial, shared.family)
+        config = suggest(trial, shared.family, shared.space)
     except Exception as e:  # noqa: BLE001  (a bad point is that trial's failure)
         trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
         study.tell(trial, state=TrialState.FAIL)

@@ -74,8 +74,22 @@ def build_evaluator(spec: WorkerSpec):
         "baseline_metrics": baseline_metrics,
         "baseline_seconds": time.perf_counter() - t0,
         "is_video": loaded.is_video,
+        "space": _space(loaded, workload),
     }
     return ev, info
+
+
+def _space(loaded, workload) -> dict:
+    """What the search space needs beyond the family: block and step counts, the schedulers the
+    pipeline takes, and thresholds centred on the model's own per-step change (one baseline call)."""
+    from ..accel import step_statistics
+    from ..search_spaces import describe
+
+    try:
+        stats = step_statistics(loaded.pipe, workload.prompts[0], seed=workload.seeds[0], **workload.generation)
+    except Exception:  # statistics are a prior, not a requirement: fixed ranges then
+        stats = None
+    return describe(loaded.pipe, workload.generation, stats).to_dict()
 
 
 def _factory(spec: WorkerSpec):

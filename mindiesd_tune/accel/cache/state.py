@@ -10,9 +10,15 @@ from diffusers.hooks.hooks import StateManager
 class BranchStates(StateManager):
     """diffusers' StateManager, keyed by the pipeline's cache context ("cond"/"uncond").
 
-    Pipelines that set no context share one state named "default". diffusers resets every
-    stateful hook at the end of each pipeline call (``maybe_free_model_hooks``), which clears
-    these states, so no cache leaks from one call into the next.
+    Pipelines that set no context share one state named "default". That covers the
+    pipelines that batch CFG (SD3, PixArt, CogVideoX's "cond_uncond", SD/SDXL UNets): the
+    conditional and unconditional halves share one forward, so they share one state and one
+    decision; threshold methods measure change per sample and cache only when every sample
+    (both halves, every prompt of a batch) is under the threshold.
+
+    diffusers resets every stateful hook at the end of each pipeline call
+    (``maybe_free_model_hooks``), which clears these states, so no cache leaks from one call
+    into the next; ``accel.apply`` adds that reset for denoisers without diffusers' CacheMixin.
     """
 
     def get_state(self):
@@ -31,14 +37,19 @@ class CacheCounters:
     blocks_skipped: int = 0
     computed_steps: int = 0
     cached_steps: int = 0
+    attention_computed: int = 0
+    attention_skipped: int = 0
 
     def reset(self) -> None:
         self.__init__()
 
     @property
     def skipped_fraction(self) -> float:
+        """Skipped share of block evaluations; of attention evaluations for methods that only skip attention."""
         total = self.blocks_computed + self.blocks_skipped
-        return self.blocks_skipped / total if total else 0.0
+        if self.blocks_skipped or not (self.attention_computed + self.attention_skipped):
+            return self.blocks_skipped / total if total else 0.0
+        return self.attention_skipped / (self.attention_computed + self.attention_skipped)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "skipped_fraction": self.skipped_fraction}

@@ -1,0 +1,195 @@
+"""Per-step statistics of one baseline call, the priors for cache thresholds.
+
+Thresholds are model specific: a residual change of 0.05 is large for one model and never
+reached by another. ``step_statistics`` runs the pipeline once, unaccelerated, and reports
+per step and CFG branch how much the first block's output and residual and the model output
+changed since the previous step (relative L1, the measure the threshold methods use), with
+percentiles as ``cache_dit.summary(details=True)`` prints them, and MagCache's magnitude ratios.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from diffusers.hooks.hooks import HookRegistry, ModelHook
+
+from ..blocks import UnsupportedModelError, find_denoiser, transformer_blocks
+from .residual import invalidate, relative_l1
+from .state import BranchStates
+
+HOOK_NAME = "mindiesd_step_statistics"
+PERCENTILES = (5, 10, 25, 50, 75, 90, 95)
+FIELDS = ("first_block_change", "first_block_residual_change", "output_change", "residual_change")
+
+
+@dataclass
+class _Trace:
+    step: int = -1
+    first_out: torch.Tensor | None = None
+    first_res: torch.Tensor | None = None
+    entry_in: torch.Tensor | None = None
+    stack_res: torch.Tensor | None = None
+    output: torch.Tensor | None = None
+    rows: list = field(default_factory=list)
+
+    def reset(self) -> None:
+        pass  # kept for the whole call; read after it
+
+
+@dataclass
+class StepStatistics:
+    """One row per (branch, step): relative changes since the branch's previous step."""
+
+    rows: list[dict]
+
+    def values(self, name: str, skip_steps: int = 1) -> np.ndarray:
+        vals = [r[name] for r in self.rows if r["step"] >= skip_steps and r.get(name) is not None]
+        return np.asarray(vals, dtype=np.float64)
+
+    def percentiles(self, name: str, skip_steps: int = 1) -> dict[str, float]:
+        v = self.values(name, skip_steps)
+        if v.size == 0:
+            return {}
+        return {f"p{p}": float(np.percentile(v, p)) for p in PERCENTILES}
+
+    @property
+    def mag_ratios(self) -> list[float]:
+        """MagCache's per-step ratio mean|residual_t| / mean|residual_t-1| of the block stack (first branch)."""
+        branch = self.rows[0]["branch"] if self.rows else None
+        return [1.0] + [r["mag_ratio"] for r in self.rows if r["branch"] == branch and r["step"] >= 1]
+
+    def threshold_range(self, name: str = "first_block_residual_change", skip_steps: int = 1) -> tuple[float, float]:
+        """A search range centred on the model's own changes: from its 10th percentile to
+        three times its 90th (room for accumulation and larger skips), never empty."""
+        p = self.percentiles(name, skip_steps)
+        if not p:
+            return (0.01, 1.0)
+        lo = max(p["p10"], 1e-4)
+        hi = max(3.0 * p["p90"], lo * 10)
+        return (lo, hi)
+
+    def summary(self) -> str:
+        lines = [f"{'measure':<30}" + "".join(f"{'p' + str(p):>9}" for p in PERCENTILES)]
+        for name in FIELDS:
+            p = self.percentiles(name)
+            if p:
+                lines.append(f"{name:<30}" + "".join(f"{p['p' + str(q)]:>9.4f}" for q in PERCENTILES))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"rows": self.rows, "percentiles": {n: self.percentiles(n) for n in FIELDS},
+                "mag_ratios": self.mag_ratios}
+
+
+def _first_tensor(out):
+    if isinstance(out, torch.Tensor):
+        return out
+    if hasattr(out, "sample"):
+        return out.sample
+    return out[0]
+
+
+class _FirstBlockHook(ModelHook):
+    _is_stateful = True
+
+    def __init__(self, block, states):
+        super().__init__()
+        self.block, self.states = block, states
+
+    def new_forward(self, module, *args, **kwargs):
+        x = self.block.bind(args, kwargs)["hidden_states"]
+        out = self.fn_ref.original_forward(*args, **kwargs)
+        y = self.block.unpack(out)["hidden_states"]
+        st = self.states.get_state()
+        st.step += 1
+        res = y - x
+        row = {"step": st.step, "first_block_change": None, "first_block_residual_change": None}
+        if st.first_out is not None:
+            row["first_block_change"] = relative_l1(y, st.first_out)
+            row["first_block_residual_change"] = relative_l1(res, st.first_res)
+        st.first_out, st.first_res, st.entry_in = y, res, x
+        st.rows.append(row)
+        return out
+
+    def reset_state(self, module):
+        return module
+
+
+class _LastBlockHook(ModelHook):
+    _is_stateful = True
+
+    def __init__(self, block, states):
+        super().__init__()
+        self.block, self.states = block, states
+
+    def new_forward(self, module, *args, **kwargs):
+        out = self.fn_ref.original_forward(*args, **kwargs)
+        st = self.states.get_state()
+        res = self.block.unpack(out)["hidden_states"] - st.entry_in
+        row = st.rows[-1]
+        row["residual_change"] = None if st.stack_res is None else relative_l1(res, st.stack_res)
+        row["mag_ratio"] = None if st.stack_res is None else (res.abs().mean() / st.stack_res.abs().mean().clamp_min(1e-12)).item()
+        st.stack_res = res
+        return out
+
+    def reset_state(self, module):
+        return module
+
+
+class _OutputHook(ModelHook):
+    _is_stateful = True
+
+    def __init__(self, states, has_blocks: bool):
+        super().__init__()
+        self.states, self.has_blocks = states, has_blocks
+
+    def new_forward(self, module, *args, **kwargs):
+        out = self.fn_ref.original_forward(*args, **kwargs)
+        y = _first_tensor(out)
+        st = self.states.get_state()
+        if not self.has_blocks:
+            st.step += 1
+            st.rows.append({"step": st.step})
+        st.rows[-1]["output_change"] = None if st.output is None else relative_l1(y, st.output)
+        st.output = y
+        return out
+
+    def reset_state(self, module):
+        return module
+
+
+def step_statistics(pipe, prompt: str | list[str], seed: int = 0, output_type: str = "latent", **generation) -> StepStatistics:
+    """Run ``pipe`` once without acceleration and return its per-step change statistics.
+
+    ``generation`` holds the call settings (steps, size, guidance) the thresholds are for.
+    The pipeline must carry no accel handle (the statistics are of the baseline).
+    """
+    if getattr(pipe, "_mindiesd_accel_handle", None) is not None and pipe._mindiesd_accel_handle.active:
+        raise RuntimeError("step_statistics measures the baseline; remove the applied AccelConfig first")
+    model = find_denoiser(pipe)
+    states = BranchStates(_Trace)
+    hooks: list[tuple[torch.nn.Module, ModelHook]] = []
+    try:
+        blocks = transformer_blocks(model)
+    except UnsupportedModelError:
+        blocks = []
+    if blocks:
+        hooks.append((blocks[0].module, _FirstBlockHook(blocks[0], states)))
+        hooks.append((blocks[-1].module, _LastBlockHook(blocks[-1], states)))
+    hooks.append((model, _OutputHook(states, bool(blocks))))
+    for m, h in hooks:
+        HookRegistry.check_if_exists_or_initialize(m).register_hook(h, HOOK_NAME)
+    invalidate(model)
+    try:
+        with torch.inference_mode():
+            pipe(prompt=prompt, generator=torch.Generator("cpu").manual_seed(seed), output_type=output_type, **generation)
+    finally:
+        for m, _ in hooks:
+            HookRegistry.check_if_exists_or_initialize(m).remove_hook(HOOK_NAME, recurse=False)
+        invalidate(model)
+    rows = []
+    for branch, trace in states._state_cache.items():
+        rows += [{"branch": branch, **r} for r in trace.rows]
+    return StepStatistics(rows)

@@ -13,7 +13,7 @@ from . import clip, flux, wan
 
 # (trainer, arguments, wall seconds budgeted) as the shipped weights were trained, on one CPU thread
 # of a machine shared with other jobs (so each stage stopped at its budget, short of its step count).
-# The Flux transformer ran twice: the second row resumes the first from its checkpoint.
+# The Flux transformer and the Wan VAE ran twice: each second row resumes the first from its checkpoint.
 STAGES = [
     (clip.main, ["--steps", "700", "--batch", "96"], 600),
     (flux.main, ["--stage", "vae", "--steps", "400", "--batch", "8"], 480),
@@ -21,7 +21,8 @@ STAGES = [
     (flux.main, ["--stage", "transformer", "--steps", "2000", "--batch", "24"], 2600),
     (flux.main, ["--stage", "transformer", "--steps", "2000", "--batch", "24"], 1200),
     (wan.main, ["--stage", "vae", "--steps", "300", "--batch", "8"], 300),
-    (wan.main, ["--stage", "transformer", "--steps", "1500", "--batch", "16", "--pool", "2048"], 1200),
+    (wan.main, ["--stage", "vae", "--steps", "300", "--batch", "8"], 330),
+    (wan.main, ["--stage", "transformer", "--steps", "1500", "--batch", "16", "--pool", "1024"], 840),
 ]
 
 

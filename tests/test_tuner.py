@@ -134,7 +134,8 @@ def _wait_for_trials(out: Path, n: int, timeout: float = 120) -> None:
 
 def test_ctrl_c_keeps_finished_trials_and_writes_outputs(tmp_path):
     out = tmp_path / "run"
-    p = _cli("tune", "tiny-flux-random", "--budget", "10m", "--out", str(out), "--repeats", "1", "--no-isolate")
+    # the default set-up: the evaluator child ignores Ctrl-C and finishes its trial
+    p = _cli("tune", "tiny-flux-random", "--budget", "10m", "--out", str(out), "--repeats", "1")
     _wait_for_trials(out, 2)
     p.send_signal(signal.SIGINT)
     stdout, stderr = p.communicate(timeout=120)

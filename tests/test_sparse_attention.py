@@ -306,6 +306,29 @@ def test_mask_density_is_within_two_points_and_rows_are_distinct(grid, bs, ratio
         assert rows[..., torch.arange(nb), torch.arange(nb)].all()  # keep_recent
 
 
+@pytest.mark.parametrize("cls", [LocalWindowConfig, TopKSparseConfig, HeadAdaptiveSparseConfig])
+def test_query_group_shares_rows_keeps_density_and_matches_the_reference(cls):
+    grid, bs, group = (4, 16, 16), 16, 4
+    layout = TokenLayout(grid, text_len=3, text_first=True)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 3 + 1024, 16) for _ in range(3))
+    outs = {}
+    for kernel in ("gather", "masked"):
+        engine, counters = _engine(cls(ratio=0.75, block_size=bs, query_group=group, kernel=kernel, recall=0.0)
+                                   if cls is HeadAdaptiveSparseConfig else
+                                   cls(ratio=0.75, block_size=bs, query_group=group, kernel=kernel), layout)
+        outs[kernel] = engine(q, k, v, 0)
+        assert counters.sparse_density == pytest.approx(0.25)
+    torch.testing.assert_close(outs["gather"], outs["masked"], atol=2e-5, rtol=1e-4)
+    for idx in (pattern_mask(grid, bs, 0.75, "local", True, True, group), topk_mask(q[:, :, 3:], k[:, :, 3:], bs, 0.75, True, True, group)):
+        rows = idx.sort(-1).values.reshape(*idx.shape[:2], -1, group, idx.shape[-1])
+        assert (rows == rows[..., :1, :]).all()  # every group shares one row
+        m = BlockSparseMask(idx, bs, 1024, group).to_bool()
+        assert m.sum(-1).eq(idx.shape[-1]).all()
+        for j in range(group):  # keep_recent: each block keeps itself
+            assert m[..., torch.arange(64), torch.arange(64)].all()
+
+
 def test_tiles_are_one_frame_thick_and_squarish():
     assert tile_shape((8, 32, 32), 128) == (1, 8, 16)
     assert tile_shape((64, 64), 64) == (8, 8)

@@ -442,6 +442,10 @@ class BlockSparseConfig(NoSparse):
             early steps lay out the image, so sparsifying them costs the most quality.
         dense_layers: attention layers (indices in forward order; negative from the end)
             that always attend densely. A comma-separated string ("0,-1") is accepted.
+        query_group: consecutive query blocks (in block order) that share one set of key
+            blocks, as in Sliding Tile Attention. Above 1 the gather kernel copies each set
+            once per group and runs longer dense calls (faster, most of all on CPUs); the
+            mask gets coarser on the query side. Ignored unless it divides the block count.
         kernel: the block-sparse kernel: ``gather`` (kept blocks copied into a dense batch,
             then the dense backend; fastest here), ``flex`` (compiled FlexAttention),
             ``masked`` (the reference, no faster than dense) or ``auto`` (gather).
@@ -454,6 +458,7 @@ class BlockSparseConfig(NoSparse):
     keep_recent: bool = True
     dense_steps: float = 0.0
     dense_layers: list = field(default_factory=list)
+    query_group: int = 1
     kernel: str = "auto"
 
     def __post_init__(self) -> None:
@@ -470,6 +475,7 @@ class BlockSparseConfig(NoSparse):
         super().validate()
         _check(0.0 <= self.ratio < 1.0, "sparse.ratio", self.ratio, "must be in [0, 1)")
         _check(isinstance(self.block_size, int) and self.block_size >= 1, "sparse.block_size", self.block_size, "must be an integer >= 1")
+        _check(isinstance(self.query_group, int) and self.query_group >= 1, "sparse.query_group", self.query_group, "must be an integer >= 1")
         _check(0.0 <= self.dense_steps <= 1.0, "sparse.dense_steps", self.dense_steps, "must be in [0, 1]")
         _check(
             isinstance(self.dense_layers, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in self.dense_layers),

@@ -158,11 +158,14 @@ class BlockSparseMask:
             Rows list distinct blocks; order does not matter.
         block_size: tokens per block, the same for queries and keys.
         kv_len: the true number of key tokens (the last block may be partial).
+        group: consecutive query blocks ``[j * group, (j + 1) * group)`` have the same row
+            (a promise of the mask's builder); the gather kernel then gathers once per group.
     """
 
     indices: torch.Tensor
     block_size: int
     kv_len: int
+    group: int = 1
 
     @property
     def kv_blocks(self) -> int:
@@ -227,9 +230,21 @@ def sparse_kernels() -> list[str]:
 
 # --------------------------------------------------------------------------- gather kernel
 
-# Bytes of gathered keys+values per chunk of query blocks: small enough to stay in cache-
-# friendly, reused allocations, large enough that each dense call has work for every core.
-_GATHER_CHUNK_BYTES = 32 << 20
+# Bytes of gathered keys+values per chunk of query blocks: small enough that a chunk is still
+# in cache when the dense kernel reads it, large enough that each call has work for every core.
+GATHER_CHUNK_BYTES = 4 << 20
+
+# Gather buffers reused from call to call: fresh large allocations cost page faults on every
+# call (measured: an allocating index_select took 7x as long as one into a reused buffer).
+_WORKSPACE: dict[tuple, torch.Tensor] = {}
+
+
+def _workspace(like: torch.Tensor, slot: int, numel: int) -> torch.Tensor:
+    key = (like.device, like.dtype, slot)
+    buf = _WORKSPACE.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = _WORKSPACE[key] = like.new_empty(numel)
+    return buf[:numel]
 
 
 def _pad_to(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -245,27 +260,30 @@ def _gather_kernel(q, k, v, mask: BlockSparseMask, dense_kv, dense: DenseBackend
     if mask.indices.shape[-2] != qb_n:
         raise ValueError(f"block mask has {mask.indices.shape[-2]} query blocks, the queries make {qb_n}")
     BH = B * H
-    q = _pad_to(q, qb_n * bs).reshape(BH * qb_n, bs, D)
+    # query blocks that share their row run as one longer query: one gather, one bigger call
+    g = mask.group if qb_n % mask.group == 0 else 1
+    rows_n, qbs = qb_n // g, g * bs
+    q = _pad_to(q, qb_n * bs).reshape(BH * rows_n, qbs, D)
     kf = _pad_to(k, kb_n * bs).reshape(BH * kb_n, bs * D)
     vf = _pad_to(v, kb_n * bs).reshape(BH * kb_n, bs * D)
-    idx = mask.indices.expand(B, H, qb_n, kept).reshape(BH, qb_n, kept)
-    rows_idx = (idx + torch.arange(BH, device=idx.device).view(BH, 1, 1) * kb_n).reshape(BH * qb_n, kept)
+    idx = mask.indices.expand(B, H, qb_n, kept).reshape(BH, qb_n, kept)[:, ::g]
+    rows_idx = (idx + torch.arange(BH, device=idx.device).view(BH, 1, 1) * kb_n).reshape(BH * rows_n, kept)
     T = 0 if dense_kv is None else dense_kv[0].shape[2]
     partial = mask.kv_len % bs  # valid tokens in a partial last key block, 0 if none
     per_row = (T + kept * bs) * D * q.element_size() * 2
-    chunk = max(1, min(BH * qb_n, _GATHER_CHUNK_BYTES // per_row))
-    wk = q.new_empty(chunk, T + kept * bs, D)
-    wv = q.new_empty(chunk, T + kept * bs, D)
-    out = q.new_empty(BH * qb_n, bs, D)
+    chunk = max(1, min(BH * rows_n, GATHER_CHUNK_BYTES // per_row))
+    wk = _workspace(q, 0, chunk * (T + kept * bs) * D).view(chunk, T + kept * bs, D)
+    wv = _workspace(q, 1, chunk * (T + kept * bs) * D).view(chunk, T + kept * bs, D)
+    out = q.new_empty(BH * rows_n, qbs, D)
     if dense_kv is not None:
         tk = dense_kv[0].expand(B, H, T, D).reshape(BH, T, D)
         tv = dense_kv[1].expand(B, H, T, D).reshape(BH, T, D)
-    for start in range(0, BH * qb_n, chunk):
-        n = min(chunk, BH * qb_n - start)
+    for start in range(0, BH * rows_n, chunk):
+        n = min(chunk, BH * rows_n - start)
         rows = rows_idx[start : start + n]
         ck, cv = wk[:n], wv[:n]
         if T:
-            heads = torch.arange(start, start + n, device=q.device) // qb_n
+            heads = torch.arange(start, start + n, device=q.device) // rows_n
             ck[:, :T] = tk[heads]
             cv[:, :T] = tv[heads]
         flat = rows.reshape(-1)

@@ -2,7 +2,7 @@
 
 from .engine import CallContext, SparseAttention, SparseCounters
 from .install import LAYOUTS, dense_step_count, install_sparse
-from .masks import GridBlocks, TokenLayout, grid_blocks, kept_blocks, pattern_mask, probe_recall, tile_shape, topk_mask
+from .masks import GridBlocks, TokenLayout, grid_blocks, kept_blocks, pattern_mask, probe_recall, query_group, tile_shape, topk_mask
 from .processors import PROCESSORS
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "kept_blocks",
     "pattern_mask",
     "probe_recall",
+    "query_group",
     "tile_shape",
     "topk_mask",
 ]

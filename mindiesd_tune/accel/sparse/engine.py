@@ -8,7 +8,7 @@ import torch
 
 from ...kernels.attention import BlockSparseMask, attention
 from ..config import BlockSparseConfig, HeadAdaptiveSparseConfig, LocalWindowConfig, NoSparse, TopKSparseConfig
-from .masks import TokenLayout, grid_blocks, kept_blocks, pattern_mask, probe_recall, topk_mask
+from .masks import TokenLayout, grid_blocks, kept_blocks, pattern_mask, probe_recall, query_group, topk_mask
 
 
 @dataclass
@@ -103,23 +103,27 @@ class SparseAttention:
         kept = kept_blocks(cfg.ratio, num_blocks)
         run = dict(dense_kv=dense_kv, backend=cfg.backend, sparse_kernel=cfg.kernel)
         N = qg.shape[2]
+        group = query_group(num_blocks, cfg.query_group)
 
         if isinstance(cfg, HeadAdaptiveSparseConfig):
             return self._adaptive(qg, kg, vg, layout, kept, num_blocks, run)
         if isinstance(cfg, TopKSparseConfig):
-            idx = topk_mask(qg, kg, bs, cfg.ratio, cfg.keep_sink, cfg.keep_recent)
+            idx = topk_mask(qg, kg, bs, cfg.ratio, cfg.keep_sink, cfg.keep_recent, group)
         elif isinstance(cfg, LocalWindowConfig):
-            idx = pattern_mask(layout.grid, bs, cfg.ratio, "local", cfg.keep_sink, cfg.keep_recent).to(qg.device)
+            idx = pattern_mask(layout.grid, bs, cfg.ratio, "local", cfg.keep_sink, cfg.keep_recent, group).to(qg.device)
         else:
             raise ValueError(f"no mask for sparse method {cfg.method!r}")
         self._count(kept * H, num_blocks * H, num_blocks)
-        return attention(qg, kg, vg, block_mask=BlockSparseMask(idx, bs, N), **run)
+        return attention(qg, kg, vg, block_mask=BlockSparseMask(idx, bs, N, group), **run)
 
     def _adaptive(self, qg, kg, vg, layout, kept, num_blocks, run) -> torch.Tensor:
         cfg: HeadAdaptiveSparseConfig = self.cfg
         bs, H = cfg.block_size, qg.shape[1]
         names = ("spatial", "temporal") if layout.is_video else ("spatial",)
-        masks = {n: pattern_mask(layout.grid, bs, cfg.ratio, n, cfg.keep_sink, cfg.keep_recent).to(qg.device) for n in names}
+        group = query_group(num_blocks, cfg.query_group)
+        masks = {
+            n: pattern_mask(layout.grid, bs, cfg.ratio, n, cfg.keep_sink, cfg.keep_recent, group).to(qg.device) for n in names
+        }
         recall = probe_recall(qg, kg, bs, masks, cfg.probe_queries)
         stacked = torch.stack([recall[n] for n in names])  # (patterns, H)
         best = stacked.argmax(0)
@@ -139,7 +143,7 @@ class SparseAttention:
                 res = attention(sub(qg), sub(kg), sub(vg), dense_kv=sub_run["dense_kv"], backend=cfg.backend)
                 kept_pairs += num_blocks * heads.numel()
             else:
-                mask = BlockSparseMask(masks[name], bs, qg.shape[2])
+                mask = BlockSparseMask(masks[name], bs, qg.shape[2], group)
                 res = attention(sub(qg), sub(kg), sub(vg), block_mask=mask, **sub_run)
                 kept_pairs += kept * heads.numel()
             out.index_copy_(1, heads, res)

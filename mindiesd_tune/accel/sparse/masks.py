@@ -67,6 +67,7 @@ class GridBlocks:
     inverse: torch.Tensor | None
     coords: torch.Tensor
     tile: tuple[int, ...] | None
+    query_coords: torch.Tensor | None = None  # centres of query groups, when they differ
 
     @property
     def num_blocks(self) -> int:
@@ -104,11 +105,7 @@ def grid_blocks(grid: tuple[int, ...], block_size: int) -> GridBlocks:
     tile = tile_shape(grid, block_size)
     perm = inverse = None
     if tile is not None:
-        index = torch.arange(n).reshape(grid)
-        # split every axis into (tiles, within tile), then bring the tile axes to the front
-        split = index.reshape([x for s, t in zip(grid, tile) for x in (s // t, t)])
-        d = len(grid)
-        order = split.permute(*range(0, 2 * d, 2), *range(1, 2 * d, 2)).reshape(n)
+        order = _tile_order(grid, tile)
         if not torch.equal(order, torch.arange(n)):  # tiles of whole rows keep row-major order
             perm = order
             inverse = torch.empty_like(perm)
@@ -122,21 +119,51 @@ def grid_blocks(grid: tuple[int, ...], block_size: int) -> GridBlocks:
     return GridBlocks(grid, block_size, perm, inverse, centroids, tile)
 
 
-def _select(priority: torch.Tensor, kept: int, keep_sink: bool, keep_recent: bool) -> torch.Tensor:
-    """Indices of the ``kept`` highest-priority key blocks per row, forced blocks first."""
+def query_group(blocks: int, group: int) -> int:
+    """The group size a mask over ``blocks`` query blocks really uses (1 unless it divides)."""
+    return group if group > 1 and blocks % group == 0 else 1
+
+
+def _tile_order(grid: tuple[int, ...], tile: tuple[int, ...]) -> torch.Tensor:
+    """Grid token indices tile by tile; tiles in raster order, except that 2x2 squares of
+    tiles come one after another when the tile grid allows (so consecutive blocks form
+    compact groups for ``query_group``)."""
+    n = math.prod(grid)
+    index = torch.arange(n).reshape(grid)
+    tiles = [s // t for s, t in zip(grid, tile)]
+    d = len(grid)
+    if tiles[-1] % 2 == 0 and tiles[-2] % 2 == 0:
+        # axes: [frame tiles, tt], rows/2, 2, th, cols/2, 2, tw
+        lead = [tiles[0], tile[0]] if d == 3 else []
+        shape = lead + [tiles[-2] // 2, 2, tile[-2], tiles[-1] // 2, 2, tile[-1]]
+        o = len(lead)
+        perm = ([0] if d == 3 else []) + [o, o + 3, o + 1, o + 4] + ([1] if d == 3 else []) + [o + 2, o + 5]
+        return index.reshape(shape).permute(*perm).reshape(n)
+    # split every axis into (tiles, within tile), then bring the tile axes to the front
+    split = index.reshape([x for s, t in zip(tiles, tile) for x in (s, t)])
+    return split.permute(*range(0, 2 * d, 2), *range(1, 2 * d, 2)).reshape(n)
+
+
+def _select(priority: torch.Tensor, kept: int, keep_sink: bool, keep_recent: bool, group: int = 1) -> torch.Tensor:
+    """Indices of the ``kept`` highest-priority key blocks per row (a row per group of
+    ``group`` query blocks), forced blocks first; rows repeated to one per query block."""
     priority = priority.clone()
     if keep_sink:
         priority[..., 0] = _SINK
-    if keep_recent:
-        n = min(priority.shape[-2], priority.shape[-1])
-        diag = torch.arange(n)
-        priority[..., diag, diag] = _DIAGONAL
-    return priority.topk(kept, dim=-1, sorted=False).indices
+    if keep_recent:  # each group's own blocks
+        rows = torch.arange(priority.shape[-2])
+        for j in range(group):
+            cols = rows * group + j
+            ok = cols < priority.shape[-1]
+            priority[..., rows[ok], cols[ok]] = _DIAGONAL
+    idx = priority.topk(kept, dim=-1, sorted=False).indices
+    return idx.repeat_interleave(group, dim=-2) if group > 1 else idx
 
 
 def _distance(blocks: GridBlocks, spatial_weight: float = 1.0, temporal_weight: float = 1.0) -> torch.Tensor:
     c = blocks.coords
-    delta = (c[:, None, :] - c[None, :, :]).abs()
+    qc = blocks.query_coords if blocks.query_coords is not None else c
+    delta = (qc[:, None, :] - c[None, :, :]).abs()
     if c.shape[1] == 3:
         spatial = delta[..., 1:].square().sum(-1).sqrt()
         return temporal_weight * delta[..., 0] + spatial_weight * spatial
@@ -145,15 +172,20 @@ def _distance(blocks: GridBlocks, spatial_weight: float = 1.0, temporal_weight: 
 
 @lru_cache(maxsize=256)
 def pattern_mask(
-    grid: tuple[int, ...], block_size: int, ratio: float, pattern: str, keep_sink: bool, keep_recent: bool
+    grid: tuple[int, ...], block_size: int, ratio: float, pattern: str, keep_sink: bool, keep_recent: bool, group: int = 1
 ) -> torch.Tensor:
     """``(1, 1, blocks, kept)`` key-block indices of a fixed pattern.
 
     ``local``: the nearest blocks on the grid (isotropic); ``spatial``: the same frame
     first, then the nearest frames; ``temporal``: the same place in every frame first.
-    On an image grid all three are the local window.
+    On an image grid all three are the local window. With ``group`` > 1, each run of
+    ``group`` consecutive query blocks shares the window around its centre.
     """
     blocks = grid_blocks(grid, block_size)
+    group = query_group(blocks.num_blocks, group)
+    if group > 1:
+        centres = blocks.coords.reshape(-1, group, blocks.coords.shape[1]).mean(1)
+        blocks = GridBlocks(blocks.grid, block_size, None, None, blocks.coords, blocks.tile, centres)
     if pattern == "local" or len(grid) == 2:
         dist = _distance(blocks)
     elif pattern == "spatial":
@@ -165,7 +197,7 @@ def pattern_mask(
     # ties broken towards lower block indices, so the mask is the same on every run
     tie = torch.arange(blocks.num_blocks, dtype=torch.float64) * 1e-9
     priority = -(dist.double() + tie)
-    idx = _select(priority, kept_blocks(ratio, blocks.num_blocks), keep_sink, keep_recent)
+    idx = _select(priority, kept_blocks(ratio, blocks.num_blocks), keep_sink, keep_recent, group)
     return idx[None, None]
 
 
@@ -182,11 +214,18 @@ def block_pool(x: torch.Tensor, block_size: int) -> torch.Tensor:
     return sums / counts
 
 
-def topk_mask(q: torch.Tensor, k: torch.Tensor, block_size: int, ratio: float, keep_sink: bool, keep_recent: bool) -> torch.Tensor:
-    """``(B, H, blocks, kept)``: per query block the key blocks of highest pooled q.k score."""
-    qp, kp = block_pool(q, block_size), block_pool(k, block_size)
+def topk_mask(
+    q: torch.Tensor, k: torch.Tensor, block_size: int, ratio: float, keep_sink: bool, keep_recent: bool, group: int = 1
+) -> torch.Tensor:
+    """``(B, H, blocks, kept)``: per query block the key blocks of highest pooled q.k score
+    (per group of ``group`` query blocks when it divides the block count)."""
+    kp = block_pool(k, block_size)
+    group = query_group(kp.shape[2], group)
+    qp = block_pool(q, block_size)
+    if group > 1:
+        qp = qp.reshape(*qp.shape[:2], -1, group, qp.shape[-1]).mean(3)
     scores = torch.matmul(qp.float(), kp.float().transpose(-1, -2))
-    return _select(scores, kept_blocks(ratio, kp.shape[2]), keep_sink, keep_recent)
+    return _select(scores, kept_blocks(ratio, kp.shape[2]), keep_sink, keep_recent, group)
 
 
 def probe_recall(

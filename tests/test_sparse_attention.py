@@ -313,10 +313,9 @@ def test_query_group_shares_rows_keeps_density_and_matches_the_reference(cls):
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, 2, 3 + 1024, 16) for _ in range(3))
     outs = {}
+    extra = {"recall": 0.0} if cls is HeadAdaptiveSparseConfig else {}  # every head sparse
     for kernel in ("gather", "masked"):
-        engine, counters = _engine(cls(ratio=0.75, block_size=bs, query_group=group, kernel=kernel, recall=0.0)
-                                   if cls is HeadAdaptiveSparseConfig else
-                                   cls(ratio=0.75, block_size=bs, query_group=group, kernel=kernel), layout)
+        engine, counters = _engine(cls(ratio=0.75, block_size=bs, query_group=group, kernel=kernel, **extra), layout)
         outs[kernel] = engine(q, k, v, 0)
         assert counters.sparse_density == pytest.approx(0.25)
     torch.testing.assert_close(outs["gather"], outs["masked"], atol=2e-5, rtol=1e-4)
@@ -325,8 +324,7 @@ def test_query_group_shares_rows_keeps_density_and_matches_the_reference(cls):
         assert (rows == rows[..., :1, :]).all()  # every group shares one row
         m = BlockSparseMask(idx, bs, 1024, group).to_bool()
         assert m.sum(-1).eq(idx.shape[-1]).all()
-        for j in range(group):  # keep_recent: each block keeps itself
-            assert m[..., torch.arange(64), torch.arange(64)].all()
+        assert m[..., torch.arange(64), torch.arange(64)].all()  # keep_recent: each block keeps itself
 
 
 def test_tiles_are_one_frame_thick_and_squarish():

@@ -445,7 +445,8 @@ class BlockSparseConfig(NoSparse):
         query_group: consecutive query blocks (in block order) that share one set of key
             blocks, as in Sliding Tile Attention. Above 1 the gather kernel copies each set
             once per group and runs longer dense calls (faster, most of all on CPUs); the
-            mask gets coarser on the query side. Ignored unless it divides the block count.
+            mask gets coarser on the query side. Ignored (1) unless it divides the block
+            count and is at most the number of kept blocks.
         kernel: the block-sparse kernel: ``gather`` (kept blocks copied into a dense batch,
             then the dense backend; fastest here), ``flex`` (compiled FlexAttention),
             ``masked`` (the reference, no faster than dense) or ``auto`` (gather).

@@ -103,7 +103,7 @@ class SparseAttention:
         kept = kept_blocks(cfg.ratio, num_blocks)
         run = dict(dense_kv=dense_kv, backend=cfg.backend, sparse_kernel=cfg.kernel)
         N = qg.shape[2]
-        group = query_group(num_blocks, cfg.query_group)
+        group = query_group(num_blocks, cfg.query_group, kept)
 
         if isinstance(cfg, HeadAdaptiveSparseConfig):
             return self._adaptive(qg, kg, vg, layout, kept, num_blocks, run)
@@ -120,7 +120,7 @@ class SparseAttention:
         cfg: HeadAdaptiveSparseConfig = self.cfg
         bs, H = cfg.block_size, qg.shape[1]
         names = ("spatial", "temporal") if layout.is_video else ("spatial",)
-        group = query_group(num_blocks, cfg.query_group)
+        group = query_group(num_blocks, cfg.query_group, kept)
         masks = {
             n: pattern_mask(layout.grid, bs, cfg.ratio, n, cfg.keep_sink, cfg.keep_recent, group).to(qg.device) for n in names
         }

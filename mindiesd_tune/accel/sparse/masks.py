@@ -119,9 +119,11 @@ def grid_blocks(grid: tuple[int, ...], block_size: int) -> GridBlocks:
     return GridBlocks(grid, block_size, perm, inverse, centroids, tile)
 
 
-def query_group(blocks: int, group: int) -> int:
-    """The group size a mask over ``blocks`` query blocks really uses (1 unless it divides)."""
-    return group if group > 1 and blocks % group == 0 else 1
+def query_group(blocks: int, group: int, kept: int | None = None) -> int:
+    """The group size a mask over ``blocks`` query blocks really uses: 1 unless ``group``
+    divides the blocks and is at most ``kept`` (so every query block can keep its own)."""
+    ok = group > 1 and blocks % group == 0 and (kept is None or group <= kept)
+    return group if ok else 1
 
 
 def _tile_order(grid: tuple[int, ...], tile: tuple[int, ...]) -> torch.Tensor:
@@ -182,7 +184,8 @@ def pattern_mask(
     ``group`` consecutive query blocks shares the window around its centre.
     """
     blocks = grid_blocks(grid, block_size)
-    group = query_group(blocks.num_blocks, group)
+    kept = kept_blocks(ratio, blocks.num_blocks)
+    group = query_group(blocks.num_blocks, group, kept)
     if group > 1:
         centres = blocks.coords.reshape(-1, group, blocks.coords.shape[1]).mean(1)
         blocks = GridBlocks(blocks.grid, block_size, None, None, blocks.coords, blocks.tile, centres)
@@ -197,7 +200,7 @@ def pattern_mask(
     # ties broken towards lower block indices, so the mask is the same on every run
     tie = torch.arange(blocks.num_blocks, dtype=torch.float64) * 1e-9
     priority = -(dist.double() + tie)
-    idx = _select(priority, kept_blocks(ratio, blocks.num_blocks), keep_sink, keep_recent, group)
+    idx = _select(priority, kept, keep_sink, keep_recent, group)
     return idx[None, None]
 
 
@@ -220,12 +223,13 @@ def topk_mask(
     """``(B, H, blocks, kept)``: per query block the key blocks of highest pooled q.k score
     (per group of ``group`` query blocks when it divides the block count)."""
     kp = block_pool(k, block_size)
-    group = query_group(kp.shape[2], group)
+    kept = kept_blocks(ratio, kp.shape[2])
+    group = query_group(kp.shape[2], group, kept)
     qp = block_pool(q, block_size)
     if group > 1:
         qp = qp.reshape(*qp.shape[:2], -1, group, qp.shape[-1]).mean(3)
     scores = torch.matmul(qp.float(), kp.float().transpose(-1, -2))
-    return _select(scores, kept_blocks(ratio, kp.shape[2]), keep_sink, keep_recent, group)
+    return _select(scores, kept, keep_sink, keep_recent, group)
 
 
 def probe_recall(

@@ -173,7 +173,8 @@ def main() -> None:
 
     header = ("method", "tokens", "ratio", "dense_ms", "sparse_ms", "speedup", "ideal_speedup", "rel_error")
     if not args.json:
-        print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, load average {open('/proc/loadavg').read().split()[0] if os.path.exists('/proc/loadavg') else '?'}")
+        load = open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"
+        print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, load average {load}")
         print(" ".join(f"{h:>14}" for h in header) + "   % of ideal")
 
     def emit(row):

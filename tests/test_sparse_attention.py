@@ -319,7 +319,8 @@ def test_query_group_shares_rows_keeps_density_and_matches_the_reference(cls):
         outs[kernel] = engine(q, k, v, 0)
         assert counters.sparse_density == pytest.approx(0.25)
     torch.testing.assert_close(outs["gather"], outs["masked"], atol=2e-5, rtol=1e-4)
-    for idx in (pattern_mask(grid, bs, 0.75, "local", True, True, group), topk_mask(q[:, :, 3:], k[:, :, 3:], bs, 0.75, True, True, group)):
+    local = pattern_mask(grid, bs, 0.75, "local", True, True, group)
+    for idx in (local, topk_mask(q[:, :, 3:], k[:, :, 3:], bs, 0.75, True, True, group)):
         rows = idx.sort(-1).values.reshape(*idx.shape[:2], -1, group, idx.shape[-1])
         assert (rows == rows[..., :1, :]).all()  # every group shares one row
         m = BlockSparseMask(idx, bs, 1024, group).to_bool()
@@ -362,7 +363,8 @@ def test_head_adaptive_probe_classifies_spatial_temporal_and_full_heads():
     full_head = torch.zeros(n, D)  # attends everywhere alike
     q = torch.stack([spatial_head, temporal_head, full_head])[None]
     k, v = q.clone(), torch.randn(1, 3, n, D)
-    engine, counters = _engine(HeadAdaptiveSparseConfig(ratio=0.75, block_size=16, keep_sink=False, keep_recent=False), TokenLayout(grid))
+    cfg = HeadAdaptiveSparseConfig(ratio=0.75, block_size=16, keep_sink=False, keep_recent=False)
+    engine, counters = _engine(cfg, TokenLayout(grid))
     out = engine(q, k, v, 0)
     assert (counters.heads_spatial, counters.heads_temporal, counters.heads_full) == (1, 1, 1)
     assert counters.sparse_density == pytest.approx((0.25 + 0.25 + 1.0) / 3)

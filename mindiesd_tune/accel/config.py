@@ -475,8 +475,9 @@ class BlockSparseConfig(NoSparse):
     def validate(self) -> None:
         super().validate()
         _check(0.0 <= self.ratio < 1.0, "sparse.ratio", self.ratio, "must be in [0, 1)")
-        _check(isinstance(self.block_size, int) and self.block_size >= 1, "sparse.block_size", self.block_size, "must be an integer >= 1")
-        _check(isinstance(self.query_group, int) and self.query_group >= 1, "sparse.query_group", self.query_group, "must be an integer >= 1")
+        for name in ("block_size", "query_group"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and v >= 1, f"sparse.{name}", v, "must be an integer >= 1")
         _check(0.0 <= self.dense_steps <= 1.0, "sparse.dense_steps", self.dense_steps, "must be in [0, 1]")
         _check(
             isinstance(self.dense_layers, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in self.dense_layers),

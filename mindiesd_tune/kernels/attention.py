@@ -230,9 +230,11 @@ def sparse_kernels() -> list[str]:
 
 # --------------------------------------------------------------------------- gather kernel
 
-# Bytes of gathered keys+values per chunk of query blocks: small enough that a chunk is still
-# in cache when the dense kernel reads it, large enough that each call has work for every core.
-GATHER_CHUNK_BYTES = 4 << 20
+# Bytes of gathered keys+values per chunk of query blocks. Each chunk costs two parallel
+# regions (gather, attention); with several threads on a busy CPU every region waits for its
+# slowest thread, so fewer, larger chunks won: at 16k tokens, 2 threads, 64 MB chunks gave
+# 51% / 80% of the ideal speed-up where 4 MB chunks gave 19% / 39% (docs/sparse-attention.md).
+GATHER_CHUNK_BYTES = 64 << 20
 
 # Gather buffers reused from call to call: fresh large allocations cost page faults on every
 # call (measured: an allocating index_select took 7x as long as one into a reused buffer).

@@ -165,7 +165,8 @@ def _profile_summary(p) -> list[str]:
 
 
 def _section_text(values: dict) -> str:
-    neutral = values in ({"method": "none"}, {"scheme": "none"}, {"mode": "none", "dynamic": False}, {"cfg": 1, "ulysses": 1, "ring": 1})
+    neutral = values in ({"method": "none"}, {"method": "none", "backend": "sdpa"}, {"scheme": "none"},
+                         {"mode": "none", "dynamic": False}, {"cfg": 1, "ulysses": 1, "ring": 1})
     if neutral:
         return "off"
     head = values.get("method") or values.get("scheme") or values.get("mode")

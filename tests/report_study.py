@@ -15,6 +15,7 @@ DISTRIBUTIONS = {
     "cache.threshold": FloatDistribution(0.01, 1.0, log=True),
     "cache.warmup_steps": IntDistribution(0, 4),
     "cache.max_cached_steps": CategoricalDistribution([-1, 4, 8, 12]),
+    "sparse.method": CategoricalDistribution(["none", "local", "topk", "adaptive"]),
 }
 FLOOR = "psnr>=30"
 # trial -> (threshold, warmup, max cached, latency, psnr, ssim); trial 0 is the baseline
@@ -34,8 +35,9 @@ FAIL_REASON = "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
 
 def _params(thr, warm, cached):
     if thr is None:
-        return {"cache.method": "none"}
-    return {"cache.method": "first_block", "cache.threshold": thr, "cache.warmup_steps": warm, "cache.max_cached_steps": cached}
+        return {"cache.method": "none", "sparse.method": "none"}
+    return {"cache.method": "first_block", "cache.threshold": thr, "cache.warmup_steps": warm, "cache.max_cached_steps": cached,
+            "sparse.method": "none"}
 
 
 def build_study(video: bool = False) -> optuna.Study:

@@ -6,6 +6,7 @@ import pytest
 from mindiesd_tune.accel.cache import StepStatistics
 from mindiesd_tune.search_spaces import (
     CACHE_METHODS_BY_FAMILY,
+    NEUTRAL_PARAMS,
     SpaceContext,
     config_from_params,
     presets,
@@ -44,7 +45,7 @@ def test_every_method_is_sampled_validly_and_rebuilds_from_params(family, with_c
 def test_presets_start_with_the_baseline_and_are_valid():
     for family in CACHE_METHODS_BY_FAMILY:
         ps = presets(family)
-        assert ps[0] == {"cache.method": "none"}
+        assert ps[0] == NEUTRAL_PARAMS == {"cache.method": "none", "sparse.method": "none"}
         for p in ps:
             config_from_params(p)
 

@@ -176,7 +176,8 @@ def test_trials_csv_has_a_column_per_parameter_and_metric(run):
     df = pd.read_csv(out / "trials.csv")
     assert list(df.columns[:6]) == ["trial", "state", "latency_s", "speedup", "psnr", "ssim"]
     params = [c for c in df.columns if c.startswith("param.")]
-    assert params == ["param.cache.method", "param.cache.threshold", "param.cache.warmup_steps", "param.cache.max_cached_steps"]
+    assert params == ["param.cache.method", "param.sparse.method", "param.cache.threshold", "param.cache.warmup_steps",
+                      "param.cache.max_cached_steps"]  # in the order the trials first name them
     assert {"fail_reason", "feasible", "pareto"} <= set(df.columns)
     assert df.set_index("trial").loc[5, "state"] == "fail"  # Optuna's TrialState.FAIL
     assert df.set_index("trial").loc[5, "fail_reason"] == FAIL_REASON

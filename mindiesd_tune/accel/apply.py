@@ -12,6 +12,7 @@ from diffusers.hooks.hooks import HookRegistry
 from .cache import CacheCounters, InstallContext, install_cache
 from .compile import apply_compile
 from .config import AccelConfig
+from .sparse import SparseCounters, install_sparse
 
 _ATTR = "_mindiesd_accel_handle"
 
@@ -24,7 +25,8 @@ class Handle:
     """What ``apply`` installed on one pipeline.
 
     ``remove()`` restores the pipeline so that it produces bit-identical output to before;
-    ``counters`` says how many block evaluations were computed and skipped.
+    ``counters`` says how many block evaluations were computed and skipped,
+    ``sparse_counters`` how many attention calls ran sparse and at what density.
 
     ``call_kwargs`` are generation settings the config overrides (step reduction sets
     ``num_inference_steps``): pass them to every call, after your own settings::
@@ -39,6 +41,7 @@ class Handle:
         self.config = config
         self.counters = CacheCounters()
         self.call_kwargs: dict = {}
+        self.sparse_counters = SparseCounters()
         self._undo: list[Callable[[], None]] = []
         self._model = None
         self.active = True
@@ -53,10 +56,11 @@ class Handle:
             HookRegistry.check_if_exists_or_initialize(self._model).reset_stateful_hooks(recurse=True)
 
     def stats(self) -> dict:
-        return self.counters.as_dict()
+        return {**self.counters.as_dict(), **self.sparse_counters.as_dict()}
 
     def reset_stats(self) -> None:
         self.counters.reset()
+        self.sparse_counters.reset()
 
     def remove(self) -> None:
         if not self.active:
@@ -97,6 +101,9 @@ def apply(pipe, config: AccelConfig | dict | None = None) -> Handle:
         handle._undo.append(install_cache(model, config.cache, ctx))
         if is_pipeline and not hasattr(model, "_reset_stateful_cache"):
             handle._undo.append(_reset_at_call_end(pipe, model))
+        handle._undo.append(
+            install_sparse(model, config.sparse, handle.sparse_counters, scheduler=getattr(pipe, "scheduler", None))
+        )
         handle._undo.append(apply_compile(model, config.compile))
     except Exception:
         handle.remove()

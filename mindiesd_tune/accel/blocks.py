@@ -61,6 +61,16 @@ UNET_BLOCKS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# denoiser class -> (ModuleList attribute, attention attributes of each block) whose self-
+# attention sparse attention may replace, in forward order. Cross-attention (Wan's attn2)
+# is left out on purpose; an attribute that is None (SD3's optional attn2) is skipped.
+ATTENTION_LAYERS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "FluxTransformer2DModel": (("transformer_blocks", ("attn",)), ("single_transformer_blocks", ("attn",))),
+    "WanTransformer3DModel": (("blocks", ("attn1",)),),
+    "SD3Transformer2DModel": (("transformer_blocks", ("attn", "attn2")),),
+}
+
+
 class UnsupportedModelError(ValueError):
     pass
 
@@ -126,3 +136,20 @@ def transformer_blocks(model: torch.nn.Module) -> list[Block]:
     if not blocks:
         raise UnsupportedModelError(f"{cls} has no blocks to accelerate")
     return blocks
+
+
+def attention_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """``(name, attention module)`` of the model's self-attention layers, in forward order."""
+    cls = type(model).__name__
+    if cls not in ATTENTION_LAYERS:
+        raise UnsupportedModelError(
+            f"{cls} has no attention-layer table (supported: {', '.join(sorted(ATTENTION_LAYERS))})"
+        )
+    found = []
+    for blocks_attr, attn_attrs in ATTENTION_LAYERS[cls]:
+        for i, block in enumerate(getattr(model, blocks_attr)):
+            for attn_attr in attn_attrs:
+                module = getattr(block, attn_attr, None)
+                if module is not None:
+                    found.append((f"{blocks_attr}.{i}.{attn_attr}", module))
+    return found

@@ -378,17 +378,176 @@ class DiffusersPyramidAttentionBroadcastConfig:
         _check(0 <= self.timestep_skip_start < self.timestep_skip_end <= 1000, "cache.timestep_skip_start", self.timestep_skip_start, "must satisfy 0 <= start < end <= 1000")
 
 
-# --------------------------------------------------------------------------- other sections
+# --------------------------------------------------------------------------- sparse
+
+
+_SPARSE_METHODS: dict[str, type] = {}
+
+# Names of the dense attention backends and block-sparse kernels in ``kernels.attention``;
+# whether one is installed is checked when the config is applied, not here.
+ATTENTION_BACKENDS = ("sdpa", "flash_attn", "sage", "npu", "auto")
+SPARSE_KERNELS = ("auto", "gather", "flex", "masked")
+
+
+def register_sparse_method(cls):
+    """Register a sparse-attention config dataclass under its ``method`` name."""
+    _SPARSE_METHODS[cls.method] = cls
+    return cls
+
+
+def sparse_methods() -> list[str]:
+    return sorted(_SPARSE_METHODS)
+
+
+@register_sparse_method
+@dataclass
+class NoSparse:
+    """Dense attention: every query attends to every key.
+
+    Attributes:
+        backend: the attention kernel (``kernels.attention``): ``sdpa`` (torch, every
+            device; what the models use unaccelerated), ``flash_attn`` or ``sage`` (CUDA,
+            when installed), ``npu`` (torch_npu on Ascend) or ``auto`` (the fastest one
+            installed for the device). Anything but ``sdpa`` swaps the attention processors.
+    """
+
+    method: ClassVar[str] = "none"
+    backend: str = "sdpa"
+
+    def validate(self) -> None:
+        _check(self.backend in ATTENTION_BACKENDS, "sparse.backend", self.backend, f"must be one of {', '.join(ATTENTION_BACKENDS)}")
 
 
 @dataclass
-class SparseConfig:
-    """Sparse attention. Only ``method: none`` (dense attention) exists so far."""
+class BlockSparseConfig(NoSparse):
+    """What every block-sparse method shares: the ratio, the blocks, and when to stay dense.
 
-    method: str = "none"
+    Tokens of the image or video grid are grouped into blocks of ``block_size`` tokens
+    (tiles of the grid where the grid allows it). Every query block attends to the same
+    number of key blocks, ``round((1 - ratio) * blocks)``, so the work falls with the
+    ratio; the methods differ only in which key blocks they keep. Text tokens (Flux, SD3
+    joint attention) always attend and are attended to densely; cross-attention is never
+    sparsified.
+
+    Attributes:
+        ratio: the fraction of key blocks each query block skips. 0 is dense attention (the
+            baseline output, bit for bit); MindIE SD suggests about 0.6 for images and 0.8
+            for video as starting points. The ideal speed-up of attention is 1 / (1 - ratio).
+        block_size: tokens per block. Larger blocks run faster kernels but choose coarser
+            masks; 128 matches MindIE SD and the GPU kernels.
+        keep_sink: every query block keeps the first key block (an attention sink); it
+            counts towards the kept blocks.
+        keep_recent: every query block keeps its own key block (the diagonal).
+        dense_steps: the first ``dense_steps`` fraction of denoising steps attend densely;
+            early steps lay out the image, so sparsifying them costs the most quality.
+        dense_layers: attention layers (indices in forward order; negative from the end)
+            that always attend densely. A comma-separated string ("0,-1") is accepted.
+        query_group: consecutive query blocks (in block order) that share one set of key
+            blocks, as in Sliding Tile Attention. Above 1 the gather kernel copies each set
+            once per group and runs longer dense calls (faster, most of all on CPUs); the
+            mask gets coarser on the query side. Ignored (1) unless it divides the block
+            count and is at most the number of kept blocks.
+        kernel: the block-sparse kernel: ``gather`` (kept blocks copied into a dense batch,
+            then the dense backend; fastest here), ``flex`` (compiled FlexAttention),
+            ``masked`` (the reference, no faster than dense) or ``auto`` (gather).
+        backend: the dense kernel for dense layers, dense steps and gathered blocks.
+    """
+
+    ratio: float = 0.0
+    block_size: int = 128
+    keep_sink: bool = True
+    keep_recent: bool = True
+    dense_steps: float = 0.0
+    dense_layers: list = field(default_factory=list)
+    query_group: int = 1
+    kernel: str = "auto"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dense_layers, str):
+            text = self.dense_layers.strip()
+            try:
+                self.dense_layers = [int(x) for x in text.split(",")] if text else []
+            except ValueError:
+                raise ConfigError(f"sparse.dense_layers: {self.dense_layers!r} must be integers separated by commas") from None
+        elif isinstance(self.dense_layers, tuple):
+            self.dense_layers = list(self.dense_layers)
 
     def validate(self) -> None:
-        _check(self.method == "none", "sparse.method", self.method, "only 'none' is available")
+        super().validate()
+        _check(0.0 <= self.ratio < 1.0, "sparse.ratio", self.ratio, "must be in [0, 1)")
+        for name in ("block_size", "query_group"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and v >= 1, f"sparse.{name}", v, "must be an integer >= 1")
+        _check(0.0 <= self.dense_steps <= 1.0, "sparse.dense_steps", self.dense_steps, "must be in [0, 1]")
+        _check(
+            isinstance(self.dense_layers, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in self.dense_layers),
+            "sparse.dense_layers",
+            self.dense_layers,
+            "must be a list of layer indices",
+        )
+        _check(self.kernel in SPARSE_KERNELS, "sparse.kernel", self.kernel, f"must be one of {', '.join(SPARSE_KERNELS)}")
+
+
+@register_sparse_method
+@dataclass
+class LocalWindowConfig(BlockSparseConfig):
+    """Local windows over the token grid (sliding-window / neighbourhood attention).
+
+    Every query block keeps the key blocks nearest to it on the grid: a 2D neighbourhood
+    for images, a 3D one (frames x height x width) for video. Windows are shifted at the
+    grid's edges rather than cut, so every block keeps the same count. No data-dependent
+    work: the mask is built once per grid and reused.
+    """
+
+    method: ClassVar[str] = "local"
+
+
+@register_sparse_method
+@dataclass
+class TopKSparseConfig(BlockSparseConfig):
+    """Dynamic top-k blocks (SpargeAttn / MInference style).
+
+    At every call the queries and keys are mean-pooled per block; each query block keeps
+    the key blocks with the highest pooled q.k scores (``1 - ratio`` of them), per head.
+    Follows the content, at the cost of one small (blocks x blocks) score matrix per call.
+    """
+
+    method: ClassVar[str] = "topk"
+
+
+@register_sparse_method
+@dataclass
+class HeadAdaptiveSparseConfig(BlockSparseConfig):
+    """Head-adaptive sparsity (RainFusion-like).
+
+    A cheap probe at the first sparse step of every call attends ``probe_queries`` sampled
+    queries to all keys and classifies each head by where its attention mass falls:
+    *spatial* (within the same frame / near on the image), *temporal* (the same place in
+    other frames; video only) or *full*. Spatial and temporal heads keep ``1 - ratio`` of
+    the key blocks in their pattern; full heads stay dense, so the realised density is
+    at least ``1 - ratio`` (reported in the handle's stats).
+
+    Attributes:
+        probe_queries: query tokens sampled per head for the probe; more is a surer
+            classification for a slightly larger one-off cost.
+        recall: a head takes a sparse pattern only if that pattern keeps at least this
+            fraction of the probed attention mass; otherwise it stays dense.
+    """
+
+    method: ClassVar[str] = "adaptive"
+    probe_queries: int = 64
+    recall: float = 0.8
+
+    def validate(self) -> None:
+        super().validate()
+        _check(self.probe_queries >= 1, "sparse.probe_queries", self.probe_queries, "must be >= 1")
+        _check(0.0 <= self.recall <= 1.0, "sparse.recall", self.recall, "must be in [0, 1]")
+
+
+SparseConfig = NoSparse  # the section's neutral value, under the name the section had first
+
+
+# --------------------------------------------------------------------------- other sections
 
 
 @dataclass
@@ -455,7 +614,7 @@ class AccelConfig:
     """Every acceleration knob for one pipeline. The default is no acceleration at all."""
 
     cache: Any = field(default_factory=NoCache)
-    sparse: SparseConfig = field(default_factory=SparseConfig)
+    sparse: Any = field(default_factory=NoSparse)
     quant: QuantConfig = field(default_factory=QuantConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     compile: CompileConfig = field(default_factory=CompileConfig)
@@ -474,7 +633,7 @@ class AccelConfig:
         cache = {"method": self.cache.method, **dataclasses.asdict(self.cache)}
         return {
             "cache": cache,
-            "sparse": dataclasses.asdict(self.sparse),
+            "sparse": {"method": self.sparse.method, **dataclasses.asdict(self.sparse)},
             "quant": dataclasses.asdict(self.quant),
             "parallel": dataclasses.asdict(self.parallel),
             "compile": dataclasses.asdict(self.compile),
@@ -491,7 +650,7 @@ class AccelConfig:
                 raise ConfigError(f"{where}.{key}: unknown section (known: {', '.join(sorted(known))})")
         cfg = cls(
             cache=_cache_from_dict(data.get("cache"), f"{where}.cache"),
-            sparse=_section(SparseConfig, data.get("sparse"), f"{where}.sparse"),
+            sparse=_sparse_from_dict(data.get("sparse"), f"{where}.sparse"),
             quant=_section(QuantConfig, data.get("quant"), f"{where}.quant"),
             parallel=_section(ParallelConfig, data.get("parallel"), f"{where}.parallel"),
             compile=_section(CompileConfig, data.get("compile"), f"{where}.compile"),
@@ -554,3 +713,14 @@ def _cache_from_dict(data: Any, where: str):
     if method not in _CACHE_METHODS:
         raise ConfigError(f"{where}.method: {method!r} is not a cache method (known: {', '.join(cache_methods())})")
     return _section(_CACHE_METHODS[method], data, where)
+
+
+def _sparse_from_dict(data: Any, where: str):
+    if data is None:
+        return NoSparse()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    method = data.get("method", "none")
+    if method not in _SPARSE_METHODS:
+        raise ConfigError(f"{where}.method: {method!r} is not a sparse method (known: {', '.join(sparse_methods())})")
+    return _section(_SPARSE_METHODS[method], data, where)

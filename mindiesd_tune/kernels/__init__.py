@@ -1,4 +1,13 @@
-"""Device specifics (sync, memory, names) and, later, attention backends per device."""
+"""Device specifics (sync, memory, names) and the attention entry point with its backends per device."""
+
+from .attention import (
+    AttentionBackendError,
+    BlockSparseMask,
+    attention,
+    dense_backends,
+    resolve_backend,
+    sparse_kernels,
+)
 
 from .device import (
     default_device,
@@ -12,6 +21,12 @@ from .device import (
 )
 
 __all__ = [
+    "AttentionBackendError",
+    "BlockSparseMask",
+    "attention",
+    "dense_backends",
+    "resolve_backend",
+    "sparse_kernels",
     "default_device",
     "device_count",
     "device_name",

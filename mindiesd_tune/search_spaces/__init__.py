@@ -20,7 +20,8 @@ from typing import Any
 
 from ..accel.config import AccelConfig
 
-NEUTRAL_PARAMS: dict[str, Any] = {"cache.method": "none"}
+# Every section that suggest() samples is fixed here, so the enqueued baseline stays neutral.
+NEUTRAL_PARAMS: dict[str, Any] = {"cache.method": "none", "sparse.method": "none"}
 
 
 @dataclass(frozen=True)
@@ -65,19 +66,39 @@ CACHE_METHODS_BY_FAMILY: dict[str, tuple[str, ...]] = {
     "unet-image": ("none", "deepcache", "step_reduction"),
 }
 
+@dataclass(frozen=True)
+class SparseRanges:
+    methods: tuple[str, ...]  # "none" first: dense attention stays a choice
+    ratio: tuple[float, float]
+    block_size: tuple[int, ...]
+    dense_steps: tuple[float, float]
+    dense_layers: tuple[str, ...]  # comma-separated layer indices; "" = none
+
+
+# Sparse attention per family. Ratios bracket MindIE SD's starting points (0.6 for images,
+# 0.8 for video). Block sizes include small ones because the demo models have only tens to
+# hundreds of tokens; 128 is what real models and the GPU kernels use.
+SPARSE_RANGES: dict[str, SparseRanges] = {
+    "dit-image": SparseRanges(("none", "local", "topk", "adaptive"), (0.3, 0.9), (16, 64, 128), (0.0, 0.5), ("", "0", "0,-1")),
+    "dit-video": SparseRanges(("none", "local", "topk", "adaptive"), (0.5, 0.95), (16, 64, 128), (0.0, 0.5), ("", "0", "0,-1")),
+}
+
+
 # Known-good settings tried right after the baseline, so the front is never empty. Kept to
 # two per family: every preset is a trial of the budget, and a resumed study runs the ones
 # left waiting first.
 # a preset names every parameter ``suggest`` asks for, so none of them is sampled
 _PRESET_FIRST_BLOCK = {"cache.method": "first_block", "cache.threshold": 0.08, "cache.warmup_steps": 2, "cache.max_cached_steps": -1,
-                       "cache.max_consecutive_cached_steps": -1, "cache.accumulate": False}
+                       "cache.max_consecutive_cached_steps": -1, "cache.accumulate": False,
+                       "sparse.method": "none"}
 # threshold 1.0 lies in the range's top decade: in effect MindIE SD's pure schedule
 _PRESET_BLOCK_CACHE = {"cache.method": "block_cache", "cache.block_start": 1, "cache.step_start": 2, "cache.step_interval": 2,
-                       "cache.threshold": 1.0}
+                       "cache.threshold": 1.0, "sparse.method": "none"}
 PRESETS: dict[str, list[dict[str, Any]]] = {
     "dit-image": [_PRESET_FIRST_BLOCK, _PRESET_BLOCK_CACHE],
     "dit-video": [_PRESET_FIRST_BLOCK, _PRESET_BLOCK_CACHE],
-    "unet-image": [{"cache.method": "deepcache", "cache.cache_interval": 3, "cache.branch": 0, "cache.step_start": 0}],
+    "unet-image": [{"cache.method": "deepcache", "cache.cache_interval": 3, "cache.branch": 0, "cache.step_start": 0,
+                    "sparse.method": "none"}],
 }
 
 
@@ -199,7 +220,21 @@ def suggest(trial, family: str, context: SpaceContext | None = None) -> AccelCon
         params["cache.timestep_skip_end"] = i("cache.timestep_skip_end", 600, 1000, step=50)
         if method == "diffusers_pab":
             params["cache.timestep_skip_start"] = i("cache.timestep_skip_start", 0, 300, step=50)
+    params.update(suggest_sparse(trial, family))
     return config_from_params(params)
+
+
+def suggest_sparse(trial, family: str) -> dict[str, Any]:
+    """The ``sparse.*`` params for ``family``; only ``sparse.method`` when it is ``none``."""
+    r = SPARSE_RANGES.get(family)
+    methods = list(r.methods) if r else ["none"]
+    params: dict[str, Any] = {"sparse.method": trial.suggest_categorical("sparse.method", methods)}
+    if params["sparse.method"] != "none":
+        params["sparse.ratio"] = trial.suggest_float("sparse.ratio", *r.ratio)
+        params["sparse.block_size"] = trial.suggest_categorical("sparse.block_size", list(r.block_size))
+        params["sparse.dense_steps"] = trial.suggest_float("sparse.dense_steps", *r.dense_steps, step=0.05)
+        params["sparse.dense_layers"] = trial.suggest_categorical("sparse.dense_layers", list(r.dense_layers))
+    return params
 
 
 def config_from_params(params: dict[str, Any]) -> AccelConfig:
@@ -229,10 +264,12 @@ __all__ = [
     "CACHE_METHODS_BY_FAMILY",
     "NEUTRAL_PARAMS",
     "PRESETS",
+    "SPARSE_RANGES",
     "SpaceContext",
     "config_from_params",
     "describe",
     "methods_for",
     "presets",
     "suggest",
+    "suggest_sparse",
 ]

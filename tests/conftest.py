@@ -37,3 +37,16 @@ def generate(loaded, prompt="a red circle on a blue background", seed=0, **overr
     gen = {**loaded.generation, **overrides}
     out = loaded.pipe(prompt=prompt, generator=torch.Generator().manual_seed(seed), output_type="np", **gen)
     return (out.frames if loaded.is_video else out.images)[0]
+
+
+def cli(capsys, *args):
+    """Run the CLI in-process -> (exit code, stdout, stderr)."""
+    from mindiesd_tune.cli import main
+
+    code = 0
+    try:
+        main(list(args))
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -8,18 +8,9 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import cli
 from mindiesd_tune.cli import main
 
-
-def cli(capsys, *args):
-    """Run the CLI in-process -> (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -6,20 +6,10 @@ import pytest
 import yaml
 
 from mindiesd_tune.accel import AccelConfig, FirstBlockCacheConfig
-from mindiesd_tune.cli import main
+from conftest import cli
 from mindiesd_tune.kernels import hardware_info
 from mindiesd_tune.profile import Profile, model_fingerprint, pipeline_dtype
 
-
-def cli(capsys, *args):
-    """Run the CLI in-process -> (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def make_profile(loaded, threshold=0.3, **model):

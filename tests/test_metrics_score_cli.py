@@ -4,19 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mindiesd_tune.cli import main
+from conftest import cli
 from mindiesd_tune.models import shapes
 from mindiesd_tune.models.weights import weights_path
 
-
-def cli(capsys, *args):
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

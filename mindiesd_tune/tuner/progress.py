@@ -16,7 +16,7 @@ TrialState = optuna.trial.TrialState
 
 
 def trial_line(study: optuna.Study, t: optuna.trial.FrozenTrial) -> str:
-    params = ", ".join(f"{k.split('.', 1)[1]}={_fmt(v)}" for k, v in t.params.items()) or "baseline"
+    params = ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()) or "baseline"
     if t.state == TrialState.COMPLETE:
         lat = t.user_attrs.get("latency_s")
         _, speedup = speedup_of(t, baseline_trial(study))

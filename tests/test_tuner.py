@@ -167,7 +167,9 @@ def test_killed_study_resumes_without_losing_or_repeating_trials(tmp_path):
     assert all(after[k] == v for k, v in before.items())  # nothing finished was lost or changed
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     redone = [t.params for t in study.trials[n:]]
-    assert all(p in redone for p in running)  # the interrupted point was evaluated again
+    # the interrupted point was evaluated again (a trial killed while sampling has only part of its
+    # parameters; the re-run completes them)
+    assert all(any(p.items() <= r.items() for r in redone) for p in running), (running, redone)
 
 
 def test_progress_prints_plain_lines_without_a_terminal(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
+import signal
 import threading
 import time
 import warnings
@@ -218,23 +219,32 @@ def run_study(
     threads = [threading.Thread(target=_drive, args=(shared, f"w{i}", w), daemon=True) for i, w in enumerate(pool)]
     t_loop = time.monotonic()
     interrupted = False
-    with ui:
-        for t in threads:
-            t.start()
-        while any(t.is_alive() for t in threads):
-            try:
+    def on_sigint(signum, frame):
+        # a flag, not an exception: a KeyboardInterrupt inside a storage call could leave the
+        # database locked and the worker threads waiting on it
+        nonlocal interrupted
+        if not shared.stop.is_set():
+            shared.stop.set()
+            interrupted = True
+            ui.note("stopping after the current trial; Ctrl-C again to abort it")
+        else:
+            ui.note("aborting the running trial")
+            for w in pool:
+                w.close()
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
+    try:
+        with ui:
+            for t in threads:
+                t.start()
+            while any(t.is_alive() for t in threads):
                 for t in threads:
                     t.join(timeout=0.25)
                 ui.refresh(study, started)
-            except KeyboardInterrupt:
-                if not shared.stop.is_set():
-                    shared.stop.set()
-                    interrupted = True
-                    ui.note("stopping after the current trial; Ctrl-C again to abort it")
-                else:
-                    ui.note("aborting the running trial")
-                    for w in pool:
-                        w.close()
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
     loop_seconds = time.monotonic() - t_loop
     for w in pool:
         w.close()

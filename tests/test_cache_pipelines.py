@@ -176,3 +176,53 @@ def test_first_block_cache_warms_up_each_cfg_branch(case):
     _assert_clean(tiny)
     assert torch.equal(tiny(), base)
 
+
+# ---------------------------------------------------------------- SD3 skip-layer guidance
+
+
+@pytest.fixture(scope="module")
+def tiny_sd3():
+    return BUILDERS["sd3"]()
+
+
+# SD3.5's skip-layer guidance: from step 1 on, a third forward per step on the conditional half of the
+# batch, with no cache context and blocks 0 and 1 (where the hooks of the block methods live) left out
+SLG = dict(skip_guidance_layers=[0, 1], skip_layer_guidance_start=0.0, skip_layer_guidance_stop=1.0)
+
+
+def test_sd3_skip_layer_guidance_forwards_run_uncached(tiny_sd3):
+    tiny = tiny_sd3
+    slg_calls = []
+    hook = tiny.denoiser.register_forward_pre_hook(
+        lambda m, args, kwargs: slg_calls.append(kwargs.get("skip_layers") is not None), with_kwargs=True)
+    try:
+        base = tiny(**SLG)
+    finally:
+        hook.remove()
+    assert sum(slg_calls) == STEPS - 1 and len(slg_calls) == 2 * STEPS - 1
+    assert not torch.equal(base, tiny())
+
+    for cache in _neutral(tiny):
+        with apply(tiny.pipe, cfg(cache)):
+            assert torch.equal(tiny(**SLG), base), cache
+    for cache, expected in _caching(tiny):
+        with apply(tiny.pipe, cfg(cache)) as handle:
+            first = tiny(**SLG)
+            s = handle.stats()
+            second = tiny(**SLG)
+        # the counters and the schedule are those of the CFG forward alone
+        assert {k: s[k] for k in expected} == expected, cache
+        assert torch.isfinite(first).all() and not torch.equal(first, base), cache
+        assert torch.equal(first, second), cache
+        _assert_clean(tiny)
+    assert torch.equal(tiny(**SLG), base)
+
+
+def test_sd3_step_statistics_trace_the_cfg_forward_only(tiny_sd3):
+    from mindiesd_tune.accel import step_statistics
+
+    call = {k: v for k, v in tiny_sd3.call.items() if k != "output_type"}
+    stats = step_statistics(tiny_sd3.pipe, list(PROMPTS), **call, **SLG)
+    assert [(r["branch"], r["step"]) for r in stats.rows] == [("default", i) for i in range(STEPS)]
+    assert all(r["residual_change"] is not None for r in stats.rows[1:])
+    _assert_clean(tiny_sd3)

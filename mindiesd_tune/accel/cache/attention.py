@@ -10,7 +10,7 @@ from diffusers.hooks.hooks import HookRegistry, ModelHook
 from ..blocks import transformer_blocks
 from ..config import AttentionCacheConfig
 from .residual import invalidate, segment
-from .state import BranchStates, CacheCounters
+from .state import BranchStates, CacheCounters, bypass_skip_layer_calls
 
 HOOK_NAME = "mindiesd_attention_cache"
 
@@ -36,6 +36,8 @@ class _StepHook(ModelHook):
         self.cfg, self.states = cfg, states
 
     def new_forward(self, module, *args, **kwargs):
+        if self.states.bypass:
+            return self.fn_ref.original_forward(*args, **kwargs)
         st = self.states.get_state()
         st.step += 1
         cfg = self.cfg
@@ -62,6 +64,8 @@ class _AttentionHook(ModelHook):
         self.name, self.states, self.counters = name, states, counters
 
     def new_forward(self, module, *args, **kwargs):
+        if self.states.bypass:
+            return self.fn_ref.original_forward(*args, **kwargs)
         st = self.states.get_state()
         if st.reuse:
             out = st.outputs.get(self.name)
@@ -90,9 +94,11 @@ def apply_attention_cache(model: torch.nn.Module, cfg: AttentionCacheConfig, cou
         HookRegistry.check_if_exists_or_initialize(m).register_hook(_AttentionHook(name, states, counters), HOOK_NAME)
     step_module = blocks[0].module
     HookRegistry.check_if_exists_or_initialize(step_module).register_hook(_StepHook(cfg, states), HOOK_NAME + "_step")
+    unbypass = bypass_skip_layer_calls(model, states, HOOK_NAME + "_bypass")
     invalidate(model)
 
     def remove() -> None:
+        unbypass()
         for _, m in modules:
             HookRegistry.check_if_exists_or_initialize(m).remove_hook(HOOK_NAME, recurse=False)
         HookRegistry.check_if_exists_or_initialize(step_module).remove_hook(HOOK_NAME + "_step", recurse=False)

@@ -18,7 +18,7 @@ import torch
 from diffusers.hooks.hooks import HookRegistry, ModelHook
 
 from ..blocks import Block, transformer_blocks
-from .state import BranchStates, CacheCounters
+from .state import BranchStates, CacheCounters, bypass_skip_layer_calls
 
 HOOK_NAME = "mindiesd_residual_cache"
 
@@ -121,6 +121,8 @@ class _EntryHook(ModelHook):
         self.block, self.policy, self.states, self.counters, self.n_live = block, policy, states, counters, n_live
 
     def new_forward(self, module, *args, **kwargs):
+        if self.states.bypass:
+            return self.fn_ref.original_forward(*args, **kwargs)
         st = self.states.get_state()
         st.step += 1
         self.counters.blocks_computed += self.n_live
@@ -145,6 +147,8 @@ class _MiddleHook(ModelHook):
         self.states, self.counters, self.n_mid = states, counters, n_mid
 
     def new_forward(self, module, *args, **kwargs):
+        if self.states.bypass:
+            return self.fn_ref.original_forward(*args, **kwargs)
         st = self.states.get_state()
         inputs = None
         if self.first:
@@ -243,9 +247,11 @@ def install_residual_cache(model: torch.nn.Module, policy: Policy, counters: Cac
     HookRegistry.check_if_exists_or_initialize(blocks[0].module).register_hook(entry, HOOK_NAME + "_entry")
     if start > 0:
         hooked.append(blocks[0])
+    unbypass = bypass_skip_layer_calls(model, states, HOOK_NAME + "_bypass")
     invalidate(model)
 
     def remove() -> None:
+        unbypass()
         for b in hooked:
             registry = HookRegistry.check_if_exists_or_initialize(b.module)
             registry.remove_hook(HOOK_NAME, recurse=False)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass
 
-from diffusers.hooks.hooks import StateManager
+import torch
+from diffusers.hooks.hooks import HookRegistry, ModelHook, StateManager
 
 
 class BranchStates(StateManager):
@@ -19,7 +21,11 @@ class BranchStates(StateManager):
     diffusers resets every stateful hook at the end of each pipeline call
     (``maybe_free_model_hooks``), which clears these states, so no cache leaks from one call
     into the next; ``accel.apply`` adds that reset for denoisers without diffusers' CacheMixin.
+
+    While ``bypass`` is set (``bypass_skip_layer_calls``) the hooks run their modules untouched.
     """
+
+    bypass = False
 
     def get_state(self):
         name = self._context.name if self._context is not None else "default"
@@ -27,6 +33,40 @@ class BranchStates(StateManager):
         if state is None:
             state = self._state_cache[name] = self._state_cls(*self._init_args, **self._init_kwargs)
         return state
+
+
+class _BypassSkipLayers(ModelHook):
+    """On the denoiser: a forward given ``skip_layers`` runs with the cache hooks bypassed."""
+
+    def __init__(self, states: BranchStates, signature: inspect.Signature):
+        super().__init__()
+        self.states, self.signature = states, signature
+
+    def new_forward(self, module, *args, **kwargs):
+        if self.signature.bind_partial(*args, **kwargs).arguments.get("skip_layers") is None:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        self.states.bypass = True
+        try:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        finally:
+            self.states.bypass = False
+
+
+def bypass_skip_layer_calls(model: torch.nn.Module, states: BranchStates, hook_name: str):
+    """Run forwards with ``skip_layers`` (SD3's skip-layer guidance) uncached; returns the remover.
+
+    The pipeline makes that forward beside the batched CFG one, with no cache context, on the
+    conditional half of the batch and with some blocks left out. Sharing the CFG forward's
+    state would count it as a step and add residuals of the wrong batch size; a state of its
+    own would break whenever a left-out block is one the hooks live on. It is rare (SD3.5 runs
+    it on 1-20% of the steps), so it runs as the model wrote it, outside the counters.
+    """
+    signature = inspect.signature(model.forward)
+    if "skip_layers" not in signature.parameters:
+        return lambda: None
+    registry = HookRegistry.check_if_exists_or_initialize(model)
+    registry.register_hook(_BypassSkipLayers(states, signature), hook_name)
+    return lambda: registry.remove_hook(hook_name, recurse=False)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from diffusers.hooks.hooks import HookRegistry, ModelHook
 
 from ..blocks import UnsupportedModelError, find_denoiser, transformer_blocks
 from .residual import invalidate, relative_l1
-from .state import BranchStates
+from .state import BranchStates, bypass_skip_layer_calls
 
 HOOK_NAME = "mindiesd_step_statistics"
 PERCENTILES = (5, 10, 25, 50, 75, 90, 95)
@@ -99,6 +99,8 @@ class _FirstBlockHook(ModelHook):
         self.block, self.states = block, states
 
     def new_forward(self, module, *args, **kwargs):
+        if self.states.bypass:
+            return self.fn_ref.original_forward(*args, **kwargs)
         x = self.block.bind(args, kwargs)["hidden_states"]
         out = self.fn_ref.original_forward(*args, **kwargs)
         y = self.block.unpack(out)["hidden_states"]
@@ -125,6 +127,8 @@ class _LastBlockHook(ModelHook):
         self.block, self.states = block, states
 
     def new_forward(self, module, *args, **kwargs):
+        if self.states.bypass:
+            return self.fn_ref.original_forward(*args, **kwargs)
         out = self.fn_ref.original_forward(*args, **kwargs)
         st = self.states.get_state()
         res = self.block.unpack(out)["hidden_states"] - st.entry_in
@@ -146,6 +150,8 @@ class _OutputHook(ModelHook):
         self.states, self.has_blocks = states, has_blocks
 
     def new_forward(self, module, *args, **kwargs):
+        if self.states.bypass:
+            return self.fn_ref.original_forward(*args, **kwargs)
         out = self.fn_ref.original_forward(*args, **kwargs)
         y = _first_tensor(out)
         st = self.states.get_state()
@@ -181,11 +187,13 @@ def step_statistics(pipe, prompt: str | list[str], seed: int = 0, output_type: s
     hooks.append((model, _OutputHook(states, bool(blocks))))
     for m, h in hooks:
         HookRegistry.check_if_exists_or_initialize(m).register_hook(h, HOOK_NAME)
+    unbypass = bypass_skip_layer_calls(model, states, HOOK_NAME + "_bypass")  # outermost on the model
     invalidate(model)
     try:
         with torch.inference_mode():
             pipe(prompt=prompt, generator=torch.Generator("cpu").manual_seed(seed), output_type=output_type, **generation)
     finally:
+        unbypass()
         for m, _ in hooks:
             HookRegistry.check_if_exists_or_initialize(m).remove_hook(HOOK_NAME, recurse=False)
         invalidate(model)

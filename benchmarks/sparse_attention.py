@@ -31,6 +31,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from mindiesd_tune.accel.sparse.masks import grid_blocks, pattern_mask, topk_mask  # noqa: E402
+from mindiesd_tune.kernels import attention as kattn  # noqa: E402
 from mindiesd_tune.kernels.attention import BlockSparseMask, attention  # noqa: E402
 
 
@@ -151,6 +152,8 @@ def main() -> None:
         help="MASK[/gGROUP]+KERNEL: mask local or topk, query_group GROUP, kernel gather, flex or masked",
     )
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--chunk-mb", type=float, default=None,
+                   help="gathered keys+values per chunk of the gather kernel, MB (default: kernels.attention.GATHER_CHUNK_BYTES)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument(
         "--clock",
@@ -167,6 +170,8 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.chunk_mb:
+        kattn.GATHER_CHUNK_BYTES = int(args.chunk_mb * (1 << 20))
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -174,7 +179,8 @@ def main() -> None:
     header = ("method", "tokens", "ratio", "dense_ms", "sparse_ms", "speedup", "ideal_speedup", "rel_error")
     if not args.json:
         load = open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"
-        print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, load average {load}")
+        print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, load average {load}, "
+              f"gather chunk {kattn.GATHER_CHUNK_BYTES / (1 << 20):g} MB")
         print(" ".join(f"{h:>14}" for h in header) + "   % of ideal")
 
     def emit(row):

@@ -11,7 +11,7 @@ Two parts, both printed as a table (or JSON rows with --json):
    40 trials affordable on a CPU; every number in it was measured on the model.
 2. Overhead: a short live study; the share of its wall time spent outside the evaluator.
 
-    python benchmarks/tuner.py [--model demo-flux] [--points 48] [--json]
+    python benchmarks/tuner.py [--model demo-flux] [--points 96] [--json]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mindiesd_tune.accel.config import AccelConfig  # noqa: E402
 from mindiesd_tune.metrics import LatencyStats  # noqa: E402
-from mindiesd_tune.search_spaces import config_from_params, presets, suggest  # noqa: E402
+from mindiesd_tune.search_spaces import SpaceContext, config_from_params, presets, suggest  # noqa: E402
 from mindiesd_tune.tuner import parse_budget, parse_floor, run_study  # noqa: E402
 from mindiesd_tune.tuner.evaluator import TrialResult  # noqa: E402
 from mindiesd_tune.tuner.worker import WorkerSpec, build_evaluator  # noqa: E402
@@ -43,45 +43,89 @@ TABLE_ENV = "MINDIESD_BENCH_TABLE"  # the measured table, as a JSON file, for th
 
 
 def measure_table(model: str, points: int, seed: int = 0) -> dict:
-    """Real measurements of the presets and ``points`` random configurations."""
+    """Real measurements of the presets and ``points`` distinct random points of the full space.
+
+    Points are drawn by the tuner's own ``suggest`` (cache and sparse sections, with the model's
+    SpaceContext), so the table covers exactly the space the samplers search; each row keeps its
+    flat parameters, and the table keeps every parameter's distribution for the lookup.
+    """
     spec = WorkerSpec(model=model, warmup=1, repeats=2)
     ev, info = build_evaluator(spec)
     family = info["model"]["family"]
-    rows, seen = [], set()
-    sampler_study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    candidates = [config_from_params(p) for p in presets(family)]
-    for _ in range(points * 20):  # random points repeat (e.g. "no cache"): draw until enough distinct ones
+    ctx = SpaceContext.from_dict(info.get("space"))
+    draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    candidates, seen, dists = [], set(), {}
+    for p in presets(family, ctx):
+        seen.add(json.dumps(p, sort_keys=True))
+        candidates.append(p)
+    for _ in range(points * 50):  # random points repeat (e.g. "no cache"): draw until enough distinct ones
         if len(candidates) >= points:
             break
-        cfg = suggest(sampler_study.ask(), family)
-        key = json.dumps(cfg.to_dict(), sort_keys=True)
+        trial = draw.ask()
+        suggest(trial, family, ctx)
+        draw.tell(trial, 0.0)
+        dists.update({k: optuna.distributions.distribution_to_json(d) for k, d in trial.distributions.items()})
+        key = json.dumps(trial.params, sort_keys=True)
         if key not in seen:
             seen.add(key)
-            candidates.append(cfg)
-    for cfg in candidates:
-        r = ev.evaluate(cfg)
-        rows.append({"config": cfg.to_dict(), "latency_s": r.latency.median_s, "metrics": r.metrics,
+            candidates.append(dict(trial.params))
+    rows = []
+    for params in candidates:
+        r = ev.evaluate(config_from_params(params))
+        rows.append({"params": params, "latency_s": r.latency.median_s, "metrics": r.metrics,
                      "skipped": r.counters.get("skipped_fraction", 0.0)})
-        print(f"  measured {len(rows)}/{points}: {r.latency.median_s:.3f}s psnr {r.metrics['psnr']:.3g}", file=sys.stderr)
-    return {"info": info, "rows": rows}
+        print(f"  measured {len(rows)}/{len(candidates)}: {r.latency.median_s:.3f}s psnr {r.metrics['psnr']:.3g} "
+              f"{params.get('cache.method')}/{params.get('sparse.method')}", file=sys.stderr)
+    return {"info": info, "rows": rows, "distributions": dists}
 
 
-def _vector(cfg: dict) -> np.ndarray:
-    """A crude normalised embedding of a config for nearest-point lookup."""
-    c = cfg["cache"]
-    on = 0.0 if c["method"] == "none" else 1.0
-    thr = math.log10(max(c.get("threshold", 0.01), 1e-3)) if on else -3.0
-    return np.array([on * 4, thr, c.get("warmup_steps", 0) / 4, (c.get("max_cached_steps", -1) + 1) / 13])
+METHOD_KEYS = ("cache.method", "sparse.method")
 
 
 class TableEvaluator:
+    """Answers a proposal with the measured row nearest to it.
+
+    Distance: a different cache or sparse method costs more than every other difference
+    together (a row of the same method pair is always preferred); within it, numeric parameters
+    are compared on their distribution's normalised (log where the space is log) scale and
+    other categorical ones cost 1 when they differ.
+    """
+
     def __init__(self, table: dict):
         self.rows = table["rows"]
-        self.vecs = np.stack([_vector(r["config"]) for r in self.rows])
+        self.dists = {k: optuna.distributions.json_to_distribution(v) for k, v in table["distributions"].items()}
+
+    @staticmethod
+    def flatten(config: AccelConfig) -> dict:
+        return {f"{section}.{k}": v for section, fields in config.to_dict().items() if isinstance(fields, dict)
+                for k, v in fields.items()}
+
+    def _norm(self, key: str, value) -> float:
+        d = self.dists.get(key)
+        if d is None or not isinstance(d, (optuna.distributions.FloatDistribution, optuna.distributions.IntDistribution)):
+            return float(value)
+        lo, hi, v = float(d.low), float(d.high), float(value)
+        if d.log:
+            lo, hi, v = math.log(lo), math.log(hi), math.log(max(v, d.low))
+        return (v - lo) / (hi - lo) if hi > lo else 0.0
+
+    def distance(self, proposal: dict, row: dict) -> float:
+        dist = 0.0
+        for key, value in row.items():
+            mine = proposal.get(key)
+            if key in METHOD_KEYS:
+                dist += 0.0 if mine == value else 1000.0
+            elif mine is None:
+                dist += 1.0
+            elif isinstance(value, (bool, str)) or isinstance(self.dists.get(key), optuna.distributions.CategoricalDistribution):
+                dist += 0.0 if mine == value else 1.0
+            else:
+                dist += abs(self._norm(key, mine) - self._norm(key, value))
+        return dist
 
     def evaluate(self, config: AccelConfig, constraints=None, margin=None) -> TrialResult:
-        d = np.linalg.norm(self.vecs - _vector(config.to_dict()), axis=1)
-        r = self.rows[int(np.argmin(d))]
+        proposal = self.flatten(config)
+        r = min(self.rows, key=lambda row: self.distance(proposal, row["params"]))
         stats = LatencyStats(r["latency_s"], 0.0, r["latency_s"], [r["latency_s"]], None)
         out = np.zeros((2, 2, 3), np.float32)
         return TrialResult(stats, dict(r["metrics"]), {"skipped_fraction": r["skipped"]}, [out], 0.0)
@@ -117,7 +161,7 @@ def front_hv(study: optuna.Study, upto: int, ref) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="demo-flux")
-    ap.add_argument("--points", type=int, default=48)
+    ap.add_argument("--points", type=int, default=96)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--floor", default="psnr>=30")
     ap.add_argument("--live-budget", default="12t", help="budget of the live study that measures overhead")
@@ -131,7 +175,7 @@ def main() -> None:
     table_file = Path(tempfile.mkdtemp()) / "table.json"
     table_file.write_text(json.dumps(table, default=float))
     os.environ[TABLE_ENV] = str(table_file)
-    base = next(r for r in table["rows"] if r["config"]["cache"]["method"] == "none")
+    base = next(r for r in table["rows"] if all(r["params"].get(k, "none") == "none" for k in METHOD_KEYS))
     ref = (base["latency_s"] * 1.05, parse_floor(args.floor).value)
     rows = []
     for sampler in ("random", "tpe", "nsga2", "gp"):

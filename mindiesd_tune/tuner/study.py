@@ -313,7 +313,8 @@ def _drive(shared: _Shared, wid: str, worker) -> None:
             return
         trial.set_user_attr("worker", wid)
         _run_trial(shared, trial, worker)
-        shared.on_trial(study.trials[trial.number] if trial.number < len(study.trials) else None)
+        # one trial from storage, not a deep copy of the whole study after every trial
+        shared.on_trial(study._storage.get_trial(trial._trial_id))
 
 
 def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> None:

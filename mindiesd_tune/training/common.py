@@ -122,3 +122,36 @@ def train(
     model.eval()
     info = {"name": name, "steps_done": step, "config": asdict(cfg), "log": log}
     return (ema if ema is not None else model).eval(), info
+
+
+# The VAE stages write ``vae.pt`` + ``vae.json`` to their work folder; the transformer stages
+# read them back and ship them with the transformer and text encoders in one weights file.
+VAE_INFO_KEYS = ("config", "log", "steps_done", "latent_std_before_normalising", "heldout_l1",
+                 "decoder_finetune", "heldout_l1_after_decoder_finetune")
+
+
+def save_vae(name: str, vae: torch.nn.Module, info: dict) -> None:
+    out = default_workdir(f"{name}-vae")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(vae.state_dict(), out / "vae.pt")
+    (out / "vae.json").write_text(json.dumps(info, indent=1))
+
+
+def load_vae(name: str, vae: torch.nn.Module) -> dict:
+    """Load the trained VAE of ``name`` into ``vae``; returns its training info."""
+    out = default_workdir(f"{name}-vae")
+    vae.load_state_dict(torch.load(out / "vae.pt"))
+    return json.loads((out / "vae.json").read_text())
+
+
+def export_pipeline(name: str, model: torch.nn.ModuleDict, vae: torch.nn.Module, info: dict, vae_info: dict,
+                    architecture) -> None:
+    """Ship the trained components (``model``'s entries plus the VAE) as the demo weights of ``name``."""
+    from ..models.weights import save_demo_state_dicts
+
+    info["vae"] = {k: vae_info.get(k) for k in VAE_INFO_KEYS if k in vae_info}
+    info["architecture"] = repr(architecture)
+    comps = {k: m.state_dict() for k, m in model.items()}
+    comps["vae"] = vae.state_dict()
+    save_demo_state_dicts(name, comps, info)
+    print(f"[{name}] saved", flush=True)

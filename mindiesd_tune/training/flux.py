@@ -11,15 +11,13 @@ prompt embeddings prepared exactly as FluxPipeline prepares them at inference.
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 import torch.nn.functional as F
 
 from ..models import shapes
 from ..models.builders import DEMO_FLUX_SIZE, build_flux
-from ..models.weights import save_demo_state_dicts
-from .common import LoopConfig, default_workdir, train
+from .common import LoopConfig, export_pipeline, load_vae, save_vae, train
 
 NAME = "demo-flux"
 RESOLUTION = 64
@@ -76,9 +74,7 @@ def vae_stage(args) -> None:
         rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
         info["heldout_l1"] = (rec - x).abs().mean().item()
     print(f"[{NAME}-vae] latent std {std}, held-out L1 {info['heldout_l1']:.4f}", flush=True)
-    out = default_workdir(f"{NAME}-vae")
-    torch.save(vae.state_dict(), out / "vae.pt")
-    (out / "vae.json").write_text(json.dumps(info, indent=1))
+    save_vae(NAME, vae, info)
 
 
 def decoder_stage(args) -> None:
@@ -87,10 +83,8 @@ def decoder_stage(args) -> None:
     The encoder, hence the latent space the transformer learns, does not change.
     """
     pipe = build_flux(DEMO_FLUX_SIZE, seed=args.seed)
-    out = default_workdir(f"{NAME}-vae")
     vae = pipe.vae
-    vae.load_state_dict(torch.load(out / "vae.pt"))
-    info = json.loads((out / "vae.json").read_text())
+    info = load_vae(NAME, vae)
     vae.requires_grad_(False)
     vae.decoder.train().requires_grad_(True)
     cfg = LoopConfig(
@@ -106,23 +100,21 @@ def decoder_stage(args) -> None:
         l1, mse = (rec - x).abs().mean(), F.mse_loss(rec, x)
         return {"loss": l1 + mse, "l1": l1}
 
-    train(f"{NAME}-decoder", vae.decoder, step_fn, cfg)
+    _, decoder_info = train(f"{NAME}-decoder", vae.decoder, step_fn, cfg)
     vae.eval()
     with torch.no_grad():
         x = shapes.sample(0, 64, size=RESOLUTION, split="heldout").images
         rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
         info["heldout_l1_after_decoder_finetune"] = (rec - x).abs().mean().item()
-    info["decoder_finetune"] = {"steps": args.steps, "lr": args.lr, "batch": args.batch, "latent_noise": args.latent_noise}
+    info["decoder_finetune"] = {"steps": args.steps, "steps_done": decoder_info["steps_done"], "lr": args.lr,
+                                "batch": args.batch, "latent_noise": args.latent_noise, "log": decoder_info["log"]}
     print(f"[{NAME}-decoder] held-out L1 {info['heldout_l1_after_decoder_finetune']:.4f}", flush=True)
-    torch.save(vae.state_dict(), out / "vae.pt")
-    (out / "vae.json").write_text(json.dumps(info, indent=1))
+    save_vae(NAME, vae, info)
 
 
 def transformer_stage(args) -> None:
     pipe = build_flux(DEMO_FLUX_SIZE, seed=args.seed)
-    vae_dir = default_workdir(f"{NAME}-vae")
-    pipe.vae.load_state_dict(torch.load(vae_dir / "vae.pt"))
-    vae_info = json.loads((vae_dir / "vae.json").read_text())
+    vae_info = load_vae(NAME, pipe.vae)
     text_len = DEMO_FLUX_SIZE.text_len
     model = torch.nn.ModuleDict(
         {"transformer": pipe.transformer, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2}
@@ -155,13 +147,7 @@ def transformer_stage(args) -> None:
         return {"loss": F.mse_loss(pred, noise - x0)}
 
     model, info = train(f"{NAME}-transformer", model, step_fn, cfg)
-    info["vae"] = {k: vae_info.get(k) for k in ("config", "log", "steps_done", "latent_std_before_normalising", "heldout_l1",
-                                              "decoder_finetune", "heldout_l1_after_decoder_finetune")}
-    info["architecture"] = repr(DEMO_FLUX_SIZE)
-    comps = {k: m.state_dict() for k, m in model.items()}
-    comps["vae"] = pipe.vae.state_dict()
-    save_demo_state_dicts(NAME, comps, info)
-    print(f"[{NAME}] saved", flush=True)
+    export_pipeline(NAME, model, pipe.vae, info, vae_info, DEMO_FLUX_SIZE)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,15 +10,13 @@ pipeline's default classifier-free guidance (empty negative prompt) has an uncon
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 import torch.nn.functional as F
 
 from ..models import shapes
 from ..models.builders import DEMO_WAN_SIZE, build_wan
-from ..models.weights import save_demo_state_dicts
-from .common import LoopConfig, default_workdir, train
+from .common import LoopConfig, default_workdir, export_pipeline, load_vae, save_vae, train
 
 NAME = "demo-wan"
 RESOLUTION = 32
@@ -79,9 +77,7 @@ def vae_stage(args) -> None:
         rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
         info["heldout_l1"] = (rec - x).abs().mean().item()
     print(f"[{NAME}-vae] latent std {std}, held-out L1 {info['heldout_l1']:.4f}", flush=True)
-    out = default_workdir(f"{NAME}-vae")
-    torch.save(vae.state_dict(), out / "vae.pt")
-    (out / "vae.json").write_text(json.dumps(info, indent=1))
+    save_vae(NAME, vae, info)
 
 
 @torch.no_grad()
@@ -104,9 +100,7 @@ def latent_pool(vae, size: int, seed: int, chunk: int = 32):
 
 def transformer_stage(args) -> None:
     pipe = build_wan(DEMO_WAN_SIZE, seed=args.seed)
-    vae_dir = default_workdir(f"{NAME}-vae")
-    pipe.vae.load_state_dict(torch.load(vae_dir / "vae.pt"))
-    vae_info = json.loads((vae_dir / "vae.json").read_text())
+    vae_info = load_vae(NAME, pipe.vae)
     torch.set_num_threads(args.threads)
     pool = latent_pool(pipe.vae, args.pool, args.seed)
     text_len = DEMO_WAN_SIZE.text_len
@@ -139,12 +133,7 @@ def transformer_stage(args) -> None:
         return {"loss": F.mse_loss(pred, noise - x0)}
 
     model, info = train(f"{NAME}-transformer", model, step_fn, cfg)
-    info["vae"] = {k: vae_info[k] for k in ("config", "log", "steps_done", "latent_std_before_normalising", "heldout_l1")}
-    info["architecture"] = repr(DEMO_WAN_SIZE)
-    comps = {k: m.state_dict() for k, m in model.items()}
-    comps["vae"] = pipe.vae.state_dict()
-    save_demo_state_dicts(NAME, comps, info)
-    print(f"[{NAME}] saved", flush=True)
+    export_pipeline(NAME, model, pipe.vae, info, vae_info, DEMO_WAN_SIZE)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,17 +12,19 @@ import argparse
 from . import clip, flux, wan
 
 # (trainer, arguments, wall seconds budgeted) as the shipped weights were trained, on one CPU thread
-# of a machine shared with other jobs (so each stage stopped at its budget, short of its step count).
-# The Flux transformer and the Wan VAE ran twice: each second row resumes the first from its checkpoint.
+# each (two stages ran at a time on a 2-core machine), so a stage may stop at its budget short of
+# its step count. Rows of the same stage resume the previous row from its checkpoint; the Flux
+# rows are two sessions' work (the decoder fine-tune and the transformer were resumed in the second).
 STAGES = [
     (clip.main, ["--steps", "700", "--batch", "96"], 600),
     (flux.main, ["--stage", "vae", "--steps", "400", "--batch", "8"], 480),
     (flux.main, ["--stage", "decoder", "--steps", "300", "--batch", "8"], 360),
+    (flux.main, ["--stage", "decoder", "--steps", "700", "--batch", "8"], 600),
     (flux.main, ["--stage", "transformer", "--steps", "2000", "--batch", "24"], 2600),
     (flux.main, ["--stage", "transformer", "--steps", "2000", "--batch", "24"], 1200),
-    (wan.main, ["--stage", "vae", "--steps", "300", "--batch", "8"], 300),
-    (wan.main, ["--stage", "vae", "--steps", "300", "--batch", "8"], 330),
-    (wan.main, ["--stage", "transformer", "--steps", "1500", "--batch", "16", "--pool", "1024"], 840),
+    (flux.main, ["--stage", "transformer", "--steps", "2500", "--batch", "24"], 2400),
+    (wan.main, ["--stage", "vae", "--steps", "1000", "--batch", "8", "--vae-frames", "9"], 2000),
+    (wan.main, ["--stage", "transformer", "--steps", "2000", "--batch", "16", "--pool", "3072"], 1800),
 ]
 
 

@@ -230,11 +230,13 @@ def sparse_kernels() -> list[str]:
 
 # --------------------------------------------------------------------------- gather kernel
 
-# Bytes of gathered keys+values per chunk of query blocks. Each chunk costs two parallel
-# regions (gather, attention); with several threads on a busy CPU every region waits for its
-# slowest thread, so fewer, larger chunks won: at 16k tokens, 2 threads, 64 MB chunks gave
-# 51% / 80% of the ideal speed-up where 4 MB chunks gave 19% / 39% (docs/sparse-attention.md).
-GATHER_CHUNK_BYTES = 64 << 20
+# Bytes of gathered keys+values per chunk of query blocks, per thread. Small chunks keep each
+# row's keys and values in cache while the attention call streams them once per query tile:
+# 1 thread, 16k tokens, ratio 0.75, 2 MB chunks ran the gather kernel at 72-80% of the ideal
+# speed-up where 16-64 MB chunks ran it at 67-69% (docs/sparse-attention.md). Each chunk costs
+# two parallel regions, so on an oversubscribed CPU (every region waits for a descheduled
+# thread) larger chunks win instead: raise this there.
+GATHER_CHUNK_BYTES = 2 << 20
 
 # Gather buffers reused from call to call: fresh large allocations cost page faults on every
 # call (measured: an allocating index_select took 7x as long as one into a reused buffer).
@@ -273,7 +275,7 @@ def _gather_kernel(q, k, v, mask: BlockSparseMask, dense_kv, dense: DenseBackend
     T = 0 if dense_kv is None else dense_kv[0].shape[2]
     partial = mask.kv_len % bs  # valid tokens in a partial last key block, 0 if none
     per_row = (T + kept * bs) * D * q.element_size() * 2
-    chunk = max(1, min(BH * rows_n, GATHER_CHUNK_BYTES // per_row))
+    chunk = max(1, min(BH * rows_n, GATHER_CHUNK_BYTES * max(1, torch.get_num_threads()) // per_row))
     wk = _workspace(q, 0, chunk * (T + kept * bs) * D).view(chunk, T + kept * bs, D)
     wv = _workspace(q, 1, chunk * (T + kept * bs) * D).view(chunk, T + kept * bs, D)
     out = q.new_empty(BH * rows_n, qbs, D)

@@ -469,3 +469,37 @@ def test_search_space_samples_sparse_params_per_family_and_keeps_none():
         assert all(p["sparse.method"] == "none" for p in presets(family))
     assert config_from_params(NEUTRAL_PARAMS) == AccelConfig()
     assert suggest(optuna.create_study().ask(), "unet-image").sparse == NoSparse()
+
+
+# --------------------------------------------------------------------------- SD3 through its pipeline
+
+
+@pytest.fixture(scope="module")
+def sd3_pipeline():
+    from tiny_pipelines import sd3
+
+    return sd3()
+
+
+SD3_CALL = dict(height=32, width=32)  # a 16x16 latent: 8x8 patches, 16 blocks of 4 tokens
+
+
+def test_sd3_pipeline_ratio_zero_exact_sparse_counts_and_remove_restores(sd3_pipeline):
+    transformer = sd3_pipeline.pipe.transformer
+    before = {name: m.processor for name, m in attention_layers(transformer)}
+    base = sd3_pipeline(**SD3_CALL)
+    for cls in METHODS:
+        with apply(sd3_pipeline.pipe, sparse(cls, ratio=0.0, block_size=4)) as handle:
+            assert len(our_processors(transformer)) == len(before)
+            assert torch.equal(sd3_pipeline(**SD3_CALL), base), cls
+            assert handle.stats()["attention_sparse_calls"] == 0
+    errors = []
+    for ratio in (0.5, 0.75):
+        with apply(sd3_pipeline.pipe, sparse(LocalWindowConfig, ratio=ratio, block_size=4)) as handle:
+            out = sd3_pipeline(**SD3_CALL)
+            stats = handle.stats()
+        assert stats["attention_sparse_calls"] > 0 and abs(stats["sparse_density"] - (1 - ratio)) <= 0.02
+        errors.append(rel_error(out, base))
+    assert 0 < errors[0] < errors[1]
+    assert {name: m.processor for name, m in attention_layers(transformer)} == before
+    assert torch.equal(sd3_pipeline(**SD3_CALL), base)

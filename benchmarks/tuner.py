@@ -9,7 +9,9 @@ Two parts, both printed as a table (or JSON rows with --json):
    for 3 seeds, and the hypervolume of the feasible front after 10, 20 and 40 trials is
    reported next to random search's. Answering from a table makes 4 samplers x 3 seeds x
    40 trials affordable on a CPU; every number in it was measured on the model.
-2. Overhead: a short live study; the share of its wall time spent outside the evaluator.
+2. Overhead: a short live study; the share of its trial loop's wall time spent outside the
+   evaluator (sampling, storage, hand-over to the worker process, outputs), with the start-up
+   (model load, baseline outputs) reported beside it.
 
     python benchmarks/tuner.py [--model demo-flux] [--points 96] [--json]
 """
@@ -212,8 +214,10 @@ def main() -> None:
         vs = "/".join(f"{r[f'vs_random@{n}']:.2f}" if r[f"vs_random@{n}"] else "-" for n in (10, 20, 40))
         print(f"{r['sampler']:8s} {r['hv@10']:8.4f} {r['hv@20']:8.4f} {r['hv@40']:8.4f}   {vs:>24s}")
     o = rows[-1]
-    print(f"live study: {o['trials']} trials, {o['loop_seconds']:.1f}s, {o['inference_seconds']:.1f}s in the evaluator, "
-          f"overhead share {o['overhead_share']:.1%} (target <= 10%)")
+    print(f"live study: {o['trials']} trials in {o['loop_seconds']:.1f}s, {o['inference_seconds']:.1f}s of them in the evaluator "
+          f"(model calls, interleaved baseline timing, scoring), {o['sampler_seconds']:.1f}s sampling, "
+          f"{o['handover_seconds']:.1f}s handing trials to the worker process: overhead share {o['overhead_share']:.1%} "
+          f"(target <= 10%); before the loop, {o['startup_seconds']:.1f}s loading the model and computing its baseline")
 
 
 if __name__ == "__main__":

@@ -182,3 +182,20 @@ def test_progress_prints_plain_lines_without_a_terminal(tmp_path):
     run_study("fake", parse_budget("3t"), tmp_path / "q", worker_factory="fakes:make_fake", isolate=False,
               quiet=True, log=quiet.append)
     assert not [line for line in quiet if line.startswith("trial ")]
+
+
+def test_a_pruned_trial_reports_its_whole_evaluation_time():
+    # the overhead share counts what the evaluator reports; a pruned trial's interleaved
+    # baseline calls and scoring are evaluator time too, not study overhead
+    from mindiesd_tune.accel import AccelConfig, BlockCacheConfig
+    from mindiesd_tune.tuner.objectives import Constraints
+    from mindiesd_tune.tuner.worker import WorkerSpec, build_evaluator, evaluate_message
+
+    ev, _ = build_evaluator(WorkerSpec(model="tiny-flux-random", prompts=("a red circle", "a blue square"), warmup=1, repeats=2))
+    constraints = Constraints(floors=[parse_floor("psnr>=1000")])
+    kind, reason, partial = evaluate_message(
+        ev, AccelConfig(cache=BlockCacheConfig(block_start=1, step_interval=2)).to_dict(), constraints.spec(), 0.05
+    )
+    assert kind == "pruned" and "misses psnr>=1000" in reason
+    timed = sum(partial["latency"]["samples"]) + sum(partial["baseline_latency"]["samples"])
+    assert partial["eval_seconds"] > timed

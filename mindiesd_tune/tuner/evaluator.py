@@ -192,7 +192,7 @@ class Evaluator:
                 outputs = [first]
                 scores = [self.score(first, 0)]
                 if constraints is not None and prune_margin is not None and len(self.workload.prompts) > 1:
-                    self._prune_early(constraints, prune_margin, scores[0], latency, counters, first, comparison)
+                    self._prune_early(constraints, prune_margin, scores[0], latency, counters, first, comparison, t_start)
                 for i, (p, s) in enumerate(zip(self.workload.prompts, self.workload.seeds)):
                     if i:
                         outputs.append(self.generate(p, s, handle.call_kwargs))
@@ -207,14 +207,15 @@ class Evaluator:
             speedup_iqr=comparison.speedup_iqr if comparison else None,
         )
 
-    def _prune_early(self, constraints, margin, first_scores, latency, counters, first, comparison=None) -> None:
+    def _prune_early(self, constraints, margin, first_scores, latency, counters, first, comparison=None, t_start=None) -> None:
         base = self.baseline_metrics
         for f in constraints.floors:
             value = first_scores.get(f.metric)
             if value is not None and f.breaks_by(value, margin, base.get(f.metric)):
                 partial = {"latency": latency.as_dict(), "metrics": dict(first_scores), "counters": counters,
                            "sample": to_uint8(first), "speedup": comparison.speedup if comparison else None,
-                           "baseline_latency": comparison.baseline.as_dict() if comparison else None}
+                           "baseline_latency": comparison.baseline.as_dict() if comparison else None,
+                           "eval_seconds": time.perf_counter() - t_start if t_start is not None else None}
                 raise TrialPrunedEarly(f"first prompt {f.metric} {value:.4g} misses {f} by more than {margin:.0%}", partial)
 
 

@@ -114,7 +114,13 @@ class _Shared:
     space: SpaceContext = field(default_factory=SpaceContext)
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    eval_seconds: float = 0.0
+    eval_seconds: float = 0.0  # inside the evaluator (model calls, timing, scoring), as it reports
+    sample_seconds: float = 0.0  # sampling: study.ask() and the define-by-run suggest
+    call_seconds: float = 0.0  # worker.evaluate round trips (the evaluator plus process hand-over)
+
+    def add(self, name: str, seconds: float) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + seconds)
 
     def counted(self, below: int | None = None) -> int:
         n = 0
@@ -250,8 +256,11 @@ def run_study(
         w.close()
     busy = loop_seconds * len(pool)
     study.set_user_attr("timing", {
+        "startup_seconds": round(t_loop - started, 3),  # loading the model and its baseline outputs
         "loop_seconds": round(loop_seconds, 3),
         "inference_seconds": round(shared.eval_seconds, 3),
+        "sampler_seconds": round(shared.sample_seconds, 3),
+        "handover_seconds": round(max(0.0, shared.call_seconds - shared.eval_seconds), 3),
         "overhead_share": round(max(0.0, 1 - shared.eval_seconds / busy), 4) if busy > 0 else None,
     })
     outcome = write_outputs(study, out_dir, pick_how)
@@ -306,7 +315,9 @@ def _drive(shared: _Shared, wid: str, worker) -> None:
         with shared.lock:
             if shared.max_trials is not None and shared.counted() >= shared.max_trials:
                 return
+            t0 = time.perf_counter()
             trial = study.ask()
+            shared.sample_seconds += time.perf_counter() - t0
         if shared.max_trials is not None and shared.counted(below=trial.number) >= shared.max_trials:
             trial.set_user_attr("over_budget", True)  # another worker took the last slot
             study.tell(trial, state=TrialState.FAIL)
@@ -319,12 +330,14 @@ def _drive(shared: _Shared, wid: str, worker) -> None:
 
 def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> None:
     study = shared.study
+    t0 = time.perf_counter()
     try:
         with warnings.catch_warnings():
             # presets come from the peers' anchors and may sit outside a range centred on this
             # model's statistics; Optuna evaluates them as given, which is the point
             warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range")
             config = suggest(trial, shared.family, shared.space)
+            shared.add("sample_seconds", time.perf_counter() - t0)
     except Exception as e:  # noqa: BLE001  (a bad point is that trial's failure)
         trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
         study.tell(trial, state=TrialState.FAIL)
@@ -339,15 +352,16 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> None:
             trial.set_constraint(key, value)
         study.tell(trial, earlier.values)
         return
+    t0 = time.perf_counter()
     kind, *rest = worker.evaluate(config.to_dict(), shared.constraints.spec(), shared.prune_margin)
+    shared.add("call_seconds", time.perf_counter() - t0)
     trial.set_user_attr("config", config.to_dict())
     if kind == "failed":
         trial.set_user_attr("fail_reason", rest[0])
         study.tell(trial, state=TrialState.FAIL)
         return
     result = rest[-1]
-    with shared.lock:
-        shared.eval_seconds += result.get("eval_seconds") or _eval_estimate(result)
+    shared.add("eval_seconds", result.get("eval_seconds") or _eval_estimate(result))
     latency = result["latency"]
     trial.set_user_attr("latency_s", latency["median_s"])
     trial.set_user_attr("latency", latency)

@@ -167,13 +167,21 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--floor", default="psnr>=30")
     ap.add_argument("--live-budget", default="12t", help="budget of the live study that measures overhead")
+    ap.add_argument("--table", type=Path, default=None,
+                    help="JSON file of the measured table: read if it exists (no measuring), else written")
+    ap.add_argument("--no-live", action="store_true", help="skip the live study (overhead part)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     t0 = time.perf_counter()
-    table = measure_table(args.model, args.points)
+    if args.table is not None and args.table.is_file():
+        table = json.loads(args.table.read_text())
+    else:
+        table = measure_table(args.model, args.points)
+        if args.table is not None:
+            args.table.write_text(json.dumps(table, default=float))
     table_file = Path(tempfile.mkdtemp()) / "table.json"
     table_file.write_text(json.dumps(table, default=float))
     os.environ[TABLE_ENV] = str(table_file)
@@ -190,18 +198,20 @@ def main() -> None:
                 for n in hvs:
                     hvs[n].append(front_hv(out.study, n, ref))
         row = {"part": "search", "sampler": sampler, "points": len(table["rows"]),
-               **{f"hv@{n}": round(statistics.mean(v), 5) for n, v in hvs.items()}}
+               **{f"hv@{n}": round(statistics.mean(v), 5) for n, v in hvs.items()},
+               "hv@40_sd": round(statistics.stdev(hvs[40]), 5) if len(hvs[40]) > 1 else 0.0}
         rows.append(row)
     rnd = rows[0]
     for r in rows:
         for n in (10, 20, 40):
             r[f"vs_random@{n}"] = round(r[f"hv@{n}"] / rnd[f"hv@{n}"], 3) if rnd[f"hv@{n}"] else None
 
-    with tempfile.TemporaryDirectory() as d:
-        live = run_study(args.model, parse_budget(args.live_budget), Path(d) / "live", floors=[parse_floor(args.floor)],
-                         isolate=True, quiet=True, log=lambda s: None)
-        timing = live.study.user_attrs["timing"]
-    rows.append({"part": "overhead", "model": args.model, "trials": len(live.study.trials), **timing})
+    if not args.no_live:
+        with tempfile.TemporaryDirectory() as d:
+            live = run_study(args.model, parse_budget(args.live_budget), Path(d) / "live", floors=[parse_floor(args.floor)],
+                             isolate=True, quiet=True, log=lambda s: None)
+            timing = live.study.user_attrs["timing"]
+        rows.append({"part": "overhead", "model": args.model, "trials": len(live.study.trials), **timing})
 
     if args.json:
         for r in rows:
@@ -209,10 +219,12 @@ def main() -> None:
         return
     print(f"tuner benchmark on {args.model}: {len(table['rows'])} measured points, floor {args.floor}, "
           f"{args.seeds} seeds ({time.perf_counter() - t0:.0f}s)")
-    print(f"{'sampler':8s} {'hv@10':>8s} {'hv@20':>8s} {'hv@40':>8s}   {'vs random @10/@20/@40':>24s}")
-    for r in rows[:-1]:
+    print(f"{'sampler':8s} {'hv@10':>8s} {'hv@20':>8s} {'hv@40':>8s} {'sd@40':>7s}   {'vs random @10/@20/@40':>24s}")
+    for r in [r for r in rows if r["part"] == "search"]:
         vs = "/".join(f"{r[f'vs_random@{n}']:.2f}" if r[f"vs_random@{n}"] else "-" for n in (10, 20, 40))
-        print(f"{r['sampler']:8s} {r['hv@10']:8.4f} {r['hv@20']:8.4f} {r['hv@40']:8.4f}   {vs:>24s}")
+        print(f"{r['sampler']:8s} {r['hv@10']:8.4f} {r['hv@20']:8.4f} {r['hv@40']:8.4f} {r['hv@40_sd']:7.3f}   {vs:>24s}")
+    if args.no_live:
+        return
     o = rows[-1]
     print(f"live study: {o['trials']} trials in {o['loop_seconds']:.1f}s, {o['inference_seconds']:.1f}s of them in the evaluator "
           f"(model calls, interleaved baseline timing, scoring), {o['sampler_seconds']:.1f}s sampling, "

@@ -14,7 +14,8 @@ from . import clip, flux, wan
 # (trainer, arguments, wall seconds budgeted) as the shipped weights were trained, on one CPU thread
 # each (two stages ran at a time on a 2-core machine), so a stage may stop at its budget short of
 # its step count. Rows of the same stage resume the previous row from its checkpoint; the Flux
-# rows are two sessions' work (the decoder fine-tune and the transformer were resumed in the second).
+# rows are two sessions' work (the decoder fine-tune and the transformer were resumed in the second);
+# the last Wan row extended the finished 2000-step run to 3000 steps (its cosine schedule restarts lower).
 STAGES = [
     (clip.main, ["--steps", "700", "--batch", "96"], 600),
     (flux.main, ["--stage", "vae", "--steps", "400", "--batch", "8"], 480),
@@ -25,6 +26,7 @@ STAGES = [
     (flux.main, ["--stage", "transformer", "--steps", "2500", "--batch", "24"], 2400),
     (wan.main, ["--stage", "vae", "--steps", "1000", "--batch", "8", "--vae-frames", "9"], 2000),
     (wan.main, ["--stage", "transformer", "--steps", "2000", "--batch", "16", "--pool", "3072"], 1800),
+    (wan.main, ["--stage", "transformer", "--steps", "3000", "--batch", "16", "--pool", "3072"], 1000),
 ]
 
 

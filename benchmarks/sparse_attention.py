@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from mindiesd_tune.accel.sparse.masks import grid_blocks, pattern_mask, topk_mask  # noqa: E402
+from mindiesd_tune.accel.sparse.masks import grid_blocks, kept_blocks, pattern_mask, query_group, topk_mask  # noqa: E402
 from mindiesd_tune.kernels.attention import BlockSparseMask, attention  # noqa: E402
 
 kattn = importlib.import_module("mindiesd_tune.kernels.attention")  # the module; the package exports a function of that name
@@ -83,7 +83,9 @@ def kernel_rows(tokens_list, ratios, kernels, repeats: int, block_size: int = 12
                         idx = topk_mask(q, k, block_size, ratio, True, True, group)
                     else:
                         idx = pattern_mask(grid, block_size, ratio, "local", True, True, group)
-                    mask = BlockSparseMask(idx, block_size, tokens, group)
+                    # the group the mask really has (1 when it does not divide the blocks or exceeds the kept count)
+                    eff = query_group(blocks.num_blocks, group, kept_blocks(ratio, blocks.num_blocks))
+                    mask = BlockSparseMask(idx, block_size, tokens, eff)
                     return attention(q, k, v, block_mask=mask, sparse_kernel=kernel)
 
                 out = run()

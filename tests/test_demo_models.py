@@ -1,8 +1,9 @@
 """The shipped demo models learned the shapes data: what they generate is what the prompt says.
 
 Targets are issue 3's (80% CLIP agreement per attribute for demo-flux, 70% motion agreement for
-demo-wan). The shipped weights were trained on a shared CPU and miss some of them; those checks
-are marked xfail with the measured numbers (docs/demo-models.md) until better weights ship.
+demo-wan), on the first 8 of the held-out prompts docs/demo-models.md measures 64 of. The shipped
+demo-flux misses the shape target; that check is xfail with the measured number until better
+weights ship.
 """
 
 import os
@@ -67,23 +68,19 @@ def test_demo_clip_reads_real_shapes_zero_shot():
 
 
 @needs("demo-flux", "demo-clip")
-def test_demo_flux_images_show_the_prompted_background(flux_result):
-    assert flux_result["clip_agreement"]["background"] >= 0.75, flux_result
-
-
-@needs("demo-flux", "demo-clip")
-def test_demo_flux_object_colour_beats_chance(flux_result):
-    assert flux_result["clip_agreement"]["colour"] >= 0.5, flux_result  # chance is 1/6
-
-
-@needs("demo-flux", "demo-clip")
-@pytest.mark.xfail(reason="shipped demo-flux draws blobs: shape agreement 28% on 64 prompts", strict=False)
-def test_demo_flux_images_show_the_prompted_colours_and_shape(flux_result):
+def test_demo_flux_images_show_the_prompted_colours(flux_result):
+    # issue 3's target, met by the shipped weights (95% / 100% on 64 prompts; 7/8 and 8/8 here)
     agreement = flux_result["clip_agreement"]
-    assert min(agreement["colour"], agreement["shape"], agreement["background"]) >= 0.8, flux_result
+    assert agreement["colour"] >= 0.8 and agreement["background"] >= 0.8, flux_result
+
+
+@needs("demo-flux", "demo-clip")
+@pytest.mark.xfail(reason="shipped demo-flux draws blobs: shape agreement 36% on 64 prompts (chance 33%)", strict=False)
+def test_demo_flux_images_show_the_prompted_shape(flux_result):
+    assert flux_result["clip_agreement"]["shape"] >= 0.8, flux_result
 
 
 @needs("demo-wan")
-@pytest.mark.xfail(reason="shipped demo-wan's VAE is undertrained: motion agreement 34% on 64 prompts", strict=False)
 def test_demo_wan_moves_the_object_in_the_prompted_direction(wan_result):
+    # issue 3's target: 86% on 64 prompts, 7/8 here (chance 25%)
     assert wan_result["motion_agreement"] >= 0.7, wan_result

@@ -232,8 +232,9 @@ def sparse_kernels() -> list[str]:
 
 # Bytes of gathered keys+values per chunk of query blocks, per thread. Small chunks keep each
 # row's keys and values in cache while the attention call streams them once per query tile:
-# 1 thread, 16k tokens, ratio 0.75, 2 MB chunks ran the gather kernel at 72-80% of the ideal
-# speed-up where 16-64 MB chunks ran it at 67-69% (docs/sparse-attention.md). Each chunk costs
+# 1 thread, 16k tokens, ratio 0.75, 2 MB chunks ran the gather kernel at 69-85% of the ideal
+# speed-up over two runs where 16-64 MB chunks ran it at 67-69% (docs/sparse-attention.md);
+# with 2 threads the chunk size made no difference. Each chunk costs
 # two parallel regions, so on an oversubscribed CPU (every region waits for a descheduled
 # thread) larger chunks win instead: raise this there.
 GATHER_CHUNK_BYTES = 2 << 20

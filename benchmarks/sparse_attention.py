@@ -90,16 +90,21 @@ def kernel_rows(tokens_list, ratios, kernels, repeats: int, block_size: int = 12
 
                 out = run()
                 t = alternate({"dense": lambda: F.scaled_dot_product_attention(q, k, v), "sparse": run}, repeats)
-                yield {
-                    "method": method,
-                    "tokens": tokens,
-                    "ratio": ratio,
-                    "dense_ms": round(t["dense"] * 1e3, 1),
-                    "sparse_ms": round(t["sparse"] * 1e3, 1),
-                    "speedup": round(t["dense"] / t["sparse"], 2),
-                    "ideal_speedup": round(1 / (1 - ratio), 2),
-                    "rel_error": round(((out - dense).norm() / dense.norm()).item(), 4),
-                }
+                yield _row(method, tokens, ratio, t, ((out - dense).norm() / dense.norm()).item())
+
+
+def _row(method: str, tokens: int, ratio: float, t: dict, rel_error: float) -> dict:
+    """One table row from the alternating medians ``t`` (seconds) of the dense and sparse calls."""
+    return {
+        "method": method,
+        "tokens": tokens,
+        "ratio": ratio,
+        "dense_ms": round(t["dense"] * 1e3, 1),
+        "sparse_ms": round(t["sparse"] * 1e3, 1),
+        "speedup": round(t["dense"] / t["sparse"], 2),
+        "ideal_speedup": round(1 / (1 - ratio), 2),
+        "rel_error": round(rel_error, 4),
+    }
 
 
 def e2e_rows(methods, ratio: float, repeats: int, block_size: int, gen: dict, group: int = 1):
@@ -131,17 +136,8 @@ def e2e_rows(methods, ratio: float, repeats: int, block_size: int, gen: dict, gr
 
         out = sparse_call()
         t = alternate({"dense": generate, "sparse": sparse_call}, repeats)
-        yield {
-            "method": f"e2e/{method}",
-            "tokens": tokens,
-            "ratio": ratio,
-            "dense_ms": round(t["dense"] * 1e3, 1),
-            "sparse_ms": round(t["sparse"] * 1e3, 1),
-            "speedup": round(t["dense"] / t["sparse"], 2),
-            "ideal_speedup": round(1 / (1 - ratio), 2),
-            "rel_error": round(float(np.linalg.norm(out - base) / np.linalg.norm(base)), 4),
-            "psnr": round(psnr(out, base), 2),
-        }
+        rel = float(np.linalg.norm(out - base) / np.linalg.norm(base))
+        yield {**_row(f"e2e/{method}", tokens, ratio, t, rel), "psnr": round(psnr(out, base), 2)}
 
 
 def main() -> None:

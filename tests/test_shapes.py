@@ -40,6 +40,21 @@ def test_colours_have_their_rgb_meaning():
     assert shapes.COLOURS["red"] == (255, 0, 0) and shapes.COLOURS["yellow"] == (255, 255, 0)
 
 
+def test_every_shape_spans_its_size_words_extent():
+    side, n = 64, 3
+    xs, ys = torch.full((n,), 0.5), torch.full((n,), 0.5)
+    fg, bg = torch.ones(n, 3), torch.zeros(n, 3)
+    for size in shapes.SIZES.values():
+        masks = shapes.render(list(shapes.SHAPES), [size] * n, xs, ys, fg, bg, side)[:, 0] > 0.5
+        extent = size * side
+        for kind, mask in zip(shapes.SHAPES, masks):
+            cols = mask.any(0).nonzero().flatten()
+            assert abs(int(cols[-1] - cols[0] + 1) - extent) <= 2, (kind, size)  # anti-aliased corners
+        circle, square, triangle = (m.sum().item() for m in masks)
+        # The square fills its bounding box; the circle misses its corners (pi/4), the triangle half.
+        assert square > 1.2 * circle > 1.5 * triangle, (size, square, circle, triangle)
+
+
 def test_captions_parse_back_to_attributes():
     batch = shapes.sample(2, 64)
     for text, scene in zip(batch.captions, batch.attributes):

@@ -123,7 +123,8 @@ def transformer_stage(args) -> None:
         steps=args.steps, lr=args.lr, warmup=100, ema=args.ema, seed=args.seed, time_budget_s=args.time_budget,
         threads=args.threads, ckpt_every=100,
         extra={"batch": args.batch, "resolution": RESOLUTION, "max_sequence_length": text_len,
-               "timestep_sampling": "logit-normal(0, 1)", "objective": "rectified flow, v = noise - x0"},
+               "timestep_sampling": "logit-normal(0, 1)", "objective": "rectified flow, v = noise - x0",
+               "caption_dropout": args.caption_dropout},
     )
     lat_hw = 2 * (RESOLUTION // (pipe.vae_scale_factor * 2))
     img_ids = pipe._prepare_latent_image_ids(args.batch, lat_hw // 2, lat_hw // 2, "cpu", torch.float32)
@@ -139,7 +140,11 @@ def transformer_stage(args) -> None:
         noise = torch.randn(x0.shape, generator=gen)
         sigma = torch.sigmoid(torch.randn(b, generator=gen))
         xt = (1 - sigma.view(b, 1, 1)) * x0 + sigma.view(b, 1, 1) * noise
-        pooled, seq = encode_prompts(pipe, batch.captions, text_len)
+        # Dropped captions become the empty prompt, which is what FluxPipeline encodes for
+        # ``negative_prompt=""``: the model learns the unconditional velocity that true CFG needs.
+        drop = torch.rand(b, generator=gen) < args.caption_dropout
+        captions = ["" if d else c for c, d in zip(batch.captions, drop.tolist())]
+        pooled, seq = encode_prompts(pipe, captions, text_len)
         pred = pipe.transformer(
             hidden_states=xt, timestep=sigma, guidance=None, pooled_projections=pooled, encoder_hidden_states=seq,
             txt_ids=txt_ids, img_ids=img_ids, return_dict=False,
@@ -147,6 +152,9 @@ def transformer_stage(args) -> None:
         return {"loss": F.mse_loss(pred, noise - x0)}
 
     model, info = train(f"{NAME}-transformer", model, step_fn, cfg)
+    # Export with the VAE as it is now: a decoder fine-tune may have run beside this stage (the
+    # encoder, hence the latent space trained on, is frozen there).
+    vae_info = load_vae(NAME, pipe.vae)
     export_pipeline(NAME, model, pipe.vae, info, vae_info, DEMO_FLUX_SIZE)
 
 
@@ -159,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ema", type=float, default=0.995)
     ap.add_argument("--kl-weight", type=float, default=1e-6)
     ap.add_argument("--latent-noise", type=float, default=0.05, help="decoder stage: noise added to latent means")
+    ap.add_argument("--caption-dropout", type=float, default=0.0,
+                    help="transformer stage: share of captions replaced by the empty prompt (for true CFG)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time-budget", type=float, default=float("inf"), help="seconds; stop early and export")
     ap.add_argument("--threads", type=int, default=1)

@@ -4,7 +4,8 @@ demo-flux: demo-clip reads each generated image's object colour, shape and backg
 (zero-shot, over every plain caption) and we count agreement with the prompt. demo-wan: the
 direction of motion of the object's centroid across the generated frames against the prompt's
 direction (plus demo-clip's reading of the middle frame). Prompts come from the held-out stream of
-the shapes data set; every call uses the pipeline defaults except the step count (20).
+the shapes data set; every call uses the model's registered call settings (those ``tune`` and ``run``
+use) with 20 steps.
 """
 
 from __future__ import annotations
@@ -21,6 +22,17 @@ from ..models.demo_clip import build_clip, zero_shot_read
 from ..models.weights import load_demo_state_dicts
 
 STEPS = 20
+
+
+def default_generation(name: str, steps: int, n: int) -> dict:
+    """The registry's call settings for ``name`` (what ``tune`` and ``run`` use), for a batch of ``n`` prompts."""
+    from ..models import demo  # noqa: F401  (registers the built-in models)
+    from ..models.registry import builtins
+
+    settings = {**next(b for b in builtins() if b.name == name).generation, "num_inference_steps": steps}
+    if isinstance(settings.get("negative_prompt"), str):  # one negative prompt per prompt in the batch
+        settings["negative_prompt"] = [settings["negative_prompt"]] * n
+    return settings
 
 
 def _clip():
@@ -48,10 +60,8 @@ def generate_flux(pipe, prompts: list[str], steps: int = STEPS, seed: int = 0, b
     for i in range(0, len(prompts), batch):
         chunk = prompts[i : i + batch]
         gens = [torch.Generator().manual_seed(seed + i + j) for j in range(len(chunk))]
-        images = pipe(
-            prompt=chunk, height=64, width=64, num_inference_steps=steps, generator=gens, output_type="pt",
-            max_sequence_length=DEMO_FLUX_SIZE.text_len,
-        ).images
+        settings = default_generation("demo-flux", steps, len(chunk))
+        images = pipe(prompt=chunk, generator=gens, output_type="pt", **settings).images
         out.append(images * 2 - 1)
     return torch.cat(out)
 
@@ -63,10 +73,8 @@ def generate_wan(pipe, prompts: list[str], steps: int = STEPS, seed: int = 0, ba
     for i in range(0, len(prompts), batch):
         chunk = prompts[i : i + batch]
         gens = [torch.Generator().manual_seed(seed + i + j) for j in range(len(chunk))]
-        frames = pipe(
-            prompt=chunk, height=32, width=32, num_frames=9, num_inference_steps=steps, generator=gens,
-            output_type="pt", max_sequence_length=DEMO_WAN_SIZE.text_len,
-        ).frames  # (n, F, 3, H, W) in [0, 1]
+        settings = default_generation("demo-wan", steps, len(chunk))
+        frames = pipe(prompt=chunk, generator=gens, output_type="pt", **settings).frames  # (n, F, 3, H, W) in [0, 1]
         out.append(frames.permute(0, 2, 1, 3, 4) * 2 - 1)
     return torch.cat(out)
 

@@ -112,6 +112,23 @@ def decoder_stage(args) -> None:
     save_vae(NAME, vae, info)
 
 
+def edge_band(scenes: list[shapes.Scene], side: int, latent_side: int) -> torch.Tensor:
+    """(n, 1, latent_side, latent_side) mask of the latent pixels within a few pixels of each shape's outline.
+
+    Circle, square and triangle of one size differ only near the outline, so in the latent MSE the
+    shape word is worth little next to colour and place; weighting this band makes it count.
+    """
+    n = len(scenes)
+    alpha = shapes.render(
+        [sc.shape for sc in scenes], [shapes.SIZES[sc.size] for sc in scenes],
+        torch.tensor([sc.x for sc in scenes]), torch.tensor([sc.y for sc in scenes]),
+        torch.ones(n, 3), torch.zeros(n, 3), side,
+    )[:, :1]
+    near = F.avg_pool2d(alpha, 7, stride=1, padding=3, count_include_pad=False)
+    band = ((near > 0.02) & (near < 0.98)).float()
+    return F.adaptive_max_pool2d(band, latent_side)
+
+
 def transformer_stage(args) -> None:
     pipe = build_flux(DEMO_FLUX_SIZE, seed=args.seed)
     vae_info = load_vae(NAME, pipe.vae)
@@ -123,8 +140,9 @@ def transformer_stage(args) -> None:
         steps=args.steps, lr=args.lr, warmup=100, ema=args.ema, seed=args.seed, time_budget_s=args.time_budget,
         threads=args.threads, ckpt_every=100,
         extra={"batch": args.batch, "resolution": RESOLUTION, "max_sequence_length": text_len,
-               "timestep_sampling": "logit-normal(0, 1)", "objective": "rectified flow, v = noise - x0",
-               "caption_dropout": args.caption_dropout},
+               "timestep_sampling": f"logit-normal({args.timestep_mean}, 1)",
+               "objective": "rectified flow, v = noise - x0", "caption_dropout": args.caption_dropout,
+               "edge_weight": args.edge_weight},
     )
     lat_hw = 2 * (RESOLUTION // (pipe.vae_scale_factor * 2))
     img_ids = pipe._prepare_latent_image_ids(args.batch, lat_hw // 2, lat_hw // 2, "cpu", torch.float32)
@@ -138,7 +156,7 @@ def transformer_stage(args) -> None:
         b, c, h, w = z.shape
         x0 = pipe._pack_latents(z, b, c, h, w)
         noise = torch.randn(x0.shape, generator=gen)
-        sigma = torch.sigmoid(torch.randn(b, generator=gen))
+        sigma = torch.sigmoid(torch.randn(b, generator=gen) + args.timestep_mean)
         xt = (1 - sigma.view(b, 1, 1)) * x0 + sigma.view(b, 1, 1) * noise
         # Dropped captions become the empty prompt, which is what FluxPipeline encodes for
         # ``negative_prompt=""``: the model learns the unconditional velocity that true CFG needs.
@@ -149,7 +167,12 @@ def transformer_stage(args) -> None:
             hidden_states=xt, timestep=sigma, guidance=None, pooled_projections=pooled, encoder_hidden_states=seq,
             txt_ids=txt_ids, img_ids=img_ids, return_dict=False,
         )[0]
-        return {"loss": F.mse_loss(pred, noise - x0)}
+        err = (pred - (noise - x0)).square()
+        if not args.edge_weight:
+            return {"loss": err.mean()}
+        band = edge_band(batch.attributes, RESOLUTION, h).expand(b, c, h, w)
+        weight = 1 + args.edge_weight * pipe._pack_latents(band, b, c, h, w)
+        return {"loss": (weight * err).sum() / weight.sum(), "mse": err.mean()}
 
     model, info = train(f"{NAME}-transformer", model, step_fn, cfg)
     # Export with the VAE as it is now: a decoder fine-tune may have run beside this stage (the
@@ -169,6 +192,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--latent-noise", type=float, default=0.05, help="decoder stage: noise added to latent means")
     ap.add_argument("--caption-dropout", type=float, default=0.0,
                     help="transformer stage: share of captions replaced by the empty prompt (for true CFG)")
+    ap.add_argument("--timestep-mean", type=float, default=0.0,
+                    help="transformer stage: mean of the logit-normal noise level; below 0 favours low noise")
+    ap.add_argument("--edge-weight", type=float, default=0.0,
+                    help="transformer stage: extra loss weight on latents near the shape's outline")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time-budget", type=float, default=float("inf"), help="seconds; stop early and export")
     ap.add_argument("--threads", type=int, default=1)

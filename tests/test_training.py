@@ -1,0 +1,48 @@
+"""The demo trainers' shared loop resumes exactly, and the Flux trainer's outline weighting marks outlines."""
+
+import pytest
+import torch
+
+from mindiesd_tune.models import shapes
+from mindiesd_tune.training.common import LoopConfig, train
+from mindiesd_tune.training.flux import edge_band
+
+
+class Crash(Exception):
+    pass
+
+
+def _run(workdir, crash_at=None):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+
+    def step_fn(step, gen):
+        if step == crash_at:
+            raise Crash
+        x = torch.randn(8, 4, generator=gen)
+        return {"loss": (model(x).squeeze(1) - x.sum(1)).square().mean()}
+
+    cfg = LoopConfig(steps=10, lr=1e-2, warmup=2, ema=0.9, log_every=1, ckpt_every=3)
+    return train("toy", model, step_fn, cfg, workdir=workdir)
+
+
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
+    whole, info = _run(tmp_path / "whole")
+    with pytest.raises(Crash):  # dies in step 5; the last checkpoint is step 3's
+        _run(tmp_path / "split", crash_at=4)
+    resumed, info2 = _run(tmp_path / "split")
+    assert info2["steps_done"] == 10
+    assert [r["loss"] for r in info2["log"]] == [r["loss"] for r in info["log"]]
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_edge_band_covers_the_outline_and_nothing_far_from_it():
+    scene = shapes.Scene("square", "red", "blue", "large", "center", x=0.5, y=0.5)
+    band = edge_band([scene], 64, 16)[0, 0]
+    # The large square spans latent pixels 4..11; its outline runs along rows and columns 4 and 11.
+    assert band[4, 4:12].all() and band[11, 4:12].all() and band[4:12, 4].all() and band[4:12, 11].all()
+    assert not band[7:9, 7:9].any()  # the middle of the square
+    assert not band[:2].any() and not band[:, 14:].any()  # far background
+    small = edge_band([shapes.Scene("circle", "red", "blue", "small", "center", x=0.5, y=0.5)], 64, 16)
+    assert 0 < small.sum() < band.sum()

@@ -18,7 +18,9 @@ SCHEMA_VERSION = 2
 _SECTIONS = ("schema", "model", "generation", "accel", "measured", "hardware", "study")
 _MODEL_KEYS = ("name", "family", "pipeline", "fingerprint", "dtype")
 _GENERATION_INTS = ("height", "width", "num_frames", "num_inference_steps", "max_sequence_length")
-_GENERATION_KEYS = _GENERATION_INTS + ("guidance_scale",)
+_GENERATION_NUMBERS = ("guidance_scale", "true_cfg_scale")
+_GENERATION_STRINGS = ("negative_prompt",)  # FluxPipeline runs true CFG only when one is given
+_GENERATION_KEYS = _GENERATION_INTS + _GENERATION_NUMBERS + _GENERATION_STRINGS
 # Known fields of the open sections and their types. Other keys may be added there (a new
 # metric, a new hardware fact) as long as their values are plain scalars.
 _HARDWARE_TYPES = {"device": str, "name": str, "count": int, "torch": str, "diffusers": str, "threads": int, "cpus": int}
@@ -199,6 +201,9 @@ def _check_generation(generation: dict) -> None:
         if key in _GENERATION_INTS:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ProfileError(f"generation.{key}: {_short(value)} must be a positive integer")
+        elif key in _GENERATION_STRINGS:
+            if not isinstance(value, str):
+                raise ProfileError(f"generation.{key}: {_short(value)} must be a string")
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ProfileError(f"generation.{key}: {_short(value)} must be a number")
 

@@ -83,6 +83,8 @@ def test_missing_schema_says_what_to_write(tmp_path):
         (lambda d: d["model"].pop("family"), "model.family: missing"),
         (lambda d: d["generation"].update(num_inference_steps=2.5), "generation.num_inference_steps: 2.5 must be a positive integer"),
         (lambda d: d["generation"].update(height=0), "generation.height: 0 must be a positive integer"),
+        (lambda d: d["generation"].update(negative_prompt=["", ""]), "generation.negative_prompt: ['', ''] must be a string"),
+        (lambda d: d["generation"].update(true_cfg_scale="4"), "generation.true_cfg_scale: '4' must be a number"),
         (lambda d: d["measured"].update(speedup="fast"), "measured.speedup: 'fast' must be a number"),
         (lambda d: d["measured"].update(latency_s=-1), "measured.latency_s: -1 must be >= 0"),
         (lambda d: d["hardware"].update(count="two"), "hardware.count: 'two' must be an integer"),
@@ -121,3 +123,11 @@ def test_open_sections_accept_new_scalar_fields(tmp_path):
     data["hardware"]["driver"] = "550.1"
     p = load_profile(_write(tmp_path, data))
     assert p.measured["clip_score"] == 0.31 and p.hardware["driver"] == "550.1"
+
+
+def test_true_cfg_settings_round_trip_into_the_call(tmp_path):
+    data = _profile().to_dict()
+    data["generation"].update(true_cfg_scale=4.0, negative_prompt="")
+    p = load_profile(_write(tmp_path, data))
+    kw = p.call_kwargs()
+    assert kw["true_cfg_scale"] == 4.0 and kw["negative_prompt"] == ""  # "" is a prompt, not a missing value

@@ -179,16 +179,20 @@ def sample(seed: int, n: int, *, size: int = 64, split: str = "train") -> Batch:
     drawn = [_draw_scene(rng, video=False) for _ in range(n)]
     scenes = [d[0] for d in drawn]
     captions = [caption(sc, with_size=ws, with_position=wp) for sc, ws, wp in drawn]
-    images = render(
-        [sc.shape for sc in scenes],
-        [SIZES[sc.size] for sc in scenes],
-        torch.tensor([sc.x for sc in scenes]),
-        torch.tensor([sc.y for sc in scenes]),
-        _rgb([sc.colour for sc in scenes]),
-        _rgb([sc.background for sc in scenes]),
-        size,
-    )
-    return Batch(images * 2 - 1, captions, scenes)
+    mask = coverage(scenes, size)
+    fg = _rgb([sc.colour for sc in scenes]).view(n, 3, 1, 1)
+    bg = _rgb([sc.background for sc in scenes]).view(n, 3, 1, 1)
+    return Batch((mask * fg + (1 - mask) * bg) * 2 - 1, captions, scenes)
+
+
+def coverage(scenes: list[Scene], size: int) -> torch.Tensor:
+    """(n, 1, size, size): the share of each pixel the scene's shape covers (first frame for video)."""
+    n = len(scenes)
+    return render(
+        [sc.shape for sc in scenes], [SIZES[sc.size] for sc in scenes],
+        torch.tensor([sc.x for sc in scenes]), torch.tensor([sc.y for sc in scenes]),
+        torch.ones(n, 3), torch.zeros(n, 3), size,
+    )[:, :1]
 
 
 def sample_video(seed: int, n: int, *, size: int = 32, num_frames: int = 9, split: str = "train") -> Batch:

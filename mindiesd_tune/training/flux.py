@@ -118,13 +118,7 @@ def edge_band(scenes: list[shapes.Scene], side: int, latent_side: int) -> torch.
     Circle, square and triangle of one size differ only near the outline, so in the latent MSE the
     shape word is worth little next to colour and place; weighting this band makes it count.
     """
-    n = len(scenes)
-    alpha = shapes.render(
-        [sc.shape for sc in scenes], [shapes.SIZES[sc.size] for sc in scenes],
-        torch.tensor([sc.x for sc in scenes]), torch.tensor([sc.y for sc in scenes]),
-        torch.ones(n, 3), torch.zeros(n, 3), side,
-    )[:, :1]
-    near = F.avg_pool2d(alpha, 7, stride=1, padding=3, count_include_pad=False)
+    near = F.avg_pool2d(shapes.coverage(scenes, side), 7, stride=1, padding=3, count_include_pad=False)
     band = ((near > 0.02) & (near < 0.98)).float()
     return F.adaptive_max_pool2d(band, latent_side)
 

@@ -87,13 +87,22 @@ def has_study(out_dir: Path) -> bool:
     return (out_dir / RUN_JSON).is_file() or (out_dir / STUDY_DB).is_file() or (out_dir / JOURNAL).is_file()
 
 
+def _own_file(run_dir: Path, url: str) -> str:
+    """run.json names the study file where `tune` wrote it; a run folder since moved or copied
+    holds its own copy, which is the one that belongs to it."""
+    for scheme, name in (("sqlite:///", STUDY_DB), ("journal:///", JOURNAL)):
+        if url.startswith(scheme) and Path(url[len(scheme):]).name == name and (run_dir / name).is_file():
+            return f"{scheme}{(run_dir / name).resolve()}"
+    return url
+
+
 def load_run(run_dir: str | Path, storage: str | None = None) -> optuna.Study:
     """The study of a run folder (its run.json, or study.db / journal.log found there)."""
     run_dir = Path(run_dir)
     meta = read_run_json(run_dir)
     if storage is None:
         if meta is not None and not meta.get("has_password"):
-            storage = meta["storage"]
+            storage = _own_file(run_dir, meta["storage"])
         elif meta is not None:
             raise UserError(f"{run_dir}: the study's database needs a password; pass --storage with the full URL")
         elif (run_dir / STUDY_DB).is_file():

@@ -65,7 +65,7 @@ def test_profile_and_table_carry_the_clip_score(run):
                 and all(v <= 0 for v in t.constraints.values())]
     assert chosen.number == min(feasible, key=lambda t: t.user_attrs["latency_s"]).number
     assert data["model"]["name"] == "demo-flux"
-    assert data["measured"]["clip"] == pytest.approx(chosen.user_attrs["metrics"]["clip"], rel=1e-4)
+    assert data["measured"]["clip"] == pytest.approx(chosen.user_attrs["metrics"]["clip"], rel=1e-3)
     df = pd.read_csv(out / "trials.csv")
     assert "clip" in df.columns and len(df) == 3
     for t in study.trials:

@@ -303,9 +303,9 @@ def bench(
         "device": str(ev.device),
         "prompts": len(prompts),
         "repeats": repeats,
-        "baseline_s": round(baseline_s, 6),
-        "profile_s": round(profile_s, 6),
-        "speedup": round(baseline_s / profile_s, 4) if profile_s > 0 else None,
+        "baseline_s": _significant(baseline_s),
+        "profile_s": _significant(profile_s),
+        "speedup": _significant(baseline_s / profile_s) if profile_s > 0 else None,
         **{k: _json_number(v) for k, v in tuned.metrics.items()},
         "skipped_fraction": tuned.counters.get("skipped_fraction"),
         "tuned_speedup": prof.measured.get("speedup"),
@@ -324,6 +324,11 @@ def bench(
     typer.echo(f"{'profile':10s}{profile_s:>10.4g} s{speed:>9.2f}x" + "".join(f"{_metric_text(tuned.metrics[m]):>11s}" for m in metrics))
     if isinstance(prof.measured.get("speedup"), (int, float)):
         typer.echo(f"when frozen, the profile measured {prof.measured['speedup']:.2f}x")
+
+
+def _significant(v: float, digits: int = 6) -> float:
+    # significant digits, not decimals: a 1 ms GPU call keeps the precision of a 10 s CPU one
+    return float(f"{v:.{digits}g}")
 
 
 def _json_number(v):

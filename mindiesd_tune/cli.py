@@ -349,13 +349,14 @@ def _metric_text(v) -> str:
 
 @app.command()
 def models():
-    """List the built-in models."""
-    from .models import builtins
+    """List the built-in models: pipelines to tune or run, and scorers for the quality metrics."""
+    from .models import builtin_scorers, builtins
 
     con = _console()
-    for b in builtins():
+    rows = [(b, "pipeline") for b in builtins()] + [(s, "scorer") for s in builtin_scorers()]
+    for b, kind in rows:
         trained = "trained" if b.trained() else "random weights"
-        con.print(f"{b.name:18s} {b.description} [{trained}]", markup=False)
+        con.print(f"{b.name:18s} {kind:9s} {b.description} [{trained}]", markup=False)
 
 
 @app.command()

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import UserError
+from .errors import UserError, require
 from .paths import check_storage_writable, check_writable
 
 app = typer.Typer(
@@ -399,6 +399,8 @@ def run(
 
     check_writable(out, "--out")
     suffix = out.suffix.lower()
+    if suffix == ".mp4":  # found missing now, not after the model has run
+        require("imageio.v3", "video", "writing .mp4 (or use .gif)", "imageio with imageio-ffmpeg")
     prof = load_profile(profile) if profile is not None else None
     loaded = load(model, device=device, allow_download=allow_download)
     allowed = (".gif", ".webp", ".mp4") if loaded.is_video else (".png", ".jpg", ".jpeg", ".webp")
@@ -445,10 +447,7 @@ def _write_media(path: Path, arr) -> None:
         Image.fromarray(u8).save(path)
         return
     if path.suffix.lower() == ".mp4":
-        try:
-            import imageio.v3 as iio
-        except ImportError:
-            raise UserError("writing .mp4 needs imageio and imageio-ffmpeg (pip install 'mindiesd-tune[video]'); use .gif") from None
+        iio = require("imageio.v3", "video", "writing .mp4 (or use .gif)", "imageio with imageio-ffmpeg")
         iio.imwrite(path, u8, fps=8)
         return
     frames = [Image.fromarray(f) for f in u8]

@@ -9,7 +9,8 @@ from typing import List, Optional
 
 import typer
 
-from .errors import UserError
+from .errors import UserError, require
+from .paths import check_storage_writable, check_writable
 
 app = typer.Typer(
     add_completion=False,
@@ -19,6 +20,11 @@ app = typer.Typer(
 )
 
 DEFAULT_FLOOR = "psnr>=30"
+
+# typer exports only some of click's exceptions (and recent typer vendors its own copy of
+# click), so the base classes are found through one it does export
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 def _console(quiet: bool = False):
@@ -58,7 +64,14 @@ def tune(
 ):
     """Tune MODEL within a budget; write profile.yaml, report.html and trials.csv."""
     from .tuner import parse_budget, parse_floor, parse_memory, run_study
+    from .tuner.study import default_out_dir
 
+    out = out if out is not None else default_out_dir(model)
+    check_writable(out, "--out", folder=True)
+    check_storage_writable(storage)
+    cache = None if no_baseline_cache else (baseline_cache or _default_baseline_cache())
+    if cache is not None:
+        check_writable(cache, "--baseline-cache", folder=True)
     b = parse_budget(budget)
     floors = [parse_floor(f) for f in quality_floor]
     mem = parse_memory(max_memory) if max_memory else None
@@ -71,7 +84,7 @@ def tune(
         allow_download=allow_download, workers=workers, storage=storage, study_name=study_name, pick_how=pick,
         prune_margin=prune_margin if prune_margin > 0 else None, isolate=isolate, quiet=quiet,
         clip_model=clip_model, interleave=interleave,
-        baseline_cache=None if no_baseline_cache else str(baseline_cache or _default_baseline_cache()),
+        baseline_cache=None if cache is None else str(cache),
         log=lambda line: con.print(line, markup=False),
     )
     _print_outcome(outcome, quiet)
@@ -88,6 +101,9 @@ def export(
     """Re-pick the profile of a finished study without running anything."""
     from .tuner import export as _export
 
+    if run_dir.exists():  # profile, report and table are rewritten there; a missing folder is load_run's to name
+        check_writable(run_dir, "RUN_DIR", folder=True)
+    check_storage_writable(storage)
     _print_outcome(_export(run_dir, pick, storage), False)
 
 
@@ -114,6 +130,8 @@ def report(run_dir: Path = typer.Argument(..., help="a run folder written by `tu
     """Rebuild profile.yaml, report.html and trials.csv from the study stored in RUN_DIR."""
     from .tuner import load_run, write_outputs
 
+    if run_dir.exists():
+        check_writable(run_dir, "RUN_DIR", folder=True)
     outcome = write_outputs(load_run(run_dir), run_dir)
     _print_outcome(outcome, False)
 
@@ -191,6 +209,7 @@ def validate(
     if p.migrated_from is None:
         typer.echo(f"{profile}: OK (schema {p.schema})")
     elif upgrade:
+        check_writable(profile, "PROFILE")
         p.save(profile)
         typer.echo(f"{profile}: OK; rewritten from schema {p.migrated_from} to schema {p.schema}")
     else:
@@ -303,9 +322,9 @@ def bench(
         "device": str(ev.device),
         "prompts": len(prompts),
         "repeats": repeats,
-        "baseline_s": round(baseline_s, 6),
-        "profile_s": round(profile_s, 6),
-        "speedup": round(baseline_s / profile_s, 4) if profile_s > 0 else None,
+        "baseline_s": _significant(baseline_s),
+        "profile_s": _significant(profile_s),
+        "speedup": _significant(baseline_s / profile_s) if profile_s > 0 else None,
         **{k: _json_number(v) for k, v in tuned.metrics.items()},
         "skipped_fraction": tuned.counters.get("skipped_fraction"),
         "tuned_speedup": prof.measured.get("speedup"),
@@ -326,6 +345,11 @@ def bench(
         typer.echo(f"when frozen, the profile measured {prof.measured['speedup']:.2f}x")
 
 
+def _significant(v: float, digits: int = 6) -> float:
+    # significant digits, not decimals: a 1 ms GPU call keeps the precision of a 10 s CPU one
+    return float(f"{v:.{digits}g}")
+
+
 def _json_number(v):
     import math
 
@@ -344,13 +368,14 @@ def _metric_text(v) -> str:
 
 @app.command()
 def models():
-    """List the built-in models."""
-    from .models import builtins
+    """List the built-in models: pipelines to tune or run, and scorers for the quality metrics."""
+    from .models import builtin_scorers, builtins
 
     con = _console()
-    for b in builtins():
+    rows = [(b, "pipeline") for b in builtins()] + [(s, "scorer") for s in builtin_scorers()]
+    for b, kind in rows:
         trained = "trained" if b.trained() else "random weights"
-        con.print(f"{b.name:18s} {b.description} [{trained}]", markup=False)
+        con.print(f"{b.name:18s} {kind:9s} {b.description} [{trained}]", markup=False)
 
 
 @app.command()
@@ -372,8 +397,11 @@ def run(
     from .profile import load_profile
     from .tuner.evaluator import Evaluator, Workload
 
-    prof = load_profile(profile) if profile is not None else None
+    check_writable(out, "--out")
     suffix = out.suffix.lower()
+    if suffix == ".mp4":  # found missing now, not after the model has run
+        require("imageio.v3", "video", "writing .mp4 (or use .gif)", "imageio with imageio-ffmpeg")
+    prof = load_profile(profile) if profile is not None else None
     loaded = load(model, device=device, allow_download=allow_download)
     allowed = (".gif", ".webp", ".mp4") if loaded.is_video else (".png", ".jpg", ".jpeg", ".webp")
     if suffix not in allowed:
@@ -419,10 +447,7 @@ def _write_media(path: Path, arr) -> None:
         Image.fromarray(u8).save(path)
         return
     if path.suffix.lower() == ".mp4":
-        try:
-            import imageio.v3 as iio
-        except ImportError:
-            raise UserError("writing .mp4 needs imageio and imageio-ffmpeg (pip install 'mindiesd-tune[video]'); use .gif") from None
+        iio = require("imageio.v3", "video", "writing .mp4 (or use .gif)", "imageio with imageio-ffmpeg")
         iio.imwrite(path, u8, fps=8)
         return
     frames = [Image.fromarray(f) for f in u8]
@@ -483,10 +508,26 @@ def main(argv: list[str] | None = None) -> None:
         args.insert(0, "tune")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        app(args=args, prog_name="mindiesd-tune")
+        # not standalone: click's usage errors come back here instead of as typer's error panel
+        code = app(args=args, prog_name="mindiesd-tune", standalone_mode=False)
+    except _USAGE_ERROR as e:
+        if type(e).__name__ == "NoArgsIsHelpError":
+            sys.exit(2)  # the full help has been printed already
+        hint = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
+        _error(" ".join(e.format_message().split()).rstrip(".") + hint)
+    except _CLICK_EXCEPTION as e:
+        _error(" ".join(e.format_message().split()))
+    except typer.Abort:
+        print("Aborted!", file=sys.stderr)
+        sys.exit(1)
     except (UserError, ConfigError) as e:
-        print(f"mindiesd-tune: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _error(str(e))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error(message: str) -> None:
+    print(f"mindiesd-tune: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

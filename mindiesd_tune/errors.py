@@ -6,3 +6,19 @@ class UserError(Exception):
 
     The message is a single line naming the problem; no traceback is shown.
     """
+
+
+class MissingDependency(UserError):
+    """An optional package is not installed; the message names the extra that installs it."""
+
+
+def require(module: str, extra: str, purpose: str, package: str | None = None):
+    """Import ``module``, or raise MissingDependency naming ``pip install 'mindiesd-tune[extra]'``."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependency(
+            f"{purpose} needs {package or module}, which is not installed (pip install 'mindiesd-tune[{extra}]')"
+        ) from None

@@ -1,7 +1,8 @@
 """A fake evaluator for tuner tests: deterministic latency/quality from the config, no model.
 
 ``model="fake"`` behaves; ``model="fake-faulty"`` fails on purpose by ``cache.warmup_steps``:
-1 raises, 3 kills the process, 4 returns NaN.
+1 raises, 3 kills the process, 4 returns NaN. ``model="fake-fast"`` is ``fake`` a thousand times
+faster (trials of about a millisecond, as a small model on a fast GPU).
 """
 
 import os
@@ -14,8 +15,9 @@ from mindiesd_tune.tuner.evaluator import TrialPrunedEarly, TrialResult, to_uint
 
 
 class FakeEvaluator:
-    def __init__(self, faulty: bool):
+    def __init__(self, faulty: bool, scale: float = 1.0):
         self.faulty = faulty
+        self.scale = scale
 
     def evaluate(self, config, constraints=None, margin=None):
         time.sleep(0.01)
@@ -27,7 +29,7 @@ class FakeEvaluator:
                 raise RuntimeError("boom")
             if warm == 3:
                 os._exit(3)
-        latency = 1.0 / (1.0 + 3.0 * min(thr, 1.0)) + 0.02 * warm
+        latency = (1.0 / (1.0 + 3.0 * min(thr, 1.0)) + 0.02 * warm) * self.scale
         psnr = float("inf") if cache.method == "none" else 60.0 - 80.0 * min(thr, 1.0) + warm
         out = np.full((4, 4, 3), 0.5, dtype=np.float32)
         if self.faulty and cache.method != "none" and warm == 4:
@@ -51,4 +53,4 @@ def make_fake(spec):
         "baseline_seconds": 0.0,
         "is_video": False,
     }
-    return FakeEvaluator(spec.model == "fake-faulty"), info
+    return FakeEvaluator(spec.model == "fake-faulty", 1e-3 if spec.model == "fake-fast" else 1.0), info

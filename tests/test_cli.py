@@ -27,9 +27,12 @@ def test_short_form_runs_tune(run_dir):
     assert (run_dir / "profile.yaml").is_file() and (run_dir / "report.html").is_file()
 
 
-def test_models_lists_builtins(capsys):
+def test_models_lists_every_builtin_with_what_it_is_for(capsys):
     code, out, _ = cli(capsys, "models")
-    assert code == 0 and "demo-flux" in out and "demo-wan" in out and "tiny-flux-random" in out
+    assert code == 0
+    rows = {line.split()[0]: line.split()[1] for line in out.strip().splitlines()}
+    assert rows == {"demo-flux": "pipeline", "demo-wan": "pipeline", "tiny-flux-random": "pipeline",
+                    "tiny-wan-random": "pipeline", "demo-clip": "scorer"}
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,28 @@ def test_bench_prints_one_json_object_with_baseline_profile_speedup_and_metrics(
     assert r["prompts"] == 1 and r["tuned_speedup"] == 2.0 and r["mismatches"] == []
 
 
+def test_bench_json_keeps_the_precision_of_fast_calls(capsys, profiles, monkeypatch):
+    from dataclasses import replace
+
+    from mindiesd_tune.tuner import evaluator
+
+    real = evaluator.Evaluator.evaluate
+    medians = iter([1.23456789e-4, 4.5678912e-5])  # baseline, then profile: a small model on a fast GPU
+
+    def evaluate(self, *args, **kwargs):
+        result = real(self, *args, **kwargs)
+        return replace(result, latency=replace(result.latency, median_s=next(medians)))
+
+    monkeypatch.setattr(evaluator.Evaluator, "evaluate", evaluate)
+    code, out, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["a"]), "--json",
+                         "--repeats", "1", "--warmup", "0", "--device", "cpu")
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["baseline_s"] == pytest.approx(1.23456789e-4, rel=1e-5)
+    assert r["profile_s"] == pytest.approx(4.5678912e-5, rel=1e-5)
+    assert r["speedup"] == pytest.approx(1.23456789e-4 / 4.5678912e-5, rel=1e-5)
+
+
 def test_bench_table_warns_when_the_profile_was_tuned_elsewhere(capsys, profiles):
     code, out, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["elsewhere"]),
                          "--repeats", "1", "--warmup", "0", "--device", "cpu")

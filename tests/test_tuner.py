@@ -77,8 +77,11 @@ def test_cheap_first_evaluation_prunes_with_a_reason(tmp_path):
 def test_time_budget_ends_the_study(tmp_path):
     t0 = time.monotonic()
     outcome = fake_study(tmp_path, "4s")
-    assert time.monotonic() - t0 < 20  # the trial under way when time runs out still finishes
-    assert len(outcome.study.trials) >= 3 and (tmp_path / "profile.yaml").is_file()
+    elapsed = time.monotonic() - t0
+    # it runs until the deadline, however many trials this machine manages by then, and the
+    # trial under way when time runs out still finishes (generous: fake trials take 10 ms)
+    assert 4 <= elapsed < 60
+    assert len(outcome.study.trials) >= 1 and (tmp_path / "profile.yaml").is_file()
 
 
 def test_failures_are_isolated_and_the_worker_restarted(tmp_path):

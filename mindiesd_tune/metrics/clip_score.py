@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import MissingDependency
 from .errors import MetricUnavailable
 from .fidelity import to_nchw
 
@@ -125,9 +126,9 @@ def clip_score(outputs, prompts: list[str], spec: str = DEMO_CLIP, device: str =
 def _load(spec: str):
     if not spec:
         raise MetricUnavailable(how_to_supply())
+    open_clip = _open_clip()  # demo-clip is an open_clip model too
     if spec == DEMO_CLIP:
         return _load_demo_clip()
-    import open_clip
 
     if spec.startswith("local-dir:"):
         folder = Path(spec[len("local-dir:") :]).expanduser()
@@ -146,6 +147,17 @@ def _load(spec: str):
     weights = _local_weights(name, source, spec)
     model = open_clip.create_model(name, pretrained=str(weights), pretrained_text=False, pretrained_image=False)
     return model, open_clip.get_tokenizer(name), _open_clip_preprocess(model)
+
+
+def _open_clip():
+    try:
+        import open_clip
+    except ImportError:
+        # a core dependency, so only a broken or partial install gets here
+        raise MissingDependency(
+            "CLIP scoring needs open_clip_torch, a dependency of mindiesd-tune missing here (pip install open_clip_torch)"
+        ) from None
+    return open_clip
 
 
 def _local_weights(name: str, source: str, spec: str) -> Path:

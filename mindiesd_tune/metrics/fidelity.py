@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import require
 from .errors import MetricUnavailable
 
 # MS-SSIM as Wang et al. define it: five scales, 11x11 Gaussian window.
@@ -125,6 +126,7 @@ def _lpips_model(net: str):
                 f"lpips needs the {net} backbone weights at {path} (torchvision's {path.name}); "
                 "copy the file there or point TORCH_HOME at a cache that has it"
             )
+        require("torchvision", "metrics", f"lpips (the {net} backbone)")
         from torchmetrics.functional.image.lpips import _LPIPS
 
         # The backbone loads from the hub cache (found above, so nothing is fetched); the

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..errors import require
 from .errors import MetricUnavailable
 from .fidelity import to_nchw
 
@@ -108,6 +109,8 @@ def fid(
     FID. With ``feature_extractor`` (a module mapping float (B,3,H,W) in [0,1] to (B, D)) it is the
     Frechet distance on those features, named ``fd_<feature_name>``.
     """
+    if feature_extractor is None:
+        require("torch_fidelity", "metrics", "fid (the Inception network)", "torch-fidelity")
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     if feature_extractor is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, require
 from .errors import MetricUnavailable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -70,10 +70,7 @@ def load_media(path: str | Path) -> np.ndarray:
         arr = np.load(path, allow_pickle=False)
         arr = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
     elif suffix == ".mp4":
-        try:
-            import imageio.v3 as iio
-        except ImportError:
-            raise UserError("reading .mp4 needs imageio and imageio-ffmpeg (pip install 'mindiesd-tune[video]')") from None
+        iio = require("imageio.v3", "video", "reading .mp4", "imageio with imageio-ffmpeg")
         arr = np.asarray(iio.imread(path), dtype=np.float32) / 255.0
     else:
         from PIL import Image, ImageSequence

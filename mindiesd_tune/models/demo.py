@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .builders import DEMO_FLUX_SIZE, DEMO_WAN_SIZE, TINY_FLUX_SIZE, TINY_WAN_SIZE, build_flux, build_wan
-from .registry import Builtin, register_builtin
+from .registry import Builtin, BuiltinScorer, register_builtin, register_scorer
 
 DEMO_FLUX_CFG = 4.0  # chosen on held-out prompts of seed stream 1; evaluated on stream 0
 
@@ -60,5 +60,12 @@ register_builtin(
         description="random-weight WanPipeline for unit tests; no learned dynamics",
         generation={"height": 32, "width": 32, "num_frames": 5, "num_inference_steps": 10, "guidance_scale": 5.0,
                     "max_sequence_length": TINY_WAN_SIZE.text_len},
+    )
+)
+register_scorer(
+    BuiltinScorer(
+        name="demo-clip",
+        description="small open_clip CLIP trained on the demo captions: the offline CLIP score for the demo models",
+        trained=lambda: _has_weights("demo-clip"),
     )
 )

@@ -39,6 +39,15 @@ class Builtin:
 
 
 @dataclass
+class BuiltinScorer:
+    """A scoring model that ships with the package (a CLIP for the clip metric), not a pipeline to tune."""
+
+    name: str
+    description: str
+    trained: Callable[[], bool] = lambda: False
+
+
+@dataclass
 class LoadedModel:
     """A pipeline ready to run, with what the rest of the tool needs to know about it."""
 
@@ -69,6 +78,17 @@ def builtin_names() -> list[str]:
 
 def builtins() -> list[Builtin]:
     return list(_BUILTINS.values())
+
+
+_SCORERS: dict[str, BuiltinScorer] = {}
+
+
+def register_scorer(scorer: BuiltinScorer) -> None:
+    _SCORERS[scorer.name] = scorer
+
+
+def builtin_scorers() -> list[BuiltinScorer]:
+    return list(_SCORERS.values())
 
 
 def family_of(pipe) -> str:

@@ -37,7 +37,8 @@ def open_storage(url: str):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
         except ImportError as e:
-            raise UserError(f"storage {redact(url)}: a database driver is missing ({e}); e.g. pip install psycopg2-binary") from None
+            how = "pip install 'mindiesd-tune[postgres]'" if url.startswith("postgresql") else "install its driver"
+            raise UserError(f"storage {redact(url)}: a database driver is missing ({e}); {how}") from None
         except Exception as e:  # noqa: BLE001  (connection refused, bad credentials, ...)
             raise UserError(f"storage {redact(url)}: cannot connect ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})") from None
     raise UserError(f"storage {url!r}: use sqlite:///FILE, journal:///FILE or a database URL such as postgresql://...")

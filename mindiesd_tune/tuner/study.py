@@ -435,9 +435,9 @@ def freeze_profile(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Prof
     measured = {
         "latency_s": _round(latency),
         "baseline_s": _round(base_s),
-        "speedup": _round(speedup, 3),
+        "speedup": _round(speedup),
         **{k: _finite(v) for k, v in metrics.items()},
-        "skipped_fraction": _round(trial.user_attrs.get("counters", {}).get("skipped_fraction"), 4),
+        "skipped_fraction": _round(trial.user_attrs.get("counters", {}).get("skipped_fraction")),
         "feasible": is_feasible(trial),
     }
     workload = attrs.get("workload", {})
@@ -465,8 +465,9 @@ def _finite(v):
     return _round(v)
 
 
-def _round(v, digits: int = 5):
-    return None if v is None else round(float(v), digits)
+def _round(v, digits: int = 6):
+    # significant digits, not decimals: a 1 ms GPU call keeps the precision of a 10 s CPU one
+    return None if v is None else float(f"{float(v):.{digits}g}")
 
 
 def _save_sample(path: Path, arr) -> None:

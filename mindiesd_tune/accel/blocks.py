@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .specs import DenoiserSpec, UNetSpec, UnsupportedModelError, find_spec, registered_denoisers
+from .specs import SparseSpec, UNetSpec, UnsupportedModelError, find_spec, registered_denoisers
 
 
 def find_denoiser(pipe_or_model) -> torch.nn.Module:
@@ -91,9 +91,9 @@ def unet_structure(model: torch.nn.Module) -> UNetSpec:
     return spec.unet
 
 
-def sparse_spec(model: torch.nn.Module):
+def sparse_spec(model: torch.nn.Module) -> SparseSpec:
     """The sparse-attention layout of the model's spec; an error where sparse cannot go."""
-    spec: DenoiserSpec | None = find_spec(model)
+    spec = find_spec(model)
     if spec is None or spec.sparse is None:
         supported = [name for name, s in registered_denoisers().items() if s.sparse is not None]
         raise UnsupportedModelError(
@@ -115,7 +115,8 @@ def attention_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]
 
 
 def __getattr__(name: str):
-    # UNET_BLOCKS was a table here; importers of the name get a view derived from the specs
+    # UNET_BLOCKS (class name -> down, mid, up attributes) for modules that import the name;
+    # derived from the specs on each access, so the specs stay the one source
     if name == "UNET_BLOCKS":
         return {n: (s.unet.down, s.unet.mid, s.unet.up) for n, s in registered_denoisers().items() if s.unet is not None}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

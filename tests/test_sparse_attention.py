@@ -28,7 +28,7 @@ from mindiesd_tune.accel.sparse import (
     tile_shape,
     topk_mask,
 )
-from mindiesd_tune.accel.sparse.processors import PROCESSORS
+from mindiesd_tune.accel.sparse.processors import SparseProcessor
 from mindiesd_tune.kernels import AttentionBackendError, BlockSparseMask, attention
 
 METHODS = [LocalWindowConfig, TopKSparseConfig, HeadAdaptiveSparseConfig]
@@ -40,7 +40,7 @@ def sparse(cls=LocalWindowConfig, **kw):
 
 
 def our_processors(model):
-    return [m.processor for _, m in attention_layers(model) if type(m.processor).__name__ in {p.__name__ for p in PROCESSORS.values()}]
+    return [m.processor for _, m in attention_layers(model) if isinstance(m.processor, SparseProcessor)]
 
 
 def rel_error(a, b) -> float:

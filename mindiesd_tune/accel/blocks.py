@@ -1,8 +1,8 @@
-"""Where the repeated blocks of each supported denoiser live, found through a table, not by guessing.
+"""Where the repeated blocks of a denoiser live, read from its spec in the model registry (``accel.specs``).
 
-For every denoiser class: the ``nn.ModuleList`` attributes holding its blocks, in forward
-order. For every block class: the names of the tensors its forward returns, in order,
-so a hook can pass inputs through or add cached residuals by name.
+The spec gives the ``nn.ModuleList`` attributes holding the blocks, in forward order, and
+for every block class the names of the tensors its forward returns, in order, so a hook can
+pass inputs through or add cached residuals by name.
 """
 
 from __future__ import annotations
@@ -12,67 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-# denoiser class name -> ModuleList attributes, in the order forward() runs them
-BLOCK_LISTS: dict[str, tuple[str, ...]] = {
-    "FluxTransformer2DModel": ("transformer_blocks", "single_transformer_blocks"),
-    "SD3Transformer2DModel": ("transformer_blocks",),
-    "WanTransformer3DModel": ("blocks",),
-    "HunyuanVideoTransformer3DModel": ("transformer_blocks", "single_transformer_blocks"),
-    "CogVideoXTransformer3DModel": ("transformer_blocks",),
-    "QwenImageTransformer2DModel": ("transformer_blocks",),
-    "PixArtTransformer2DModel": ("transformer_blocks",),
-}
-
-# block class name -> names of the returned tensors, in order. A returned None (SD3's last
-# block drops the text stream) is passed through as the input of the same name.
-BLOCK_RETURNS: dict[str, tuple[str, ...]] = {
-    "FluxTransformerBlock": ("encoder_hidden_states", "hidden_states"),
-    "FluxSingleTransformerBlock": ("encoder_hidden_states", "hidden_states"),
-    "JointTransformerBlock": ("encoder_hidden_states", "hidden_states"),
-    "WanTransformerBlock": ("hidden_states",),
-    "HunyuanVideoTransformerBlock": ("hidden_states", "encoder_hidden_states"),
-    "HunyuanVideoSingleTransformerBlock": ("hidden_states", "encoder_hidden_states"),
-    "HunyuanVideoTokenReplaceTransformerBlock": ("hidden_states", "encoder_hidden_states"),
-    "HunyuanVideoTokenReplaceSingleTransformerBlock": ("hidden_states", "encoder_hidden_states"),
-    "CogVideoXBlock": ("hidden_states", "encoder_hidden_states"),
-    "QwenImageTransformerBlock": ("encoder_hidden_states", "hidden_states"),
-    "BasicTransformerBlock": ("hidden_states",),
-}
-
-# block class name -> its self-attention submodules (what the attention cache reuses)
-BLOCK_ATTENTION: dict[str, tuple[str, ...]] = {
-    "FluxTransformerBlock": ("attn",),
-    "FluxSingleTransformerBlock": ("attn",),
-    "JointTransformerBlock": ("attn", "attn2"),
-    "WanTransformerBlock": ("attn1",),
-    "HunyuanVideoTransformerBlock": ("attn",),
-    "HunyuanVideoSingleTransformerBlock": ("attn",),
-    "HunyuanVideoTokenReplaceTransformerBlock": ("attn",),
-    "HunyuanVideoTokenReplaceSingleTransformerBlock": ("attn",),
-    "CogVideoXBlock": ("attn1",),
-    "QwenImageTransformerBlock": ("attn",),
-    "BasicTransformerBlock": ("attn1",),
-}
-
-# UNets are not a chain of blocks (skip connections join the down and up paths); the
-# cache methods that understand that (DeepCache) find their blocks through this table.
-UNET_BLOCKS: dict[str, tuple[str, str, str]] = {
-    "UNet2DConditionModel": ("down_blocks", "mid_block", "up_blocks"),
-}
-
-
-# denoiser class -> (ModuleList attribute, attention attributes of each block) whose self-
-# attention sparse attention may replace, in forward order. Cross-attention (Wan's attn2)
-# is left out on purpose; an attribute that is None (SD3's optional attn2) is skipped.
-ATTENTION_LAYERS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
-    "FluxTransformer2DModel": (("transformer_blocks", ("attn",)), ("single_transformer_blocks", ("attn",))),
-    "WanTransformer3DModel": (("blocks", ("attn1",)),),
-    "SD3Transformer2DModel": (("transformer_blocks", ("attn", "attn2")),),
-}
-
-
-class UnsupportedModelError(ValueError):
-    pass
+from .specs import SparseSpec, UNetSpec, UnsupportedModelError, find_spec, registered_denoisers
 
 
 def find_denoiser(pipe_or_model) -> torch.nn.Module:
@@ -94,6 +34,7 @@ class Block:
     name: str
     returns: tuple[str, ...]
     signature: inspect.Signature
+    attention: tuple[str, ...] = ()  # self-attention submodule names, from the block's spec
 
     def bind(self, args, kwargs) -> dict:
         bound = self.signature.bind(*args, **kwargs)
@@ -101,8 +42,7 @@ class Block:
 
     def attention_modules(self) -> list[tuple[str, torch.nn.Module]]:
         """The block's self-attention submodules that exist in this instance (SD3's attn2 is optional)."""
-        names = BLOCK_ATTENTION.get(type(self.module).__name__, ())
-        found = [(f"{self.name}.{n}", getattr(self.module, n, None)) for n in names]
+        found = [(f"{self.name}.{n}", getattr(self.module, n, None)) for n in self.attention]
         return [(n, m) for n, m in found if isinstance(m, torch.nn.Module)]
 
     def pack(self, tensors: dict) -> tuple | torch.Tensor:
@@ -119,37 +59,64 @@ class Block:
 
 def transformer_blocks(model: torch.nn.Module) -> list[Block]:
     """The model's repeated blocks in forward order; a clear error for unsupported classes."""
-    cls = type(model).__name__
-    if cls not in BLOCK_LISTS:
-        hint = " (a UNet: use cache.method deepcache)" if cls in UNET_BLOCKS else ""
+    spec = find_spec(model)
+    if spec is None or not spec.block_lists:
+        hint = " (a UNet: use cache.method deepcache)" if spec is not None and spec.unet is not None else ""
+        supported = [name for name, s in registered_denoisers().items() if s.block_lists]
         raise UnsupportedModelError(
-            f"{cls} is not supported for block-level acceleration{hint} "
-            f"(supported: {', '.join(sorted(BLOCK_LISTS))})"
+            f"{type(model).__name__} is not supported for block-level acceleration{hint} (supported: {', '.join(supported)})"
         )
     blocks: list[Block] = []
-    for attr in BLOCK_LISTS[cls]:
+    for attr in spec.block_lists:
         for i, module in enumerate(getattr(model, attr)):
-            bcls = type(module).__name__
-            if bcls not in BLOCK_RETURNS:
-                raise UnsupportedModelError(f"{cls}.{attr}[{i}] is a {bcls}, which has no entry in BLOCK_RETURNS")
-            blocks.append(Block(module, f"{attr}.{i}", BLOCK_RETURNS[bcls], inspect.signature(module.forward)))
+            block = spec.block_spec(module)
+            if block is None:
+                raise UnsupportedModelError(
+                    f"{type(model).__name__}.{attr}[{i}] is a {type(module).__name__}, which the {spec.name} spec does not list"
+                )
+            blocks.append(Block(module, f"{attr}.{i}", block.returns, inspect.signature(module.forward), block.attention))
     if not blocks:
-        raise UnsupportedModelError(f"{cls} has no blocks to accelerate")
+        raise UnsupportedModelError(f"{type(model).__name__} has no blocks to accelerate")
     return blocks
 
 
-def attention_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """``(name, attention module)`` of the model's self-attention layers, in forward order."""
-    cls = type(model).__name__
-    if cls not in ATTENTION_LAYERS:
+def unet_structure(model: torch.nn.Module) -> UNetSpec:
+    """Where a UNet keeps its down path, middle block and up path; an error for other classes."""
+    spec = find_spec(model)
+    if spec is None or spec.unet is None:
+        supported = [name for name, s in registered_denoisers().items() if s.unet is not None]
         raise UnsupportedModelError(
-            f"{cls} has no attention-layer table (supported: {', '.join(sorted(ATTENTION_LAYERS))})"
+            f"deepcache needs a UNet; {type(model).__name__} is not one (supported: {', '.join(supported)})"
         )
+    return spec.unet
+
+
+def sparse_spec(model: torch.nn.Module) -> SparseSpec:
+    """The sparse-attention layout of the model's spec; an error where sparse cannot go."""
+    spec = find_spec(model)
+    if spec is None or spec.sparse is None:
+        supported = [name for name, s in registered_denoisers().items() if s.sparse is not None]
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is not supported for sparse attention (supported: {', '.join(supported)})"
+        )
+    return spec.sparse
+
+
+def attention_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """``(name, attention module)`` of the self-attention layers sparse attention may replace, in forward order."""
     found = []
-    for blocks_attr, attn_attrs in ATTENTION_LAYERS[cls]:
+    for blocks_attr, attn_attrs in sparse_spec(model).layers:
         for i, block in enumerate(getattr(model, blocks_attr)):
             for attn_attr in attn_attrs:
                 module = getattr(block, attn_attr, None)
                 if module is not None:
                     found.append((f"{blocks_attr}.{i}.{attn_attr}", module))
     return found
+
+
+def __getattr__(name: str):
+    # UNET_BLOCKS (class name -> down, mid, up attributes) for modules that import the name;
+    # derived from the specs on each access, so the specs stay the one source
+    if name == "UNET_BLOCKS":
+        return {n: (s.unet.down, s.unet.mid, s.unet.up) for n, s in registered_denoisers().items() if s.unet is not None}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,6 @@
 
 from . import demo as _demo  # noqa: F401  (registers the built-in models)
 from .registry import (
-    FAMILIES,
     VIDEO_FAMILIES,
     Builtin,
     BuiltinScorer,
@@ -18,7 +17,6 @@ from .registry import (
 )
 
 __all__ = [
-    "FAMILIES",
     "VIDEO_FAMILIES",
     "Builtin",
     "BuiltinScorer",

@@ -12,18 +12,6 @@ import torch
 
 from ..errors import UserError
 
-# denoiser class -> family. The family decides the search space and what accel may touch.
-FAMILIES: dict[str, str] = {
-    "FluxTransformer2DModel": "dit-image",
-    "SD3Transformer2DModel": "dit-image",
-    "PixArtTransformer2DModel": "dit-image",
-    "QwenImageTransformer2DModel": "dit-image",
-    "WanTransformer3DModel": "dit-video",
-    "HunyuanVideoTransformer3DModel": "dit-video",
-    "CogVideoXTransformer3DModel": "dit-video",
-    "UNet2DConditionModel": "unet-image",
-}
-
 VIDEO_FAMILIES = {"dit-video"}
 
 
@@ -92,13 +80,16 @@ def builtin_scorers() -> list[BuiltinScorer]:
 
 
 def family_of(pipe) -> str:
+    """The family of the pipeline's denoiser, from its spec; it decides the search space."""
+    from ..accel.specs import find_spec, registered_denoisers
+
     for attr in ("transformer", "unet"):
         model = getattr(pipe, attr, None)
         if model is not None:
-            cls = type(model).__name__
-            if cls in FAMILIES:
-                return FAMILIES[cls]
-            raise UserError(f"unsupported denoiser {cls} (supported: {', '.join(sorted(FAMILIES))})")
+            spec = find_spec(model)
+            if spec is not None:
+                return spec.family
+            raise UserError(f"unsupported denoiser {type(model).__name__} (supported: {', '.join(registered_denoisers())})")
     raise UserError(f"{type(pipe).__name__} has no transformer or unet")
 
 

@@ -13,6 +13,7 @@ import torch
 from diffusers.hooks.hooks import HookRegistry, ModelHook
 
 from ..blocks import transformer_blocks
+from ..specs import UnsupportedModelError, pipeline_spec
 from ..config import (
     DiffusersFasterCacheConfig,
     DiffusersFirstBlockCacheConfig,
@@ -95,16 +96,13 @@ def diffusers_config(cfg, pipe, model=None):
 def _guidance_distilled(pipe) -> bool:
     """Whether FasterCache must leave the unconditional branch alone: it expects cond and
     uncond batched in one forward, so pipelines that run them as separate calls (Flux, Wan,
-    Qwen-Image, HunyuanVideo) get only its attention reuse."""
+    Qwen-Image, HunyuanVideo) or have no unconditional branch get only its attention reuse."""
     if pipe is None:
         return True
-    import inspect
-
     try:
-        source = inspect.getsource(type(pipe).__call__)
-    except (OSError, TypeError):
+        return pipeline_spec(pipe).cfg != "batched"
+    except UnsupportedModelError:
         return True
-    return 'cache_context("uncond"' in source or "guidance_embeds" in source and "negative" not in source
 
 
 def apply_diffusers_cache(model: torch.nn.Module, cfg, counters: CacheCounters, pipe=None):

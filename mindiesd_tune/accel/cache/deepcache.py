@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from diffusers.hooks.hooks import HookRegistry, ModelHook
 
-from ..blocks import UNET_BLOCKS, UnsupportedModelError
+from ..blocks import unet_structure
 from ..config import DeepCacheConfig
 from .residual import invalidate
 from .state import BranchStates, CacheCounters
@@ -100,11 +100,8 @@ def _n_res(down_block) -> int:
 
 def apply_deepcache(model: torch.nn.Module, cfg: DeepCacheConfig, counters: CacheCounters):
     """Install DeepCache on a UNet; returns the function that removes it."""
-    cls = type(model).__name__
-    if cls not in UNET_BLOCKS:
-        raise UnsupportedModelError(f"deepcache needs a UNet; {cls} is not one (supported: {', '.join(sorted(UNET_BLOCKS))})")
-    down_attr, mid_attr, up_attr = UNET_BLOCKS[cls]
-    down, mid, up = list(getattr(model, down_attr)), getattr(model, mid_attr), list(getattr(model, up_attr))
+    unet = unet_structure(model)
+    down, mid, up = list(getattr(model, unet.down)), getattr(model, unet.mid), list(getattr(model, unet.up))
     b = cfg.branch
     if b > len(down) - 1 or b > len(up) - 2:
         raise ValueError(f"cache.branch={b}: this UNet has {len(down)} down and {len(up)} up blocks; use 0..{min(len(down) - 1, len(up) - 2)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 from ..config import StepReductionConfig
+from ..specs import UnsupportedModelError, pipeline_spec
 
 
 def is_flow_matching(scheduler) -> bool:
@@ -51,15 +52,15 @@ def compatible_schedulers(pipe) -> list[str]:
 
     A pipeline that hands custom ``sigmas`` (Flux, Qwen-Image, HunyuanVideo, SD3) or ``mu`` to
     the scheduler needs one whose ``set_timesteps`` takes them; DPM-Solver++ takes no sigmas.
+    Its ``PipelineSpec`` says which it hands; a pipeline without one keeps its own scheduler.
     """
     original = getattr(pipe, "scheduler", None)
     if original is None:
         return ["default"]
     try:
-        source = inspect.getsource(type(pipe).__call__)
-    except (OSError, TypeError):
-        source = ""
-    needs = [k for k in ("sigmas", "mu") if f"{k}={k}" in source]
+        needs = pipeline_spec(pipe).scheduler_args
+    except UnsupportedModelError:
+        return ["default"]
     out = ["default"]
     for kind in ("euler", "dpmsolver++", "unipc"):
         try:

@@ -1,14 +1,16 @@
 """Block-sparse attention: local windows, dynamic top-k and head-adaptive masks, installed by swapping processors."""
 
 from .engine import CallContext, SparseAttention, SparseCounters
-from .install import LAYOUTS, dense_step_count, install_sparse
+from .install import dense_step_count, install_sparse, sparse_token_count
 from .masks import GridBlocks, TokenLayout, grid_blocks, kept_blocks, pattern_mask, probe_recall, query_group, tile_shape, topk_mask
-from .processors import PROCESSORS
+from .processors import FluxSparseAttnProcessor, JointSparseAttnProcessor, SparseProcessor, WanSparseAttnProcessor
 
 __all__ = [
-    "LAYOUTS",
-    "PROCESSORS",
     "CallContext",
+    "FluxSparseAttnProcessor",
+    "JointSparseAttnProcessor",
+    "SparseProcessor",
+    "WanSparseAttnProcessor",
     "GridBlocks",
     "SparseAttention",
     "SparseCounters",
@@ -20,6 +22,7 @@ __all__ = [
     "pattern_mask",
     "probe_recall",
     "query_group",
+    "sparse_token_count",
     "tile_shape",
     "topk_mask",
 ]

@@ -2,47 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import math
 
 import torch
 
 from ...kernels.attention import resolve_backend
-from ..blocks import UnsupportedModelError, attention_layers
+from ..blocks import UnsupportedModelError, attention_layers, find_denoiser, sparse_spec
 from ..config import BlockSparseConfig, NoSparse
+from ..specs import find_spec
 from .engine import CallContext, SparseAttention, SparseCounters
-from .masks import TokenLayout
-from .processors import PROCESSORS
-
-
-def _flux_layout(model, args) -> TokenLayout | None:
-    img_ids, txt_ids = args.get("img_ids"), args.get("txt_ids")
-    if img_ids is None or txt_ids is None:
-        return None
-    img_ids = img_ids.reshape(-1, img_ids.shape[-1])
-    h, w = int(img_ids[:, 1].max()) + 1, int(img_ids[:, 2].max()) + 1
-    if h * w != img_ids.shape[0]:
-        return None
-    return TokenLayout((h, w), text_len=txt_ids.reshape(-1, txt_ids.shape[-1]).shape[0], text_first=True)
-
-
-def _wan_layout(model, args) -> TokenLayout | None:
-    x = args["hidden_states"]
-    pt, ph, pw = model.config.patch_size
-    return TokenLayout((x.shape[2] // pt, x.shape[3] // ph, x.shape[4] // pw))
-
-
-def _sd3_layout(model, args) -> TokenLayout | None:
-    x, text = args["hidden_states"], args.get("encoder_hidden_states")
-    p = model.config.patch_size
-    return TokenLayout((x.shape[2] // p, x.shape[3] // p), text_len=0 if text is None else text.shape[1], text_first=False)
-
-
-# denoiser class -> how its forward's inputs lay the tokens out
-LAYOUTS = {
-    "FluxTransformer2DModel": _flux_layout,
-    "WanTransformer3DModel": _wan_layout,
-    "SD3Transformer2DModel": _sd3_layout,
-}
+from .processors import SparseProcessor
 
 
 def install_sparse(model: torch.nn.Module, cfg: NoSparse, counters: SparseCounters, scheduler=None):
@@ -53,8 +24,7 @@ def install_sparse(model: torch.nn.Module, cfg: NoSparse, counters: SparseCounte
     if type(cfg) is NoSparse and cfg.backend == "sdpa":
         return lambda: None
     cls = type(model).__name__
-    if cls not in LAYOUTS:
-        raise UnsupportedModelError(f"{cls} is not supported for sparse attention (supported: {', '.join(sorted(LAYOUTS))})")
+    spec = sparse_spec(model)
     param = next(model.parameters(), None)
     resolve_backend(cfg.backend, param.device if param is not None else "cpu", param.dtype if param is not None else torch.float32)
     dense_steps = isinstance(cfg, BlockSparseConfig) and cfg.dense_steps > 0
@@ -74,14 +44,14 @@ def install_sparse(model: torch.nn.Module, cfg: NoSparse, counters: SparseCounte
     originals = []
     for i, (name, module) in enumerate(layers):
         original = module.processor
-        kind = PROCESSORS.get(type(original).__name__)
+        kind = _sparse_processor(spec, original)
         if kind is None:
             _restore(originals)
             raise UnsupportedModelError(f"{name} runs {type(original).__name__}, which has no sparse processor")
         originals.append((module, original))
         module.set_processor(kind(original, attend, i))
 
-    layout_of = LAYOUTS[cls]
+    layout_of = spec.layout
     signature = inspect.signature(model.forward)
 
     def before_forward(module, args, kwargs):
@@ -97,6 +67,38 @@ def install_sparse(model: torch.nn.Module, cfg: NoSparse, counters: SparseCounte
         _restore(originals)
 
     return remove
+
+
+def _sparse_processor(spec, original) -> type[SparseProcessor] | None:
+    """The sparse processor the spec names for a module running ``original`` (by its class or MRO)."""
+    for klass in type(original).__mro__:
+        kind = spec.processors.get(klass.__name__)
+        if kind is not None:
+            if isinstance(kind, str):
+                module, _, attr = kind.partition(":")
+                kind = getattr(importlib.import_module(module), attr)
+            return kind
+    return None
+
+
+def sparse_token_count(pipe, generation: dict | None = None) -> int | None:
+    """The image or video tokens sparse attention would see in one call at ``generation``'s size.
+
+    None where sparse attention cannot be installed on ``pipe``'s denoiser: its spec has no
+    sparse layout, or one of its attention layers runs a processor the spec has no sparse
+    processor for. Text tokens of joint attention are not counted (they attend densely).
+    """
+    model = find_denoiser(pipe)
+    spec = find_spec(model)
+    if spec is None or spec.sparse is None:
+        return None
+    for _, module in attention_layers(model):
+        processor = getattr(module, "processor", None)
+        if not isinstance(processor, SparseProcessor) and _sparse_processor(spec.sparse, processor) is None:
+            return None
+    if isinstance(pipe, torch.nn.Module):
+        raise ValueError("sparse_token_count needs the pipeline (its VAE sets the latent size), not the bare denoiser")
+    return math.prod(spec.sparse.token_grid(pipe, dict(generation or {})))
 
 
 def _step_fraction(scheduler) -> float:
@@ -118,4 +120,4 @@ def dense_step_count(dense_steps: float, steps: int) -> int:
     return sum(1 for s in range(steps) if s / steps < dense_steps) if steps else 0
 
 
-__all__ = ["LAYOUTS", "dense_step_count", "install_sparse"]
+__all__ = ["dense_step_count", "install_sparse", "sparse_token_count"]

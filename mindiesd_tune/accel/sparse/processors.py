@@ -13,7 +13,9 @@ import torch
 from .engine import SparseAttention
 
 
-class _Processor:
+class SparseProcessor:
+    """Base of the sparse processors; denoiser specs name subclasses in ``SparseSpec.processors``."""
+
     def __init__(self, original, attend: SparseAttention, layer: int):
         self.original, self.attend, self.layer = original, attend, layer
 
@@ -21,7 +23,7 @@ class _Processor:
         return f"{type(self).__name__}(layer={self.layer}, {self.attend.cfg.method})"
 
 
-class FluxSparseAttnProcessor(_Processor):
+class FluxSparseAttnProcessor(SparseProcessor):
     """Flux joint attention: ``[text, image]`` in one sequence (double and single blocks)."""
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
@@ -59,7 +61,7 @@ class FluxSparseAttnProcessor(_Processor):
         return hidden_states
 
 
-class WanSparseAttnProcessor(_Processor):
+class WanSparseAttnProcessor(SparseProcessor):
     """Wan self-attention over the 3D video grid (installed on ``attn1`` only)."""
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
@@ -91,7 +93,7 @@ def _wan_rotary(x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tenso
     return out.type_as(x)
 
 
-class JointSparseAttnProcessor(_Processor):
+class JointSparseAttnProcessor(SparseProcessor):
     """SD3 joint attention: ``[image, text]`` in one sequence."""
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
@@ -130,11 +132,3 @@ class JointSparseAttnProcessor(_Processor):
         if encoder_hidden_states is not None:
             return hidden_states, encoder_hidden_states
         return hidden_states
-
-
-# the diffusers processor a module runs -> ours
-PROCESSORS: dict[str, type[_Processor]] = {
-    "FluxAttnProcessor": FluxSparseAttnProcessor,
-    "WanAttnProcessor": WanSparseAttnProcessor,
-    "JointAttnProcessor2_0": JointSparseAttnProcessor,
-}

@@ -81,3 +81,22 @@ def make_slow_tiny(spec):
 
     ev.evaluate = evaluate_slowly
     return ev, info
+
+
+def make_stubborn(spec):
+    """The fake evaluator, whose second trial sleeps for a minute and has no abort event to stop
+    it (as a denoising step that is slow to end); the marker is as for make_slow_tiny."""
+    from pathlib import Path
+
+    ev, info = make_fake(spec)
+    evaluate, calls = ev.evaluate, []
+
+    def evaluate_stubbornly(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            Path(os.environ["MINDIESD_TEST_SLOW_MARKER"]).write_text("a slow trial started")
+            time.sleep(60)
+        return evaluate(*args, **kwargs)
+
+    ev.evaluate = evaluate_stubbornly
+    return ev, info

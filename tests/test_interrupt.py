@@ -26,17 +26,17 @@ TrialState = optuna.trial.TrialState
 SCRIPT = """
 import functools, sys
 import mindiesd_tune.tuner as tuner
-tuner.run_study = functools.partial(tuner.run_study, worker_factory="fakes:make_slow_tiny")
+tuner.run_study = functools.partial(tuner.run_study, worker_factory=sys.argv.pop(1))
 from mindiesd_tune.cli import main
 main(sys.argv[1:])
 """
 
 
-def _start(tmp_path: Path, isolate: bool):
+def _start(tmp_path: Path, isolate: bool, model: str = "tiny-flux-random", factory: str = "fakes:make_slow_tiny"):
     out, marker = tmp_path / "run", tmp_path / "slow-trial-started"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "MINDIESD_TEST_SLOW_MARKER": str(marker),
            "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    args = ["tune", "tiny-flux-random", "--budget", "10m", "--out", str(out), "--repeats", "1", "--warmup", "0",
+    args = [factory, "tune", model, "--budget", "10m", "--out", str(out), "--repeats", "1", "--warmup", "0",
             "--prompt", "a red circle",
             "--no-baseline-cache", "--isolate" if isolate else "--no-isolate"]
     stderr = open(tmp_path / "stderr.txt", "w")
@@ -58,9 +58,10 @@ def _wait_for_line(p, lines: queue.Queue, text: str, timeout: float) -> None:
     raise AssertionError(f"no {text!r} on stdout within {timeout}s")
 
 
-@pytest.mark.parametrize("isolate", [True, False], ids=["isolated", "in-process"])
-def test_second_ctrl_c_aborts_the_running_trial(tmp_path, isolate):
-    p, out, marker, lines = _start(tmp_path, isolate)
+def _interrupt_twice(tmp_path: Path, isolate: bool, **kw):
+    """Start a study, Ctrl-C once the slow trial runs, again once the first is handled
+    -> (the process, its run folder, seconds from the second Ctrl-C to its end)."""
+    p, out, marker, lines = _start(tmp_path, isolate, **kw)
     try:
         deadline = time.monotonic() + 180
         while not marker.exists():
@@ -81,6 +82,12 @@ def test_second_ctrl_c_aborts_the_running_trial(tmp_path, isolate):
         if p.poll() is None:
             p.kill()
             p.wait()
+    return p, out, elapsed
+
+
+@pytest.mark.parametrize("isolate", [True, False], ids=["isolated", "in-process"])
+def test_second_ctrl_c_aborts_the_running_trial(tmp_path, isolate):
+    p, out, elapsed = _interrupt_twice(tmp_path, isolate)
     stderr = (tmp_path / "stderr.txt").read_text()
     assert p.returncode == 130, stderr
     assert "Traceback" not in stderr and "leaked" not in stderr, stderr
@@ -98,3 +105,16 @@ def test_second_ctrl_c_aborts_the_running_trial(tmp_path, isolate):
     # its point waits in the queue, so --resume evaluates it again
     queued = [t.system_attrs.get("fixed_params") for t in study.trials if t.state == TrialState.WAITING]
     assert aborted.params in queued
+
+
+def test_a_trial_that_does_not_stop_is_left_behind(tmp_path):
+    # an evaluator call that ignores the abort (a denoising step that is slow to end): the study
+    # stops waiting for it after ABORT_GRACE_S and still fails its trial and writes the outputs
+    p, out, elapsed = _interrupt_twice(tmp_path, False, model="fake", factory="fakes:make_stubborn")
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert p.returncode == 130, stderr
+    assert elapsed < 30, f"the process took {elapsed:.1f}s to end after the second Ctrl-C"  # the trial sleeps 60 s
+    assert (out / "profile.yaml").is_file() and (out / "report.html").is_file() and (out / "trials.csv").is_file()
+    study = load_run(out)
+    assert not [t.number for t in study.trials if t.state == TrialState.RUNNING]
+    assert study.trials[1].state == TrialState.FAIL and study.trials[1].user_attrs.get("interrupted")

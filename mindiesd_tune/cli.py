@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -89,6 +90,9 @@ def tune(
     )
     _print_outcome(outcome, quiet)
     if outcome.interrupted:
+        # Ctrl-C means "let me go now": the interpreter's last garbage collection walks every
+        # object torch and diffusers made (seconds on a loaded machine) and has nothing to free
+        gc.freeze()
         raise typer.Exit(130)
 
 

@@ -54,3 +54,51 @@ def make_fake(spec):
         "is_video": False,
     }
     return FakeEvaluator(spec.model == "fake-faulty", 1e-3 if spec.model == "fake-fast" else 1.0), info
+
+
+SLOW_STEP_S = 1.0  # per denoising step of a slow trial: at least 20 steps make it last 20 s on any machine
+
+
+def make_slow_tiny(spec):
+    """tiny-flux-random whose first trial runs at full speed and every later one sleeps at each
+    denoising step; the file named by $MINDIESD_TEST_SLOW_MARKER appears when a slow trial starts,
+    so a test can interrupt it mid-trial without guessing how fast the machine is."""
+    import threading
+    from pathlib import Path
+
+    from mindiesd_tune.accel.blocks import find_denoiser
+    from mindiesd_tune.tuner.worker import build_evaluator
+
+    ev, info = build_evaluator(spec)
+    slow = threading.Event()
+    find_denoiser(ev.pipe).register_forward_pre_hook(lambda module, args: time.sleep(SLOW_STEP_S) if slow.is_set() else None)
+    evaluate, calls = ev.evaluate, []
+
+    def evaluate_slowly(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            slow.set()
+            Path(os.environ["MINDIESD_TEST_SLOW_MARKER"]).write_text("a slow trial started")
+        return evaluate(*args, **kwargs)
+
+    ev.evaluate = evaluate_slowly
+    return ev, info
+
+
+def make_stubborn(spec):
+    """The fake evaluator, whose second trial sleeps for a minute and has no abort event to stop
+    it (as a denoising step that is slow to end); the marker is as for make_slow_tiny."""
+    from pathlib import Path
+
+    ev, info = make_fake(spec)
+    evaluate, calls = ev.evaluate, []
+
+    def evaluate_stubbornly(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            Path(os.environ["MINDIESD_TEST_SLOW_MARKER"]).write_text("a slow trial started")
+            time.sleep(60)
+        return evaluate(*args, **kwargs)
+
+    ev.evaluate = evaluate_stubbornly
+    return ev, info

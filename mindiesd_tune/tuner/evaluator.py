@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,11 @@ DEFAULT_VIDEO_PROMPTS = (
     "a red circle on a blue background moving left",
     "a white square on a green background moving up",
 )
+
+
+class TrialAborted(BaseException):
+    """The running trial was aborted (a second Ctrl-C). A BaseException, as KeyboardInterrupt is,
+    so that no ``except Exception`` in a pipeline or an accelerator swallows it on its way out."""
 
 
 class TrialPrunedEarly(Exception):
@@ -106,6 +112,12 @@ class Evaluator:
         self.repeats = repeats
         self.device = self.pipe.device if hasattr(self.pipe, "device") else torch.device("cpu")
         self._baseline: list[np.ndarray] | None = None
+        # set from another thread to abort the running call at its next denoising step
+        self.abort = threading.Event()
+
+    def _check_abort(self, module, args) -> None:
+        if self.abort.is_set():
+            raise TrialAborted()
 
     def generate(self, prompt: str, seed: int, overrides: dict | None = None) -> np.ndarray:
         """One pipeline call -> float32 array in [0, 1]: (H, W, C) image or (F, H, W, C) video.
@@ -115,7 +127,18 @@ class Evaluator:
         """
         generator = torch.Generator(device="cpu").manual_seed(seed)
         settings = {**self.workload.generation, **(overrides or {})}
-        out = self.pipe(prompt=prompt, generator=generator, output_type="np", **settings)
+        # a pre-hook on the denoiser fires once per denoising step (per CFG branch), whatever
+        # the pipeline and whatever an accelerator did to the blocks inside it
+        self._check_abort(None, None)
+        try:
+            hook = accel.find_denoiser(self.pipe).register_forward_pre_hook(self._check_abort)
+        except accel.UnsupportedModelError:  # nothing to hook: the call runs to its end
+            hook = None
+        try:
+            out = self.pipe(prompt=prompt, generator=generator, output_type="np", **settings)
+        finally:
+            if hook is not None:
+                hook.remove()
         arr = out.frames if self.loaded.is_video else out.images
         return np.asarray(arr[0], dtype=np.float32)
 

@@ -2,7 +2,8 @@
 
 One thread per worker runs an ask/tell loop against the shared storage; each worker owns an
 evaluator (in a child process by default) on its own device or device group. The main
-thread shows progress and turns Ctrl-C into "stop after the current trial".
+thread shows progress and turns Ctrl-C into "stop after the current trial"; a second Ctrl-C
+aborts the running trials (failed as interrupted, their points queued again).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ PSNR_CAP = 100.0
 TRIAL_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "clip")
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 TrialState = optuna.trial.TrialState
+# After a second Ctrl-C, how long the worker threads get to hand back their aborted trials
+# before the outputs are written without them (a denoising step cannot be cut short).
+ABORT_GRACE_S = 3.0
 
 
 @dataclass
@@ -225,18 +229,21 @@ def run_study(
     threads = [threading.Thread(target=_drive, args=(shared, f"w{i}", w), daemon=True) for i, w in enumerate(pool)]
     t_loop = time.monotonic()
     interrupted = False
+    aborted_at: float | None = None
+
     def on_sigint(signum, frame):
         # a flag, not an exception: a KeyboardInterrupt inside a storage call could leave the
         # database locked and the worker threads waiting on it
-        nonlocal interrupted
+        nonlocal interrupted, aborted_at
         if not shared.stop.is_set():
             shared.stop.set()
             interrupted = True
             ui.note("stopping after the current trial; Ctrl-C again to abort it")
-        else:
+        elif aborted_at is None:
+            aborted_at = time.monotonic()
             ui.note("aborting the running trial")
             for w in pool:
-                w.close()
+                w.abort()  # does not wait: the worker threads hand the trials back as interrupted
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
@@ -248,9 +255,13 @@ def run_study(
                 for t in threads:
                     t.join(timeout=0.25)
                 ui.refresh(study, started)
+                if aborted_at is not None and time.monotonic() - aborted_at > ABORT_GRACE_S:
+                    break  # a step that is slow to end: leave its (daemon) thread behind
     finally:
         if in_main:
             signal.signal(signal.SIGINT, previous)
+    if aborted_at is not None and not external:
+        _requeue_interrupted(study, log)  # only this process writes the run's own storage
     loop_seconds = time.monotonic() - t_loop
     for w in pool:
         w.close()
@@ -299,11 +310,16 @@ def _record_study_attrs(study, info, objective, constraints, sampler, budget, wa
 def _requeue_interrupted(study: optuna.Study, log) -> None:
     """Trials left RUNNING by a killed process: mark them failed and queue their points again."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-        study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted: the process running it was stopped")
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        study.enqueue_trial(t.params)
+        _fail_interrupted(study, t._trial_id, t.params, "interrupted: the process running it was stopped")
         log(f"trial {t.number} was interrupted; its point is queued again")
+
+
+def _fail_interrupted(study: optuna.Study, trial_id: int, params: dict, reason: str) -> None:
+    """An interrupted trial fails without counting against the budget; its point is queued again."""
+    study._storage.set_trial_user_attr(trial_id, "interrupted", True)
+    study._storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+    study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    study.enqueue_trial(params)
 
 
 def _drive(shared: _Shared, wid: str, worker) -> None:
@@ -356,6 +372,9 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> None:
     kind, *rest = worker.evaluate(config.to_dict(), shared.constraints.spec(), shared.prune_margin)
     shared.add("call_seconds", time.perf_counter() - t0)
     trial.set_user_attr("config", config.to_dict())
+    if kind == "interrupted":
+        _fail_interrupted(study, trial._trial_id, trial.params, rest[0])
+        return
     if kind == "failed":
         trial.set_user_attr("fail_reason", rest[0])
         study.tell(trial, state=TrialState.FAIL)

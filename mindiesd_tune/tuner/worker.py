@@ -4,6 +4,10 @@ An exception, an out-of-memory error or NaN output comes back as a failed result
 reason; a child that dies (segfault, kill, OOM killer) is noticed, the trial fails with
 that reason and the next trial starts a fresh child. ``InProcessWorker`` offers the same
 interface without a child, for tests, benchmarks and debuggers.
+
+``abort()`` (a second Ctrl-C) ends the running trial from another thread: the in-process
+evaluator stops at its next denoising step, the child process is killed. The trial comes back
+as ``("interrupted", reason)`` and the worker evaluates nothing more.
 """
 
 from __future__ import annotations
@@ -99,12 +103,15 @@ def _factory(spec: WorkerSpec):
     return getattr(importlib.import_module(module), name)
 
 
+INTERRUPTED = "interrupted: the trial was aborted (a second Ctrl-C)"
+
+
 def evaluate_message(evaluator, config_dict: dict, constraints_spec: dict | None, margin: float | None) -> tuple:
-    """Run one trial -> ("ok", result) | ("pruned", reason, partial) | ("failed", reason)."""
+    """Run one trial -> ("ok", result) | ("pruned", reason, partial) | ("failed", reason) | ("interrupted", reason)."""
     import torch
 
     from ..accel.config import AccelConfig
-    from .evaluator import TrialPrunedEarly
+    from .evaluator import TrialAborted, TrialPrunedEarly
     from .objectives import Constraints
 
     try:
@@ -116,6 +123,8 @@ def evaluate_message(evaluator, config_dict: dict, constraints_spec: dict | None
         return ("ok", result.to_message())
     except TrialPrunedEarly as e:
         return ("pruned", e.reason, e.partial)
+    except TrialAborted:
+        return ("interrupted", INTERRUPTED)
     except Exception as e:  # noqa: BLE001  (any failure of one trial is that trial's result)
         oom = isinstance(e, getattr(torch.cuda, "OutOfMemoryError", ())) or "out of memory" in str(e).lower()
         if oom:
@@ -144,6 +153,7 @@ class InProcessWorker:
     def __init__(self, spec: WorkerSpec, evaluator=None, info: dict | None = None):
         self.spec = spec
         self._ev, self._info = evaluator, info
+        self._aborted = False
 
     def start(self) -> dict:
         if self._ev is None:
@@ -155,8 +165,23 @@ class InProcessWorker:
         return self._info
 
     def evaluate(self, config_dict: dict, constraints_spec: dict | None = None, margin: float | None = None) -> tuple:
+        if self._aborted:
+            return ("interrupted", INTERRUPTED)
         self.start()
-        return evaluate_message(self._ev, config_dict, constraints_spec, margin)
+        ev = self._ev  # close() may drop it from another thread while this trial runs
+        self._arm(ev)  # an abort that came while the evaluator was loading
+        return evaluate_message(ev, config_dict, constraints_spec, margin)
+
+    def abort(self) -> None:
+        """Stop the running trial at its next denoising step (an evaluator without an ``abort``
+        event, such as a test fake, finishes its call). Safe from a signal handler."""
+        self._aborted = True
+        self._arm(self._ev)
+
+    def _arm(self, ev) -> None:
+        flag = getattr(ev, "abort", None)
+        if self._aborted and flag is not None:
+            flag.set()
 
     def close(self) -> None:
         self._ev = None
@@ -164,6 +189,7 @@ class InProcessWorker:
 
 def _child_main(conn, spec_dict: dict) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it finishes the current trial
+    _thread_lock_for_progress_bars()
     spec = WorkerSpec(**spec_dict)
     try:
         if spec.threads:
@@ -189,6 +215,16 @@ def _child_main(conn, spec_dict: dict) -> None:
         conn.send(evaluate_message(evaluator, config_dict, constraints_spec, margin))
 
 
+def _thread_lock_for_progress_bars() -> None:
+    """tqdm (the pipelines' progress bars) makes a multiprocessing semaphore by default; a child
+    killed by ``abort()`` would leave it behind and the resource tracker warn about it at exit."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    tqdm.set_lock(threading.RLock())
+
+
 class WorkerDied(RuntimeError):
     pass
 
@@ -207,6 +243,7 @@ class ProcessWorker:
         self._conn = None
         self._info: dict | None = None
         self.restarts = 0
+        self._aborted = False
 
     @property
     def alive(self) -> bool:
@@ -233,6 +270,8 @@ class ProcessWorker:
                         os.environ[k] = v
         child.close()
         self._proc, self._conn = proc, parent
+        if self._aborted:  # abort() came while the child was being started
+            proc.kill()
         msg = self._recv(self.start_timeout)
         if msg[0] != "ready":
             self.close()
@@ -242,27 +281,43 @@ class ProcessWorker:
 
     def _recv(self, timeout: float | None = None):
         deadline = None if timeout is None else time.monotonic() + timeout
+        # close() from another thread drops the attributes: keep reading what this call started with
+        conn, proc = self._conn, self._proc
         while True:
             try:
-                if self._conn.poll(0.2):
-                    return self._conn.recv()
-            except (EOFError, OSError):
+                if conn.poll(0.2):
+                    return conn.recv()
+            except (EOFError, OSError):  # the child died or the connection was closed
                 pass
-            if not self._proc.is_alive():
-                code = self._proc.exitcode
-                self._proc.join()
+            if not proc.is_alive():
+                code = proc.exitcode
+                proc.join()
                 raise WorkerDied(f"the evaluator process died (exit code {code})")
             if deadline is not None and time.monotonic() > deadline:
                 self.close()
                 raise WorkerDied(f"the evaluator process did not answer within {timeout:.0f}s")
 
     def evaluate(self, config_dict: dict, constraints_spec: dict | None = None, margin: float | None = None) -> tuple:
-        self.start()
+        if self._aborted:
+            return ("interrupted", INTERRUPTED)
         try:
+            self.start()
             self._conn.send(("eval", config_dict, constraints_spec, margin))
             return self._recv()
-        except WorkerDied as e:
+        except (WorkerDied, OSError) as e:
+            if self._aborted:  # killed on purpose: neither a failure of the point nor a reason to restart
+                return ("interrupted", INTERRUPTED)
+            if isinstance(e, OSError):
+                raise
             return ("failed", f"WorkerDied: {e}; it will be restarted")
+
+    def abort(self) -> None:
+        """Kill the child and with it the running trial; the thread in ``evaluate`` sees it die
+        and returns. Does not wait and touches no connection, so it is safe from a signal handler."""
+        self._aborted = True
+        proc = self._proc
+        if proc is not None:
+            proc.kill()
 
     def close(self) -> None:
         if self._proc is None:

@@ -1,7 +1,8 @@
 """A fake evaluator for tuner tests: deterministic latency/quality from the config, no model.
 
 ``model="fake"`` behaves; ``model="fake-faulty"`` fails on purpose by ``cache.warmup_steps``:
-1 raises, 3 kills the process, 4 returns NaN.
+1 raises, 3 kills the process, 4 returns NaN; ``model="fake-hang"`` never finishes a trial (a
+machine that dies mid-trial, once the test kills it).
 """
 
 import os
@@ -14,11 +15,12 @@ from mindiesd_tune.tuner.evaluator import TrialPrunedEarly, TrialResult, to_uint
 
 
 class FakeEvaluator:
-    def __init__(self, faulty: bool):
+    def __init__(self, faulty: bool, hang: bool = False):
         self.faulty = faulty
+        self.hang = hang
 
     def evaluate(self, config, constraints=None, margin=None):
-        time.sleep(0.01)
+        time.sleep(3600 if self.hang else 0.01)
         cache = config.cache
         thr = getattr(cache, "threshold", 0.0)
         warm = getattr(cache, "warmup_steps", 0)
@@ -51,4 +53,4 @@ def make_fake(spec):
         "baseline_seconds": 0.0,
         "is_video": False,
     }
-    return FakeEvaluator(spec.model == "fake-faulty"), info
+    return FakeEvaluator(spec.model == "fake-faulty", hang=spec.model == "fake-hang"), info

@@ -108,3 +108,12 @@ def test_a_sampler_with_nothing_new_ends_the_study_as_exhausted(monkeypatch, tmp
     for name in ("profile.yaml", "report.html", "trials.csv"):
         assert (tmp_path / name).is_file()
     assert "search space exhausted" in (tmp_path / "report.html").read_text()
+
+
+def test_resume_continues_the_runs_own_study_under_another_model_path(tmp_path):
+    fake_study(tmp_path, "3t")
+    # the same model (same fingerprint) named by another path: still the run's study, not a new one
+    run_study("fake2", parse_budget("5t"), tmp_path, worker_factory="fakes:make_fake", isolate=False,
+              floors=[parse_floor("psnr>=40")], resume=True, log=lambda s: None)
+    assert optuna.study.get_all_study_names(f"sqlite:///{tmp_path / 'study.db'}") == ["fake"]
+    assert len(counted(load_run(tmp_path))) == 5

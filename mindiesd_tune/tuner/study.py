@@ -29,7 +29,8 @@ from .budget import Budget
 from .objectives import Constraints, QualityFloor
 from .pick import baseline_trial, completed, is_feasible, pick, speedup_of
 from .progress import ProgressUI
-from .storage import default_storage, has_study, load_run, open_storage, redact, run_storage, write_run_json
+from .storage import (default_storage, has_study, load_run, open_storage, read_run_json, redact, run_storage,
+                      write_run_json)
 from .worker import InProcessWorker, ProcessWorker, WorkerSpec, WorkerStartError
 
 # Identical outputs have infinite PSNR; Optuna wants finite objective values.
@@ -230,13 +231,14 @@ def run_study(
         if resume and not has_study(out_dir):
             raise UserError(f"{out_dir} holds no study to resume")
     out_dir.mkdir(parents=True, exist_ok=True)
+    own = read_run_json(out_dir) if resume and not external else None
     if storage is not None:
         url = storage
     elif resume:  # the run's own study, whatever --workers says now
         url = run_storage(out_dir)
     else:
         url = default_storage(out_dir, workers)
-    name = study_name or Path(model).name
+    name = study_name or (own or {}).get("study") or Path(model).name
     direction = "maximize" if METRIC_DIRECTIONS[objective] else "minimize"
     notify = [log]  # the progress display once it is up
 

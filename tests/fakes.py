@@ -2,7 +2,8 @@
 
 ``model="fake"`` behaves; ``model="fake-faulty"`` fails on purpose by ``cache.warmup_steps``:
 1 raises, 3 kills the process, 4 returns NaN. ``model="fake-fast"`` is ``fake`` a thousand times
-faster (trials of about a millisecond, as a small model on a fast GPU).
+faster (trials of about a millisecond, as a small model on a fast GPU); ``model="fake-hang"`` never
+finishes a trial (a machine that dies mid-trial, once the test kills it).
 """
 
 import os
@@ -15,12 +16,13 @@ from mindiesd_tune.tuner.evaluator import TrialPrunedEarly, TrialResult, to_uint
 
 
 class FakeEvaluator:
-    def __init__(self, faulty: bool, scale: float = 1.0):
+    def __init__(self, faulty: bool, scale: float = 1.0, hang: bool = False):
         self.faulty = faulty
         self.scale = scale
+        self.hang = hang
 
     def evaluate(self, config, constraints=None, margin=None):
-        time.sleep(0.01)
+        time.sleep(3600 if self.hang else 0.01)
         cache = config.cache
         thr = getattr(cache, "threshold", 0.0)
         warm = getattr(cache, "warmup_steps", 0)
@@ -53,7 +55,8 @@ def make_fake(spec):
         "baseline_seconds": 0.0,
         "is_video": False,
     }
-    return FakeEvaluator(spec.model == "fake-faulty", 1e-3 if spec.model == "fake-fast" else 1.0), info
+    return FakeEvaluator(spec.model == "fake-faulty", 1e-3 if spec.model == "fake-fast" else 1.0,
+                         hang=spec.model == "fake-hang"), info
 
 
 SLOW_STEP_S = 1.0  # per denoising step of a slow trial: at least 20 steps make it last 20 s on any machine

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import optuna
@@ -90,10 +92,93 @@ def test_two_processes_share_one_study_without_losing_or_repeating_trials(storag
     trials = [t for t in study.trials if not t.user_attrs.get("over_budget")]
     # the global budget holds across both processes; each trial ran once and finished
     assert sorted(t.number for t in trials) == list(range(len(trials)))
-    assert len(trials) == 10
     assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials)
     evaluated = [t for t in trials if "repeat_of" not in t.user_attrs]
+    assert len(evaluated) == 10  # a repeated point is answered from storage and costs no budget
     points = [tuple(sorted(t.params.items())) for t in evaluated]
     assert len(points) == len(set(points)), "a point was evaluated twice"
     # both run folders can rebuild the report from the shared study
     assert (tmp_path / "m0" / "profile.yaml").is_file() and (tmp_path / "m1" / "profile.yaml").is_file()
+
+
+
+DOOMED = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    from mindiesd_tune.tuner import run_study, parse_budget
+    run_study("fake-hang", parse_budget("8t"), {out!r}, storage={url!r}, study_name="shared",
+              worker_factory="fakes:make_fake", isolate=False, heartbeat_interval=1, grace_period=3, progress=False)
+    """
+)
+
+
+def _wait_for(what, check, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_dead_machines_trial_is_failed_by_heartbeat_and_its_point_run_again(postgres_url, tmp_path):
+    from mindiesd_tune.tuner import parse_budget, run_study
+
+    RUNNING, COMPLETE, PRUNED, FAIL = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE,
+                                       optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    storage = optuna.storages.RDBStorage(postgres_url)
+    if "shared" in optuna.study.get_all_study_names(storage):
+        optuna.delete_study(study_name="shared", storage=storage)
+
+    def trials():
+        if "shared" not in optuna.study.get_all_study_names(storage):
+            return []
+        return optuna.load_study(study_name="shared", storage=storage).trials
+
+    # the doomed machine's evaluator never returns: it is killed in the middle of trial 0
+    script = DOOMED.format(tests=str(TESTS), out=str(tmp_path / "doomed"), url=postgres_url)
+    doomed = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines, failure = [], []
+
+    def survive():
+        try:
+            run_study("fake", parse_budget("8t"), tmp_path / "survivor", storage=postgres_url, study_name="shared",
+                      worker_factory="fakes:make_fake", isolate=False, heartbeat_interval=1, grace_period=3,
+                      progress=False, log=lines.append)
+        except BaseException as e:  # noqa: BLE001
+            failure.append(e)
+
+    survivor = threading.Thread(target=survive, daemon=True)
+    try:
+        baseline = _wait_for("trial 0 running", lambda: [t for t in trials() if t.state == RUNNING and t.params])[0]
+        # ask for that point again, so the other machine reaches it while the first still runs it
+        optuna.load_study(study_name="shared", storage=storage).enqueue_trial(baseline.params)
+        survivor.start()
+        _wait_for("the survivor waiting on the same point", lambda: [
+            t for t in trials() if t.number > 0 and t.state == RUNNING and t.params == baseline.params])
+        time.sleep(4)  # past the grace period: the live machine's heartbeats keep its trial running
+        assert trials()[0].state == RUNNING
+        doomed.kill()  # SIGKILL: no clean-up, the trial stays RUNNING in storage
+        doomed.communicate()
+        # without heartbeats the survivor would wait an hour for the dead machine's trial
+        survivor.join(timeout=120)
+        assert not survivor.is_alive(), "the survivor is still waiting"
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+            doomed.communicate()
+    assert not failure, failure
+    assert any(line.startswith("trial 0 sent no heartbeat") for line in lines), lines
+    study = trials()
+    assert study[0].state == FAIL and not [t for t in study if t.state == RUNNING]
+    requeued = [t for t in study if t.user_attrs.get("requeued_from") == 0]
+    assert len(requeued) == 1 and requeued[0].params == baseline.params
+    # the dead trial's point was evaluated again, once, by the survivor
+    evaluated = [t for t in study if t.params == baseline.params and t.state == COMPLETE and "repeat_of" not in t.user_attrs]
+    assert len(evaluated) == 1 and evaluated[0].number > 0
+    # the budget is complete: neither the dead trial nor a repeat counts
+    counted = [t for t in study if t.number != 0 and not t.user_attrs.get("over_budget") and "repeat_of" not in t.user_attrs]
+    assert len(counted) == 8 and all(t.state in (COMPLETE, PRUNED) for t in counted)

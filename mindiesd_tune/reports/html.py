@@ -190,6 +190,7 @@ def _meta_html(df: pd.DataFrame, attrs: dict, title: str) -> str:
         ("model", f"{model.get('name')} · {model.get('pipeline')} · family {model.get('family')}"),
         ("model fingerprint", " · ".join(str(x) for x in (model.get("fingerprint"), model.get("dtype")) if x)),
         ("budget", attrs.get("budget")),
+        ("stopped by", attrs.get("stop_reason")),
         ("objective", attrs.get("objective")),
         ("quality floors", ", ".join(attrs.get("floors", []) or []) or "none"),
         ("memory cap", f"{attrs['max_memory_bytes'] / 2**30:.3g} GiB" if attrs.get("max_memory_bytes") else None),

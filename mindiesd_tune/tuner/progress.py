@@ -44,6 +44,7 @@ def summary(study: optuna.Study) -> dict:
         "done": len(done),
         "failed": sum(t.state == TrialState.FAIL and not t.user_attrs.get("interrupted") for t in trials),
         "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+        "repeats": sum("repeat_of" in t.user_attrs for t in done),  # answered from storage, not counted
         "best": best,
     }
 
@@ -100,5 +101,5 @@ class ProgressUI:
             what = f"{elapsed:.0f}/{self.budget.seconds:.0f}s"
             self._progress.update(self._task, completed=min(elapsed, self.budget.seconds), what=what, stats=stats)
         else:
-            n = s["done"] + s["failed"] + s["pruned"]
+            n = s["done"] - s["repeats"] + s["failed"] + s["pruned"]
             self._progress.update(self._task, completed=n, what=f"{n}/{self.budget.trials} trials", stats=stats)

@@ -1,14 +1,19 @@
 """Where a study lives: SQLite in the run folder (one worker), Optuna's journal file (several
 local workers), or any Optuna RDB URL such as PostgreSQL (several machines).
 
-The run folder's run.json records the storage URL and study name, so `report` and `export`
-find the study again without being told.
+The run folder's run.json records the storage URL and study name, so `report`, `export` and
+`tune --resume` find the study again without being told.
+
+RDB storages (SQLite included) can keep Optuna's trial heartbeats, so a trial whose process died
+is told apart from one still running. Optuna's JournalStorage keeps none in this version.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
+from typing import Callable
 
 import optuna
 
@@ -17,6 +22,9 @@ from ..errors import UserError
 STUDY_DB = "study.db"
 JOURNAL = "journal.log"
 RUN_JSON = "run.json"
+# seconds a SQLite connection waits for another writer (Python's default is 5): worker threads
+# and their heartbeats share one file, and a slow disk must not fail a trial
+SQLITE_TIMEOUT = 60.0
 
 
 def default_storage(out_dir: Path, workers: int) -> str:
@@ -25,17 +33,27 @@ def default_storage(out_dir: Path, workers: int) -> str:
     return f"sqlite:///{(out_dir / STUDY_DB).resolve()}"
 
 
-def open_storage(url: str):
-    """An Optuna storage object for ``url`` (``journal:///path`` for a journal file)."""
+def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None,
+                 on_stale: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None):
+    """An Optuna storage object for ``url`` (``journal:///path`` for a journal file).
+
+    With ``heartbeat_interval`` an RDB storage keeps trial heartbeats: a running trial silent for
+    ``grace_period`` seconds is failed by ``optuna.storages.fail_stale_trials``, which then calls
+    ``on_stale(study, trial)``. Recording the heartbeats is the caller's job.
+    """
     if url.startswith("journal:///"):
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal://"):]))
+    heartbeat = {}
+    if heartbeat_interval is not None:
+        heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
+                     "heartbeat_stale_trial_callback": on_stale}
     if url.startswith("sqlite:"):
-        return _sqlite_storage(url)
+        return _sqlite_storage(url, heartbeat)
     if url.startswith(("postgresql", "mysql", "oracle", "mssql")):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+            return _rdb_storage(url, {"pool_pre_ping": True}, heartbeat)
         except ImportError as e:
             how = "pip install 'mindiesd-tune[postgres]'" if url.startswith("postgresql") else "install its driver"
             raise UserError(f"storage {redact(url)}: a database driver is missing ({e}); {how}") from None
@@ -44,13 +62,19 @@ def open_storage(url: str):
     raise UserError(f"storage {url!r}: use sqlite:///FILE, journal:///FILE or a database URL such as postgresql://...")
 
 
-def _sqlite_storage(url: str):
+def _rdb_storage(url: str, engine_kwargs: dict, heartbeat: dict):
+    with warnings.catch_warnings():  # the heartbeat arguments are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+
+
+def _sqlite_storage(url: str, heartbeat: dict):
     """SQLite in WAL mode without a sync per commit: a trial writes a dozen small records, and
     a full fsync each (tens of ms here) would cost more than a small model's trial. WAL keeps the
     database consistent on a crash; at worst the last trial's records are lost."""
     from sqlalchemy import event
 
-    storage = optuna.storages.RDBStorage(url)
+    storage = _rdb_storage(url, {"connect_args": {"timeout": SQLITE_TIMEOUT}}, heartbeat)
 
     def _pragmas(conn, _record):
         cur = conn.cursor()
@@ -97,21 +121,26 @@ def _own_file(run_dir: Path, url: str) -> str:
     return url
 
 
+def run_storage(run_dir: Path) -> str:
+    """The storage URL a run folder's study lives in: its run.json, else a study.db or journal.log there."""
+    meta = read_run_json(run_dir)
+    if meta is not None and not meta.get("has_password"):
+        return _own_file(run_dir, meta["storage"])
+    if meta is not None:
+        raise UserError(f"{run_dir}: the study's database needs a password; pass --storage with the full URL")
+    if (run_dir / STUDY_DB).is_file():
+        return f"sqlite:///{(run_dir / STUDY_DB).resolve()}"
+    if (run_dir / JOURNAL).is_file():
+        return f"journal:///{(run_dir / JOURNAL).resolve()}"
+    raise UserError(f"{run_dir}: no study here (no {RUN_JSON}, {STUDY_DB} or {JOURNAL}); is this a run folder written by `tune`?")
+
+
 def load_run(run_dir: str | Path, storage: str | None = None) -> optuna.Study:
     """The study of a run folder (its run.json, or study.db / journal.log found there)."""
     run_dir = Path(run_dir)
     meta = read_run_json(run_dir)
     if storage is None:
-        if meta is not None and not meta.get("has_password"):
-            storage = _own_file(run_dir, meta["storage"])
-        elif meta is not None:
-            raise UserError(f"{run_dir}: the study's database needs a password; pass --storage with the full URL")
-        elif (run_dir / STUDY_DB).is_file():
-            storage = f"sqlite:///{(run_dir / STUDY_DB).resolve()}"
-        elif (run_dir / JOURNAL).is_file():
-            storage = f"journal:///{(run_dir / JOURNAL).resolve()}"
-        else:
-            raise UserError(f"{run_dir}: no study here (no {RUN_JSON}, {STUDY_DB} or {JOURNAL}); is this a run folder written by `tune`?")
+        storage = run_storage(run_dir)
     st = open_storage(storage)
     names = [s.study_name for s in optuna.study.get_all_study_summaries(st)]
     name = meta["study"] if meta is not None else (names[0] if len(names) == 1 else None)

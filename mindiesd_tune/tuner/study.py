@@ -9,6 +9,7 @@ aborts the running trials (failed as interrupted, their points queued again).
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import math
 import os
 import signal
@@ -29,7 +30,8 @@ from .budget import Budget
 from .objectives import Constraints, QualityFloor
 from .pick import baseline_trial, completed, is_feasible, pick, speedup_of
 from .progress import ProgressUI
-from .storage import default_storage, has_study, load_run, open_storage, redact, write_run_json
+from .storage import (default_storage, has_study, load_run, open_storage, read_run_json, redact, run_storage,
+                      write_run_json)
 from .worker import InProcessWorker, ProcessWorker, WorkerSpec, WorkerStartError
 
 # Identical outputs have infinite PSNR; Optuna wants finite objective values.
@@ -43,6 +45,17 @@ TrialState = optuna.trial.TrialState
 ABORT_GRACE_S = 3.0
 
 
+# A sampler that keeps proposing points earlier trials answered has nothing new left to offer.
+MAX_REPEATS_IN_ROW = 20
+# RDB storages: a running trial records a heartbeat this often (seconds); a trial whose last
+# heartbeat is older than the grace period belongs to a dead process, so it is failed and its
+# point queued again. Optuna takes whole seconds.
+HEARTBEAT_INTERVAL = 20
+GRACE_PERIOD = 90
+
+logger = logging.getLogger(__name__)
+
+
 @dataclass
 class StudyOutcome:
     study: optuna.Study
@@ -53,6 +66,7 @@ class StudyOutcome:
     table_path: Path
     interrupted: bool = False
     reason: str = ""
+    stop_reason: str = ""  # why the study ended: a budget, an interrupt or an exhausted search space
 
 
 def default_out_dir(model: str) -> Path:
@@ -116,24 +130,52 @@ class _Shared:
     samples: Path
     on_trial: Callable[[optuna.trial.FrozenTrial], None]
     space: SpaceContext = field(default_factory=SpaceContext)
+    note: Callable[[str], None] = print
+    heartbeat_s: int | None = None  # None: the storage keeps no heartbeats
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     eval_seconds: float = 0.0  # inside the evaluator (model calls, timing, scoring), as it reports
     sample_seconds: float = 0.0  # sampling: study.ask() and the define-by-run suggest
     call_seconds: float = 0.0  # worker.evaluate round trips (the evaluator plus process hand-over)
+    repeats_in_row: int = 0
+    stop_reason: str = ""
+    stale_checked: float = 0.0
 
     def add(self, name: str, seconds: float) -> None:
         with self.lock:
             setattr(self, name, getattr(self, name) + seconds)
 
+    def ended(self, reason: str) -> None:
+        """Record why the study ends; the first reason given is the study's. Call with the lock held."""
+        self.stop_reason = self.stop_reason or reason
+
     def counted(self, below: int | None = None) -> int:
+        """Trials that count against the trial budget: not queued, not answered from storage as a
+        repeat, not stopped with their process (their point runs again)."""
+        trials = self.study.get_trials(deepcopy=False)
+        requeued = {t.user_attrs.get("requeued_from") for t in trials}
         n = 0
-        for t in self.study.get_trials(deepcopy=False):
-            if t.state == TrialState.WAITING or t.user_attrs.get("over_budget") or t.user_attrs.get("interrupted"):
+        for t in trials:
+            if (t.state == TrialState.WAITING or t.user_attrs.get("over_budget") or t.user_attrs.get("interrupted")
+                    or "repeat_of" in t.user_attrs or (t.state == TrialState.FAIL and t.number in requeued)):
                 continue
             if below is None or t.number < below:
                 n += 1
         return n
+
+    def fail_stale(self, force: bool = False) -> None:
+        """Fail the running trials of dead processes (no heartbeat within the grace period); the
+        storage's callback queues their points again. At most once per heartbeat interval."""
+        if self.heartbeat_s is None:
+            return
+        now = time.monotonic()
+        with self.lock:
+            if not force and now - self.stale_checked < self.heartbeat_s:
+                return
+            self.stale_checked = now
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
 
 
 def run_study(
@@ -163,11 +205,17 @@ def run_study(
     clip_model: str | None = None,
     interleave: bool = True,
     baseline_cache: str | None = None,
+    heartbeat_interval: int = HEARTBEAT_INTERVAL,
+    grace_period: int = GRACE_PERIOD,
     progress: bool | None = None,
     quiet: bool = False,
     log: Callable[[str], None] = print,
 ) -> StudyOutcome:
-    """Tune ``model`` within ``budget``; write profile.yaml, report.html and trials.csv to ``out_dir``."""
+    """Tune ``model`` within ``budget``; write profile.yaml, report.html and trials.csv to ``out_dir``.
+
+    On an RDB storage a running trial records a heartbeat every ``heartbeat_interval`` seconds; a
+    trial silent for ``grace_period`` seconds (its machine died) is failed and its point re-run.
+    """
     started = time.monotonic()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if objective not in TRIAL_METRICS:
@@ -189,12 +237,26 @@ def run_study(
         if resume and not has_study(out_dir):
             raise UserError(f"{out_dir} holds no study to resume")
     out_dir.mkdir(parents=True, exist_ok=True)
-    url = storage or default_storage(out_dir, workers)
-    name = study_name or Path(model).name
+    own = read_run_json(out_dir) if resume and not external else None
+    if storage is not None:
+        url = storage
+    elif resume:  # the run's own study, whatever --workers says now
+        url = run_storage(out_dir)
+    else:
+        url = default_storage(out_dir, workers)
+    name = study_name or (own or {}).get("study") or Path(model).name
     direction = "maximize" if METRIC_DIRECTIONS[objective] else "minimize"
+    notify = [log]  # the progress display once it is up
+
+    def requeue_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+        notify[0](f"trial {trial.number} sent no heartbeat for {grace_period} s (its process died); "
+                  "its point is queued again")
+
     study = optuna.create_study(
         study_name=name,
-        storage=open_storage(url),
+        storage=open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                             on_stale=requeue_stale),
         directions=["minimize", direction],
         sampler=make_sampler(sampler, seed, budget.trials),
         load_if_exists=resume or external,  # an explicit storage is how other machines join a study
@@ -224,7 +286,9 @@ def run_study(
     samples.mkdir(exist_ok=True)
     ui = ProgressUI(budget, study, enabled=progress, quiet=quiet, log=log)
     shared = _Shared(study, info["model"]["family"], objective, constraints, info["baseline_metrics"], budget.trials,
-                     deadline, prune_margin, samples, ui.trial_done, space=space)
+                     deadline, prune_margin, samples, ui.trial_done, space=space, note=ui.note,
+                     heartbeat_s=_heartbeat_interval(study))
+    notify[0] = ui.note
 
     threads = [threading.Thread(target=_drive, args=(shared, f"w{i}", w), daemon=True) for i, w in enumerate(pool)]
     t_loop = time.monotonic()
@@ -274,6 +338,7 @@ def run_study(
         "handover_seconds": round(max(0.0, shared.call_seconds - shared.eval_seconds), 3),
         "overhead_share": round(max(0.0, 1 - shared.eval_seconds / busy), 4) if busy > 0 else None,
     })
+    study.set_user_attr("stop_reason", "interrupted" if interrupted else shared.stop_reason or "stopped")
     outcome = write_outputs(study, out_dir, pick_how)
     outcome.interrupted = interrupted
     return outcome
@@ -322,29 +387,94 @@ def _fail_interrupted(study: optuna.Study, trial_id: int, params: dict, reason: 
     study.enqueue_trial(params)
 
 
+def _heartbeat_interval(study: optuna.Study) -> int | None:
+    """Seconds between a running trial's heartbeats; None where the storage keeps none (journal)."""
+    return getattr(study._storage, "get_heartbeat_interval", lambda: None)()
+
+
+class _Heartbeat:
+    """Records a running trial's heartbeat every interval while the block runs. Optuna's
+    optimize() does this itself; an ask/tell driver has to, or a live trial looks dead."""
+
+    def __init__(self, storage, trial_id: int, interval: int | None):
+        self._storage, self._trial_id, self._interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self):
+        if self._interval is not None:
+            # at once: a trial that never beat is never taken for dead, so a crash right after
+            # ask() would leave it RUNNING for good
+            self._storage.record_heartbeat(self._trial_id)
+            self._thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat-{self._trial_id}")
+            self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._storage.record_heartbeat(self._trial_id)
+            except Exception as e:  # noqa: BLE001  (one lost beat is within the grace period; keep beating)
+                logger.warning("trial heartbeat not recorded: %s: %s", type(e).__name__, e)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
 def _drive(shared: _Shared, wid: str, worker) -> None:
     """One worker's ask/tell loop; returns when the budget is spent or a stop is asked for."""
     study = shared.study
     while not shared.stop.is_set():
         if shared.deadline is not None and time.monotonic() >= shared.deadline:
+            with shared.lock:
+                shared.ended("time budget spent")
             return
+        shared.fail_stale(force=True)  # before counting: a dead process's trial frees its budget slot
         with shared.lock:
             if shared.max_trials is not None and shared.counted() >= shared.max_trials:
+                shared.ended("trial budget spent")
                 return
             t0 = time.perf_counter()
-            trial = study.ask()
+            with warnings.catch_warnings():
+                # Optuna expects heartbeats with optimize(); this loop records them itself (_Heartbeat)
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+                trial = study.ask()
             shared.sample_seconds += time.perf_counter() - t0
         if shared.max_trials is not None and shared.counted(below=trial.number) >= shared.max_trials:
             trial.set_user_attr("over_budget", True)  # another worker took the last slot
             study.tell(trial, state=TrialState.FAIL)
+            with shared.lock:
+                shared.ended("trial budget spent")
             return
         trial.set_user_attr("worker", wid)
-        _run_trial(shared, trial, worker)
+        try:
+            with _Heartbeat(study._storage, trial._trial_id, shared.heartbeat_s):
+                repeated = _run_trial(shared, trial, worker)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            # heartbeats held up longer than the grace period (a suspended machine, a stalled
+            # database): another worker took this trial for dead, failed it and queued its point
+            if shared.heartbeat_s is None or study._storage.get_trial(trial._trial_id).state != TrialState.FAIL:
+                raise
+            shared.note(f"trial {trial.number} was failed as stale while it ran; its point is queued again")
+            continue
         # one trial from storage, not a deep copy of the whole study after every trial
         shared.on_trial(study._storage.get_trial(trial._trial_id))
+        with shared.lock:
+            # a repeat costs no budget, so the sampler is asked again, but not forever
+            shared.repeats_in_row = shared.repeats_in_row + 1 if repeated else 0
+            exhausted = shared.repeats_in_row >= MAX_REPEATS_IN_ROW and not shared.stop_reason
+            if exhausted:
+                shared.ended("search space exhausted")
+        if exhausted:
+            shared.note(f"search space exhausted: the last {MAX_REPEATS_IN_ROW} points the sampler proposed "
+                        "had all been tried; stopping")
+            shared.stop.set()
 
 
-def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> None:
+def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> bool:
+    """Evaluate one trial and tell its outcome; True when it repeated an earlier point."""
     study = shared.study
     t0 = time.perf_counter()
     try:
@@ -357,8 +487,8 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> None:
     except Exception as e:  # noqa: BLE001  (a bad point is that trial's failure)
         trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
         study.tell(trial, state=TrialState.FAIL)
-        return
-    earlier = _same_params(study, trial)
+        return False
+    earlier = _same_params(study, trial, check_stale=shared.fail_stale)
     if earlier is not None:  # a sampler may propose a point again; answer it from storage
         for key, value in earlier.user_attrs.items():
             if key != "worker":
@@ -367,18 +497,18 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> None:
         for key, value in earlier.constraints.items():
             trial.set_constraint(key, value)
         study.tell(trial, earlier.values)
-        return
+        return True
     t0 = time.perf_counter()
     kind, *rest = worker.evaluate(config.to_dict(), shared.constraints.spec(), shared.prune_margin)
     shared.add("call_seconds", time.perf_counter() - t0)
     trial.set_user_attr("config", config.to_dict())
     if kind == "interrupted":
         _fail_interrupted(study, trial._trial_id, trial.params, rest[0])
-        return
+        return False
     if kind == "failed":
         trial.set_user_attr("fail_reason", rest[0])
         study.tell(trial, state=TrialState.FAIL)
-        return
+        return False
     result = rest[-1]
     shared.add("eval_seconds", result.get("eval_seconds") or _eval_estimate(result))
     latency = result["latency"]
@@ -394,23 +524,27 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> None:
     if kind == "pruned":
         trial.set_user_attr("prune_reason", rest[0])
         study.tell(trial, state=TrialState.PRUNED)
-        return
+        return False
     for key, value in shared.constraints.values(result["metrics"], latency.get("peak_memory_bytes"), shared.baseline_metrics).items():
         trial.set_constraint(key, value)
     quality = result["metrics"][shared.objective]
     if shared.objective == "psnr":
         quality = min(quality, PSNR_CAP)
     study.tell(trial, [latency["median_s"], quality])
+    return False
 
 
 def _eval_estimate(result: dict) -> float:
     return sum(result["latency"].get("samples") or [])
 
 
-def _same_params(study: optuna.Study, trial: optuna.Trial, wait_s: float = 3600.0) -> optuna.trial.FrozenTrial | None:
-    """An earlier trial at the same point; when another worker is still running it, wait for it."""
+def _same_params(study: optuna.Study, trial: optuna.Trial, wait_s: float = 3600.0,
+                 check_stale: Callable[[], None] = lambda: None) -> optuna.trial.FrozenTrial | None:
+    """An earlier trial at the same point; when another worker is still running it, wait for it
+    (on a storage with heartbeats, only as long as that worker's process is alive)."""
     deadline = time.monotonic() + wait_s
     while True:
+        check_stale()
         running = False
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
             if t.number >= trial.number or t.params != trial.params or "repeat_of" in t.user_attrs:
@@ -442,7 +576,8 @@ def write_outputs(study: optuna.Study, out_dir: Path, pick_how: str = "fastest")
         importances=param_importances(study, study.user_attrs.get("objective", "psnr")),
         baseline_no=base.number if base is not None else None,
     )
-    return StudyOutcome(study, out_dir, profile, profile_path, report_path, table_path, reason=reason)
+    return StudyOutcome(study, out_dir, profile, profile_path, report_path, table_path, reason=reason,
+                        stop_reason=study.user_attrs.get("stop_reason", ""))
 
 
 def freeze_profile(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Profile:

@@ -1,0 +1,119 @@
+"""Where a study lives and what counts against its budget: resuming into the run's own storage,
+several worker threads on SQLite, and repeated points."""
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import optuna
+
+from mindiesd_tune.search_spaces import NEUTRAL_PARAMS
+from mindiesd_tune.tuner import load_run, parse_budget, parse_floor, run_study
+
+COMPLETE, FAIL, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED
+
+
+def fake_study(out, budget, **kw):
+    kw.setdefault("isolate", False)
+    kw.setdefault("floors", [parse_floor("psnr>=40")])
+    return run_study("fake", parse_budget(budget), out, worker_factory="fakes:make_fake", log=lambda s: None, **kw)
+
+
+def counted(study):
+    return [t for t in study.trials if not t.user_attrs.get("over_budget") and "repeat_of" not in t.user_attrs]
+
+
+def _hold_write_lock(db: Path, after_trials: int, seconds: float) -> threading.Thread:
+    """Another writer (a second process, a slow disk) keeps the database locked for a while."""
+
+    def hold():
+        con = sqlite3.connect(db, timeout=60, isolation_level=None)
+        while con.execute("select count(*) from trials").fetchone()[0] < after_trials:
+            time.sleep(0.05)
+        con.execute("begin immediate")
+        time.sleep(seconds)
+        con.execute("commit")
+        con.close()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_resume_with_more_workers_completes_the_one_worker_sqlite_study(tmp_path):
+    fake_study(tmp_path, "4t")
+    assert (tmp_path / "study.db").is_file()
+    # two worker threads now write to the one SQLite file the run was made with, and wait out
+    # a writer that holds it for longer than SQLite's default 5 s
+    holder = _hold_write_lock(tmp_path / "study.db", after_trials=7, seconds=6)
+    fake_study(tmp_path, "14t", workers=2, resume=True)
+    holder.join(timeout=30)
+    assert not (tmp_path / "journal.log").exists()
+    study = load_run(tmp_path)
+    trials = counted(study)
+    assert len(trials) == 14 and sorted(t.number for t in trials) == [t.number for t in trials]
+    assert all(t.state in (COMPLETE, PRUNED) for t in trials), [(t.number, t.state, t.user_attrs) for t in trials]
+    assert {t.user_attrs["worker"] for t in trials[4:]} == {"w0", "w1"}
+    assert study.trials[0].params == NEUTRAL_PARAMS  # the same study, not a new one that starts over
+
+
+class RepeatingSampler(optuna.samplers.RandomSampler):
+    """Proposes the baseline point (every first choice: no cache, dense attention) on the trials
+    ``repeat`` selects, random points on the others."""
+
+    def __init__(self, repeat, seed=0):
+        super().__init__(seed=seed)
+        self.repeat = repeat
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if self.repeat(trial.number) and isinstance(param_distribution, optuna.distributions.CategoricalDistribution):
+            return param_distribution.choices[0]
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+
+def with_sampler(monkeypatch, sampler):
+    import mindiesd_tune.tuner.study as study_module
+
+    monkeypatch.setattr(study_module, "make_sampler", lambda *a, **k: sampler)
+
+
+def test_repeated_points_are_answered_from_storage_and_do_not_count(monkeypatch, tmp_path):
+    with_sampler(monkeypatch, RepeatingSampler(lambda n: n % 2 == 1))
+    outcome = fake_study(tmp_path, "10t")
+    trials = [t for t in outcome.study.trials if not t.user_attrs.get("over_budget")]
+    repeats = [t for t in trials if "repeat_of" in t.user_attrs]
+    assert len(repeats) >= 3  # odd trials after the presets propose the baseline again
+    for t in repeats:
+        assert t.params == NEUTRAL_PARAMS and t.values == outcome.study.trials[t.user_attrs["repeat_of"]].values
+    assert len(counted(outcome.study)) == 10  # ten evaluated points, the repeats on top
+    assert len(trials) == 10 + len(repeats)
+    assert outcome.stop_reason == "trial budget spent"
+    assert "stopped by" in outcome.report_path.read_text()
+
+
+def test_a_sampler_with_nothing_new_ends_the_study_as_exhausted(monkeypatch, tmp_path):
+    with_sampler(monkeypatch, RepeatingSampler(lambda n: True))
+    lines = []
+    outcome = run_study("fake", parse_budget("50t"), tmp_path, worker_factory="fakes:make_fake", isolate=False,
+                        progress=False, log=lines.append)
+    study = outcome.study
+    evaluated = counted(study)
+    repeats = [t for t in study.trials if "repeat_of" in t.user_attrs]
+    # the baseline and the presets are evaluated; every sampled point is the baseline again
+    assert [t.number for t in evaluated] == list(range(len(evaluated))) and len(evaluated) == 3
+    assert len(repeats) == 20 and len(study.trials) == 23
+    assert any(line.startswith("search space exhausted") for line in lines), lines
+    assert outcome.stop_reason == study.user_attrs["stop_reason"] == "search space exhausted"
+    for name in ("profile.yaml", "report.html", "trials.csv"):
+        assert (tmp_path / name).is_file()
+    assert "search space exhausted" in (tmp_path / "report.html").read_text()
+
+
+def test_resume_continues_the_runs_own_study_under_another_model_path(tmp_path):
+    fake_study(tmp_path, "3t")
+    # the same model (same fingerprint) named by another path: still the run's study, not a new one
+    run_study("fake2", parse_budget("5t"), tmp_path, worker_factory="fakes:make_fake", isolate=False,
+              floors=[parse_floor("psnr>=40")], resume=True, log=lambda s: None)
+    assert optuna.study.get_all_study_names(f"sqlite:///{tmp_path / 'study.db'}") == ["fake"]
+    assert len(counted(load_run(tmp_path))) == 5

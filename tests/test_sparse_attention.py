@@ -448,10 +448,11 @@ def test_bad_sparse_fields_are_named(sparse_dict, field):
 def test_search_space_samples_sparse_params_per_family_and_keeps_none():
     import optuna
 
-    from mindiesd_tune.search_spaces import NEUTRAL_PARAMS, SPARSE_RANGES, config_from_params, presets, suggest
+    from mindiesd_tune.accel.methods._block_sparse import SPARSE_RANGES
+    from mindiesd_tune.search_spaces import NEUTRAL_PARAMS, config_from_params, offered, presets, suggest
 
     for family in ("dit-image", "dit-video"):
-        assert SPARSE_RANGES[family].methods[0] == "none"
+        assert offered("sparse", family)[0] == "none"
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
         seen = set()
         for _ in range(30):

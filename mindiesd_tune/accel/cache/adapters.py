@@ -13,7 +13,7 @@ import torch
 from diffusers.hooks.hooks import HookRegistry, ModelHook
 
 from ..blocks import transformer_blocks
-from ..config import (
+from ..methods import (
     DiffusersFasterCacheConfig,
     DiffusersFirstBlockCacheConfig,
     DiffusersMagCacheConfig,

@@ -8,7 +8,7 @@ import torch
 
 from ...kernels.attention import resolve_backend
 from ..blocks import UnsupportedModelError, attention_layers
-from ..config import BlockSparseConfig, NoSparse
+from ..methods import BlockSparseConfig, NoSparse
 from .engine import CallContext, SparseAttention, SparseCounters
 from .masks import TokenLayout
 from .processors import PROCESSORS

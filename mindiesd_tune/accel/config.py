@@ -105,7 +105,10 @@ class AccelConfig:
     def validate(self) -> "AccelConfig":
         reg = _registry()
         for name, cfg in self.items():
-            entry = reg.method_of(cfg)
+            try:
+                entry = reg.method_of(cfg)
+            except TypeError as e:
+                raise ConfigError(f"{name}: {e}") from None
             if entry.section != name:
                 raise ConfigError(f"{name}: {type(cfg).__name__} belongs in section {entry.section!r}")
             cfg.validate()

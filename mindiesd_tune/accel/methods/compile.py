@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import check
+from ._common import DIT, family_in
 from .registry import Method, field_text, register_method
 
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -47,5 +48,6 @@ def install(model, cfg: CompileConfig, handle):
 # last: it compiles the blocks with every other method's hooks already in place
 register_method(Method(
     section="compile", name="regional", config=CompileConfig, install=install,
+    applies=family_in(*DIT),  # the repeated blocks come from the transformer block table; UNets have none there
     show=lambda cfg: field_text(cfg, head=cfg.mode, skip="mode"), example=CompileConfig(mode="default"),
 ))

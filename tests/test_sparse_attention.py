@@ -417,6 +417,15 @@ def test_missing_backend_fails_at_apply_and_installs_nothing(tiny_flux):
                   block_mask=BlockSparseMask(torch.zeros(1, 1, 1, 1, dtype=torch.long), 4, 4), sparse_kernel="magic")
 
 
+def test_sparse_calls_run_outside_inference_mode_after_one_inside(tiny_flux):
+    # the gather kernel reuses its buffers from call to call; one made under inference_mode
+    # (as the tuner's evaluator runs) cannot be written by a later call outside it
+    with apply(tiny_flux.pipe, sparse(ratio=0.5, block_size=16)):
+        with torch.inference_mode():
+            generate(tiny_flux, num_inference_steps=2)
+        assert np.isfinite(generate(tiny_flux, num_inference_steps=2)).all()
+
+
 # --------------------------------------------------------------------------- config and search space
 
 

@@ -55,9 +55,6 @@ class SpaceContext:
     sparse_tokens: int | None = None
     family: str | None = None
 
-    def threshold_range(self, default: tuple[float, float]) -> tuple[float, float]:
-        return tuple(self.thresholds) if self.thresholds is not None else default
-
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for a worker process to send and a study to record."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -69,8 +66,8 @@ class SpaceContext:
 
 
 def _registry():
-    from ..plugins import load_plugins
     from ..accel import methods
+    from ..plugins import load_plugins
 
     load_plugins()
     return methods

@@ -115,3 +115,38 @@ def test_a_declared_conflict_is_refused_in_one_line_naming_both(monkeypatch):
     with pytest.raises(ConflictError, match=r"^steps\.steps cannot be combined with cache\.first_block$"):
         AccelConfig(steps=StepsConfig(num_inference_steps=2), cache=FirstBlockCacheConfig(threshold=0.1)).validate()
     AccelConfig(steps=StepsConfig(num_inference_steps=2)).validate()  # alone, it is fine
+
+
+def test_apply_installs_in_declared_order_and_removes_in_reverse(monkeypatch, tiny_flux):
+    from mindiesd_tune.accel import CompileConfig, FirstBlockCacheConfig, LocalWindowConfig, StepsConfig
+    from mindiesd_tune.accel.methods import registry
+
+    calls = []
+
+    def recorder(key):
+        def install(model, cfg, handle):
+            calls.append(("install", key))
+            return lambda: calls.append(("remove", key))
+
+        return install
+
+    def patch(entry, **changes):
+        patched = dataclasses.replace(entry, **changes)
+        monkeypatch.setitem(registry._METHODS[entry.section], entry.name, patched)
+        monkeypatch.setitem(registry._BY_CONFIG, entry.config, patched)
+
+    for entry in list(methods()):
+        if entry.install is not None:
+            patch(entry, install=recorder(entry.key))
+    config = AccelConfig(compile=CompileConfig(mode="default"), sparse=LocalWindowConfig(ratio=0.5, block_size=16),
+                         cache=FirstBlockCacheConfig(threshold=0.1), steps=StepsConfig(num_inference_steps=2))
+    apply(tiny_flux.pipe, config).remove()
+    installed = [key for what, key in calls if what == "install"]
+    assert installed == ["steps.steps", "cache.first_block", "sparse.local", "compile.regional"]  # the sections' order
+    assert [key for what, key in calls if what == "remove"] == installed[::-1]
+
+    calls.clear()
+    patch(registry.get_method("sparse", "local"), order=5)  # an entry's own order goes before its section's
+    apply(tiny_flux.pipe, config).remove()
+    assert [key for what, key in calls if what == "install"] == ["sparse.local", "steps.steps", "cache.first_block",
+                                                                  "compile.regional"]

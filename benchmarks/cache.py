@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from mindiesd_tune import accel  # noqa: E402
-from mindiesd_tune.accel import config as C  # noqa: E402
+from mindiesd_tune.accel import methods as C  # noqa: E402
 from mindiesd_tune.kernels import synchronize  # noqa: E402
 from mindiesd_tune.metrics import fidelity  # noqa: E402
 from mindiesd_tune.models import load  # noqa: E402
@@ -56,9 +56,9 @@ def settings(stats, steps: int) -> dict[str, list]:
         "taylorseer": [C.TaylorSeerConfig(order=1, step_interval=3), C.TaylorSeerConfig(order=2, step_interval=3),
                        C.TaylorSeerConfig(order=2, step_interval=5)],
         "attention_cache": [C.AttentionCacheConfig(step_interval=k, step_start=2) for k in (2, 3, 4)],
-        "step_reduction": [C.StepReductionConfig(num_inference_steps=steps // 2),
-                           C.StepReductionConfig(num_inference_steps=steps // 2, scheduler="unipc"),
-                           C.StepReductionConfig(num_inference_steps=max(2, steps // 4), scheduler="unipc")],
+        "step_reduction": [C.StepsConfig(num_inference_steps=steps // 2),
+                           C.StepsConfig(num_inference_steps=steps // 2, scheduler="unipc"),
+                           C.StepsConfig(num_inference_steps=max(2, steps // 4), scheduler="unipc")],
         "diffusers_first_block": [C.DiffusersFirstBlockCacheConfig(threshold=t) for t in th],
         "diffusers_taylorseer": [C.DiffusersTaylorSeerConfig(cache_interval=k, disable_cache_before_step=2) for k in (2, 3, 4)],
         "diffusers_mag": [C.DiffusersMagCacheConfig(threshold=t, max_skip_steps=3, mag_ratios=ratios) for t in (0.05, 0.15, 0.5)],
@@ -152,7 +152,7 @@ def skipped_block_weight(cache, block_times: list[float]) -> float:
         "first_block": (1, n), "diffusers_first_block": (1, n),
         "block_cache": (getattr(cache, "block_start", 0), getattr(cache, "block_end", -1)),
         "taylorseer": (getattr(cache, "block_start", 0), getattr(cache, "block_end", -1)),
-    }.get(cache.method, (0, n))
+    }.get(C.method_of(cache).name, (0, n))
     end = n if end == -1 else end
     mid = block_times[start:end]
     return (sum(mid) / len(mid)) / (sum(block_times) / n) if mid and sum(block_times) else 1.0
@@ -188,7 +188,7 @@ def measure(runner, model, method, cache, base_out, share, steps) -> dict:
     """Baseline and method calls alternate, so load drift on a shared machine hits both alike."""
     row = {"model": model, "method": method, "params": _params(cache)}
     try:
-        handle = accel.apply(runner.pipe, accel.AccelConfig(cache=cache))
+        handle = accel.apply(runner.pipe, accel.AccelConfig(**{C.method_of(cache).section: cache}))
     except Exception as e:  # a method this model does not support
         return {**row, "error": f"{type(e).__name__}: {e}"}
     base_times, times = [], []
@@ -202,7 +202,7 @@ def measure(runner, model, method, cache, base_out, share, steps) -> dict:
             counters = handle.stats()
             handle.remove()
             base_times.append(runner.timed()[0])
-            handle = accel.apply(runner.pipe, accel.AccelConfig(cache=cache))
+            handle = accel.apply(runner.pipe, accel.AccelConfig(**{C.method_of(cache).section: cache}))
     finally:
         handle.remove()
     if method == "step_reduction":
@@ -243,7 +243,7 @@ def overhead(runner, model, cache, repeats) -> dict:
         for _ in range(n):
             t, base_out = runner.timed()
             base.append(t)
-            handle = accel.apply(runner.pipe, accel.AccelConfig(cache=cache))
+            handle = accel.apply(runner.pipe, accel.AccelConfig(**{C.method_of(cache).section: cache}))
             t, out = runner.timed()
             cached.append(t)
             counters = handle.stats()
@@ -255,7 +255,7 @@ def overhead(runner, model, cache, repeats) -> dict:
     fid = fidelity(out, base_out)
     ratio = c / b
     ratio_min = min(cached) / min(base)  # the least disturbed call of each, for a noisy machine
-    return {"model": model, "method": "overhead:" + cache.method, "params": _params(cache), "latency_s": c, "baseline_s": b,
+    return {"model": model, "method": "overhead:" + C.method_of(cache).name, "params": _params(cache), "latency_s": c, "baseline_s": b,
             "speedup": b / c, "skipped_fraction": counters["skipped_fraction"], "ideal_speedup": 1.0, "psnr": fid["psnr"],
             "ssim": fid["ssim"], "overhead": ratio - 1, "overhead_min": ratio_min - 1, "repeats": n,
             "check": "ok" if ratio <= 1.03 else "SLOW"}

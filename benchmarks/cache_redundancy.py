@@ -37,7 +37,7 @@ import torch  # noqa: E402
 
 from benchmarks.cache import Runner, measure, finish, shares  # noqa: E402
 from mindiesd_tune import accel  # noqa: E402
-from mindiesd_tune.accel import config as C  # noqa: E402
+from mindiesd_tune.accel import methods as C  # noqa: E402
 from mindiesd_tune.models import load, shapes  # noqa: E402
 
 

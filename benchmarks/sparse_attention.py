@@ -111,7 +111,7 @@ def e2e_rows(methods, ratio: float, repeats: int, block_size: int, gen: dict, gr
     import numpy as np
 
     from mindiesd_tune.accel import AccelConfig, apply
-    from mindiesd_tune.accel.config import _SPARSE_METHODS
+    from mindiesd_tune.accel.methods import get_method
     from mindiesd_tune.metrics import psnr
     from mindiesd_tune.models import load
 
@@ -128,7 +128,7 @@ def e2e_rows(methods, ratio: float, repeats: int, block_size: int, gen: dict, gr
     ) * (settings["width"] // loaded.pipe.vae_scale_factor_spatial // x[2])
     base = generate()
     for method in methods:
-        cfg = AccelConfig(sparse=_SPARSE_METHODS[method](ratio=ratio, block_size=block_size, query_group=group))
+        cfg = AccelConfig(sparse=get_method("sparse", method).config(ratio=ratio, block_size=block_size, query_group=group))
 
         def sparse_call(cfg=cfg):
             with apply(loaded.pipe, cfg):

@@ -169,8 +169,8 @@ def _profile_summary(p) -> list[str]:
         if m.get("feasible") is False:
             lines.append("  note:        this trial did not meet the study's quality floors")
     lines.append("acceleration:")
-    for section, values in p.accel.to_dict().items():
-        lines.append(f"  {section:12s} {_section_text(values)}")
+    for section, text in p.accel.summary():  # each method prints itself (accel.methods)
+        lines.append(f"  {section:12s} {text}")
     gen = ", ".join(f"{k}={v}" for k, v in p.generation.items() if v is not None)
     lines.append(f"generation:    {gen or 'the pipeline defaults'}")
     if hw:
@@ -184,17 +184,6 @@ def _profile_summary(p) -> list[str]:
             lines.append(f"  workload:    {len(prompts)} prompt(s), seeds {', '.join(map(str, st.get('seeds') or []))}: "
                          + "; ".join(f"\"{q}\"" for q in prompts))
     return lines
-
-
-def _section_text(values: dict) -> str:
-    neutral = values in ({"method": "none"}, {"method": "none", "backend": "sdpa"}, {"scheme": "none"},
-                         {"mode": "none", "dynamic": False}, {"cfg": 1, "ulysses": 1, "ring": 1})
-    if neutral:
-        return "off"
-    head = values.get("method") or values.get("scheme") or values.get("mode")
-    rest = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in values.items() if k not in ("method", "scheme", "mode"))
-    return f"{head}: {rest}" if head and rest else (head or rest)
 
 
 def _secs(v) -> str:

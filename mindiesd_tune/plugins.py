@@ -6,7 +6,7 @@ imported. Two ways to have it imported, both lazily, by the registries' first lo
 * ``MINDIESD_TUNE_PLUGINS=my_pkg.specs,my_pkg.methods``: comma-separated module paths. An
   environment variable, so worker processes the tuner spawns find the same plugins.
 * an entry point of an installed distribution, in the group the registry asks for
-  (``mindiesd_tune.specs`` for denoiser specs), e.g. in the plugin's ``pyproject.toml``::
+  (``mindiesd_tune.specs`` for denoiser specs, ``mindiesd_tune.methods`` for methods), e.g. in the plugin's ``pyproject.toml``::
 
       [project.entry-points."mindiesd_tune.specs"]
       my_model = "my_pkg.specs"
@@ -31,8 +31,9 @@ from .errors import UserError
 logger = logging.getLogger(__name__)
 
 ENV_VAR = "MINDIESD_TUNE_PLUGINS"
+ENTRY_POINT_GROUPS = ("mindiesd_tune.specs", "mindiesd_tune.methods")
 
-_imported: set[str] = set()
+_loaded: set[str] = set()
 _groups: set[str] = set()
 
 
@@ -46,23 +47,28 @@ def plugin_modules() -> list[str]:
 
 
 def load_plugins(group: str | None = None) -> None:
-    """Import the modules of ``MINDIESD_TUNE_PLUGINS`` and load the entry points of ``group``.
+    """Import the modules of ``MINDIESD_TUNE_PLUGINS`` and load the entry points of ``group``
+    (of every group in ``ENTRY_POINT_GROUPS`` when None).
 
     The variable is read at every call, so a module added to it later is imported then.
     A module that fails to import raises ``PluginError`` (the user named it); a broken
     entry point of some installed package is logged and skipped, so it cannot stop the tool.
     """
     for name in plugin_modules():
-        if name in _imported:
+        if name in _loaded:
             continue
         try:
             importlib.import_module(name)
         except Exception as e:
             raise PluginError(f"{ENV_VAR}: cannot import {name!r} ({type(e).__name__}: {e})") from e
-        _imported.add(name)
-    if group is None or group in _groups:
-        return
-    _groups.add(group)
+        _loaded.add(name)
+    for g in ENTRY_POINT_GROUPS if group is None else (group,):
+        if g not in _groups:
+            _groups.add(g)
+            _load_entry_points(g)
+
+
+def _load_entry_points(group: str) -> None:
     for ep in entry_points(group=group):
         try:
             loaded = ep.load()
@@ -73,4 +79,4 @@ def load_plugins(group: str | None = None) -> None:
                            ep.name, ep.value, group, type(e).__name__, e)
 
 
-__all__ = ["ENV_VAR", "PluginError", "load_plugins", "plugin_modules"]
+__all__ = ["ENTRY_POINT_GROUPS", "ENV_VAR", "PluginError", "load_plugins", "plugin_modules"]

@@ -14,7 +14,7 @@ import yaml
 from .accel.config import AccelConfig, ConfigError
 from .errors import UserError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SECTIONS = ("schema", "model", "generation", "accel", "measured", "hardware", "study")
 _MODEL_KEYS = ("name", "family", "pipeline", "fingerprint", "dtype")
 _GENERATION_INTS = ("height", "width", "num_frames", "num_inference_steps", "max_sequence_length")
@@ -71,13 +71,11 @@ class Profile:
     def call_kwargs(self) -> dict[str, Any]:
         """The generation settings to pass to the pipeline call (``pipe(prompt, **kw)``).
 
-        A step-reduction cache method overrides ``num_inference_steps``: the profile was
-        measured with its step count, so that is the one returned.
+        A config that overrides generation settings (the steps section's step count) was
+        measured with them, so those are the ones returned.
         """
         kw = {k: v for k, v in self.generation.items() if v is not None}
-        steps = getattr(self.accel.cache, "num_inference_steps", 0) if self.accel.cache.method == "step_reduction" else 0
-        if steps:
-            kw["num_inference_steps"] = steps
+        kw.update(self.accel.call_overrides())
         return kw
 
 
@@ -118,7 +116,18 @@ def _v1_to_v2(data: dict) -> dict:
     return data
 
 
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
+def _v2_to_v3(data: dict) -> dict:
+    """Schema 3 gives the step count and scheduler their own section (``accel.steps``), so they
+    combine with a cache method; schema 2 had them as ``cache: {method: step_reduction, ...}``."""
+    accel = data.get("accel")
+    cache = accel.get("cache") if isinstance(accel, dict) else None
+    if isinstance(cache, dict) and cache.get("method") == "step_reduction":
+        accel["steps"] = {k: v for k, v in cache.items() if k != "method"}
+        accel["cache"] = {"method": "none"}
+    return data
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
 OLDEST_READABLE = min(MIGRATIONS, default=SCHEMA_VERSION)
 
 

@@ -1,4 +1,4 @@
-"""The caching family on whole pipelines (tiny Flux and Wan): methods, CFG/batch state, step reduction,
+"""The caching family on whole pipelines (tiny Flux and Wan): methods, CFG/batch state, the steps section,
 diffusers adapters, statistics, config round trip."""
 
 import numpy as np
@@ -15,7 +15,7 @@ from mindiesd_tune.accel import (
     DiffusersMagCacheConfig,
     DiffusersPyramidAttentionBroadcastConfig,
     DiffusersTaylorSeerConfig,
-    StepReductionConfig,
+    StepsConfig,
     TaylorSeerConfig,
     apply,
     cache_methods,
@@ -26,7 +26,7 @@ from mindiesd_tune.accel.cache import relative_l1
 
 
 def cfg(cache):
-    return AccelConfig(cache=cache)
+    return AccelConfig(steps=cache) if isinstance(cache, StepsConfig) else AccelConfig(cache=cache)
 
 
 def _hooks_left(pipe) -> int:
@@ -37,7 +37,7 @@ def _hooks_left(pipe) -> int:
 
 
 @pytest.mark.parametrize("cache", [BlockCacheConfig(step_interval=1), TaylorSeerConfig(step_interval=1),
-                                   AttentionCacheConfig(step_interval=1), StepReductionConfig(),
+                                   AttentionCacheConfig(step_interval=1), StepsConfig(),
                                    DiffusersFirstBlockCacheConfig(threshold=0.0)])
 def test_neutral_settings_give_the_baseline_on_pipelines(tiny_flux, cache):
     base = generate(tiny_flux)
@@ -150,7 +150,7 @@ def test_state_resets_between_calls_without_cachemixin():
     assert "maybe_free_model_hooks" not in vars(pipe) and torch.equal(pipe(), base)
 
 
-# ---------------------------------------------------------------- step reduction
+# ---------------------------------------------------------------- steps section
 
 
 def test_scheduler_choices_follow_the_pipeline(tiny_flux, tiny_wan):
@@ -162,7 +162,7 @@ def test_scheduler_choices_follow_the_pipeline(tiny_flux, tiny_wan):
 def test_step_reduction_reports_call_kwargs_and_restores_the_scheduler(tiny_wan, scheduler):
     base = generate(tiny_wan)
     original = tiny_wan.pipe.scheduler
-    handle = apply(tiny_wan.pipe, cfg(StepReductionConfig(num_inference_steps=4, scheduler=scheduler)))
+    handle = apply(tiny_wan.pipe, cfg(StepsConfig(num_inference_steps=4, scheduler=scheduler)))
     assert handle.call_kwargs == {"num_inference_steps": 4}
     assert handle.generation(tiny_wan.generation)["num_inference_steps"] == 4
     assert tiny_wan.pipe.scheduler is not original
@@ -176,7 +176,7 @@ def test_step_reduction_reports_call_kwargs_and_restores_the_scheduler(tiny_wan,
 
 def test_incompatible_scheduler_is_refused_with_the_choices(tiny_flux):
     with pytest.raises(ValueError, match="default, euler, unipc"):
-        apply(tiny_flux.pipe, cfg(StepReductionConfig(scheduler="dpmsolver++")))
+        apply(tiny_flux.pipe, cfg(StepsConfig(scheduler="dpmsolver++")))
     assert not getattr(tiny_flux.pipe, "_mindiesd_accel_handle", None)
 
 
@@ -244,7 +244,7 @@ def test_step_statistics_per_branch_and_step(tiny_wan):
 
 
 def test_every_method_round_trips_through_yaml():
-    assert {"none", "first_block", "block_cache", "taylorseer", "attention_cache", "deepcache", "step_reduction",
+    assert {"none", "first_block", "block_cache", "taylorseer", "attention_cache", "deepcache",
             "diffusers_first_block", "diffusers_taylorseer", "diffusers_mag", "diffusers_faster", "diffusers_pab"} <= set(cache_methods())
     for method in cache_methods():
         c = AccelConfig.from_dict({"cache": {"method": method}})
@@ -255,7 +255,6 @@ def test_every_method_round_trips_through_yaml():
     ({"method": "block_cache", "step_interval": 0}, "cache.step_interval"),
     ({"method": "block_cache", "threshold": 0.1, "block_start": 0}, "cache.block_start"),
     ({"method": "taylorseer", "order": 3}, "cache.order"),
-    ({"method": "step_reduction", "scheduler": "ddim"}, "cache.scheduler"),
     ({"method": "attention_cache", "step_end": 0}, "cache.step_end"),
 ])
 def test_bad_values_name_the_field(data, field):
@@ -263,14 +262,19 @@ def test_bad_values_name_the_field(data, field):
         AccelConfig.from_dict({"cache": data})
 
 
-def test_a_step_reduction_profile_calls_with_its_step_count(tmp_path):
+def test_a_bad_scheduler_is_named_in_the_steps_section():
+    with pytest.raises(ConfigError, match=r"steps\.scheduler"):
+        AccelConfig.from_dict({"steps": {"scheduler": "ddim"}})
+
+
+def test_a_steps_profile_calls_with_its_step_count(tmp_path):
     from mindiesd_tune import load_profile
     from mindiesd_tune.profile import Profile
 
     prof = Profile(
         model={"name": "tiny-wan-random", "family": "dit-video", "pipeline": "WanPipeline", "fingerprint": "abc"},
         generation={"height": 32, "width": 32, "num_frames": 5, "num_inference_steps": 10},
-        accel=AccelConfig(cache=StepReductionConfig(num_inference_steps=4, scheduler="unipc")),
+        accel=AccelConfig(steps=StepsConfig(num_inference_steps=4, scheduler="unipc")),
         measured={"latency_s": 0.1, "baseline_s": 0.2, "speedup": 2.0},
     )
     again = load_profile(prof.save(tmp_path / "p.yaml"))

@@ -5,16 +5,24 @@ import pytest
 
 from mindiesd_tune.accel.cache import StepStatistics
 from mindiesd_tune.search_spaces import (
-    CACHE_METHODS_BY_FAMILY,
     NEUTRAL_PARAMS,
     SpaceContext,
     config_from_params,
+    offered,
     presets,
     suggest,
 )
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+FAMILIES = ("dit-image", "dit-video", "unet-image")
+CACHE_METHODS_BY_FAMILY = {  # what each family is offered, as before the registry (step reduction is its own section)
+    "dit-image": {"none", "first_block", "block_cache", "taylorseer", "attention_cache", "diffusers_first_block",
+                  "diffusers_taylorseer", "diffusers_pab"},
+    "dit-video": {"none", "first_block", "block_cache", "taylorseer", "attention_cache", "diffusers_first_block",
+                  "diffusers_taylorseer", "diffusers_pab", "diffusers_faster"},
+    "unet-image": {"none", "deepcache"},
+}
 CONTEXTS = {
     "dit-image": SpaceContext(n_blocks=8, num_inference_steps=20, schedulers=("default", "euler", "unipc")),
     "dit-video": SpaceContext(n_blocks=6, num_inference_steps=20, schedulers=("default", "euler", "dpmsolver++", "unipc")),
@@ -22,12 +30,13 @@ CONTEXTS = {
 }
 
 
-@pytest.mark.parametrize("family", list(CACHE_METHODS_BY_FAMILY))
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("with_context", [False, True])
 def test_every_method_is_sampled_validly_and_rebuilds_from_params(family, with_context):
     ctx = CONTEXTS[family] if with_context else None
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    seen = set()
+    seen, steps = set(), set()
+    assert set(offered("cache", family, ctx)) == CACHE_METHODS_BY_FAMILY[family]
     for p in presets(family, ctx):
         study.enqueue_trial(p)
     enqueued = presets(family, ctx)
@@ -38,14 +47,16 @@ def test_every_method_is_sampled_validly_and_rebuilds_from_params(family, with_c
         if k < len(enqueued):
             assert trial.params == enqueued[k]  # presets name every parameter: nothing sampled
         seen.add(config.cache.method)
+        steps.add(config.steps.num_inference_steps > 0)
         study.tell(trial, 0.0)
-    assert seen == set(CACHE_METHODS_BY_FAMILY[family])  # "none" included
+    assert seen == CACHE_METHODS_BY_FAMILY[family]  # "none" included
+    assert steps == {False, True}  # the step count is searched beside every cache method
 
 
 def test_presets_start_with_the_baseline_and_are_valid():
-    for family in CACHE_METHODS_BY_FAMILY:
+    for family in FAMILIES:
         ps = presets(family)
-        assert ps[0] == NEUTRAL_PARAMS == {"cache.method": "none", "sparse.method": "none"}
+        assert ps[0] == NEUTRAL_PARAMS == {"steps.num_inference_steps": 0, "cache.method": "none", "sparse.method": "none"}
         for p in ps:
             config_from_params(p)
 
@@ -75,11 +86,13 @@ def test_step_reduction_and_deepcache_follow_the_context():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
     for _ in range(60):
         trial = study.ask()
-        cfg = suggest(trial, "unet-image", ctx).cache
-        if cfg.method == "step_reduction":
-            assert 2 <= cfg.num_inference_steps <= 7 and cfg.scheduler in ("default", "unipc")
-        if cfg.method == "deepcache":
-            assert cfg.branch in (0, 1)
+        cfg = suggest(trial, "unet-image", ctx)
+        if cfg.steps.num_inference_steps:
+            assert 2 <= cfg.steps.num_inference_steps <= 7 and cfg.steps.scheduler in ("default", "unipc")
+        else:
+            assert "steps.scheduler" not in trial.params  # no scheduler swap at the workload's own step count
+        if cfg.cache.method == "deepcache":
+            assert cfg.cache.branch in (0, 1)
         study.tell(trial, 0.0)
 
 

@@ -27,7 +27,7 @@ def _write(tmp_path, data):
 
 
 def test_every_schema_before_the_current_one_has_a_migration():
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     assert sorted(MIGRATIONS) == list(range(min(MIGRATIONS), SCHEMA_VERSION))
 
 
@@ -44,6 +44,37 @@ def test_schema_1_file_migrates_on_load(tmp_path):
     assert again.migrated_from is None and again == p
 
 
+def _schema_2(accel_cache: dict) -> dict:
+    data = _profile().to_dict()
+    data["schema"] = 2
+    del data["accel"]["steps"]  # schema 2 had no steps section
+    data["accel"]["cache"] = accel_cache
+    return data
+
+
+def test_schema_2_step_reduction_becomes_the_steps_section(tmp_path):
+    from mindiesd_tune.accel import NoCache, StepsConfig
+
+    data = _schema_2({"method": "step_reduction", "num_inference_steps": 4, "scheduler": "unipc"})
+    p = load_profile(_write(tmp_path, data))
+    assert p.migrated_from == 2
+    assert p.accel.steps == StepsConfig(num_inference_steps=4, scheduler="unipc") and p.accel.cache == NoCache()
+    assert p.call_kwargs()["num_inference_steps"] == 4
+    saved = yaml.safe_load(p.save(tmp_path / "again.yaml").read_text())
+    assert saved["schema"] == 3 and saved["accel"]["cache"] == {"method": "none"}
+    assert saved["accel"]["steps"] == {"num_inference_steps": 4, "scheduler": "unipc"}
+    # other schema-2 caches are left as they were
+    kept = load_profile(_write(tmp_path, _schema_2({"method": "first_block", "threshold": 0.1, "warmup_steps": 2})))
+    assert kept.accel == _profile().accel
+
+
+def test_schema_3_refuses_step_reduction_as_a_cache_method(tmp_path):
+    data = _profile().to_dict()
+    data["accel"]["cache"] = {"method": "step_reduction", "num_inference_steps": 4}
+    with pytest.raises(ProfileError, match=r"accel\.cache\.method: 'step_reduction' is not a cache method"):
+        load_profile(_write(tmp_path, data))
+
+
 def test_schema_1_file_with_a_dtype_is_refused_naming_the_field(tmp_path):
     data = _profile().to_dict()
     data["schema"] = 1
@@ -55,8 +86,8 @@ def test_schema_1_file_with_a_dtype_is_refused_naming_the_field(tmp_path):
 @pytest.mark.parametrize(
     "schema, needle",
     [
-        (3, "schema: 3 is newer than this mindiesd-tune reads (schema 2 at most); upgrade"),
-        (0, "schema: 0 is too old to read; this version reads schema 1 to 2"),
+        (4, "schema: 4 is newer than this mindiesd-tune reads (schema 3 at most); upgrade"),
+        (0, "schema: 0 is too old to read; this version reads schema 1 to 3"),
         ("two", "schema: 'two' must be an integer"),
         (None, "schema: None must be an integer"),
     ],
@@ -72,7 +103,7 @@ def test_unreadable_schema_is_refused_saying_which_version_is_needed(tmp_path, s
 def test_missing_schema_says_what_to_write(tmp_path):
     data = _profile().to_dict()
     del data["schema"]
-    with pytest.raises(ProfileError, match="schema: missing; a profile starts with `schema: 2`"):
+    with pytest.raises(ProfileError, match="schema: missing; a profile starts with `schema: 3`"):
         load_profile(_write(tmp_path, data))
 
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-
-from .blocks import find_denoiser
 from diffusers.hooks.hooks import HookRegistry
 
-from .cache import CacheCounters, InstallContext, install_cache
-from .compile import apply_compile
+from .blocks import find_denoiser
+from .cache import CacheCounters
 from .config import AccelConfig
-from .sparse import SparseCounters, install_sparse
+from .sparse import SparseCounters
 
 _ATTR = "_mindiesd_accel_handle"
 
@@ -28,7 +26,7 @@ class Handle:
     ``counters`` says how many block evaluations were computed and skipped,
     ``sparse_counters`` how many attention calls ran sparse and at what density.
 
-    ``call_kwargs`` are generation settings the config overrides (step reduction sets
+    ``call_kwargs`` are generation settings the config overrides (the steps section sets
     ``num_inference_steps``): pass them to every call, after your own settings::
 
         out = pipe(prompt, **{**my_settings, **handle.call_kwargs})
@@ -38,6 +36,8 @@ class Handle:
 
     def __init__(self, target, config: AccelConfig):
         self.target = target
+        # the pipeline, for installers that touch more than the denoiser; None for a bare model
+        self.pipe = None if isinstance(target, torch.nn.Module) else target
         self.config = config
         self.counters = CacheCounters()
         self.call_kwargs: dict = {}
@@ -95,16 +95,13 @@ def apply(pipe, config: AccelConfig | dict | None = None) -> Handle:
     model = find_denoiser(pipe)
     handle = Handle(pipe, config)
     handle._model = model
-    is_pipeline = not isinstance(pipe, torch.nn.Module)
     try:
-        ctx = InstallContext(pipe if is_pipeline else None, handle.counters, handle.call_kwargs)
-        handle._undo.append(install_cache(model, config.cache, ctx))
-        if is_pipeline and not hasattr(model, "_reset_stateful_cache"):
+        if handle.pipe is not None and not hasattr(model, "_reset_stateful_cache"):
             handle._undo.append(_reset_at_call_end(pipe, model))
-        handle._undo.append(
-            install_sparse(model, config.sparse, handle.sparse_counters, scheduler=getattr(pipe, "scheduler", None))
-        )
-        handle._undo.append(apply_compile(model, config.compile))
+        # every section's entry, in declared order; remove() undoes them in reverse
+        for entry, section_config in config.entries():
+            if entry.install is not None:
+                handle._undo.append(entry.install(model, section_config, handle))
     except Exception:
         handle.remove()
         raise

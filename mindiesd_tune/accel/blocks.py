@@ -112,11 +112,3 @@ def attention_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]
                 if module is not None:
                     found.append((f"{blocks_attr}.{i}.{attn_attr}", module))
     return found
-
-
-def __getattr__(name: str):
-    # UNET_BLOCKS (class name -> down, mid, up attributes) for modules that import the name;
-    # derived from the specs on each access, so the specs stay the one source
-    if name == "UNET_BLOCKS":
-        return {n: (s.unet.down, s.unet.mid, s.unet.up) for n, s in registered_denoisers().items() if s.unet is not None}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -245,7 +245,8 @@ _WORKSPACE: dict[tuple, torch.Tensor] = {}
 
 
 def _workspace(like: torch.Tensor, slot: int, numel: int) -> torch.Tensor:
-    key = (like.device, like.dtype, slot)
+    # a buffer made under inference_mode is an inference tensor, which cannot be written outside it
+    key = (like.device, like.dtype, slot, torch.is_inference_mode_enabled())
     buf = _WORKSPACE.get(key)
     if buf is None or buf.numel() < numel:
         buf = _WORKSPACE[key] = like.new_empty(numel)

@@ -1,15 +1,20 @@
-"""Per-family search spaces: Optuna trial -> AccelConfig, flat params <-> config, presets.
+"""A study's search space, assembled from the method registry: Optuna trial -> AccelConfig.
 
 Parameters are named ``section.field`` (``cache.method``, ``cache.threshold``) so a user
 who knows Optuna reads them straight off ``study.trials_dataframe()``, and
-``config_from_params(trial.params)`` rebuilds the config. Parameters exist only where they
-mean something (a threshold only for a method that has one): invalid points are never
-sampled. A parameter name keeps one distribution kind in a study (Optuna requires it), and
-categorical choices never depend on the trial.
+``config_from_params(trial.params)`` rebuilds the config. The space is conditional: a
+section that chooses among methods samples its selector (``cache.method``) over the entries
+that apply to this model and workload, then the chosen entry's own parameters; a section
+with one searched entry (``steps``) samples its parameters directly. Parameters exist only
+where they mean something (a threshold only for a method that has one), so invalid points
+are never sampled. A parameter name keeps one distribution kind in a study (Optuna requires
+it), and categorical choices depend on the context only, never on the trial.
 
-What the family alone cannot know (block count, step count, the schedulers the pipeline
-accepts, the model's own per-step change statistics) comes in a ``SpaceContext``; without
-one, fixed ranges are used. ``describe(pipe, generation, stats)`` builds it.
+Which parameters and ranges a method has, and whether it is offered, is the method's own
+entry (``suggest``, ``applies``, ``presets`` in ``accel.methods``). What the family alone
+cannot know (block count, step count, token count, the schedulers the pipeline accepts, the
+model's own per-step change statistics) comes in a ``SpaceContext``; without one, fixed
+ranges are used. ``describe(pipe, generation, stats)`` builds it.
 """
 
 from __future__ import annotations
@@ -20,87 +25,6 @@ from typing import Any
 
 from ..accel.config import AccelConfig
 
-# Every section that suggest() samples is fixed here, so the enqueued baseline stays neutral.
-NEUTRAL_PARAMS: dict[str, Any] = {"cache.method": "none", "sparse.method": "none"}
-
-
-@dataclass(frozen=True)
-class FirstBlockRanges:
-    threshold: tuple[float, float]
-    warmup_steps: tuple[int, int]
-    max_cached_steps: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class ScheduleRanges:
-    """Shared by the scheduled methods: refresh interval and warm-up steps."""
-
-    step_interval: tuple[int, int]
-    step_start: tuple[int, int]
-
-
-# Ranges per family. Without statistics, thresholds span an order of magnitude on both
-# sides of the anchors (diffusers and cache-dit use 0.05-0.12 on trained DiTs); with them,
-# the range is centred on the model's own per-step change (``SpaceContext.stats``).
-FIRST_BLOCK_RANGES: dict[str, FirstBlockRanges] = {
-    "dit-image": FirstBlockRanges((0.01, 1.0), (0, 4), (-1, 4, 8, 12)),
-    "dit-video": FirstBlockRanges((0.01, 1.0), (0, 4), (-1, 4, 8, 12)),
-}
-MAX_CONSECUTIVE_CHOICES = (-1, 1, 2, 3, 5)
-# video is more sensitive to stale features (flicker): shorter intervals
-SCHEDULE_RANGES: dict[str, ScheduleRanges] = {
-    "dit-image": ScheduleRanges((2, 5), (0, 4)),
-    "dit-video": ScheduleRanges((2, 4), (0, 4)),
-    "unet-image": ScheduleRanges((2, 5), (0, 4)),
-}
-DEFAULT_SCHEDULERS = ("default", "euler")
-
-# Methods the sampler may pick. "none" stays a choice (Optuna needs one distribution per
-# parameter); the driver answers a repeat of an earlier point from storage at no cost.
-# diffusers_mag is left out: its calibrated ratios are a list, not a trial parameter.
-_DIT_METHODS = ("none", "first_block", "block_cache", "taylorseer", "attention_cache", "step_reduction",
-                "diffusers_first_block", "diffusers_taylorseer", "diffusers_pab")
-CACHE_METHODS_BY_FAMILY: dict[str, tuple[str, ...]] = {
-    "dit-image": _DIT_METHODS,
-    "dit-video": _DIT_METHODS + ("diffusers_faster",),
-    "unet-image": ("none", "deepcache", "step_reduction"),
-}
-
-@dataclass(frozen=True)
-class SparseRanges:
-    methods: tuple[str, ...]  # "none" first: dense attention stays a choice
-    ratio: tuple[float, float]
-    block_size: tuple[int, ...]
-    dense_steps: tuple[float, float]
-    dense_layers: tuple[str, ...]  # comma-separated layer indices; "" = none
-
-
-# Sparse attention per family. Ratios bracket MindIE SD's starting points (0.6 for images,
-# 0.8 for video). Block sizes include small ones because the demo models have only tens to
-# hundreds of tokens; 128 is what real models and the GPU kernels use.
-SPARSE_RANGES: dict[str, SparseRanges] = {
-    "dit-image": SparseRanges(("none", "local", "topk", "adaptive"), (0.3, 0.9), (16, 64, 128), (0.0, 0.5), ("", "0", "0,-1")),
-    "dit-video": SparseRanges(("none", "local", "topk", "adaptive"), (0.5, 0.95), (16, 64, 128), (0.0, 0.5), ("", "0", "0,-1")),
-}
-
-
-# Known-good settings tried right after the baseline, so the front is never empty. Kept to
-# two per family: every preset is a trial of the budget, and a resumed study runs the ones
-# left waiting first.
-# a preset names every parameter ``suggest`` asks for, so none of them is sampled
-_PRESET_FIRST_BLOCK = {"cache.method": "first_block", "cache.threshold": 0.08, "cache.warmup_steps": 2, "cache.max_cached_steps": -1,
-                       "cache.max_consecutive_cached_steps": -1, "cache.accumulate": False,
-                       "sparse.method": "none"}
-# threshold 1.0 lies in the range's top decade: in effect MindIE SD's pure schedule
-_PRESET_BLOCK_CACHE = {"cache.method": "block_cache", "cache.block_start": 1, "cache.step_start": 2, "cache.step_interval": 2,
-                       "cache.threshold": 1.0, "sparse.method": "none"}
-PRESETS: dict[str, list[dict[str, Any]]] = {
-    "dit-image": [_PRESET_FIRST_BLOCK, _PRESET_BLOCK_CACHE],
-    "dit-video": [_PRESET_FIRST_BLOCK, _PRESET_BLOCK_CACHE],
-    "unet-image": [{"cache.method": "deepcache", "cache.cache_interval": 3, "cache.branch": 0, "cache.step_start": 0,
-                    "sparse.method": "none"}],
-}
-
 
 @dataclass(frozen=True)
 class SpaceContext:
@@ -109,12 +33,16 @@ class SpaceContext:
     Attributes:
         n_blocks: transformer blocks in the chain (bounds Fn/Bn and attention block ranges).
         num_inference_steps: the workload's step count (bounds step reduction).
-        schedulers: ``cache.scheduler`` choices the pipeline accepts.
+        schedulers: ``steps.scheduler`` choices the pipeline accepts.
         unet_branches: number of DeepCache branch ids the UNet allows.
         thresholds: the threshold range centred on the model's per-step change
             (``StepStatistics.threshold_range()`` of a baseline call); None: fixed ranges.
-        methods: restrict ``cache.method`` to these (e.g. without diffusers_* when the
-            denoiser has no CacheMixin).
+        methods: restrict ``cache.method`` to these.
+        cache_mixin: whether the denoiser has diffusers' CacheMixin (the ``diffusers_*``
+            adapters need it); None: unknown.
+        sparse_tokens: image/video tokens one attention call sees on the sparse layout's grid;
+            0: the denoiser has no sparse layout (sparse attention is not offered); None: unknown.
+        family: the model's family; ``suggest`` and ``presets`` fill it in from their argument.
     """
 
     n_blocks: int | None = None
@@ -123,9 +51,9 @@ class SpaceContext:
     unet_branches: int | None = None
     thresholds: tuple[float, float] | None = None
     methods: tuple[str, ...] | None = None
-
-    def threshold_range(self, default: tuple[float, float]) -> tuple[float, float]:
-        return tuple(self.thresholds) if self.thresholds is not None else default
+    cache_mixin: bool | None = None
+    sparse_tokens: int | None = None
+    family: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for a worker process to send and a study to record."""
@@ -137,104 +65,102 @@ class SpaceContext:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-def describe(pipe, generation: dict | None = None, stats=None) -> SpaceContext:
-    """The SpaceContext of a loaded pipeline (and, optionally, its step statistics)."""
-    from ..accel import UnsupportedModelError, compatible_schedulers, find_denoiser, transformer_blocks
-    from ..accel.blocks import UNET_BLOCKS
+def _registry():
+    from ..accel import methods
+    from ..plugins import load_plugins
 
-    model = find_denoiser(pipe)
-    try:
-        n_blocks = len(transformer_blocks(model))
-    except UnsupportedModelError:
-        n_blocks = None
-    branches = None
-    if type(model).__name__ in UNET_BLOCKS:
-        branches = min(len(model.down_blocks), len(model.up_blocks) - 1)
-    steps = (generation or {}).get("num_inference_steps")
-    methods = None
-    if not hasattr(model, "enable_cache"):
-        methods = tuple(m for ms in CACHE_METHODS_BY_FAMILY.values() for m in ms if not m.startswith("diffusers_"))
-    thresholds = None
-    if stats is not None and stats.values("first_block_residual_change").size:
-        thresholds = tuple(float(x) for x in stats.threshold_range())
-    return SpaceContext(n_blocks, steps, tuple(compatible_schedulers(pipe)), branches, thresholds, methods)
-
-
-def methods_for(family: str, context: SpaceContext | None = None) -> list[str]:
-    methods = list(CACHE_METHODS_BY_FAMILY.get(family, ("none",)))
-    if context is not None and context.methods is not None:
-        methods = [m for m in methods if m in context.methods]
+    load_plugins()
     return methods
+
+
+def _context(family: str | None, context: SpaceContext | None) -> SpaceContext:
+    ctx = context or SpaceContext()
+    return dataclasses.replace(ctx, family=family) if family is not None else ctx
+
+
+def searched_sections(family: str | None, context: SpaceContext | None = None) -> list[tuple[Any, list[Any]]]:
+    """(section, the entries offered) of every section a study on this model samples.
+
+    A section is searched when one of its entries has a ``suggest``; a union section offers
+    its default and the entries that apply, a one-entry section is left out where its entry
+    does not apply.
+    """
+    reg = _registry()
+    ctx = _context(family, context)
+    out = []
+    for sec in reg.sections():
+        searchable = [m for m in reg.methods(sec.name) if m.suggest is not None]
+        if not searchable:
+            continue
+        if sec.key is None:
+            if searchable[0].applies(ctx):
+                out.append((sec, searchable))
+        else:
+            # the selector is sampled even where only its default applies, so the baseline
+            # reads the same in every study
+            default = reg.get_method(sec.name, sec.default)
+            out.append((sec, [default] + [m for m in searchable if m.name != sec.default and m.applies(ctx)]))
+    return out
+
+
+def offered(section: str, family: str | None, context: SpaceContext | None = None) -> list[str]:
+    """The names a study samples for ``section`` (its default first); [] when it is not searched."""
+    for sec, entries in searched_sections(family, context):
+        if sec.name == section:
+            return [m.name for m in entries]
+    return []
+
+
+def neutral_params(family: str | None = None, context: SpaceContext | None = None) -> dict[str, Any]:
+    """The baseline as trial parameters: every searched section at its neutral point."""
+    ctx = _context(family, context)
+    out: dict[str, Any] = {}
+    for sec, entries in searched_sections(family, ctx):
+        if sec.key is not None:
+            out[f"{sec.name}.{sec.key}"] = sec.default
+        else:
+            # what the entry's suggest asks for when every answer is its neutral value's
+            trial = _Answering(entries[0].neutral)
+            entries[0].suggest(trial, ctx)
+            out.update(trial.asked)
+    return out
+
+
+def __getattr__(name: str):
+    # the baseline's parameters follow the registry, which plugins may extend after import
+    if name == "NEUTRAL_PARAMS":
+        return neutral_params()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _Answering:
+    """An Optuna-trial stand-in answering each ``suggest_*`` with a config's field value."""
+
+    def __init__(self, cfg):
+        self.cfg, self.asked = cfg, {}
+
+    def _answer(self, name, *args, **kwargs):
+        value = getattr(self.cfg, name.partition(".")[2])
+        self.asked[name] = value
+        return value
+
+    suggest_int = suggest_float = suggest_categorical = _answer
 
 
 def suggest(trial, family: str, context: SpaceContext | None = None) -> AccelConfig:
     """Sample a config for ``family`` from an Optuna trial (define-by-run, conditional)."""
-    ctx = context or SpaceContext()
-    method = trial.suggest_categorical("cache.method", methods_for(family, ctx))
-    params: dict[str, Any] = {"cache.method": method}
-    sched = SCHEDULE_RANGES.get(family, SCHEDULE_RANGES["dit-image"])
-    fb = FIRST_BLOCK_RANGES.get(family, FIRST_BLOCK_RANGES["dit-image"])
-    n = ctx.n_blocks
-    f, i, c = trial.suggest_float, trial.suggest_int, trial.suggest_categorical
-
-    if method in ("first_block", "diffusers_first_block"):
-        params["cache.threshold"] = f("cache.threshold", *ctx.threshold_range(fb.threshold), log=True)
-    if method == "first_block":
-        params["cache.warmup_steps"] = i("cache.warmup_steps", *fb.warmup_steps)
-        params["cache.max_cached_steps"] = c("cache.max_cached_steps", list(fb.max_cached_steps))
-        params["cache.max_consecutive_cached_steps"] = c("cache.max_consecutive_cached_steps", list(MAX_CONSECUTIVE_CHOICES))
-        params["cache.accumulate"] = c("cache.accumulate", [False, True])
-    elif method == "block_cache":
-        params["cache.block_start"] = i("cache.block_start", 1, min(3, n - 1) if n else 3)
-        if n:
-            params["cache.block_end"] = i("cache.block_end", params["cache.block_start"] + 1, n)
-        params["cache.step_start"] = i("cache.step_start", *sched.step_start)
-        params["cache.step_interval"] = i("cache.step_interval", *sched.step_interval)
-        # Optuna keeps one (log) distribution per name, so 0 cannot be sampled; the top decade
-        # of the range is never reached by a real change and acts as MindIE's pure schedule
-        lo, hi = ctx.threshold_range(fb.threshold)
-        params["cache.threshold"] = f("cache.threshold", lo, 10 * hi, log=True)
-    elif method == "taylorseer":
-        params["cache.order"] = i("cache.order", 1, 2)
-        params["cache.step_interval"] = i("cache.step_interval", 2, sched.step_interval[1] + 1)
-        params["cache.step_start"] = i("cache.step_start", max(1, sched.step_start[0]), sched.step_start[1])
-        params["cache.block_start"] = i("cache.block_start", 0, min(2, n - 1) if n else 2)
-    elif method == "attention_cache":
-        params["cache.step_interval"] = i("cache.step_interval", *sched.step_interval)
-        params["cache.step_start"] = i("cache.step_start", *sched.step_start)
-        params["cache.block_start"] = i("cache.block_start", 0, n // 2 if n else 2)
-    elif method == "deepcache":
-        params["cache.cache_interval"] = i("cache.cache_interval", *sched.step_interval)
-        params["cache.branch"] = i("cache.branch", 0, max(0, (ctx.unet_branches or 1) - 1))
-        params["cache.step_start"] = i("cache.step_start", *sched.step_start)
-    elif method == "step_reduction":
-        steps = ctx.num_inference_steps or 28
-        params["cache.num_inference_steps"] = i("cache.num_inference_steps", max(2, steps // 4), max(2, steps - 1))
-        params["cache.scheduler"] = c("cache.scheduler", list(ctx.schedulers or DEFAULT_SCHEDULERS))
-    elif method == "diffusers_taylorseer":
-        params["cache.cache_interval"] = i("cache.cache_interval", 2, sched.step_interval[1] + 1)
-        params["cache.disable_cache_before_step"] = i("cache.disable_cache_before_step", 1, 5)
-        params["cache.max_order"] = i("cache.max_order", 1, 2)
-    elif method in ("diffusers_pab", "diffusers_faster"):
-        params["cache.spatial_attention_block_skip_range"] = i("cache.spatial_attention_block_skip_range", 2, 4)
-        params["cache.timestep_skip_end"] = i("cache.timestep_skip_end", 600, 1000, step=50)
-        if method == "diffusers_pab":
-            params["cache.timestep_skip_start"] = i("cache.timestep_skip_start", 0, 300, step=50)
-    params.update(suggest_sparse(trial, family))
+    ctx = _context(family, context)
+    params: dict[str, Any] = {}
+    for sec, entries in searched_sections(family, ctx):
+        if sec.key is not None:
+            name = trial.suggest_categorical(f"{sec.name}.{sec.key}", [m.name for m in entries])
+            params[f"{sec.name}.{sec.key}"] = name
+            entry = next(m for m in entries if m.name == name)
+        else:
+            entry = entries[0]
+        if entry.suggest is not None:
+            params.update(entry.suggest(trial, ctx))
     return config_from_params(params)
-
-
-def suggest_sparse(trial, family: str) -> dict[str, Any]:
-    """The ``sparse.*`` params for ``family``; only ``sparse.method`` when it is ``none``."""
-    r = SPARSE_RANGES.get(family)
-    methods = list(r.methods) if r else ["none"]
-    params: dict[str, Any] = {"sparse.method": trial.suggest_categorical("sparse.method", methods)}
-    if params["sparse.method"] != "none":
-        params["sparse.ratio"] = trial.suggest_float("sparse.ratio", *r.ratio)
-        params["sparse.block_size"] = trial.suggest_categorical("sparse.block_size", list(r.block_size))
-        params["sparse.dense_steps"] = trial.suggest_float("sparse.dense_steps", *r.dense_steps, step=0.05)
-        params["sparse.dense_layers"] = trial.suggest_categorical("sparse.dense_layers", list(r.dense_layers))
-    return params
 
 
 def config_from_params(params: dict[str, Any]) -> AccelConfig:
@@ -243,33 +169,62 @@ def config_from_params(params: dict[str, Any]) -> AccelConfig:
     for key, value in params.items():
         section, _, name = key.partition(".")
         sections.setdefault(section, {})[name] = value
+    cache = sections.get("cache", {})
+    if cache.get("method") == "step_reduction":  # a study recorded before steps had their own section
+        sections["steps"] = {k: v for k, v in cache.items() if k != "method"}
+        sections["cache"] = {"method": "none"}
     return AccelConfig.from_dict(sections)
 
 
 def presets(family: str, context: SpaceContext | None = None) -> list[dict[str, Any]]:
-    """The baseline, then the family's known-good settings (completed for ``context``)."""
-    allowed = set(methods_for(family, context))
-    out = [dict(NEUTRAL_PARAMS)]
-    for p in PRESETS.get(family, []):
-        if p["cache.method"] not in allowed:
-            continue
-        p = dict(p)
-        if p["cache.method"] == "block_cache" and context is not None and context.n_blocks:
-            p["cache.block_end"] = context.n_blocks  # suggest asks for it when the block count is known
-        out.append(p)
+    """The baseline, then every offered entry's known-good settings, the other sections neutral.
+
+    A preset names every parameter ``suggest`` asks for, so none of it is sampled.
+    """
+    ctx = _context(family, context)
+    base = neutral_params(family, ctx)
+    out = [dict(base)]
+    for _, entries in searched_sections(family, ctx):
+        for entry in entries:
+            for p in entry.presets(ctx):
+                out.append({**base, **p})
     return out
 
 
+def describe(pipe, generation: dict | None = None, stats=None) -> SpaceContext:
+    """The SpaceContext of a loaded pipeline (and, optionally, its step statistics)."""
+    from ..accel import UnsupportedModelError, compatible_schedulers, find_denoiser, transformer_blocks
+    from ..accel.blocks import unet_structure
+    from ..accel.sparse import sparse_token_count
+
+    model = find_denoiser(pipe)
+    try:
+        n_blocks = len(transformer_blocks(model))
+    except UnsupportedModelError:
+        n_blocks = None
+    branches = None
+    try:
+        unet = unet_structure(model)
+        branches = min(len(getattr(model, unet.down)), len(getattr(model, unet.up)) - 1)
+    except UnsupportedModelError:
+        pass
+    steps = (generation or {}).get("num_inference_steps")
+    thresholds = None
+    if stats is not None and stats.values("first_block_residual_change").size:
+        thresholds = tuple(float(x) for x in stats.threshold_range())
+    tokens = sparse_token_count(pipe, generation)
+    return SpaceContext(n_blocks, steps, tuple(compatible_schedulers(pipe)), branches, thresholds, None,
+                        cache_mixin=hasattr(model, "enable_cache"), sparse_tokens=tokens or 0)
+
+
 __all__ = [
-    "CACHE_METHODS_BY_FAMILY",
     "NEUTRAL_PARAMS",
-    "PRESETS",
-    "SPARSE_RANGES",
     "SpaceContext",
     "config_from_params",
     "describe",
-    "methods_for",
+    "neutral_params",
+    "offered",
     "presets",
+    "searched_sections",
     "suggest",
-    "suggest_sparse",
 ]

@@ -8,7 +8,8 @@ import re
 import optuna
 
 from ..errors import UserError
-from ..search_spaces import NEUTRAL_PARAMS
+from ..accel.config import ConfigError
+from ..search_spaces import config_from_params
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 
@@ -19,8 +20,11 @@ def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     for t in completed(study):
-        if t.params == NEUTRAL_PARAMS:
-            return t
+        try:
+            if config_from_params(t.params).is_neutral:
+                return t
+        except ConfigError:  # a point of a method no longer registered (a plugin left out)
+            continue
     return None
 
 

@@ -14,7 +14,7 @@ from diffusers.hooks.hooks import HookRegistry, ModelHook
 
 from ..blocks import transformer_blocks
 from ..specs import UnsupportedModelError, pipeline_spec
-from ..config import (
+from ..methods import (
     DiffusersFasterCacheConfig,
     DiffusersFirstBlockCacheConfig,
     DiffusersMagCacheConfig,

@@ -8,7 +8,7 @@ import torch
 from diffusers.hooks.hooks import HookRegistry, ModelHook
 
 from ..blocks import transformer_blocks
-from ..config import AttentionCacheConfig
+from ..methods import AttentionCacheConfig
 from .residual import invalidate, segment
 from .state import BranchStates, CacheCounters, bypass_skip_layer_calls
 

@@ -12,7 +12,7 @@ import torch
 from diffusers.hooks.hooks import HookRegistry, ModelHook
 
 from ..blocks import unet_structure
-from ..config import DeepCacheConfig
+from ..methods import DeepCacheConfig
 from .residual import invalidate
 from .state import BranchStates, CacheCounters
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..config import BlockCacheConfig, FirstBlockCacheConfig, TaylorSeerConfig
+from ..methods import BlockCacheConfig, FirstBlockCacheConfig, TaylorSeerConfig
 from .residual import SchedulePolicy, ThresholdPolicy, install_residual_cache, relative_l1
 from .state import CacheCounters
 

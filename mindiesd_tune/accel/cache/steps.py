@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-from ..config import StepReductionConfig
+from ..methods import StepsConfig
 from ..specs import UnsupportedModelError, pipeline_spec
 
 
@@ -44,11 +44,11 @@ def build_scheduler(kind: str, original):
             return DPMSolverMultistepScheduler.from_config(cfg, algorithm_type="dpmsolver++")
         if kind == "unipc":
             return UniPCMultistepScheduler.from_config(cfg)
-    raise ValueError(f"cache.scheduler: unknown kind {kind!r}")
+    raise ValueError(f"steps.scheduler: unknown kind {kind!r}")
 
 
 def compatible_schedulers(pipe) -> list[str]:
-    """The ``cache.scheduler`` choices this pipeline accepts ("default" always).
+    """The ``steps.scheduler`` choices this pipeline accepts ("default" always).
 
     A pipeline that hands custom ``sigmas`` (Flux, Qwen-Image, HunyuanVideo, SD3) or ``mu`` to
     the scheduler needs one whose ``set_timesteps`` takes them; DPM-Solver++ takes no sigmas.
@@ -73,17 +73,17 @@ def compatible_schedulers(pipe) -> list[str]:
     return out
 
 
-def apply_step_reduction(pipe, cfg: StepReductionConfig, call_kwargs: dict):
+def apply_step_reduction(pipe, cfg: StepsConfig, call_kwargs: dict):
     """Swap the scheduler and record the step count in ``call_kwargs``; returns the undo function."""
     if cfg.num_inference_steps > 0:
         call_kwargs["num_inference_steps"] = cfg.num_inference_steps
     if cfg.scheduler == "default":
         return lambda: call_kwargs.pop("num_inference_steps", None)
     if pipe is None or not hasattr(pipe, "scheduler"):
-        raise ValueError("cache.scheduler needs a pipeline with a scheduler, not a bare denoiser")
+        raise ValueError("steps.scheduler needs a pipeline with a scheduler, not a bare denoiser")
     allowed = compatible_schedulers(pipe)
     if cfg.scheduler not in allowed:
-        raise ValueError(f"cache.scheduler: {cfg.scheduler!r} does not fit {type(pipe).__name__} (choose from {', '.join(allowed)})")
+        raise ValueError(f"steps.scheduler: {cfg.scheduler!r} does not fit {type(pipe).__name__} (choose from {', '.join(allowed)})")
     original = pipe.scheduler
     pipe.scheduler = build_scheduler(cfg.scheduler, original)
 

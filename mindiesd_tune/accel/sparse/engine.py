@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from ...kernels.attention import BlockSparseMask, attention
-from ..config import BlockSparseConfig, HeadAdaptiveSparseConfig, LocalWindowConfig, NoSparse, TopKSparseConfig
+from ..methods import BlockSparseConfig, HeadAdaptiveSparseConfig, LocalWindowConfig, NoSparse, TopKSparseConfig
 from .masks import TokenLayout, grid_blocks, kept_blocks, pattern_mask, probe_recall, query_group, topk_mask
 
 

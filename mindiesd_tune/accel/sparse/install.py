@@ -10,7 +10,7 @@ import torch
 
 from ...kernels.attention import resolve_backend
 from ..blocks import UnsupportedModelError, attention_layers, find_denoiser, sparse_spec
-from ..config import BlockSparseConfig, NoSparse
+from ..methods import BlockSparseConfig, NoSparse
 from ..specs import find_spec
 from .engine import CallContext, SparseAttention, SparseCounters
 from .processors import SparseProcessor

@@ -1,0 +1,52 @@
+"""cache: diffusers_faster, diffusers' own FasterCache through ``accel.cache.adapters`` (video)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..config import check
+from ._common import cache_entry_applies
+from .registry import Method, register_method
+
+
+@dataclass
+class DiffusersFasterCacheConfig:
+    """diffusers' own FasterCache (attention reuse plus unconditional-branch skipping).
+
+    Attributes:
+        spatial_attention_block_skip_range: reuse spatial attention for this many steps (1: never).
+        timestep_skip_end: attention is reused only below this timestep (0-1000 scale).
+        unconditional_batch_skip_range: reuse the unconditional branch's output for this many
+            steps (1: never). Needs a pipeline that batches CFG.
+    """
+
+    method: ClassVar[str] = "diffusers_faster"
+    spatial_attention_block_skip_range: int = 1
+    timestep_skip_end: int = 681
+    unconditional_batch_skip_range: int = 1
+
+    def validate(self) -> None:
+        check(self.spatial_attention_block_skip_range >= 1, "cache.spatial_attention_block_skip_range", self.spatial_attention_block_skip_range, "must be >= 1")
+        check(self.unconditional_batch_skip_range >= 1, "cache.unconditional_batch_skip_range", self.unconditional_batch_skip_range, "must be >= 1")
+        check(0 <= self.timestep_skip_end <= 1000, "cache.timestep_skip_end", self.timestep_skip_end, "must be in [0, 1000]")
+
+
+def install(model, cfg, handle):
+    from ..cache import apply_diffusers_cache
+
+    return apply_diffusers_cache(model, cfg, handle.counters, handle.pipe)
+
+
+def suggest(trial, ctx) -> dict:
+    return {
+        "cache.spatial_attention_block_skip_range": trial.suggest_int("cache.spatial_attention_block_skip_range", 2, 4),
+        "cache.timestep_skip_end": trial.suggest_int("cache.timestep_skip_end", 600, 1000, step=50),
+    }
+
+
+register_method(Method(
+    section="cache", name="diffusers_faster", config=DiffusersFasterCacheConfig, install=install, suggest=suggest,
+    applies=cache_entry_applies("diffusers_faster", families=("dit-video",), needs_cache_mixin=True),
+    example=DiffusersFasterCacheConfig(spatial_attention_block_skip_range=2, timestep_skip_end=1000),
+))

@@ -1,0 +1,45 @@
+"""cache: diffusers_first_block, diffusers' own FirstBlockCache through ``accel.cache.adapters``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..config import check
+from ._common import cache_entry_applies, thresholds
+from .registry import Method, register_method
+
+
+@dataclass
+class DiffusersFirstBlockCacheConfig:
+    """diffusers' own FirstBlockCache (``transformer.enable_cache(FirstBlockCacheConfig(...))``).
+
+    Here so a study can compare it with ours under the same measurement.
+
+    Attributes:
+        threshold: relative change of the first block's residual under which the remaining
+            blocks are skipped (diffusers' default 0.05). 0 never skips.
+    """
+
+    method: ClassVar[str] = "diffusers_first_block"
+    threshold: float = 0.0
+
+    def validate(self) -> None:
+        check(self.threshold >= 0, "cache.threshold", self.threshold, "must be >= 0")
+
+
+def install(model, cfg, handle):
+    from ..cache import apply_diffusers_cache
+
+    return apply_diffusers_cache(model, cfg, handle.counters, handle.pipe)
+
+
+def suggest(trial, ctx) -> dict:
+    return {"cache.threshold": trial.suggest_float("cache.threshold", *thresholds(ctx), log=True)}
+
+
+register_method(Method(
+    section="cache", name="diffusers_first_block", config=DiffusersFirstBlockCacheConfig, install=install,
+    suggest=suggest, applies=cache_entry_applies("diffusers_first_block", needs_cache_mixin=True),
+    example=DiffusersFirstBlockCacheConfig(threshold=10.0),
+))

@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 
 DEFAULT_FLOOR = "psnr>=30"
+_OUT_HELP = ("folder for profile.yaml, report.html and trials.csv (default RUN_DIR); "
+             "a profile.yaml already there is kept as profile.<n>.yaml")
 
 # typer exports only some of click's exceptions (and recent typer vendors its own copy of
 # click), so the base classes are found through one it does export
@@ -75,8 +77,7 @@ def tune(
     b = parse_budget(budget)
     floors = [parse_floor(f) for f in quality_floor]
     mem = parse_memory(max_memory) if max_memory else None
-    if pick not in ("fastest", "knee") and not pick.startswith("trial:"):
-        raise UserError(f"--pick {pick!r}: use fastest, knee or trial:N")
+    _check_pick(pick)
     con = _console(quiet)
     outcome = run_study(
         model, b, out, objective=objective, floors=floors, max_memory_bytes=mem, sampler=sampler, prompts=prompt or None,
@@ -95,16 +96,35 @@ def tune(
 @app.command()
 def export(
     run_dir: Path = typer.Argument(..., help="a run folder written by `tune`"),
-    pick: str = typer.Option("fastest", help="fastest, knee or trial:N"),
+    pick: Optional[str] = typer.Option(None, help="fastest, knee or trial:N (default: the pick the study last used)"),
     storage: Optional[str] = typer.Option(None, help="the study's storage URL when run.json cannot hold it (a password)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=_OUT_HELP),
 ):
     """Re-pick the profile of a finished study without running anything."""
     from .tuner import export as _export
 
-    if run_dir.exists():  # profile, report and table are rewritten there; a missing folder is load_run's to name
-        check_writable(run_dir, "RUN_DIR", folder=True)
+    if pick is not None:
+        _check_pick(pick)
+    target = _out_folder(run_dir, out)
     check_storage_writable(storage)
-    _print_outcome(_export(run_dir, pick, storage), False)
+    _print_outcome(_export(run_dir, pick, storage, out_dir=target), False)
+
+
+def _check_pick(pick: str) -> None:
+    if pick not in ("fastest", "knee") and not pick.startswith("trial:"):
+        raise UserError(f"--pick {pick!r}: use fastest, knee or trial:N")
+
+
+def _out_folder(run_dir: Path, out: Path | None) -> Path:
+    """Where export/report write: ``--out`` or the run folder, checked writable before the study is read."""
+    if out is not None:
+        if out.suffix.lower() in (".yaml", ".yml", ".html", ".csv"):
+            raise UserError(f"--out {out}: give a folder; profile.yaml, report.html and trials.csv are written in it")
+        check_writable(out, "--out", folder=True)
+        return out
+    if run_dir.exists():  # a missing folder is load_run's to name
+        check_writable(run_dir, "RUN_DIR", folder=True)
+    return run_dir
 
 
 def _default_baseline_cache() -> Path:
@@ -115,6 +135,8 @@ def _default_baseline_cache() -> Path:
 
 def _print_outcome(outcome, quiet: bool) -> None:
     con = _console()
+    if getattr(outcome, "kept_path", None) is not None:
+        con.print(f"kept the previous profile as {outcome.kept_path}", markup=False)
     if outcome.profile is not None:
         m = outcome.profile.measured
         speed = f"{m['speedup']:.2f}x" if m.get("speedup") else "?"
@@ -126,13 +148,16 @@ def _print_outcome(outcome, quiet: bool) -> None:
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="a run folder written by `tune`")):
-    """Rebuild profile.yaml, report.html and trials.csv from the study stored in RUN_DIR."""
+def report(
+    run_dir: Path = typer.Argument(..., help="a run folder written by `tune`"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=_OUT_HELP),
+):
+    """Rebuild profile.yaml, report.html and trials.csv from the study stored in RUN_DIR, with the
+    study's own pick, floors and objective."""
     from .tuner import load_run, write_outputs
 
-    if run_dir.exists():
-        check_writable(run_dir, "RUN_DIR", folder=True)
-    outcome = write_outputs(load_run(run_dir), run_dir)
+    target = _out_folder(run_dir, out)
+    outcome = write_outputs(load_run(run_dir), target, samples_dir=run_dir / "samples")
     _print_outcome(outcome, False)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ app = typer.Typer(
 DEFAULT_FLOOR = "psnr>=30"
 _OUT_HELP = ("folder for profile.yaml, report.html and trials.csv (default RUN_DIR); "
              "a profile.yaml already there is kept as profile.<n>.yaml")
+_FORCE_HELP = "run a profile tuned for another model anyway (its settings and measurements may not fit)"
 
 # typer exports only some of click's exceptions (and recent typer vendors its own copy of
 # click), so the base classes are found through one it does export
@@ -302,10 +304,14 @@ def bench(
     warmup: int = typer.Option(1, min=0, help="untimed calls before timing"),
     device: Optional[str] = typer.Option(None, help="cuda, npu or cpu (default: the best available)"),
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: the profile's dtype)"),
-    strict: bool = typer.Option(False, "--strict", help="refuse when the model or machine differs from the profile's"),
+    force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
+    strict: bool = typer.Option(False, "--strict", hidden=True, help="refuse a different machine too"),
     allow_download: bool = typer.Option(False, "--allow-download", help="let a hub id be downloaded"),
 ):
     """Measure the baseline against PROFILE on the profile's prompts and seeds: latency and quality.
+
+    A profile tuned for another model (pipeline, family or weights fingerprint) is refused
+    unless --force; one tuned on another machine only warns. Each model call is a line on stderr.
 
     The JSON object has the fields baseline_s, profile_s, speedup and one per quality metric
     (an identical output's PSNR is the string "inf"), plus tuned_speedup, the speed-up the
@@ -325,9 +331,10 @@ def bench(
     wanted = dtype or (prof.model.get("dtype") if prof.model.get("dtype") != "float32" else None)
     loaded = load(model, device=device, dtype=wanted, allow_download=allow_download)
     mismatches = check_profile(loaded.pipe, prof)
+    _refuse_another_model(loaded, prof, profile, mismatches, force)
     if mismatches:
         msg = "the profile was tuned elsewhere: " + "; ".join(map(str, mismatches))
-        if strict:
+        if strict and not force:
             raise ProfileMismatchError(msg, mismatches)
         typer.echo(f"mindiesd-tune: warning: {msg}", err=True)
     prompts = list(prof.study.get("prompts") or (DEFAULT_VIDEO_PROMPTS if loaded.is_video else DEFAULT_PROMPTS))
@@ -338,8 +345,10 @@ def bench(
     ev = Evaluator(loaded, Workload(prompts, seeds, generation), warmup=warmup, repeats=repeats)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        base = ev.evaluate(AccelConfig())
-        tuned = ev.evaluate(prof.accel)
+        with _call_lines(ev, "baseline"):
+            base = ev.evaluate(AccelConfig())
+        with _call_lines(ev, "profile"):
+            tuned = ev.evaluate(prof.accel)
     baseline_s, profile_s = base.latency.median_s, tuned.latency.median_s
     result = {
         "model": model,
@@ -368,6 +377,54 @@ def bench(
     typer.echo(f"{'profile':10s}{profile_s:>10.4g} s{speed:>9.2f}x" + "".join(f"{_metric_text(tuned.metrics[m]):>11s}" for m in metrics))
     if isinstance(prof.measured.get("speedup"), (int, float)):
         typer.echo(f"when frozen, the profile measured {prof.measured['speedup']:.2f}x")
+
+
+# model fields that make a profile another model's; the machine (device, versions) only warns
+_MODEL_FIELDS = ("model.pipeline", "model.family", "model.fingerprint")
+
+
+def _refuse_another_model(loaded, prof, path: Path, mismatches, force: bool) -> None:
+    """A UserError naming the fields that differ when ``prof`` was tuned for another model than ``loaded``."""
+    if force or not any(m.field in _MODEL_FIELDS for m in mismatches):
+        return
+    fields = []
+    if prof.model.get("name") and prof.model["name"] != loaded.name:
+        fields.append(f"model.name is {loaded.name} here, {prof.model['name']} in the profile")
+    fields += [str(m) for m in mismatches if m.field.startswith("model.") and m.field != "model.dtype"]
+    here, there = _size(loaded.generation), _size(prof.generation)
+    if there and here != there:
+        fields.append(f"generation size is {here or 'the pipeline default'} here, {there} in the profile")
+    raise UserError(f"{path} was tuned for another model: " + "; ".join(fields) + " (--force runs it anyway)")
+
+
+def _size(generation: dict) -> str:
+    dims = [generation.get(k) for k in ("num_frames", "height", "width")]
+    return "x".join(str(d) for d in dims if d)
+
+
+@contextlib.contextmanager
+def _call_lines(ev, what: str):
+    """One line on stderr per model call while ``ev`` evaluates: a long bench shows it is moving."""
+    import time
+
+    calls = 0
+    real = ev.generate
+    t_start = time.perf_counter()
+
+    def generate(*args, **kwargs):
+        nonlocal calls
+        t0 = time.perf_counter()
+        out = real(*args, **kwargs)
+        calls += 1
+        typer.echo(f"bench: {what} call {calls} ({time.perf_counter() - t0:.2f} s)", err=True)
+        return out
+
+    ev.generate = generate  # the evaluator calls self.generate: the instance attribute wins
+    try:
+        yield
+    finally:
+        del ev.generate
+    typer.echo(f"bench: {what} done: {calls} call(s) in {time.perf_counter() - t_start:.1f} s", err=True)
 
 
 def _significant(v: float, digits: int = 6) -> float:
@@ -411,9 +468,11 @@ def run(
     profile: Optional[Path] = typer.Option(None, help="apply this profile first"),
     seed: int = typer.Option(0),
     device: Optional[str] = typer.Option(None),
+    force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
     allow_download: bool = typer.Option(False, "--allow-download"),
 ):
-    """Generate one image or video, optionally with a profile applied."""
+    """Generate one image or video, optionally with a profile applied (refused, unless --force,
+    when the profile was tuned for another model)."""
     import time
 
     import torch
@@ -433,6 +492,9 @@ def run(
         raise UserError(f"{out}: use one of {', '.join(allowed)} for a {'video' if loaded.is_video else 'image'}")
     generation = dict(loaded.generation)
     if prof is not None:
+        from .deploy import check_profile
+
+        _refuse_another_model(loaded, prof, profile, check_profile(loaded.pipe, prof), force)
         generation.update(prof.call_kwargs())
         generation.update(_apply_warning_once(loaded.pipe, prof).call_kwargs)  # e.g. a reduced step count
     ev = Evaluator(loaded, Workload([prompt], [seed], generation))

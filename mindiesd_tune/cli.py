@@ -31,6 +31,52 @@ _USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Usag
 _CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
+_VERBOSE_HELP = "show the loading bars and warnings of diffusers and transformers"
+# Read by diffusers, transformers, huggingface_hub and tqdm when they start: the evaluator's
+# child process inherits them, so its model loading is as quiet as this process's.
+_QUIET_ENV = {"DIFFUSERS_VERBOSITY": "error", "TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+              "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
+_NOISY_MODULES = r"(diffusers|transformers|huggingface_hub|accelerate)(\..*)?$"
+
+
+@contextlib.contextmanager
+def _quiet_libraries(verbose: bool = False):
+    """While a model loads: no loading bars, "pip install accelerate" banners or warnings from the
+    libraries that load it, unless ``verbose``. Settings the user exported are kept, and all
+    is put back afterwards."""
+    import importlib.util
+    import logging
+    import warnings
+
+    if verbose:
+        yield
+        return
+    saved_env = {k: os.environ.get(k) for k in _QUIET_ENV}
+    for k, v in _QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    restore = []
+    for name in ("diffusers", "transformers"):
+        if importlib.util.find_spec(name) is None:
+            continue
+        lib = importlib.import_module(f"{name}.utils.logging")
+        restore.append((lib, lib.get_verbosity(), lib.is_progress_bar_enabled()))
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=_NOISY_MODULES)
+            yield
+    finally:
+        for lib, level, bars in restore:
+            lib.set_verbosity(level if level != logging.NOTSET else logging.WARNING)
+            (lib.enable_progress_bar if bars else lib.disable_progress_bar)()
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _console(quiet: bool = False):
     from rich.console import Console
 
@@ -65,6 +111,7 @@ def tune(
     isolate: bool = typer.Option(True, help="evaluate in a child process that survives crashes (--no-isolate: in this process)"),
     allow_download: bool = typer.Option(False, "--allow-download", help="let a hub id be downloaded"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print only where the outputs went"),
+    verbose: bool = typer.Option(False, "--verbose", help=_VERBOSE_HELP),
 ):
     """Tune MODEL within a budget; write profile.yaml, report.html and trials.csv."""
     from .tuner import parse_budget, parse_floor, parse_memory, run_study
@@ -81,15 +128,16 @@ def tune(
     mem = parse_memory(max_memory) if max_memory else None
     _check_pick(pick)
     con = _console(quiet)
-    outcome = run_study(
-        model, b, out, objective=objective, floors=floors, max_memory_bytes=mem, sampler=sampler, prompts=prompt or None,
-        seed=seed, device=device, dtype=dtype, warmup=warmup, repeats=repeats, resume=resume,
-        allow_download=allow_download, workers=workers, storage=storage, study_name=study_name, pick_how=pick,
-        prune_margin=prune_margin if prune_margin > 0 else None, isolate=isolate, quiet=quiet,
-        clip_model=clip_model, interleave=interleave,
-        baseline_cache=None if cache is None else str(cache),
-        log=lambda line: con.print(line, markup=False),
-    )
+    with _quiet_libraries(verbose):
+        outcome = run_study(
+            model, b, out, objective=objective, floors=floors, max_memory_bytes=mem, sampler=sampler, prompts=prompt or None,
+            seed=seed, device=device, dtype=dtype, warmup=warmup, repeats=repeats, resume=resume,
+            allow_download=allow_download, workers=workers, storage=storage, study_name=study_name, pick_how=pick,
+            prune_margin=prune_margin if prune_margin > 0 else None, isolate=isolate, quiet=quiet,
+            clip_model=clip_model, interleave=interleave,
+            baseline_cache=None if cache is None else str(cache),
+            log=lambda line: con.print(line, markup=False),
+        )
     _print_outcome(outcome, quiet)
     if outcome.interrupted:
         raise typer.Exit(130)
@@ -307,6 +355,7 @@ def bench(
     force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
     strict: bool = typer.Option(False, "--strict", hidden=True, help="refuse a different machine too"),
     allow_download: bool = typer.Option(False, "--allow-download", help="let a hub id be downloaded"),
+    verbose: bool = typer.Option(False, "--verbose", help=_VERBOSE_HELP),
 ):
     """Measure the baseline against PROFILE on the profile's prompts and seeds: latency and quality.
 
@@ -329,7 +378,8 @@ def bench(
     prof = load_profile(profile)
     # measure at the profile's dtype; float32 is how models load anyway, and casting warns
     wanted = dtype or (prof.model.get("dtype") if prof.model.get("dtype") != "float32" else None)
-    loaded = load(model, device=device, dtype=wanted, allow_download=allow_download)
+    with _quiet_libraries(verbose):
+        loaded = load(model, device=device, dtype=wanted, allow_download=allow_download)
     mismatches = check_profile(loaded.pipe, prof)
     _refuse_another_model(loaded, prof, profile, mismatches, force)
     if mismatches:
@@ -470,6 +520,7 @@ def run(
     device: Optional[str] = typer.Option(None),
     force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
     allow_download: bool = typer.Option(False, "--allow-download"),
+    verbose: bool = typer.Option(False, "--verbose", help=_VERBOSE_HELP),
 ):
     """Generate one image or video, optionally with a profile applied (refused, unless --force,
     when the profile was tuned for another model)."""
@@ -486,7 +537,8 @@ def run(
     if suffix == ".mp4":  # found missing now, not after the model has run
         require("imageio.v3", "video", "writing .mp4 (or use .gif)", "imageio with imageio-ffmpeg")
     prof = load_profile(profile) if profile is not None else None
-    loaded = load(model, device=device, allow_download=allow_download)
+    with _quiet_libraries(verbose):
+        loaded = load(model, device=device, allow_download=allow_download)
     allowed = (".gif", ".webp", ".mp4") if loaded.is_video else (".png", ".jpg", ".jpeg", ".webp")
     if suffix not in allowed:
         raise UserError(f"{out}: use one of {', '.join(allowed)} for a {'video' if loaded.is_video else 'image'}")

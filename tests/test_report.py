@@ -321,7 +321,7 @@ def test_parallel_coordinates_of_parameters_against_speedup(run):
 
 
 def _sized_run(out, n_trials=8, px=512):
-    """An 8-trial study with outputs at a real model's size, as a demo-flux study at 512x512 writes them."""
+    """An 8-trial study whose outputs are 512x512, a real model's size rather than the demo's 64x64."""
     import optuna
     from report_study import DISTRIBUTIONS, FLOOR, build_study
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
@@ -21,11 +22,60 @@ app = typer.Typer(
 )
 
 DEFAULT_FLOOR = "psnr>=30"
+_OUT_HELP = ("folder for profile.yaml, report.html and trials.csv (default RUN_DIR); "
+             "a profile.yaml already there is kept as profile.<n>.yaml")
+_FORCE_HELP = "run a profile tuned for another model anyway (its settings and measurements may not fit)"
 
 # typer exports only some of click's exceptions (and recent typer vendors its own copy of
 # click), so the base classes are found through one it does export
 _USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 _CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+_VERBOSE_HELP = "show the loading bars and warnings of diffusers and transformers"
+# Read by diffusers, transformers, huggingface_hub and tqdm when they start: the evaluator's
+# child process inherits them, so its model loading is as quiet as this process's.
+_QUIET_ENV = {"DIFFUSERS_VERBOSITY": "error", "TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+              "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
+_NOISY_MODULES = r"(diffusers|transformers|huggingface_hub|accelerate)(\..*)?$"
+
+
+@contextlib.contextmanager
+def _quiet_libraries(verbose: bool = False):
+    """While a model loads: no loading bars, "pip install accelerate" banners or warnings from the
+    libraries that load it, unless ``verbose``. Settings the user exported are kept, and all
+    is put back afterwards."""
+    import importlib.util
+    import logging
+    import warnings
+
+    if verbose:
+        yield
+        return
+    saved_env = {k: os.environ.get(k) for k in _QUIET_ENV}
+    for k, v in _QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    restore = []
+    for name in ("diffusers", "transformers"):
+        if importlib.util.find_spec(name) is None:
+            continue
+        lib = importlib.import_module(f"{name}.utils.logging")
+        restore.append((lib, lib.get_verbosity(), lib.is_progress_bar_enabled()))
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=_NOISY_MODULES)
+            yield
+    finally:
+        for lib, level, bars in restore:
+            lib.set_verbosity(level if level != logging.NOTSET else logging.WARNING)
+            (lib.enable_progress_bar if bars else lib.disable_progress_bar)()
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _console(quiet: bool = False):
@@ -62,6 +112,7 @@ def tune(
     isolate: bool = typer.Option(True, help="evaluate in a child process that survives crashes (--no-isolate: in this process)"),
     allow_download: bool = typer.Option(False, "--allow-download", help="let a hub id be downloaded"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print only where the outputs went"),
+    verbose: bool = typer.Option(False, "--verbose", help=_VERBOSE_HELP),
 ):
     """Tune MODEL within a budget; write profile.yaml, report.html and trials.csv."""
     from .tuner import parse_budget, parse_floor, parse_memory, run_study
@@ -76,18 +127,18 @@ def tune(
     b = parse_budget(budget)
     floors = [parse_floor(f) for f in quality_floor]
     mem = parse_memory(max_memory) if max_memory else None
-    if pick not in ("fastest", "knee") and not pick.startswith("trial:"):
-        raise UserError(f"--pick {pick!r}: use fastest, knee or trial:N")
+    _check_pick(pick)
     con = _console(quiet)
-    outcome = run_study(
-        model, b, out, objective=objective, floors=floors, max_memory_bytes=mem, sampler=sampler, prompts=prompt or None,
-        seed=seed, device=device, dtype=dtype, warmup=warmup, repeats=repeats, resume=resume,
-        allow_download=allow_download, workers=workers, storage=storage, study_name=study_name, pick_how=pick,
-        prune_margin=prune_margin if prune_margin > 0 else None, isolate=isolate, quiet=quiet,
-        clip_model=clip_model, interleave=interleave,
-        baseline_cache=None if cache is None else str(cache),
-        log=lambda line: con.print(line, markup=False),
-    )
+    with _quiet_libraries(verbose):
+        outcome = run_study(
+            model, b, out, objective=objective, floors=floors, max_memory_bytes=mem, sampler=sampler, prompts=prompt or None,
+            seed=seed, device=device, dtype=dtype, warmup=warmup, repeats=repeats, resume=resume,
+            allow_download=allow_download, workers=workers, storage=storage, study_name=study_name, pick_how=pick,
+            prune_margin=prune_margin if prune_margin > 0 else None, isolate=isolate, quiet=quiet,
+            clip_model=clip_model, interleave=interleave,
+            baseline_cache=None if cache is None else str(cache),
+            log=lambda line: con.print(line, markup=False),
+        )
     _print_outcome(outcome, quiet)
     if outcome.interrupted:
         # Ctrl-C means "let me go now": the interpreter's last garbage collection walks every
@@ -99,16 +150,35 @@ def tune(
 @app.command()
 def export(
     run_dir: Path = typer.Argument(..., help="a run folder written by `tune`"),
-    pick: str = typer.Option("fastest", help="fastest, knee or trial:N"),
+    pick: Optional[str] = typer.Option(None, help="fastest, knee or trial:N (default: the pick the study last used)"),
     storage: Optional[str] = typer.Option(None, help="the study's storage URL when run.json cannot hold it (a password)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=_OUT_HELP),
 ):
     """Re-pick the profile of a finished study without running anything."""
     from .tuner import export as _export
 
-    if run_dir.exists():  # profile, report and table are rewritten there; a missing folder is load_run's to name
-        check_writable(run_dir, "RUN_DIR", folder=True)
+    if pick is not None:
+        _check_pick(pick)
+    target = _out_folder(run_dir, out)
     check_storage_writable(storage)
-    _print_outcome(_export(run_dir, pick, storage), False)
+    _print_outcome(_export(run_dir, pick, storage, out_dir=target), False)
+
+
+def _check_pick(pick: str) -> None:
+    if pick not in ("fastest", "knee") and not pick.startswith("trial:"):
+        raise UserError(f"--pick {pick!r}: use fastest, knee or trial:N")
+
+
+def _out_folder(run_dir: Path, out: Path | None) -> Path:
+    """Where export/report write: ``--out`` or the run folder, checked writable before the study is read."""
+    if out is not None:
+        if out.suffix.lower() in (".yaml", ".yml", ".html", ".csv"):
+            raise UserError(f"--out {out}: give a folder; profile.yaml, report.html and trials.csv are written in it")
+        check_writable(out, "--out", folder=True)
+        return out
+    if run_dir.exists():  # a missing folder is load_run's to name
+        check_writable(run_dir, "RUN_DIR", folder=True)
+    return run_dir
 
 
 def _default_baseline_cache() -> Path:
@@ -119,6 +189,8 @@ def _default_baseline_cache() -> Path:
 
 def _print_outcome(outcome, quiet: bool) -> None:
     con = _console()
+    if getattr(outcome, "kept_path", None) is not None:
+        con.print(f"kept the previous profile as {outcome.kept_path}", markup=False)
     if outcome.profile is not None:
         m = outcome.profile.measured
         speed = f"{m['speedup']:.2f}x" if m.get("speedup") else "?"
@@ -130,13 +202,16 @@ def _print_outcome(outcome, quiet: bool) -> None:
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="a run folder written by `tune`")):
-    """Rebuild profile.yaml, report.html and trials.csv from the study stored in RUN_DIR."""
+def report(
+    run_dir: Path = typer.Argument(..., help="a run folder written by `tune`"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=_OUT_HELP),
+):
+    """Rebuild profile.yaml, report.html and trials.csv from the study stored in RUN_DIR, with the
+    study's own pick, floors and objective."""
     from .tuner import load_run, write_outputs
 
-    if run_dir.exists():
-        check_writable(run_dir, "RUN_DIR", folder=True)
-    outcome = write_outputs(load_run(run_dir), run_dir)
+    target = _out_folder(run_dir, out)
+    outcome = write_outputs(load_run(run_dir), target, samples_dir=run_dir / "samples")
     _print_outcome(outcome, False)
 
 
@@ -270,10 +345,15 @@ def bench(
     warmup: int = typer.Option(1, min=0, help="untimed calls before timing"),
     device: Optional[str] = typer.Option(None, help="cuda, npu or cpu (default: the best available)"),
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: the profile's dtype)"),
-    strict: bool = typer.Option(False, "--strict", help="refuse when the model or machine differs from the profile's"),
+    force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
+    strict: bool = typer.Option(False, "--strict", hidden=True, help="refuse a different machine too"),
     allow_download: bool = typer.Option(False, "--allow-download", help="let a hub id be downloaded"),
+    verbose: bool = typer.Option(False, "--verbose", help=_VERBOSE_HELP),
 ):
     """Measure the baseline against PROFILE on the profile's prompts and seeds: latency and quality.
+
+    A profile tuned for another model (pipeline, family or weights fingerprint) is refused
+    unless --force; one tuned on another machine only warns. Each model call is a line on stderr.
 
     The JSON object has the fields baseline_s, profile_s, speedup and one per quality metric
     (an identical output's PSNR is the string "inf"), plus tuned_speedup, the speed-up the
@@ -291,11 +371,13 @@ def bench(
     prof = load_profile(profile)
     # measure at the profile's dtype; float32 is how models load anyway, and casting warns
     wanted = dtype or (prof.model.get("dtype") if prof.model.get("dtype") != "float32" else None)
-    loaded = load(model, device=device, dtype=wanted, allow_download=allow_download)
+    with _quiet_libraries(verbose):
+        loaded = load(model, device=device, dtype=wanted, allow_download=allow_download)
     mismatches = check_profile(loaded.pipe, prof)
+    _refuse_another_model(loaded, prof, profile, mismatches, force)
     if mismatches:
         msg = "the profile was tuned elsewhere: " + "; ".join(map(str, mismatches))
-        if strict:
+        if strict and not force:
             raise ProfileMismatchError(msg, mismatches)
         typer.echo(f"mindiesd-tune: warning: {msg}", err=True)
     prompts = list(prof.study.get("prompts") or (DEFAULT_VIDEO_PROMPTS if loaded.is_video else DEFAULT_PROMPTS))
@@ -306,8 +388,10 @@ def bench(
     ev = Evaluator(loaded, Workload(prompts, seeds, generation), warmup=warmup, repeats=repeats)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        base = ev.evaluate(AccelConfig())
-        tuned = ev.evaluate(prof.accel)
+        with _call_lines(ev, "baseline"):
+            base = ev.evaluate(AccelConfig())
+        with _call_lines(ev, "profile"):
+            tuned = ev.evaluate(prof.accel)
     baseline_s, profile_s = base.latency.median_s, tuned.latency.median_s
     result = {
         "model": model,
@@ -336,6 +420,54 @@ def bench(
     typer.echo(f"{'profile':10s}{profile_s:>10.4g} s{speed:>9.2f}x" + "".join(f"{_metric_text(tuned.metrics[m]):>11s}" for m in metrics))
     if isinstance(prof.measured.get("speedup"), (int, float)):
         typer.echo(f"when frozen, the profile measured {prof.measured['speedup']:.2f}x")
+
+
+# model fields that make a profile another model's; the machine (device, versions) only warns
+_MODEL_FIELDS = ("model.pipeline", "model.family", "model.fingerprint")
+
+
+def _refuse_another_model(loaded, prof, path: Path, mismatches, force: bool) -> None:
+    """A UserError naming the fields that differ when ``prof`` was tuned for another model than ``loaded``."""
+    if force or not any(m.field in _MODEL_FIELDS for m in mismatches):
+        return
+    fields = []
+    if prof.model.get("name") and prof.model["name"] != loaded.name:
+        fields.append(f"model.name is {loaded.name} here, {prof.model['name']} in the profile")
+    fields += [str(m) for m in mismatches if m.field.startswith("model.") and m.field != "model.dtype"]
+    here, there = _size(loaded.generation), _size(prof.generation)
+    if there and here != there:
+        fields.append(f"generation size is {here or 'the pipeline default'} here, {there} in the profile")
+    raise UserError(f"{path} was tuned for another model: " + "; ".join(fields) + " (--force runs it anyway)")
+
+
+def _size(generation: dict) -> str:
+    dims = [generation.get(k) for k in ("num_frames", "height", "width")]
+    return "x".join(str(d) for d in dims if d)
+
+
+@contextlib.contextmanager
+def _call_lines(ev, what: str):
+    """One line on stderr per model call while ``ev`` evaluates: a long bench shows it is moving."""
+    import time
+
+    calls = 0
+    real = ev.generate
+    t_start = time.perf_counter()
+
+    def generate(*args, **kwargs):
+        nonlocal calls
+        t0 = time.perf_counter()
+        out = real(*args, **kwargs)
+        calls += 1
+        typer.echo(f"bench: {what} call {calls} ({time.perf_counter() - t0:.2f} s)", err=True)
+        return out
+
+    ev.generate = generate  # the evaluator calls self.generate: the instance attribute wins
+    try:
+        yield
+    finally:
+        del ev.generate
+    typer.echo(f"bench: {what} done: {calls} call(s) in {time.perf_counter() - t_start:.1f} s", err=True)
 
 
 def _significant(v: float, digits: int = 6) -> float:
@@ -379,9 +511,12 @@ def run(
     profile: Optional[Path] = typer.Option(None, help="apply this profile first"),
     seed: int = typer.Option(0),
     device: Optional[str] = typer.Option(None),
+    force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
     allow_download: bool = typer.Option(False, "--allow-download"),
+    verbose: bool = typer.Option(False, "--verbose", help=_VERBOSE_HELP),
 ):
-    """Generate one image or video, optionally with a profile applied."""
+    """Generate one image or video, optionally with a profile applied (refused, unless --force,
+    when the profile was tuned for another model)."""
     import time
 
     import torch
@@ -395,12 +530,16 @@ def run(
     if suffix == ".mp4":  # found missing now, not after the model has run
         require("imageio.v3", "video", "writing .mp4 (or use .gif)", "imageio with imageio-ffmpeg")
     prof = load_profile(profile) if profile is not None else None
-    loaded = load(model, device=device, allow_download=allow_download)
+    with _quiet_libraries(verbose):
+        loaded = load(model, device=device, allow_download=allow_download)
     allowed = (".gif", ".webp", ".mp4") if loaded.is_video else (".png", ".jpg", ".jpeg", ".webp")
     if suffix not in allowed:
         raise UserError(f"{out}: use one of {', '.join(allowed)} for a {'video' if loaded.is_video else 'image'}")
     generation = dict(loaded.generation)
     if prof is not None:
+        from .deploy import check_profile
+
+        _refuse_another_model(loaded, prof, profile, check_profile(loaded.pipe, prof), force)
         generation.update(prof.call_kwargs())
         generation.update(_apply_warning_once(loaded.pipe, prof).call_kwargs)  # e.g. a reduced step count
     ev = Evaluator(loaded, Workload([prompt], [seed], generation))

@@ -88,3 +88,19 @@ def check_storage_writable(url: str | None, what: str = "--storage") -> None:
     file = storage_file(url) if url else None
     if file is not None:
         check_writable(file, label=f"{what} {url}")
+
+
+def keep_previous(path: str | Path, new_text: str | None = None) -> Path | None:
+    """Move an existing ``path`` (``profile.yaml``) aside as ``profile.<n>.yaml``, the next free n,
+    so that writing a new one never loses the old; returns where it went, or None when there was
+    nothing to keep (no file, or one identical to ``new_text``)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    if new_text is not None and path.read_text(encoding="utf-8", errors="replace") == new_text:
+        return None
+    n = 1
+    while (kept := path.with_name(f"{path.stem}.{n}{path.suffix}")).exists():
+        n += 1
+    path.rename(kept)
+    return kept

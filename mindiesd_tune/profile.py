@@ -24,7 +24,8 @@ _GENERATION_KEYS = _GENERATION_INTS + _GENERATION_NUMBERS + _GENERATION_STRINGS
 # Known fields of the open sections and their types. Other keys may be added there (a new
 # metric, a new hardware fact) as long as their values are plain scalars.
 _HARDWARE_TYPES = {"device": str, "name": str, "count": int, "torch": str, "diffusers": str, "threads": int, "cpus": int}
-_STUDY_TYPES = {"name": str, "trial": int, "storage": str, "created": str, "prompts": list, "seeds": list}
+_STUDY_TYPES = {"name": str, "trial": int, "storage": str, "created": str, "prompts": list, "seeds": list,
+                "objective": str, "floors": list, "pick": str}
 
 
 class ProfileError(UserError):

@@ -90,7 +90,7 @@ def test_export_knee_and_back_to_fastest(capsys, run_dir):
     assert not any(t.user_attrs["latency_s"] < knee.user_attrs["latency_s"] and t.values[1] > knee.values[1]
                    for t in feasible)
 
-    code, out, err = cli(capsys, "export", str(run_dir))  # --pick fastest is the default
+    code, out, err = cli(capsys, "export", str(run_dir), "--pick", "fastest")
     assert code == 0, err
     assert f"fastest trial meeting {FLOOR}" in out
     fastest = min(feasible, key=lambda t: t.user_attrs["latency_s"])
@@ -135,3 +135,59 @@ def test_export_of_a_moved_run_folder_reads_its_own_study(capsys, tmp_path):
     assert "Traceback" not in err and f"profile: {moved / 'profile.yaml'}" in out
     assert _profile(moved)["study"]["trial"] == 1
     assert not (tmp_path / "first").exists()  # nothing was written where the study used to be
+
+
+def _other_trial(run_dir):
+    """A complete trial that is not the one profile.yaml holds now."""
+    current = _profile(run_dir)["study"]["trial"]
+    return next(n for n in sorted(_complete(run_dir)) if n not in (0, current))
+
+
+def test_export_keeps_the_profile_it_replaces(capsys, run_dir):
+    original = (run_dir / "profile.yaml").read_text()
+    other = _other_trial(run_dir)
+    code, out, err = cli(capsys, "export", str(run_dir), "--pick", f"trial:{other}")
+    assert code == 0, err
+    assert f"kept the previous profile as {run_dir / 'profile.1.yaml'}" in out
+    assert (run_dir / "profile.1.yaml").read_text() == original and _profile(run_dir)["study"]["trial"] == other
+    second = (run_dir / "profile.yaml").read_text()
+    code, out, err = cli(capsys, "export", str(run_dir), "--pick", "fastest")
+    assert code == 0, err
+    assert (run_dir / "profile.1.yaml").read_text() == original  # the next free number, nothing overwritten
+    assert (run_dir / "profile.2.yaml").read_text() == second
+    code, out, err = cli(capsys, "export", str(run_dir), "--pick", "fastest")  # the same profile again: nothing to keep
+    assert code == 0 and "kept the previous profile" not in out and not (run_dir / "profile.3.yaml").exists()
+
+
+def test_report_reuses_the_pick_floors_and_objective_of_the_study(capsys, run_dir):
+    data = _profile(run_dir)  # as `tune` froze it
+    assert data["study"]["pick"] == "fastest" and data["study"]["floors"] == [FLOOR] and data["study"]["objective"] == "psnr"
+    other = _other_trial(run_dir)
+    code, _, err = cli(capsys, "export", str(run_dir), "--pick", f"trial:{other}")
+    assert code == 0, err
+    code, out, err = cli(capsys, "report", str(run_dir))
+    assert code == 0, err
+    data = _profile(run_dir)
+    assert data["study"]["trial"] == other and data["study"]["pick"] == f"trial:{other}"  # not back to fastest
+    assert f"Profile: trial {other}</b>" in (run_dir / "report.html").read_text()
+    assert "kept the previous profile" not in out  # the same profile: nothing to keep
+    code, out, err = cli(capsys, "export", str(run_dir))  # no --pick: the study's own
+    assert code == 0, err
+    assert _profile(run_dir)["study"]["trial"] == other
+
+
+@pytest.mark.parametrize("command", ["export", "report"])
+def test_out_writes_elsewhere_and_leaves_the_run_folder_alone(capsys, run_dir, tmp_path, command):
+    # the study database aside (it records the pick): the run folder's files are as they were
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and not p.name.startswith("study.db")}
+    other = _other_trial(run_dir)
+    args = ["--pick", f"trial:{other}"] if command == "export" else []
+    code, out, err = cli(capsys, command, str(run_dir), *args, "--out", str(tmp_path / "elsewhere"))
+    assert code == 0, err
+    assert f"profile: {tmp_path / 'elsewhere' / 'profile.yaml'}" in out
+    assert {p.name for p in (tmp_path / "elsewhere").iterdir()} >= {"profile.yaml", "report.html", "trials.csv"}
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and not p.name.startswith("study.db")} == before
+    page = (tmp_path / "elsewhere" / "report.html").read_text()
+    assert 'src="data:image/jpeg;base64,' in page  # the samples are read from the run folder
+    code, out, err = cli(capsys, command, str(run_dir), "--out", str(tmp_path / "p.yaml"))
+    assert code == 2 and err.count("\n") == 1 and "give a folder" in err

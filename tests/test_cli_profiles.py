@@ -35,7 +35,21 @@ def profiles(tmp_path_factory):
         "a": make_profile(tiny_flux).save(d / "a.yaml"),
         "b": make_profile(tiny_flux, threshold=0.1).save(d / "b.yaml"),
         "elsewhere": make_profile(tiny_flux, fingerprint="0000000000000000").save(d / "elsewhere.yaml"),
+        "other-machine": _on_another_machine(make_profile(tiny_flux)).save(d / "other-machine.yaml"),
+        "sd3": _sd3_profile(tiny_flux).save(d / "sd3.yaml"),
     }
+
+
+def _on_another_machine(p):
+    p.hardware.update(torch="1.0.0")
+    return p
+
+
+def _sd3_profile(loaded):
+    """A profile tuned for a 1024x1024 SD3, as bench demo-flux --profile <an SD3 profile> was given one."""
+    p = make_profile(loaded, name="my-sd3", pipeline="StableDiffusion3Pipeline", fingerprint="5d35d35d35d35d35")
+    p.generation.update(height=1024, width=1024, num_inference_steps=28)
+    return p
 
 
 def _edit(path, tmp_path, change):
@@ -141,21 +155,37 @@ def test_bench_json_keeps_the_precision_of_fast_calls(capsys, profiles, monkeypa
     assert r["speedup"] == pytest.approx(1.23456789e-4 / 4.5678912e-5, rel=1e-5)
 
 
-def test_bench_table_warns_when_the_profile_was_tuned_elsewhere(capsys, profiles):
-    code, out, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["elsewhere"]),
+def test_bench_refuses_a_profile_for_another_model_naming_the_fields(capsys, profiles):
+    code, out, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["sd3"]), "--device", "cpu")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("mindiesd-tune: error:"), err
+    for needle in ("tuned for another model", "model.name is tiny-flux-random here, my-sd3 in the profile",
+                   "model.pipeline is FluxPipeline here, StableDiffusion3Pipeline in the profile",
+                   "model.fingerprint is", "5d35d35d35d35d35 in the profile",
+                   "generation size is 32x32 here, 1024x1024 in the profile", "--force"):
+        assert needle in lines[0], needle
+    assert "bench:" not in err and out == ""  # refused before any model call
+
+
+def test_bench_force_runs_another_models_profile_showing_each_call(capsys, profiles):
+    code, out, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["elsewhere"]), "--force",
                          "--repeats", "1", "--warmup", "0", "--device", "cpu")
-    assert code == 0
+    assert code == 0, err
     rows = {line.split()[0]: line.split() for line in out.strip().splitlines()[1:] if line.strip()}
     assert rows["baseline"][3] == "1.00x" and rows["baseline"][4] == "identical"
     assert rows["profile"][2] == "s" and rows["profile"][3].endswith("x")
     assert "warning: the profile was tuned elsewhere: model.fingerprint" in err
+    calls = [line for line in err.splitlines() if line.startswith("bench: ")]
+    assert any(line.startswith("bench: baseline call 1 (") for line in calls)
+    assert any(line.startswith("bench: profile call 1 (") for line in calls)
+    assert calls[-1].startswith("bench: profile done: ")
 
 
-def test_bench_strict_refuses_a_profile_tuned_elsewhere(capsys, profiles):
-    code, _, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["elsewhere"]), "--strict",
-                       "--device", "cpu")
-    assert code == 2 and "model.fingerprint is" in err and "0000000000000000 in the profile" in err
-    assert len(err.strip().splitlines()) == 1
+def test_bench_on_another_machine_only_warns(capsys, profiles):
+    code, out, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["other-machine"]), "--json",
+                         "--repeats", "1", "--warmup", "0", "--device", "cpu")
+    assert code == 0, err
+    assert "hardware.torch is" in err and json.loads(out)["mismatches"] == ["hardware.torch"]
 
 
 @pytest.mark.parametrize("command", ["show", "validate", "diff", "bench"])
@@ -164,9 +194,17 @@ def test_help(capsys, command):
     assert code == 0 and "Usage" in out
 
 
-def test_run_with_a_profile_tuned_elsewhere_warns_in_one_line(capsys, profiles, tmp_path):
+def test_run_with_a_profile_for_another_model_is_refused(capsys, profiles, tmp_path):
     code, out, err = cli(capsys, "run", "tiny-flux-random", "--prompt", "a red circle", "--out", str(tmp_path / "a.png"),
-                         "--profile", str(profiles["elsewhere"]), "--device", "cpu")
+                         "--profile", str(profiles["sd3"]), "--device", "cpu")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "model.pipeline is FluxPipeline here" in lines[0] and "--force" in lines[0]
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_run_with_a_profile_tuned_elsewhere_warns_in_one_line_with_force(capsys, profiles, tmp_path):
+    code, out, err = cli(capsys, "run", "tiny-flux-random", "--prompt", "a red circle", "--out", str(tmp_path / "a.png"),
+                         "--profile", str(profiles["elsewhere"]), "--device", "cpu", "--force")
     assert code == 0 and (tmp_path / "a.png").is_file()
     warning = [line for line in err.splitlines() if "warning" in line]
     assert len(warning) == 1 and warning[0].startswith("mindiesd-tune: warning: profile ") and "model.fingerprint" in warning[0]

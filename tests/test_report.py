@@ -2,6 +2,7 @@
 
 import base64
 import importlib.util
+import io
 import json
 import math
 import re
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from report_study import CHOSEN, FAIL_REASON, FRONT, build_study, write_run
+from report_study import CHOSEN, DOMINATED, FAIL_REASON, FRONT, build_study, write_run
 
 from mindiesd_tune.reports import non_dominated
 
@@ -55,8 +56,10 @@ def test_report_is_one_file_that_works_offline(run):
     assert "<script src" not in page and "<link" not in page
     markup = re.sub(r"<script[^>]*>.*?</script>", "", page, flags=re.S)
     assert not re.search(r"""(src|href)=["']https?:""", markup)  # nothing to fetch; plotly.js's own strings aside
-    assert "plotly.js v" in page and page.count("plotly.js v") == 1  # the library inlined exactly once
-    assert re.search(r'src="data:image/png;base64,', page)  # samples embedded
+    # the library inlined exactly once, the basic bundle: every trace here is a scatter or a bar
+    assert page.count("* plotly.js (basic - minified) v") == 1 and page.count("* plotly.js") == 1
+    assert re.search(r'src="data:image/jpeg;base64,', page)  # samples embedded, compressed
+    assert "data:image/png" not in page
 
 
 def test_one_pareto_plot_per_metric_telling_trial_kinds_apart(run):
@@ -66,9 +69,9 @@ def test_one_pareto_plot_per_metric_telling_trial_kinds_apart(run):
     assert "psnr" in figs["pareto"][1]["yaxis"]["title"]["text"] and "ssim" in figs["pareto-ssim"][1]["yaxis"]["title"]["text"]
     assert sorted(_array(psnr["Pareto front"]["customdata"])) == [0, 1, 2, 7, 8]
     assert _array(psnr["below a quality floor"]["customdata"]) == [3]
-    assert _array(psnr["dominated"]["customdata"]) == [4]
+    assert sorted(_array(psnr["dominated"]["customdata"])) == sorted(DOMINATED)
     assert sorted(_array(ssim["Pareto front"]["customdata"])) == [0, 1, 7, 8]
-    assert sorted(_array(ssim["dominated"]["customdata"])) == [2, 4]
+    assert sorted(_array(ssim["dominated"]["customdata"])) == sorted(DOMINATED | {2})
     assert _array(psnr["chosen profile"]["x"]) == [0.45] and _array(ssim["chosen profile"]["x"]) == [0.45]
     # the floor is drawn on the psnr plot only
     assert [s["y0"] for s in figs["pareto"][1].get("shapes", [])] == [30.0]
@@ -110,11 +113,14 @@ def test_pareto_table_lists_front_trials_fastest_first_with_repeats_folded(run):
     assert {int(r[0]) for r in rows} == FRONT
     header = re.search(r"id='front-table'><thead><tr>(.*?)</tr>", page).group(1)
     labels = re.findall(r"<th[^>]*>([^<]*)</th>", header)
-    for label in ("speed-up", "psnr ↑", "ssim ↑", "same config as", "cache.threshold", "cache.warmup_steps"):
+    for label in ("speed-up", "psnr ↑", "ssim ↑", "same config as", "config"):
         assert label in labels
+    assert not any(label.startswith("cache.") for label in labels)  # one wrapping config column: fits the page
     row1 = rows[[int(r[0]) for r in rows].index(1)]
     assert row1[labels.index("same config as")] == "8"
     assert float(row1[labels.index("speed-up")]) == pytest.approx(1 / 0.7)
+    assert "cache.threshold=0.05, cache.warmup_steps=2" in row1[labels.index("config")]
+    assert "1.43x ± 0.03</td>" in page  # the speed-up with half the spread of its interleaved rounds
     assert re.search(rf"<tr class='chosen'><td data-v='{CHOSEN}'>{CHOSEN} ★</td>", page)
 
 
@@ -122,7 +128,8 @@ def test_each_front_trial_is_shown_beside_the_baseline(run):
     _, _, page = run
     gallery = re.search(r"<div class='gallery'>(.*?)</div>\s*<h2>", page, re.S).group(1)
     for t in FRONT - {0}:
-        assert f'title="trial {t}" src="data:image/png;base64,' in gallery
+        assert f'title="trial {t}" src="data:image/jpeg;base64,' in gallery
+        assert f'title="difference trial {t}" src="data:image/jpeg;base64,' in gallery
     assert gallery.count('title="baseline"') == len(FRONT)
 
 
@@ -131,6 +138,11 @@ def test_importances_and_metadata(run):
     imp = traces_by_name(figures(page)["importances"][0])
     assert set(imp) == {"for latency_s", "for psnr"}
     assert "cache.threshold" in imp["for psnr"]["y"]
+    assert "From 10 complete trials, by PED-ANOVA" in page
+    from mindiesd_tune.reports.figures import IMPORTANCE_BAR_PX, IMPORTANCE_BASE_PX
+
+    bars = sum(len(t["y"]) for t in imp.values())  # sized to its bars, not a fixed minimum
+    assert figures(page)["importances"][1]["height"] == IMPORTANCE_BASE_PX + IMPORTANCE_BAR_PX * bars
     for needle in ("tiny-flux-random", "FluxPipeline", "dit-image", "torch 2.14.1", "diffusers 0.42.1", "12 trials",
                    "psnr&gt;=30", "optuna", "median of 3 calls after 1 warm-up", "seed 1", "0123456789abcdef"):
         assert needle in page, needle
@@ -147,10 +159,12 @@ def test_importances_need_enough_trials(tmp_path):
     small = optuna.create_study(directions=["minimize", "maximize"])
     small.add_trials(full.trials[:3])
     imp = param_importances(small, "psnr")
-    assert imp["importances"] == {} and "at least 5 complete trials" in imp["note"]
+    assert imp["importances"] == {} and "at least 10 complete trials" in imp["note"]
     page = write_report(trials_table(small), full.user_attrs, tmp_path / "r.html", None, "no floor",
                         importances=imp).read_text()
-    assert "no importances: needs at least 5 complete trials; this study has 3" in page
+    section = re.search(r"<h2>Parameter importances</h2>(.*?)<h2>", page, re.S).group(1)
+    assert section.strip() == "<p class='note'>No parameter importances: needs at least 10 complete trials; this study has 3.</p>"
+    assert "importances" not in figures(page)
 
 
 def test_video_outputs_are_animated_thumbnails(tmp_path):
@@ -158,6 +172,7 @@ def test_video_outputs_are_animated_thumbnails(tmp_path):
     page = (tmp_path / "video" / "report.html").read_text()
     gallery = re.search(r"<div class='gallery'>(.*?)</div>\s*<h2>", page, re.S).group(1)
     assert gallery.count('src="data:image/webp;base64,') == 2 * (len(FRONT) - 1) + 1
+    assert gallery.count('title="difference trial') == len(FRONT) - 1  # drawn from the frame strips
 
 
 def test_tuner_saves_an_animated_webp_beside_the_frame_strip(tmp_path):
@@ -281,3 +296,70 @@ def test_importances_follow_the_objective_direction():
 
     assert top("minimize") == "cache.warmup_steps"  # best = lowest: decided by warmup_steps
     assert top("maximize") == "cache.threshold"  # best = highest: decided by the threshold
+
+
+def test_parallel_coordinates_of_parameters_against_speedup(run):
+    _, _, page = run
+    traces, layout = figures(page)["parallel"]
+    assert {t["type"] for t in traces} == {"scatter"}  # SVG, not the WebGL parcoords trace
+    ticks = layout["xaxis"]["ticktext"]
+    assert ticks[-1] == "<b>speed-up</b>" and "cache.threshold" in ticks and "cache.method" in ticks
+    lines = [t for t in traces if t.get("mode") == "lines+markers"]
+    trials = sorted(_array(t["customdata"])[0] for t in lines)
+    assert trials == [0, 1, 2, 3, 4, 7, 10, 11, 12]  # every complete trial once; the repeat 8 folded into 1
+    for t in lines:
+        ys = _array(t["y"])
+        assert len(ys) == len(ticks) and all(-0.2 <= y <= 1.0 for y in ys)
+    chosen = next(t for t in lines if _array(t["customdata"])[0] == CHOSEN)
+    assert chosen["line"]["width"] > max(t["line"]["width"] for t in lines if t is not chosen)
+    interval = traces_by_name(traces)["speed-up and its interval"]
+    err = interval["error_y"]
+    assert all(h > 0 for h in _array(err["array"])) and _array(err["array"]) == _array(err["arrayminus"])
+    # the fastest trial's line ends at the top of the speed-up axis, less its half interval
+    fastest = next(t for t in lines if _array(t["customdata"])[0] == 3)
+    assert _array(fastest["y"])[-1] == pytest.approx(1 - _array(err["array"])[-1])
+
+
+def _sized_run(out, n_trials=8, px=512):
+    """An 8-trial study whose outputs are 512x512, a real model's size rather than the demo's 64x64."""
+    import optuna
+    from report_study import DISTRIBUTIONS, FLOOR, build_study
+
+    from mindiesd_tune.tuner import write_outputs
+
+    template = build_study()
+    study = optuna.create_study(study_name="sized", directions=["minimize", "maximize"])
+    for k, v in template.user_attrs.items():
+        study.set_user_attr(k, v)
+    samples = out / "samples"
+    samples.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:px, 0:px]
+    base = np.stack([(xx * 255 // px), (yy * 255 // px), ((xx + yy) * 127 // px)], axis=-1).astype(np.int16)
+    for n in range(n_trials):
+        params = {"cache.method": "none", "sparse.method": "none"} if n == 0 else {
+            "cache.method": "first_block", "cache.threshold": 0.02 * (n + 1), "cache.warmup_steps": n % 4,
+            "cache.max_cached_steps": [-1, 4, 8, 12][n % 4], "sparse.method": "none"}
+        lat, psnr = 1.0 - 0.08 * n, (math.inf if n == 0 else 45.0 - 2 * n)
+        noise = rng.normal(0, 2 * n, base.shape) if n else 0
+        Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(samples / f"trial-{n:04d}.png")
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={k: DISTRIBUTIONS[k] for k in params}, values=[lat, min(psnr, 100.0)],
+            user_attrs={"latency_s": lat, "latency": {"median_s": lat}, "metrics": {"psnr": psnr, "ssim": 1.0 - 0.01 * n},
+                        "speedup": 1 / lat, "speedup_iqr": 0.03, "baseline_latency": {"median_s": 1.0}},
+            constraints={FLOOR: 30.0 - min(psnr, 100.0)}))
+    write_outputs(study, out)
+    return (out / "report.html").read_text()
+
+
+def test_an_eight_trial_report_is_under_a_megabyte_besides_plotly(tmp_path):
+    page = _sized_run(tmp_path / "run")
+    plotly_js = re.search(r"<script>(/\*\*\n\* plotly\.js.*?)</script>", page, re.S).group(1)
+    rest = len(page.encode()) - len(plotly_js.encode())
+    assert rest < 1_000_000, rest
+    assert len(plotly_js.encode()) < 1_500_000  # the basic bundle, not the 3.5 MB full library
+    # a front of 8 images at 512x512, each beside the baseline and its difference: thumbnails, not the PNGs
+    imgs = re.findall(r'src="data:image/(\w+);base64,([^"]+)"', page)
+    assert len(imgs) >= 20 and {kind for kind, _ in imgs} == {"jpeg"}
+    for _, data in imgs:
+        assert max(Image.open(io.BytesIO(base64.b64decode(data))).size) <= 192

@@ -36,12 +36,14 @@ window.addEventListener("load", function () { setTimeout(function () {
   var table = document.getElementById("front-table");
   function order() { return Array.prototype.map.call(table.tBodies[0].rows, function (r) { return parseInt(r.cells[0].getAttribute("data-v")); }); }
   function header(label) { return Array.prototype.filter.call(table.tHead.rows[0].cells, function (h) { return h.textContent === label; })[0]; }
+  var fits = {table: table.scrollWidth, box: table.parentElement.clientWidth,
+              page: document.documentElement.scrollWidth, viewport: document.documentElement.clientWidth};
   var sorts = {initial: order()};
   header("latency (s)").click(); sorts.latencyAsc = order();
   header("latency (s)").click(); sorts.latencyDesc = order();
   header("speed-up").click(); sorts.speedupAsc = order();
   var pre = document.createElement("pre"); pre.id = "probe";
-  pre.textContent = JSON.stringify({errors: window.__errors, plots: plots, images: document.images.length, broken: broken, sorts: sorts});
+  pre.textContent = JSON.stringify({errors: window.__errors, plots: plots, images: document.images.length, broken: broken, sorts: sorts, fits: fits});
   document.body.appendChild(pre);
 }, 300); });
 </script>"""
@@ -68,11 +70,14 @@ def test_report_draws_every_plot_without_javascript_errors(tmp_path):
     result, stderr = render(tmp_path / "run" / "report.html", tmp_path)
     assert result["errors"] == []
     assert "Uncaught" not in stderr
-    assert set(result["plots"]) == {"pareto", "pareto-ssim", "importances", "history"}
+    assert set(result["plots"]) == {"pareto", "pareto-ssim", "parallel", "importances", "history"}
     for name, plot in result["plots"].items():
         assert plot["svg"] >= 1 and plot["traces"] >= 2 and plot["points"] >= 3, (name, plot)
         assert abs(plot["svgWidth"] - plot["width"]) <= 2, (name, plot)  # drawn to the width of its box
+    assert result["plots"]["parallel"]["traces"] >= 10  # a line per distinct trial and the speed-up intervals
     assert result["images"] >= 5 and result["broken"] == 0
+    fits = result["fits"]  # the Pareto table wraps instead of scrolling sideways
+    assert fits["table"] <= fits["box"] and fits["page"] <= fits["viewport"], fits
     sorts = result["sorts"]
     assert sorts["initial"] == [3, 7, 2, 1, 0]
     assert sorts["latencyAsc"] == [3, 7, 2, 1, 0] and sorts["latencyDesc"] == [0, 1, 2, 7, 3]

@@ -195,7 +195,7 @@ def history_figure(df: pd.DataFrame, objective: str, chosen: int | None, *, high
 
 
 def importance_figure(importances: dict[str, dict[str, float]]) -> go.Figure:
-    """Horizontal bars: each parameter's share of the importance, one colour per target."""
+    """Horizontal bars: each parameter's share of the importance, one colour per target; as tall as its bars."""
     params = sorted({p for imp in importances.values() for p in imp},
                     key=lambda p: sum(imp.get(p, 0.0) for imp in importances.values()))
     fig = go.Figure()
@@ -204,10 +204,110 @@ def importance_figure(importances: dict[str, dict[str, float]]) -> go.Figure:
         fig.add_trace(go.Bar(y=params, x=[imp.get(p, 0.0) for p in params], name=f"for {target}", orientation="h",
                              marker_color=colours[i % len(colours)],
                              hovertemplate="%{y}: %{x:.1%}<extra>" + target + "</extra>"))
+    bars = len(params) * max(1, len(importances))
     fig.update_layout(title=dict(text="parameter importances", font=dict(size=15)), barmode="group",
                       xaxis=dict(title="share of importance", tickformat=".0%", range=[0, 1]),
-                      height=max(240, 90 + 45 * len(params) * max(1, len(importances))), **_LAYOUT)
+                      height=IMPORTANCE_BASE_PX + IMPORTANCE_BAR_PX * bars,
+                      **{**_LAYOUT, "margin": dict(l=60, r=20, t=40, b=40), "legend": dict(orientation="h", y=1.02, x=1,
+                                                                                          xanchor="right", yanchor="bottom")})
     return fig
+
+
+# the importance plot: room for the title, axis and legend, then this much per bar
+IMPORTANCE_BASE_PX = 110
+IMPORTANCE_BAR_PX = 22
+_MISSING_Y = -0.12  # where a trial without this parameter (a conditional one) crosses its axis
+
+
+def parallel_figure(df: pd.DataFrame, chosen: int | None) -> go.Figure:
+    """Parallel coordinates of the parameters against speed-up, drawn as SVG lines.
+
+    plotly's ``parcoords`` trace needs WebGL, which a headless browser or a remote desktop
+    often lacks; plain scatter lines over axes scaled to [0, 1] draw everywhere. The last axis
+    is the speed-up, each trial's interval (its median +- half the spread of the interleaved
+    per-round ratios) drawn as an error bar on it; lines are coloured by speed-up.
+    """
+    from plotly.colors import sample_colorscale
+
+    done = complete_trials(df)
+    if "speedup" in done:
+        done = done[done["speedup"].notna()]
+    fig = go.Figure()
+    axes = [p for p in param_columns(done) if done[p].notna().any()]
+    if done.empty or not axes:
+        fig.update_layout(title=dict(text="parameters against speed-up: no complete trial with parameters",
+                                     font=dict(size=15)), height=200, **_LAYOUT)
+        return fig
+    done = done.drop_duplicates(subset=axes + ["speedup"]).sort_values("speedup")
+    scaled, annotations = {}, []
+    for i, p in enumerate(axes):
+        ys, labels = _axis(done[p])
+        scaled[p] = ys
+        annotations += [dict(x=i, y=y, text=text, showarrow=False, xanchor="left", xshift=4, font=dict(size=10, color="#555"))
+                        for y, text in labels]
+    speed = done["speedup"].astype(float)
+    half = (done["speedup_iqr"].astype(float).fillna(0.0) / 2) if "speedup_iqr" in done else pd.Series(0.0, index=done.index)
+    lo, hi = float((speed - half).min()), float((speed + half).max())
+    span = (hi - lo) or 1.0
+    sp_y = (speed - lo) / span
+    k = len(axes)
+    annotations += [dict(x=k, y=y, text=f"{v:.2f}x", showarrow=False, xanchor="left", xshift=4,
+                         font=dict(size=10, color="#555")) for y, v in ((0.0, lo), (1.0, hi))]
+    rank = (speed - speed.min()) / ((speed.max() - speed.min()) or 1.0)
+    colours = sample_colorscale("Viridis", list(rank.clip(0, 1)))
+    for (idx, r), colour in zip(done.iterrows(), colours):
+        t = int(r["trial"])
+        ys = [scaled[p][idx] for p in axes] + [sp_y[idx]]
+        is_chosen = chosen is not None and t == chosen
+        config = "<br>".join(f"{p[6:]} = {_fmt(r[p])}" for p in axes if _num_or_value(r.get(p)) is not None)
+        fig.add_trace(go.Scatter(
+            x=list(range(k + 1)), y=ys, mode="lines+markers", showlegend=False, customdata=[t] * (k + 1),
+            line=dict(color="#ff7f0e" if is_chosen else colour, width=4 if is_chosen else 1.5),
+            marker=dict(size=5, color="#ff7f0e" if is_chosen else colour),
+            hovertemplate=f"<b>trial {t}</b>{' (profile)' if is_chosen else ''}<br>{speed[idx]:.2f}x<br>"
+                          + (config or "no acceleration") + "<extra></extra>"))
+    fig.add_trace(go.Scatter(
+        x=[k] * len(done), y=list(sp_y), mode="markers", name="speed-up and its interval", customdata=list(done["trial"]),
+        marker=dict(color="#333", size=6, symbol="line-ew-open"),
+        error_y=dict(type="data", symmetric=False, array=list(half / span), arrayminus=list(half / span),
+                     color="#333", thickness=1.2, width=5),
+        hovertemplate="trial %{customdata}: %{text}<extra></extra>",
+        text=[f"{s:.2f}x ± {h:.2f}" for s, h in zip(speed, half)]))
+    shapes = [dict(type="line", x0=i, x1=i, y0=0, y1=1, line=dict(color="#999", width=1)) for i in range(k + 1)]
+    fig.update_layout(
+        title=dict(text="parameters against speed-up", font=dict(size=15)), height=420, shapes=shapes,
+        annotations=annotations, hovermode="closest",
+        xaxis=dict(tickmode="array", tickvals=list(range(k + 1)), ticktext=[p[6:] for p in axes] + ["<b>speed-up</b>"],
+                   range=[-0.3, k + 0.6], showgrid=False, zeroline=False),
+        yaxis=dict(visible=False, range=[_MISSING_Y - 0.06, 1.08]),
+        **{**_LAYOUT, "margin": dict(l=20, r=20, t=40, b=60), "legend": dict(orientation="h", y=1.0, x=1, xanchor="right",
+                                                                            yanchor="bottom")})
+    return fig
+
+
+def _axis(col: pd.Series) -> tuple[pd.Series, list[tuple[float, str]]]:
+    """One parameter's values scaled to [0, 1] (categories evenly spaced, wide positive ranges on a log
+    scale) and the labels to write beside its axis; absent values sit below the axis."""
+    present = col.dropna()
+    numeric = len(present) and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                                   for v in present)
+    labels: list[tuple[float, str]] = []
+    if numeric:
+        vals = present.astype(float)
+        lo, hi = float(vals.min()), float(vals.max())
+        log = lo > 0 and hi / lo >= 20
+        f = np.log10 if log else (lambda x: x)
+        a, b = f(lo), f(hi)
+        ys = col.map(lambda v: None if v is None or pd.isna(v) else ((f(float(v)) - a) / (b - a) if b > a else 0.5))
+        labels = [(0.0, _fmt(lo)), (1.0, _fmt(hi))] if hi > lo else [(0.5, _fmt(lo))]
+    else:
+        cats = sorted({str(v) for v in present})
+        pos = {c: (i / (len(cats) - 1) if len(cats) > 1 else 0.5) for i, c in enumerate(cats)}
+        ys = col.map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else pos[str(v)])
+        labels = [(y, c) for c, y in pos.items()]
+    if col.isna().any():
+        labels.append((_MISSING_Y, "not set"))
+    return ys.astype(object).where(ys.notna(), _MISSING_Y).astype(float), labels
 
 
 def _style(category: str, memory_cap: bool) -> tuple[str, str, str]:

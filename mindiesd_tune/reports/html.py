@@ -11,11 +11,16 @@ from typing import Any
 
 import pandas as pd
 
-from .figures import floor_bounds, history_figure, importance_figure, pareto_figure, plotted
-from .media import thumbnail_html
+from .figures import floor_bounds, history_figure, importance_figure, parallel_figure, pareto_figure, plotted
+from .media import DIFF_GAIN, difference_html, thumbnail_html
 from .tables import higher_is_better, metric_columns, param_columns
 
 _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
+# plotly.js's basic bundle (scatter, bar, pie: every trace this report draws) is a third of the
+# full library. Vendored from the npm package plotly.js-basic-dist-min 4.1.1 (MIT, Plotly Inc.;
+# licence beside it), the plotly.js version plotly.py 7.1 writes figures for.
+_PLOTLY_BASIC = "vendor/plotly-basic.min.js"
+_BASIC_TRACES = {"scatter", "bar", "pie"}
 
 
 def write_report(
@@ -54,23 +59,26 @@ def write_report(
         fig = pareto_figure(df, m, chosen_no, higher=directions[m], floors=floors, metrics=ms, memory_cap=capped)
         figures.append(("pareto" if m == objective else f"pareto-{m}", fig))
     plots = "".join(
-        f'<div class="plot">{_plot_html(fig, div_id, first=(i == 0))}</div>' for i, (div_id, fig) in enumerate(figures)
+        f'<div class="plot">{_plot_html(fig, div_id)}</div>' for div_id, fig in figures
     )
     if not figures:
         plots = "<p class='note'>no quality metric was recorded: nothing to plot</p>"
     front = _front_trials(df, ms, directions)
-    history = _plot_html(history_figure(df, objective, chosen_no, higher=directions.get(objective), metrics=ms,
-                                        memory_cap=capped),
-                         "history", first=not figures) if objective else "<p class='note'>no objective recorded</p>"
-    imp_html = _importances_html(importances, first=not figures and not objective)
+    parallel = parallel_figure(df, chosen_no)
+    history_fig = history_figure(df, objective, chosen_no, higher=directions.get(objective), metrics=ms,
+                                 memory_cap=capped) if objective else None
+    history = _plot_html(history_fig, "history") if history_fig else "<p class='note'>no objective recorded</p>"
+    imp_html, imp_fig = _importances_html(importances)
 
     page = _PAGE.format(
         title=_e(title),
+        plotlyjs=plotly_js([f for _, f in figures] + [parallel] + [f for f in (history_fig, imp_fig) if f is not None]),
+        parallel=_plot_html(parallel, "parallel"),
         headline=_headline(chosen, chosen_no, reason, ms, baseline, baseline_no),
         meta=_meta_html(df, attrs, title),
         plots=plots,
         n_front=len(front),
-        front_table=_sortable_table(front, ms, directions, chosen_no, table_id="front-table", with_front=True),
+        front_table=_sortable_table(front, ms, directions, chosen_no, table_id="front-table", with_front=True, compact=True),
         gallery=_gallery(front, samples, baseline_no, ms, attrs),
         importances=imp_html,
         history=history,
@@ -86,9 +94,24 @@ def write_report(
 # --------------------------------------------------------------------------- pieces
 
 
-def _plot_html(fig, div_id: str, first: bool) -> str:
-    # plotly.js is inlined once, with the first figure; the others reuse it
-    return fig.to_html(include_plotlyjs=True if first else False, full_html=False, div_id=div_id, config=_PLOTLY_CONFIG)
+def plotly_js(figures=()) -> str:
+    """The plotly.js the page inlines once in its head: the vendored basic bundle when it draws every
+    trace type in ``figures``, else the full library plotly.py ships."""
+    from importlib import resources
+
+    types = {t.type for f in figures for t in f.data}
+    if types <= _BASIC_TRACES:
+        bundle = resources.files(__package__).joinpath(_PLOTLY_BASIC)
+        if bundle.is_file():
+            return bundle.read_text(encoding="utf-8")
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def _plot_html(fig, div_id: str) -> str:
+    # plotly.js is inlined once, in the page's head; every figure uses it
+    return fig.to_html(include_plotlyjs=False, full_html=False, div_id=div_id, config=_PLOTLY_CONFIG)
 
 
 def _row(df: pd.DataFrame, trial: int | None) -> pd.Series | None:
@@ -226,10 +249,13 @@ def _version(dist: str) -> str:
 
 
 def _sortable_table(rows: pd.DataFrame, ms: list[str], directions: dict[str, bool], chosen_no: int | None, *,
-                    table_id: str, with_front: bool = False, with_state: bool = False) -> str:
+                    table_id: str, with_front: bool = False, with_state: bool = False, compact: bool = False) -> str:
+    """``compact``: the parameters as one wrapping config column and no scroll box, so the table fits the page."""
     if rows.empty:
         return "<p class='note'>no trials</p>"
     params = param_columns(rows)
+    if compact:
+        rows = rows.assign(config=rows.apply(lambda r: _config_text(r, params), axis=1))
     cols: list[tuple[str, str]] = [("trial", "trial")]
     if with_state:
         cols.append(("state", "state"))
@@ -242,7 +268,7 @@ def _sortable_table(rows: pd.DataFrame, ms: list[str], directions: dict[str, boo
     cols.append(("feasible", "meets floors"))
     if with_front:
         cols += [("front_of", "on the front of"), ("repeats", "same config as")]
-    cols += [(p, p[6:]) for p in params]
+    cols += [("config", "config")] if compact else [(p, p[6:]) for p in params]
     if with_state and "fail_reason" in rows:
         cols.append(("fail_reason", "reason"))
     head = "".join(f"<th title='sort by {_e(label)}'>{_e(label)}</th>" for _, label in cols)
@@ -254,11 +280,14 @@ def _sortable_table(rows: pd.DataFrame, ms: list[str], directions: dict[str, boo
             sort_v, shown = _cell(key, v, ms)
             if key == "trial" and chosen_no is not None and int(v) == chosen_no:
                 shown += " ★"
-            cells.append(f"<td data-v='{_e(sort_v)}'>{_e(shown)}</td>")
+            if key == "speedup" and shown and _num(r.get("speedup_iqr")):
+                shown += f" ± {_num(r.get('speedup_iqr')) / 2:.2f}"  # half the spread of the interleaved rounds
+            wrap = " class='left config'" if key == "config" else ""
+            cells.append(f"<td data-v='{_e(sort_v)}'{wrap}>{_e(shown)}</td>")
         cls = " class='chosen'" if chosen_no is not None and int(r["trial"]) == chosen_no else ""
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    return (f"<div class='scroll'><table class='sortable' id='{table_id}'><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table></div>")
+    table = f"<table class='sortable{' compact' if compact else ''}' id='{table_id}'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return table if compact else f"<div class='scroll'>{table}</div>"
 
 
 def _cell(key: str, v, ms: list[str]) -> tuple[str, str]:
@@ -298,28 +327,33 @@ def _gallery(front: pd.DataFrame, samples: Path, baseline_no: int | None, ms: li
         if t == baseline_no:
             pair = f"<figure>{base}<figcaption>baseline</figcaption></figure>"
         else:
+            diff = difference_html(samples, sample_trial, baseline_no, f"difference {label}") if baseline_no is not None else ""
             pair = (f"<figure>{base}<figcaption>baseline</figcaption></figure>"
-                    f"<figure>{thumbnail_html(samples, sample_trial, label)}<figcaption>{label}</figcaption></figure>")
+                    f"<figure>{thumbnail_html(samples, sample_trial, label)}<figcaption>{label}</figcaption></figure>"
+                    + (f"<figure>{diff}<figcaption>difference ×{DIFF_GAIN}</figcaption></figure>" if diff else ""))
         cards.append(
             f"<div class='card'><div class='pair'>{pair}</div><div class='caption'><b>{label}</b>"
             + (f" · {speed:.2f}x" if speed else "") + f"<br>{_e(quality)}<br><span class='config'>"
             + f"{_e(_config_text(r, params))}</span></div></div>"
         )
+    caption += (f" The third image of each pair is |trial − baseline| × {DIFF_GAIN}, largest over the colour channels:"
+                " black where they agree.")
     return f"<p class='note'>{caption}</p><div class='gallery'>{''.join(cards)}</div>"
 
 
-def _importances_html(importances: dict[str, Any] | None, first: bool) -> str:
+def _importances_html(importances: dict[str, Any] | None):
+    """(html, figure or None): the bars with how many trials they come from, or only the sentence saying why none."""
     if not importances:
-        return "<p class='note'>not computed for this report</p>"
+        return "<p class='note'>not computed for this report</p>", None
     values = importances.get("importances") or {}
     note = importances.get("note") or ""
     if not values:
-        return f"<p class='note'>no importances: {_e(note)}</p>"
+        return f"<p class='note'>No parameter importances: {_e(note)}.</p>", None
     fig = importance_figure(values)
     extra = f" ({_e(note)})" if note else ""
-    return (_plot_html(fig, "importances", first=first)
-            + f"<p class='note'>{_e(importances.get('method', ''))} over {importances.get('n_trials')} complete trials: "
-            f"how much each parameter decides whether a trial is among the best for that target{extra}.</p>")
+    return (f"<p class='note'>From {importances.get('n_trials')} complete trials, by {_e(importances.get('method', ''))}: "
+            f"how much each parameter decides whether a trial is among the best for that target{extra}.</p>"
+            + _plot_html(fig, "importances")), fig
 
 
 def _failed_html(df: pd.DataFrame) -> str:
@@ -375,6 +409,7 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>mindiesd-tune: {title}</title>
+<script>{plotlyjs}</script>
 <style>
 body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em auto; max-width: 1280px; color: #222; padding: 0 1em; }}
 h1 {{ font-size: 1.6em; margin-bottom: .3em; }} h2 {{ margin-top: 1.6em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }}
@@ -391,6 +426,8 @@ table.meta th {{ color: #555; font-weight: 600; width: 10em; vertical-align: top
 table.sortable th {{ cursor: pointer; user-select: none; background: #f7f7f7; position: sticky; top: 0; }}
 table.sortable th[aria-sort=ascending]::after {{ content: " ▲"; }} table.sortable th[aria-sort=descending]::after {{ content: " ▼"; }}
 tr.chosen td {{ background: #fff3e0; font-weight: 600; }}
+table.compact {{ width: 100%; }} table.compact th {{ white-space: normal; }}
+table.compact td.config {{ white-space: normal; overflow-wrap: anywhere; min-width: 14em; }}
 .scroll {{ overflow-x: auto; max-height: 32em; overflow-y: auto; }}
 .plots {{ display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 1em; }}
 .gallery {{ display: flex; flex-wrap: wrap; gap: 1em; }}
@@ -410,6 +447,11 @@ details summary {{ cursor: pointer; font-weight: 600; margin: 1em 0 .5em; }}
 (nothing is both faster and better), open circles are dominated, crosses miss a quality floor (dashed line),
 the star is the chosen profile.</p>
 <div class="plots">{plots}</div>
+<h2>Parameters against speed-up</h2>
+<p class="note">One line per finished trial, from its parameters (axes scaled to their range; “not set” where a
+parameter does not apply) to its speed-up on the last axis, with the interval of the interleaved timing rounds as an
+error bar; the thick orange line is the chosen profile.</p>
+{parallel}
 <h2>Pareto trials ({n_front})</h2>
 <p class="note">Trials on the front of any metric, one per distinct configuration; click a header to sort.</p>
 {front_table}

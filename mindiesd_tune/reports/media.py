@@ -1,4 +1,5 @@
-"""Sample outputs as inline thumbnails: still images as PNG/JPEG, videos as animated WebP."""
+"""Sample outputs as inline thumbnails: stills as small JPEGs, videos as small animated WebPs,
+and a difference image of each trial against the baseline."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ from pathlib import Path
 
 # Thumbnails fit this box; tiny demo outputs are scaled up by the browser, pixelated.
 THUMB_PX = 192
+# Lossy, small: a report embeds a few dozen of these and must stay well under a megabyte.
+JPEG_QUALITY = 80
+WEBP_QUALITY = 70
+# |trial - baseline| is multiplied by this before it is drawn: a one-level difference in
+# eight bits would be invisible, and a fixed gain keeps the trials' images comparable.
+DIFF_GAIN = 4
 
 
 def sample_paths(samples: Path, trial: int) -> tuple[Path | None, Path | None]:
@@ -23,10 +30,37 @@ def thumbnail_html(samples: Path, trial: int, label: str) -> str:
     if anim is not None:
         uri = _animated_uri(anim)
         if uri:
-            return f'<img class="thumb" alt="{label}" title="{label}" src="{uri}">'
+            return _img(uri, label)
     if still is not None:
-        return f'<img class="thumb" alt="{label}" title="{label}" src="{_still_uri(still)}">'
+        try:
+            return _img(_still_uri(still), label)
+        except OSError:
+            pass
     return '<div class="thumb missing">no sample</div>'
+
+
+def difference_html(samples: Path, trial: int, baseline: int, label: str) -> str:
+    """An <img> of ``DIFF_GAIN`` x |trial - baseline| on the stills (black: identical); '' when either is missing."""
+    import numpy as np
+    from PIL import Image
+
+    a, _ = sample_paths(samples, trial)
+    b, _ = sample_paths(samples, baseline)
+    if a is None or b is None:
+        return ""
+    try:
+        with Image.open(a) as ia, Image.open(b) as ib:
+            x, y = np.asarray(ia.convert("RGB"), dtype=np.int16), np.asarray(ib.convert("RGB"), dtype=np.int16)
+    except OSError:
+        return ""
+    if x.shape != y.shape:
+        return ""
+    diff = np.clip(np.abs(x - y).max(axis=2) * DIFF_GAIN, 0, 255).astype(np.uint8)
+    return _img(_jpeg_uri(_thumb(Image.fromarray(diff, mode="L"))), label)
+
+
+def _img(uri: str, label: str) -> str:
+    return f'<img class="thumb" alt="{label}" title="{label}" src="{uri}">'
 
 
 def _fit(size: tuple[int, int], box: int = THUMB_PX) -> tuple[int, int]:
@@ -35,17 +69,25 @@ def _fit(size: tuple[int, int], box: int = THUMB_PX) -> tuple[int, int]:
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
+def _thumb(im):
+    from PIL import Image
+
+    if max(im.size) <= THUMB_PX:
+        return im
+    return im.resize(_fit(im.size), Image.LANCZOS) if im.width <= 3 * im.height else _strip(im)
+
+
 def _still_uri(path: Path) -> str:
     from PIL import Image
 
     with Image.open(path) as im:
-        im = im.convert("RGB")
-        if max(im.size) <= THUMB_PX:
-            return _uri(path.read_bytes(), "image/png")
-        im = im.resize(_fit(im.size), Image.LANCZOS) if im.width <= 3 * im.height else _strip(im)
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=85)
-        return _uri(buf.getvalue(), "image/jpeg")
+        return _jpeg_uri(_thumb(im.convert("RGB")))
+
+
+def _jpeg_uri(im) -> str:
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    return _uri(buf.getvalue(), "image/jpeg")
 
 
 def _strip(im):
@@ -61,16 +103,17 @@ def _animated_uri(path: Path) -> str | None:
 
     try:
         with Image.open(path) as im:
-            if max(im.size) <= THUMB_PX:
-                return _uri(path.read_bytes(), "image/webp" if path.suffix == ".webp" else "image/gif")
             size = _fit(im.size)
             durations = []
             frames = []
             for frame in ImageSequence.Iterator(im):
-                frames.append(frame.convert("RGB").resize(size, Image.LANCZOS))
+                rgb = frame.convert("RGB")
+                frames.append(rgb if rgb.size == size else rgb.resize(size, Image.LANCZOS))
                 durations.append(frame.info.get("duration", 125))
         buf = io.BytesIO()
-        frames[0].save(buf, format="WEBP", save_all=True, append_images=frames[1:], duration=durations, loop=0, quality=80)
+        # the tuner saves lossless WebP; re-encoded lossy it is a fraction of the size
+        frames[0].save(buf, format="WEBP", save_all=True, append_images=frames[1:], duration=durations, loop=0,
+                       quality=WEBP_QUALITY)
         return _uri(buf.getvalue(), "image/webp")
     except (OSError, ValueError):
         return None

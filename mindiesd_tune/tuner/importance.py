@@ -7,8 +7,10 @@ from typing import Any
 
 import optuna
 
-# Below this many complete trials an importance is noise; the report says so instead.
-MIN_TRIALS = 5
+# Below this many complete trials an importance is noise: PED-ANOVA compares the top quantile
+# (a few trials) with the rest, and with fewer than ten a single trial flips the ranking.
+# The report then says only how many trials there were.
+MIN_TRIALS = 10
 
 
 def param_importances(study: optuna.Study, objective: str, min_trials: int = MIN_TRIALS) -> dict[str, Any]:

@@ -67,6 +67,7 @@ class StudyOutcome:
     interrupted: bool = False
     reason: str = ""
     stop_reason: str = ""  # why the study ended: a budget, an interrupt or an exhausted search space
+    kept_path: Path | None = None  # the profile.yaml that was there before, moved aside
 
 
 def default_out_dir(model: str) -> Path:
@@ -557,16 +558,31 @@ def _same_params(study: optuna.Study, trial: optuna.Trial, wait_s: float = 3600.
         time.sleep(0.2)
 
 
-def write_outputs(study: optuna.Study, out_dir: Path, pick_how: str = "fastest") -> StudyOutcome:
-    """Pick the profile and write profile.yaml, trials.csv and report.html from the stored study."""
+def write_outputs(study: optuna.Study, out_dir: Path, pick_how: str | None = None,
+                  samples_dir: Path | None = None) -> StudyOutcome:
+    """Pick the profile and write profile.yaml, trials.csv and report.html from the stored study.
+
+    ``pick_how`` None re-picks the way the study last picked (stored as its ``pick`` attribute);
+    a pick given is stored for the next time. A profile.yaml already in ``out_dir`` that differs
+    from the new one is kept as profile.<n>.yaml.
+    """
+    from ..paths import keep_previous
     from ..reports import write_report, write_trials_table
     from .importance import param_importances
     from .table import trials_table
 
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if pick_how is None:
+        pick_how = study.user_attrs.get("pick") or "fastest"
     chosen, reason = pick(study, pick_how)
+    if study.user_attrs.get("pick") != pick_how:
+        study.set_user_attr("pick", pick_how)
     profile = freeze_profile(study, chosen) if chosen is not None else None
-    profile_path = profile.save(out_dir / "profile.yaml") if profile is not None else None
+    kept = profile_path = None
+    if profile is not None:
+        kept = keep_previous(out_dir / "profile.yaml", profile.to_yaml())
+        profile_path = profile.save(out_dir / "profile.yaml")
     df = trials_table(study)
     table_path = write_trials_table(df, out_dir / "trials.csv", metrics=METRIC_DIRECTIONS)
     chosen_no = chosen.number if chosen is not None else None
@@ -574,10 +590,10 @@ def write_outputs(study: optuna.Study, out_dir: Path, pick_how: str = "fastest")
     report_path = write_report(
         df, study.user_attrs, out_dir / "report.html", chosen_no, reason, study.study_name, metrics=METRIC_DIRECTIONS,
         importances=param_importances(study, study.user_attrs.get("objective", "psnr")),
-        baseline_no=base.number if base is not None else None,
+        baseline_no=base.number if base is not None else None, samples_dir=samples_dir,
     )
     return StudyOutcome(study, out_dir, profile, profile_path, report_path, table_path, reason=reason,
-                        stop_reason=study.user_attrs.get("stop_reason", ""))
+                        stop_reason=study.user_attrs.get("stop_reason", ""), kept_path=kept)
 
 
 def freeze_profile(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Profile:
@@ -609,6 +625,10 @@ def freeze_profile(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Prof
             "created": attrs.get("created"),
             "prompts": workload.get("prompts"),
             "seeds": workload.get("seeds"),
+            # what the trial was picked under: the same trial can be the pick of one floor and not another
+            "objective": attrs.get("objective"),
+            "floors": list(attrs.get("floors") or []),
+            "pick": attrs.get("pick"),
         },
     )
 
@@ -634,6 +654,10 @@ def _save_sample(path: Path, arr) -> None:
     Image.fromarray(arr).save(path)
 
 
-def export(run_dir: str | Path, pick_how: str = "fastest", storage: str | None = None) -> StudyOutcome:
-    """Re-pick the profile of a finished run without running anything."""
-    return write_outputs(load_run(run_dir, storage), Path(run_dir), pick_how)
+def export(run_dir: str | Path, pick_how: str | None = None, storage: str | None = None,
+           out_dir: str | Path | None = None) -> StudyOutcome:
+    """Re-pick the profile of a finished run without running anything (``pick_how`` None: the
+    study's own pick); the outputs go to ``out_dir`` (default the run folder)."""
+    run_dir = Path(run_dir)
+    return write_outputs(load_run(run_dir, storage), Path(out_dir) if out_dir is not None else run_dir, pick_how,
+                         samples_dir=run_dir / "samples")

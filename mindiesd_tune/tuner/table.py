@@ -24,6 +24,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
             "state": t.state.name.lower(),
             "latency_s": latency,
             "speedup": speedup,
+            "speedup_iqr": t.user_attrs.get("speedup_iqr"),
             "baseline_s": base_s,
             **dict(t.user_attrs.get("metrics") or {}),
             "skipped_fraction": (t.user_attrs.get("counters") or {}).get("skipped_fraction"),

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import io
 import json
@@ -183,9 +184,21 @@ def profile_candidate(profile) -> Candidate:
     def setup(pipe):
         return apply_profile(pipe, prof).remove
 
-    params = {"method": prof.accel.cache.method, **{k: v for k, v in prof.accel.to_dict().get("cache", {}).items()
-                                                     if k not in ("method", "mag_ratios")}}
+    params = {"cache": prof.accel.cache.method, **_changed(prof.accel.cache)}
+    if prof.accel.sparse.method != "none":
+        params.update({"sparse": prof.accel.sparse.method, **_changed(prof.accel.sparse)})
     return Candidate("mindiesd_tune_profile", params, setup, prof.call_kwargs())
+
+
+def _changed(section) -> dict:
+    """The fields of a config section that differ from their defaults (a list shows its length)."""
+    out = {}
+    for f in dataclasses.fields(section):
+        v = getattr(section, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if v != default:
+            out[f.name] = f"[{len(v)}]" if isinstance(v, (list, tuple)) else v
+    return out
 
 
 # ---------------------------------------------------------------------------- one row
@@ -221,8 +234,12 @@ class AttentionCounter:
 def heldout(loaded, n: int, seed: int, exclude: list[str]) -> list[str]:
     """``n`` held-out prompts, none of them a tuning prompt."""
     skip = set(exclude) | set(DEFAULT_VIDEO_PROMPTS if loaded.is_video else DEFAULT_PROMPTS)
-    drawn = [p for p, _ in shapes.heldout_prompts(n + len(skip), video=loaded.is_video, seed=seed)]
-    out = [p for p in drawn if p not in skip]
+    out: list[str] = []
+    draw = n + len(skip)
+    while len(out) < n and draw <= 50 * (n + len(skip)):
+        drawn = dict.fromkeys(p for p, _ in shapes.heldout_prompts(draw, video=loaded.is_video, seed=seed))
+        out = [p for p in drawn if p not in skip]
+        draw *= 2
     return out[:n]
 
 

@@ -90,3 +90,20 @@ def test_without_cache_dit_its_rows_are_skipped_with_the_install_line(monkeypatc
     cands = peers.peer_candidates(load("tiny-flux-random"), None, None, notes)
     assert notes == ["cache-dit is not installed: pip install 'mindiesd-tune[peers]'"]
     assert cands and not any(c.method.startswith("cachedit") for c in cands)
+
+
+def test_profile_row_applies_the_profile_and_removes_it():
+    import warnings
+
+    from mindiesd_tune import AccelConfig, Profile
+    from mindiesd_tune.accel import config as C
+
+    prof = Profile(model={"name": "tiny-flux-random"}, generation=dict(FAST),
+                   accel=AccelConfig(cache=C.FirstBlockCacheConfig(threshold=1e6)))
+    cand = peers.profile_candidate(prof)
+    assert cand.method == "mindiesd_tune_profile" and cand.params["cache"] == "first_block"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # made here, not by a tuner run: the fingerprint is not recorded
+        r = row(cand)
+    assert "error" not in r, r
+    assert r["restored"] is True and r["attn_computed"] < r["attn_total"]

@@ -385,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args, floors) -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    # cache-dit logs every enable/disable to stdout (INFO and WARNING alike), which would bury
+    # the table; its loggers read this when it is first imported
+    os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "error")
     notes: list[str] = []
     wanted = args.methods
     candidates: list[Candidate] = []

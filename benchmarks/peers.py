@@ -167,7 +167,7 @@ def peer_candidates(loaded, mag_ratios: list[float] | None, methods: list[str] |
         # first block and caches the rest, its cheapest published setting.
         cfg_split = separate_cfg(loaded.generation)
         for calibrated in (False, True):
-            for t in (0.08, 0.16, 0.24):
+            for t in (0.08, 0.16, 0.24, 0.32):
                 cache = {"Fn_compute_blocks": 1, "Bn_compute_blocks": 0, "residual_diff_threshold": t, "num_inference_steps": steps}
                 if cfg_split is not None:
                     cache["enable_separate_cfg"] = cfg_split
@@ -434,7 +434,7 @@ def run(args, floors) -> int:
         line = f"# floor {summary['floor']}: "
         line += (f"fastest {best['method']} {_params_text(best['params'])} {best['speedup']:.2f}x "
                  f"[{best['speedup_q1']:.2f}-{best['speedup_q3']:.2f}] at {best['psnr']:.1f} dB" if best else "no row meets it")
-        if peer is not None and best is not peer:
+        if peer is not None and peer != best:
             line += f"; fastest peer {peer['method']} {peer['speedup']:.2f}x"
         if ours is None:
             line += "; no profile row"

@@ -267,3 +267,22 @@ def test_mid_flux_random_is_registered_at_hidden_size_1024():
 
     assert "mid-flux-random" in models.builtin_names()
     assert MID_FLUX_SIZE.heads * MID_FLUX_SIZE.head_dim >= 1024
+
+
+def test_describe_prints_scheme_filter_and_precision():
+    cfg = Q.W8A16Config(skip_first_blocks=1, skip_last_blocks=2, precision={"denoiser": "bfloat16"})
+    assert Q.describe(cfg) == "w8a16 on denoiser, skip first 1 / last 2 blocks; precision denoiser=bfloat16"
+    assert Q.describe(Q.NoQuantConfig()) == "none"
+    assert Q.describe(Q.W4A16Config(components=("denoiser", "vae"), group_size=64)) == "w4a16 on denoiser, vae (group 64)"
+
+
+def test_method_install_takes_the_whole_pipeline_from_the_handle(flux, baseline):
+    class Handle:
+        pipe = flux.pipe
+
+    undo = Q.method_install(flux.pipe.transformer, Q.NoQuantConfig(precision={"vae": "bfloat16"}), Handle())
+    try:
+        assert flux.pipe.vae.decoder.conv_in.weight.dtype == torch.bfloat16
+    finally:
+        undo()
+    assert np.array_equal(generate(flux, **STEPS), baseline)

@@ -21,7 +21,7 @@ from .config import (
     WeightQuantConfig,
     from_dict,
 )
-from .install import install_quant, torchao_config, weight_bytes
+from .install import describe, install_quant, method_install, torchao_config, weight_bytes
 from .precision import cast_components, components
 from .support import QuantUnsupportedError, Support, check_supported, supported
 
@@ -43,8 +43,10 @@ __all__ = [
     "cast_components",
     "check_supported",
     "components",
+    "describe",
     "from_dict",
     "install_quant",
+    "method_install",
     "supported",
     "torchao_config",
     "weight_bytes",

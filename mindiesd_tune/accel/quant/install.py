@@ -169,3 +169,38 @@ def weight_bytes(pipe) -> dict[str, int]:
                     total += _tensor_bytes(layer.qweight) + _tensor_bytes(layer.scale)
         out[comp] = total
     return out
+
+
+def method_install(model, cfg: NoQuantConfig, handle) -> Callable[[], None]:
+    """``install(model, cfg, handle) -> undo`` as a method-registry entry calls it.
+
+    The whole pipeline (``handle.pipe``) when there is one, since precision and schemes reach
+    the text encoders and the VAE; ``handle.keep_original`` (default True) says whether the
+    originals are kept for the undo.
+    """
+    pipe = getattr(handle, "pipe", None)
+    return install_quant(model if pipe is None else pipe, cfg, keep_original=getattr(handle, "keep_original", True))
+
+
+def describe(cfg: NoQuantConfig) -> str:
+    """One line for ``show`` and the report: ``w8a16 on denoiser, skip first 1 / last 1 blocks; precision denoiser=bfloat16``."""
+    parts = []
+    if cfg.quantises:
+        head = f"{cfg.scheme} on {', '.join(cfg.components)}"
+        if getattr(cfg, "group_size", None):
+            head += f" (group {cfg.group_size})"
+        skips = [f"first {cfg.skip_first_blocks}" if cfg.skip_first_blocks else "",
+                 f"last {cfg.skip_last_blocks}" if cfg.skip_last_blocks else ""]
+        skips = [s for s in skips if s]
+        if skips:
+            head += f", skip {' / '.join(skips)} blocks"
+        if cfg.skip_outside_blocks:
+            head += ", embedders and output projection in float"
+        if cfg.min_features:
+            head += f", layers of >= {cfg.min_features} features"
+        parts.append(head)
+    else:
+        parts.append("none")
+    if cfg.precision:
+        parts.append("precision " + ", ".join(f"{k}={v}" for k, v in cfg.precision.items()))
+    return "; ".join(parts)

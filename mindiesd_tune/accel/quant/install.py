@@ -118,10 +118,12 @@ def install_quant(pipe, cfg: NoQuantConfig, keep_original: bool = True) -> Calla
     casts = cast_components(pipe, cfg.precision, keep_original)
     quantised = _Quantised(keep_original)
     try:
-        if device.type == "cuda" and cfg.scheme == "w4a16":
-            for module, layers in plan:
-                if any(layer.weight.dtype != torch.bfloat16 for _, layer in layers):
-                    raise UserError("quant.scheme w4a16 on cuda needs bfloat16 weights: set quant.precision for the quantised components to bfloat16")
+        # the kernels take half-precision activations only: torchao's int4 on CUDA, every torch_npu one
+        half = (torch.bfloat16,) if device.type == "cuda" and cfg.scheme == "w4a16" else \
+            (torch.bfloat16, torch.float16) if device.type == "npu" else None
+        if half and any(layer.weight.dtype not in half for _, layers in plan for _, layer in layers):
+            raise UserError(f"quant.scheme {cfg.scheme} on {device.type} needs {' or '.join(str(h).replace('torch.', '') for h in half)} "
+                            "weights: set quant.precision of the quantised components to it")
         for module, layers in plan:
             if layers:
                 (quantised.npu if device.type == "npu" else quantised.torchao)(module, layers, cfg)

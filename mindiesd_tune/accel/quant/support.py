@@ -1,6 +1,7 @@
 """Which precisions and schemes a device can run, and the one-line refusal of the rest.
 
-float8 needs CUDA compute capability >= 8.9 (Ada, Hopper and later) or an Ascend NPU. int4
+float8 needs CUDA compute capability >= 8.9 (Ada, Hopper and later); recent Ascend NPUs have
+it too, but only the int schemes are mapped to torch_npu so far. int4
 weight-only is offered where torchao has an int4 kernel for the device: on CUDA its
 ``tile_packed_to_4d`` layout (tinygemm, bfloat16 activations, capability >= 8.0); on the CPU,
 torchao 0.18 has none (its ``plain`` and ``preshuffled`` layouts need the separate ``mslk``
@@ -64,7 +65,8 @@ def supported(device: torch.device | str) -> Support:
     kind = device_type(device)
     missing: dict[str, str] = {}
     if kind == "npu":
-        pass  # torch_npu covers every scheme (not run here: see docs/quantisation.md)
+        # float8 runs on recent Ascend chips, but accel/quant/npu.py maps only the int schemes so far
+        missing["fp8_w8a16"] = missing["fp8_w8a8"] = "no torch_npu mapping for float8 yet (w8a16, w8a8, w4a16 have one)"
     elif kind == "cuda":
         cap = _cuda_capability(torch.device(device))
         if cap is None or cap < (8, 9):
@@ -73,7 +75,7 @@ def supported(device: torch.device | str) -> Support:
         if cap is None or cap < (8, 0):
             missing["w4a16"] = "torchao's int4 weight-only kernel (tinygemm) needs CUDA compute capability >= 8.0"
     else:
-        missing["fp8_w8a16"] = missing["fp8_w8a8"] = "float8 needs CUDA compute capability >= 8.9 or an Ascend NPU"
+        missing["fp8_w8a16"] = missing["fp8_w8a8"] = "float8 needs CUDA compute capability >= 8.9"
         missing["w4a16"] = f"torchao has no int4 weight-only kernel for the {kind}"
     schemes = tuple(s for s in SCHEMES if s not in missing)
     return Support(kind, PRECISIONS, schemes, missing)

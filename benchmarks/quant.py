@@ -2,7 +2,7 @@
 
     python benchmarks/quant.py                                   # human table, demo-flux and demo-wan
     python benchmarks/quant.py --json                            # one JSON object per row
-    python benchmarks/quant.py --models demo-flux mid-flux-random --repeats 3 --json
+    python benchmarks/quant.py --models demo-flux mid-flux-random --repeats 3 --steps 4 --json
 
 One row per scheme / precision / layer filter. The candidate is a copy of the pipeline with the
 config installed as in deployment (``keep_original=False``; the time that takes is ``setup_s``);
@@ -134,7 +134,7 @@ def bench(loaded, label: str, cfg, repeats: int, device: torch.device) -> dict:
         "model": loaded.name, "scheme": cfg.scheme, "precision": cfg.precision or "load dtype",
         "components": list(getattr(cfg, "components", ())), "filter": label,
         "speedup": round(statistics.median(ratios), 3), "speedup_interval": [round(min(ratios), 3), round(max(ratios), 3)],
-        "pairs": repeats, "weight_bytes_ratio": round(wb_ratio, 3),
+        "pairs": repeats, "steps": loaded.generation.get("num_inference_steps"), "weight_bytes_ratio": round(wb_ratio, 3),
         "weight_bytes": {c: after[c] for c in comps}, "weight_bytes_float32": {c: before[c] for c in comps},
         "peak_memory_ratio": round(statistics.median(cand_peaks) / max(1, statistics.median(base_peaks)), 3),
         "psnr": round(fidelity.psnr(cand_out, base_out), 2), "ssim": round(fidelity.ssim(cand_out, base_out), 4),
@@ -146,11 +146,14 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["demo-flux", "demo-wan"])
     ap.add_argument("--repeats", type=int, default=3, help="interleaved pairs per row (after one warm-up pair)")
+    ap.add_argument("--steps", type=int, default=None, help="denoising steps per call (default: the model's own)")
     ap.add_argument("--only", nargs="*", default=None, help="keep rows whose scheme is listed (precision rows: 'none')")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     for name in args.models:
         loaded = load(name, device="cpu" if not torch.cuda.is_available() else "cuda")
+        if args.steps:
+            loaded.generation["num_inference_steps"] = args.steps
         device = next(loaded.pipe.transformer.parameters()).device
         info = machine(device)
         for label, cfg in configs(device):

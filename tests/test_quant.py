@@ -286,3 +286,10 @@ def test_method_install_takes_the_whole_pipeline_from_the_handle(flux, baseline)
     finally:
         undo()
     assert np.array_equal(generate(flux, **STEPS), baseline)
+
+
+def test_casting_inputs_leaves_the_callers_dicts_alone():
+    kwargs = {"scale": torch.ones(2), "ids": torch.arange(3)}
+    out = Q.precision.cast_tree({"joint_attention_kwargs": kwargs, "x": [torch.zeros(1)]}, torch.bfloat16)
+    assert kwargs["scale"].dtype == torch.float32 and out["joint_attention_kwargs"]["scale"].dtype == torch.bfloat16
+    assert out["joint_attention_kwargs"]["ids"].dtype == torch.int64 and out["x"][0].dtype == torch.bfloat16

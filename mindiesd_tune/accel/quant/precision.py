@@ -56,7 +56,9 @@ def cast_tree(value: Any, dtype: torch.dtype) -> Any:
     """Floating tensors in ``value`` (nested tuples, lists, dicts, model outputs) cast to ``dtype``."""
     if isinstance(value, torch.Tensor):
         return value.to(dtype) if value.is_floating_point() and value.dtype != dtype else value
-    if isinstance(value, dict):  # diffusers' BaseOutput and transformers' ModelOutput are dicts too
+    if type(value) is dict:  # a new dict: a pipeline may pass the same one (joint_attention_kwargs) every call
+        return {k: cast_tree(v, dtype) for k, v in value.items()}
+    if isinstance(value, dict):  # diffusers' BaseOutput and transformers' ModelOutput: a fresh output, cast in place
         for k in list(value.keys()):
             value[k] = cast_tree(value[k], dtype)
         return value

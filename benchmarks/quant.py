@@ -113,7 +113,7 @@ def bench(loaded, label: str, cfg, repeats: int, device: torch.device) -> dict:
     setup = time.perf_counter() - t0
     cand_call = Caller(loaded, pipe)
     base_call(), cand_call()  # warm-up pair
-    ratios, base_peaks, cand_peaks = [], [], []
+    ratios, base_peaks, cand_peaks, base_s, cand_s = [], [], [], [], []
     base_out = cand_out = None
     for r in range(repeats):
         order = ("b", "c") if r % 2 == 0 else ("c", "b")
@@ -126,6 +126,8 @@ def bench(loaded, label: str, cfg, repeats: int, device: torch.device) -> dict:
             else:
                 cand_out, _ = out, cand_peaks.append(peak or 0)
         ratios.append(t["b"] / t["c"])
+        base_s.append(t["b"])
+        cand_s.append(t["c"])
     before, after = Q.weight_bytes(loaded.pipe), Q.weight_bytes(pipe)
     comps = touched(cfg)
     wb_ratio = sum(after[c] for c in comps) / max(1, sum(before[c] for c in comps))
@@ -134,6 +136,7 @@ def bench(loaded, label: str, cfg, repeats: int, device: torch.device) -> dict:
         "model": loaded.name, "scheme": cfg.scheme, "precision": cfg.precision or "load dtype",
         "components": list(getattr(cfg, "components", ())), "filter": label,
         "speedup": round(statistics.median(ratios), 3), "speedup_interval": [round(min(ratios), 3), round(max(ratios), 3)],
+        "baseline_s": round(statistics.median(base_s), 3), "candidate_s": round(statistics.median(cand_s), 3),
         "pairs": repeats, "steps": loaded.generation.get("num_inference_steps"), "weight_bytes_ratio": round(wb_ratio, 3),
         "weight_bytes": {c: after[c] for c in comps}, "weight_bytes_float32": {c: before[c] for c in comps},
         "peak_memory_ratio": round(statistics.median(cand_peaks) / max(1, statistics.median(base_peaks)), 3),

@@ -32,7 +32,7 @@ def test_models_lists_every_builtin_with_what_it_is_for(capsys):
     assert code == 0
     rows = {line.split()[0]: line.split()[1] for line in out.strip().splitlines()}
     assert rows == {"demo-flux": "pipeline", "demo-wan": "pipeline", "tiny-flux-random": "pipeline",
-                    "tiny-wan-random": "pipeline", "demo-clip": "scorer"}
+                    "tiny-wan-random": "pipeline", "mid-flux-random": "pipeline", "demo-clip": "scorer"}
 
 
 @pytest.mark.parametrize(

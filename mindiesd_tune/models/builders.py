@@ -51,6 +51,13 @@ DEMO_WAN_SIZE = WanSize(heads=4, head_dim=48, num_layers=6, ffn_dim=512)
 TINY_FLUX_SIZE = FluxSize(
     text_len=16, vae_channels=(16, 16), heads=2, head_dim=16, num_layers=1, num_single_layers=2, axes_dims_rope=(4, 6, 6)
 )
+# Hidden size 1024 (8 heads of 128), as in real DiTs' matmuls, but three blocks: precision,
+# quantisation and meshes are timed on realistic matrix sizes at an affordable cost. Four VAE
+# levels give 256x256 images from 32x32 latents, 256 image tokens.
+MID_FLUX_SIZE = FluxSize(
+    text_len=16, vae_channels=(16, 16, 16, 16), heads=8, head_dim=128, num_layers=1, num_single_layers=2,
+    axes_dims_rope=(16, 56, 56),
+)
 TINY_WAN_SIZE = WanSize(text_len=16, vae_base_dim=8, z_dim=4, heads=2, head_dim=16, num_layers=2, ffn_dim=64)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .builders import DEMO_FLUX_SIZE, DEMO_WAN_SIZE, TINY_FLUX_SIZE, TINY_WAN_SIZE, build_flux, build_wan
+from .builders import DEMO_FLUX_SIZE, DEMO_WAN_SIZE, MID_FLUX_SIZE, TINY_FLUX_SIZE, TINY_WAN_SIZE, build_flux, build_wan
 from .registry import Builtin, BuiltinScorer, register_builtin, register_scorer
 
 DEMO_FLUX_CFG = 4.0  # chosen on held-out prompts of seed stream 1; evaluated on stream 0
@@ -51,6 +51,16 @@ register_builtin(
         description="random-weight FluxPipeline for unit tests; no learned dynamics",
         generation={"height": 32, "width": 32, "num_inference_steps": 10, "guidance_scale": 3.5,
                     "max_sequence_length": TINY_FLUX_SIZE.text_len},
+    )
+)
+register_builtin(
+    Builtin(
+        name="mid-flux-random",
+        build=lambda seed=0: build_flux(MID_FLUX_SIZE, seed=seed),
+        description="random-weight FluxPipeline at hidden size 1024 (3 blocks, 256x256) for timing precision and "
+                    "quantisation on realistic matmul sizes; its quality figures are meaningless",
+        generation={"height": 256, "width": 256, "num_inference_steps": 4, "guidance_scale": 3.5,
+                    "max_sequence_length": MID_FLUX_SIZE.text_len},
     )
 )
 register_builtin(

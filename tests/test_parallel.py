@@ -31,6 +31,25 @@ def _decode(vae, shape):
     return vae.decode(z, return_dict=False)[0]
 
 
+def _change_pair():
+    g = torch.Generator().manual_seed(3)
+    new, ref = torch.randn(4, 64, 8, generator=g), torch.randn(4, 64, 8, generator=g)
+    return new, ref * torch.linspace(0.5, 2.0, 64)[None, :, None]  # shards differ in scale
+
+
+def _full_change() -> float:
+    from mindiesd_tune.accel.cache.residual import relative_l1
+
+    return relative_l1(*_change_pair())
+
+
+def _sharded_change(index: int, shards: int, dim: int = 1) -> float:
+    """The cache's change metric of this rank's shard, while the mesh is installed."""
+    from mindiesd_tune.accel.cache.residual import relative_l1
+
+    return relative_l1(*(t.chunk(shards, dim=dim)[index] for t in _change_pair()))
+
+
 def _meshes_scenario(rank, world, model, meshes, cache_threshold):
     """Single-device reference, then each mesh installed, run, removed; rank-local results."""
     from mindiesd_tune.accel import AccelConfig, FirstBlockCacheConfig, apply
@@ -50,6 +69,8 @@ def _meshes_scenario(rank, world, model, meshes, cache_threshold):
         got = _latents(loaded)
         out[cfg.describe()] = (got - ref).abs().max().item()
         out[cfg.describe() + ".comm"] = undo.comm.bytes
+        if cfg.sequence > 1:
+            out[cfg.describe() + ".change"] = _sharded_change(undo.meshes.local_rank("ulysses"), cfg.ulysses)
         if cfg.vae > 1:
             out[cfg.describe() + ".psnr"] = _psnr(_decode(pipe.vae, latent_shape), ref_decode)
         undo()
@@ -81,6 +102,8 @@ def _assert_meshes(results, meshes, tol=1e-4):
             assert r[name + ".undo_exact"], (r["rank"], name)
             if degrees.get("vae", 1) > 1:
                 assert r[name + ".psnr"] >= 40, (r["rank"], name, r[name + ".psnr"])
+            if name + ".change" in r:  # every rank decides on the whole sequence's change
+                assert r[name + ".change"] == pytest.approx(_full_change(), rel=1e-6), (r["rank"], name)
 
 
 _TWO_RANK_MESHES = [{}, {"cfg": 2}, {"ulysses": 2}, {"cfg": 2, "vae": 2}]
@@ -108,3 +131,91 @@ def test_two_ranks_demo_wan():
 def test_four_ranks_cfg_by_ulysses(model):
     meshes = [{"cfg": 2, "ulysses": 2}, {"cfg": 2, "ulysses": 2, "vae": 4}]
     _assert_meshes(run_ranks(_meshes_scenario, 4, model, meshes, None, timeout=900), meshes)
+
+
+def _batched_scenario(rank, world, names):
+    """Pipelines that batch CFG: each cfg rank runs half the doubled batch (a UNet's added
+    conditioning dict is split too). Cached: a transformer's first-block cache, a UNet's DeepCache."""
+    import tiny_pipelines
+
+    from mindiesd_tune.accel import AccelConfig, DeepCacheConfig, FirstBlockCacheConfig, apply
+    from mindiesd_tune.accel.parallel import install_parallel
+
+    out = {}
+    for name in names:
+        tp = getattr(tiny_pipelines, name)()
+        ref = tp()
+        undo = install_parallel(tp.pipe, ParallelConfig(cfg=2))
+        got = tp()
+        change = _sharded_change(rank, 2, dim=0)  # this rank's half of the batch
+        undo()
+        out[name] = {"cfg2": (got - ref).abs().max().item(), "undo_exact": torch.equal(tp(), ref), "change": change}
+        cache = DeepCacheConfig(cache_interval=2) if tp.is_unet else FirstBlockCacheConfig(threshold=0.3)
+        handle = apply(tp.pipe, AccelConfig(cache=cache))
+        cached_ref = tp()
+        undo = install_parallel(tp.pipe, ParallelConfig(cfg=2))
+        got = tp()
+        undo()
+        handle.remove()
+        out[name].update({"cache+cfg2": (got - cached_ref).abs().max().item(), "cache+cfg2.latents": got})
+    return out
+
+
+def test_two_ranks_batched_cfg():
+    names = ("sd3", "sdxl")
+    results = run_ranks(_batched_scenario, 2, names)
+    for name in names:
+        for r in (results[0][name], results[1][name]):
+            assert r["cfg2"] <= 1e-4 and r["undo_exact"], (name, r)
+            assert r["cache+cfg2"] <= 1e-4, (name, r)
+            assert r["change"] == pytest.approx(_full_change(), rel=1e-6)  # the largest over both halves
+        assert torch.equal(results[0][name]["cache+cfg2.latents"], results[1][name]["cache+cfg2.latents"]), name
+
+
+# ---------------------------------------------------------------- meshes that cannot run, without ranks
+
+
+def _refusal(pipe, generation, **degrees) -> str:
+    with pytest.raises(ParallelError) as err:
+        check(pipe, ParallelConfig(**degrees), generation, device="cpu", world_size=8)
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+def test_meshes_that_cannot_divide_the_model_are_refused_in_one_line(demo_flux):
+    pipe, gen = demo_flux.pipe, demo_flux.generation
+    assert "ulysses=3" in _refusal(pipe, gen, ulysses=3) and "4 attention heads" in _refusal(pipe, gen, ulysses=3)
+    odd = _refusal(pipe, {**gen, "height": 40, "width": 40}, ulysses=2)
+    assert "25 tokens" in odd and "5x5" in odd
+    assert "text sequence of 6 tokens" in _refusal(pipe, {**gen, "max_sequence_length": 6}, ulysses=4)
+    assert "ring=2 is not offered on cpu" in _refusal(pipe, gen, ring=2)
+    assert "tensor=2 is not offered on cpu" in _refusal(pipe, gen, tensor=2)
+    assert "latent height 10 is not divisible by 4" in _refusal(pipe, {**gen, "height": 40}, cfg=2, ulysses=2, vae=4)
+    with pytest.raises(ParallelError, match="needs 4 devices, 2 available"):
+        check(pipe, ParallelConfig(cfg=2, ulysses=2), gen, device="cpu", world_size=2)
+    distilled = type("FluxFillPipeline", (), {"transformer": pipe.transformer})()
+    with pytest.raises(ParallelError, match="cfg=2: FluxFillPipeline runs no unconditional pass"):
+        check(distilled, ParallelConfig(cfg=2))
+
+
+def test_config_validation():
+    assert ParallelConfig().is_neutral and ParallelConfig().world_size == 1
+    assert ParallelConfig(cfg=2, ulysses=2, vae=4).world_size == 4
+    for bad, needle in [({"cfg": 3}, "cfg=3"), ({"ulysses": 0}, "ulysses=0"), ({"cfg": 2, "vae": 4}, "vae=4"),
+                        ({"ring": True}, "ring=True")]:
+        with pytest.raises(ParallelError, match=needle):
+            ParallelConfig(**bad).validate()
+    with pytest.raises(ParallelError, match="unknown key"):
+        ParallelConfig.from_dict({"pipeline": 2})
+
+
+def test_valid_meshes_and_supported_axes(demo_flux):
+    assert supported("cpu") == {"cfg": True, "ring": False, "ulysses": True, "tensor": False, "vae": True}
+    assert supported("cuda")["ring"] and supported("cuda")["tensor"]
+    two = {m.describe() for m in valid_meshes(demo_flux.pipe, demo_flux.generation, 2)}
+    assert two == {"single", "cfg2", "ulysses2", "cfg2xvae2", "ulysses2xvae2"}
+    four = {m.describe() for m in valid_meshes(demo_flux.pipe, demo_flux.generation, 4)}
+    assert {"cfg2xulysses2", "ulysses4", "cfg2xulysses2xvae4"} <= four
+    assert not any("ring" in m or "tensor" in m for m in four)
+    assert valid_meshes(demo_flux.pipe, demo_flux.generation, 4)[0].describe() == "single"

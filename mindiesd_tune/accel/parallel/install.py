@@ -78,7 +78,7 @@ def check(pipe, config: ParallelConfig, generation: dict | None = None, device=N
         if plan is None:
             raise ParallelError(f"parallel.ulysses={config.ulysses}, ring={config.ring}: {type(model).__name__} has no context-parallel plan in diffusers")
         spec = find_spec(model)
-        if spec is not None and spec.sparse is not None:
+        if spec is not None and spec.sparse is not None and generation:  # the grid depends on the size asked for
             grid = tuple(spec.sparse.token_grid(pipe, generation))
             if math.prod(grid) % config.sequence:
                 raise ParallelError(

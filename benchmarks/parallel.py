@@ -85,7 +85,7 @@ def _worker(index, role, world, port, threads, models, steps, inbox, outbox):
         lm = loaded[model]
         gen = {**lm.generation, "num_inference_steps": steps}
 
-        def call():
+        def call(lm=lm, gen=gen):
             out = lm.pipe(prompt=PROMPT, generator=torch.Generator().manual_seed(0), output_type="np", **gen)
             return (out.frames if lm.is_video else out.images)[0]
 

@@ -18,7 +18,7 @@ Hooks on the denoiser, so every pipeline of a CFG kind works without a copy of i
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch

@@ -204,7 +204,7 @@ def main() -> None:
         for row in rows:
             row.update(meta)
     finally:
-        for name, p in procs.items():
+        for name in procs:
             queues[name][0].put(None)
         for p in procs.values():
             p.join(timeout=30)

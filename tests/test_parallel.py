@@ -52,7 +52,7 @@ def _sharded_change(index: int, shards: int, dim: int = 1) -> float:
 
 def _meshes_scenario(rank, world, model, meshes, cache_threshold):
     """Single-device reference, then each mesh installed, run, removed; rank-local results."""
-    from mindiesd_tune.accel import AccelConfig, FirstBlockCacheConfig, apply
+    from mindiesd_tune.accel import AccelConfig, DiffusersFirstBlockCacheConfig, FirstBlockCacheConfig, apply
     from mindiesd_tune.accel.parallel import install_parallel
     from mindiesd_tune.models import load
 
@@ -91,6 +91,13 @@ def _meshes_scenario(rank, world, model, meshes, cache_threshold):
             out["cache+" + cfg.describe() + ".latents"] = got
         out["cache.single_cached_steps"] = single_skipped
         handle.remove()
+        # diffusers' own threshold cache measures change out of the reduction's reach: refused
+        handle = apply(pipe, AccelConfig(cache=DiffusersFirstBlockCacheConfig(threshold=0.1)))
+        try:
+            install_parallel(pipe, ParallelConfig(ulysses=2))
+        except ParallelError as e:
+            out["diffusers_fbc+ulysses2"] = str(e)
+        handle.remove()
     return out
 
 
@@ -119,6 +126,9 @@ def test_two_ranks_demo_flux_true_cfg():
     for mesh in ("cfg2", "ulysses2"):
         assert torch.equal(results[0][f"cache+{mesh}.latents"], results[1][f"cache+{mesh}.latents"]), mesh
         assert results[0][f"cache+{mesh}"] <= 1e-4, mesh
+    assert results[0]["diffusers_fbc+ulysses2"] == (
+        "parallel mesh ulysses2: conflicts with cache diffusers_first_block "
+        "(its change threshold is measured on each rank's part of the call)")
 
 
 def test_two_ranks_demo_wan():

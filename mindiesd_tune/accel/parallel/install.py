@@ -119,6 +119,20 @@ def _uses_sparse_processors(model) -> bool:
     return any(type(getattr(m, "processor", None)).__module__.startswith("mindiesd_tune.accel.sparse") for m in model.modules())
 
 
+# diffusers' own threshold caches measure their change inside their hooks, out of reach of
+# the change reduction: ranks holding parts of one call would decide differently
+_PER_RANK_THRESHOLD_HOOKS = {"fbc_leader_block_hook": "diffusers_first_block", "mag_cache_leader_block_hook": "diffusers_mag"}
+
+
+def _per_rank_threshold_cache(model) -> str | None:
+    for m in model.modules():
+        registry = getattr(m, "_diffusers_hook", None)
+        for name in getattr(registry, "hooks", {}):
+            if name in _PER_RANK_THRESHOLD_HOOKS:
+                return _PER_RANK_THRESHOLD_HOOKS[name]
+    return None
+
+
 def _change_reduction(meshes: Meshes, batched_cfg: bool, counter: CommCounter) -> Callable:
     """Sum the change sums over the sequence shards; gather the batch halves' per-sample values."""
     config = meshes.config
@@ -173,6 +187,12 @@ def install_parallel(pipe, config: ParallelConfig, mesh: Meshes | None = None) -
     if config.sequence > 1 and _uses_sparse_processors(model):
         raise ParallelError(f"parallel.ulysses={config.ulysses} x ring={config.ring}: conflicts with sparse attention "
                             "(its processors do not run diffusers' sequence all-to-all)")
+    mode = pipeline_spec(pipe).cfg if config.cfg > 1 else None
+    shared_calls = config.sequence > 1 or mode == "batched"  # ranks holding parts of one denoiser call
+    conflict = _per_rank_threshold_cache(model) if shared_calls else None
+    if conflict:
+        raise ParallelError(f"parallel mesh {config.describe()}: conflicts with cache {conflict} "
+                            "(its change threshold is measured on each rank's part of the call)")
     undo: list[Callable[[], None]] = []
     handle = ParallelHandle(config, meshes, undo, counter)
     try:
@@ -181,10 +201,9 @@ def install_parallel(pipe, config: ParallelConfig, mesh: Meshes | None = None) -
             model = pipe.transformer
         if config.sequence > 1:
             undo.append(install_context_parallel(model, meshes))
-        mode = pipeline_spec(pipe).cfg if config.cfg > 1 else None
         if mode is not None:
             undo.append(install_cfg_parallel(model, mode, meshes.group("cfg"), meshes.local_rank("cfg"), config.cfg, counter))
-        if config.sequence > 1 or mode == "batched":
+        if shared_calls:
             previous = cache_state.change_reduction
             cache_state.change_reduction = _change_reduction(meshes, mode == "batched", counter)
             undo.append(lambda: setattr(cache_state, "change_reduction", previous))

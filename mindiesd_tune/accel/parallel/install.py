@@ -173,8 +173,11 @@ def install_parallel(pipe, config: ParallelConfig, mesh: Meshes | None = None) -
     Every rank of the group calls it with the same config, after ``torch.distributed`` is
     initialised (torchrun) or with ``mesh`` from ``init_meshes``. Install it after a cache
     method: the sequence split of diffusers' plan must wrap the cache's block hooks. Sparse
-    attention conflicts with Ulysses and Ring (its processors do not do diffusers' all-to-all).
-    The undo restores the single-device pipeline bit for bit.
+    attention conflicts with Ulysses and Ring (its processors do not do diffusers' all-to-all),
+    and diffusers' threshold caches with any mesh whose ranks share one denoiser call. While
+    such a mesh is installed, the cache's change metric is reduced over those ranks (a
+    per-process setting: one meshed pipeline per rank process). The undo restores the
+    single-device pipeline bit for bit.
     """
     config.validate()
     counter = CommCounter()

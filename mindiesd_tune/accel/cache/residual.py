@@ -18,6 +18,7 @@ import torch
 from diffusers.hooks.hooks import HookRegistry, ModelHook
 
 from ..blocks import Block, transformer_blocks
+from . import state
 from .state import BranchStates, CacheCounters, bypass_skip_layer_calls
 
 HOOK_NAME = "mindiesd_residual_cache"
@@ -33,8 +34,10 @@ def relative_l1(new: torch.Tensor, ref: torch.Tensor) -> float:
     if new.dim() < 2:
         new, ref = new.reshape(1, -1), ref.reshape(1, -1)
     diff = (new - ref).abs().flatten(1).mean(1)
-    scale = ref.abs().flatten(1).mean(1).clamp_min(1e-12)
-    return (diff / scale).max().item()
+    scale = ref.abs().flatten(1).mean(1)
+    if state.change_reduction is not None:
+        diff, scale = state.change_reduction(diff, scale)
+    return (diff / scale.clamp_min(1e-12)).max().item()
 
 
 @dataclass

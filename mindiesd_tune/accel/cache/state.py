@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 from diffusers.hooks.hooks import HookRegistry, ModelHook, StateManager
+
+
+# Set by accel.parallel while a multi-device mesh is installed, None otherwise:
+# ``(|new - ref| per sample, |ref| per sample) -> the same over the whole call``. Ranks that
+# share one denoiser call hold parts of it (sequence shards, batch halves); reducing the
+# change metric before a threshold decides keeps the cache decision identical on every rank.
+change_reduction: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 class BranchStates(StateManager):

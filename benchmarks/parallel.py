@@ -1,0 +1,228 @@
+"""Multi-device meshes on the CPU: N gloo ranks against one process, demo-flux (true CFG) and demo-wan.
+
+    python benchmarks/parallel.py            # human table
+    python benchmarks/parallel.py --json     # one JSON object per row
+
+Processes stay up for the whole run: the rank group (``--world`` ranks, one thread each),
+one process with one thread, and one process with all the threads the group uses (the
+same-hardware baseline). Rounds are interleaved (base, same-hardware base, each mesh; the
+order reversed every other round) and every time is the median over rounds of rank 0's
+wall time for the whole pipeline call, so load from other work touches every side alike.
+
+Columns: ``speedup`` over the same-hardware baseline, ``speedup_1t`` over one thread,
+``ideal_speedup`` over one thread from the stage shares of the one-thread call
+(``measure_stages``: the denoiser's share split by ``cfg x ulysses x ring``, the decode's by
+``vae``, the rest serial), ``of_ideal`` = speedup_1t / ideal_speedup, ``psnr`` of rank 0's
+image against the one-process image, ``comm_bytes_per_step``: bytes rank 0 received per
+denoising step (the hooks' gathers and diffusers' context-parallel all-to-alls / gathers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+MESHES = ({"cfg": 2}, {"ulysses": 2}, {"cfg": 2, "vae": 2})
+PROMPT = "a red circle on a blue background"
+
+
+class _Bytes:
+    bytes = 0
+
+
+def _count_diffusers_collectives(counter: _Bytes) -> None:
+    """Count the bytes diffusers' context-parallel collectives bring to this rank (instrumentation only)."""
+    import torch.distributed as dist
+    import torch.distributed._functional_collectives as funcol
+
+    a2a, gather = funcol.all_to_all_single, funcol.all_gather_tensor
+
+    def size(group) -> int:
+        return dist.get_world_size(group if isinstance(group, dist.ProcessGroup) else getattr(group, "get_group", lambda: None)())
+
+    def all_to_all_single(t, output_split_sizes, input_split_sizes, group, *args, **kwargs):
+        n = size(group)
+        counter.bytes += t.numel() * t.element_size() * (n - 1) // n
+        return a2a(t, output_split_sizes, input_split_sizes, group, *args, **kwargs)
+
+    def all_gather_tensor(t, gather_dim, group, *args, **kwargs):
+        counter.bytes += t.numel() * t.element_size() * (size(group) - 1)
+        return gather(t, gather_dim, group, *args, **kwargs)
+
+    funcol.all_to_all_single, funcol.all_gather_tensor = all_to_all_single, all_gather_tensor
+
+
+def _worker(index, role, world, port, threads, models, steps, inbox, outbox):
+    """role "rank": rank ``index`` of the group; "base": one process with ``threads`` threads."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    torch.set_num_threads(threads)
+    from mindiesd_tune.accel.parallel import ParallelConfig, install_parallel
+    from mindiesd_tune.metrics.latency import measure_stages
+    from mindiesd_tune.models import load
+
+    diffusers_bytes = _Bytes()
+    if role == "rank":
+        import torch.distributed as dist
+
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(index), WORLD_SIZE=str(world))
+        dist.init_process_group("gloo", rank=index, world_size=world)
+        _count_diffusers_collectives(diffusers_bytes)
+    loaded = {m: load(m, device="cpu") for m in models}
+    outbox.put(("ready", None))
+    while (msg := inbox.get()) is not None:
+        kind, model, degrees = msg
+        lm = loaded[model]
+        gen = {**lm.generation, "num_inference_steps": steps}
+
+        def call(lm=lm, gen=gen):
+            out = lm.pipe(prompt=PROMPT, generator=torch.Generator().manual_seed(0), output_type="np", **gen)
+            return (out.frames if lm.is_video else out.images)[0]
+
+        if kind == "stages":
+            stats, image = measure_stages(lm.pipe, call, repeats=3)
+            outbox.put(("stages", ({k: v.median_s for k, v in stats.items()}, image)))
+            continue
+        undo = install_parallel(lm.pipe, ParallelConfig(**degrees)) if degrees else None
+        diffusers_bytes.bytes = 0
+        t0 = time.perf_counter()
+        image = call()
+        seconds = time.perf_counter() - t0
+        comm = diffusers_bytes.bytes + (undo.comm.bytes if undo is not None else 0)
+        if undo is not None:
+            undo()
+        outbox.put(("time", (seconds, comm, image if index == 0 else None)))
+
+
+def _psnr(a, b) -> float:
+    from mindiesd_tune.metrics.fidelity import psnr
+
+    return float(psnr(a, b))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ideal(stages: dict, degrees: dict) -> float:
+    """Amdahl over the one-thread call: the denoiser split by cfg x sequence, the decode by vae."""
+    total = stages["total_s"]
+    split = degrees.get("cfg", 1) * degrees.get("ulysses", 1) * degrees.get("ring", 1) * degrees.get("tensor", 1)
+    parallel = stages["denoise_s"] / split + stages["decode_s"] / degrees.get("vae", 1)
+    return total / (total - stages["denoise_s"] - stages["decode_s"] + parallel)
+
+
+def _cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name")), "unknown")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="one JSON object per row")
+    ap.add_argument("--json-out", type=Path, default=None, help="also write the JSON rows to this file")
+    ap.add_argument("--world", type=int, default=2, help="ranks in the group, one thread each")
+    ap.add_argument("--models", nargs="+", default=["demo-flux", "demo-wan"])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    from mindiesd_tune.accel.parallel import ParallelConfig
+
+    ctx = mp.get_context("spawn")
+    port, procs, queues = _free_port(), {}, {}
+    roles = [("rank", r, 1) for r in range(args.world)] + [("base", 0, 1), ("base", 1, args.world)]
+    for role, index, threads in roles:
+        name = f"rank{index}" if role == "rank" else f"base{threads}t"
+        inbox, outbox = ctx.Queue(), ctx.Queue()
+        p = ctx.Process(target=_worker, args=(index, role, args.world, port, threads, args.models, args.steps, inbox, outbox))
+        p.start()
+        procs[name], queues[name] = p, (inbox, outbox)
+    rows = []
+    try:
+        for name in procs:
+            assert queues[name][1].get(timeout=600)[0] == "ready"
+        ranks = [f"rank{r}" for r in range(args.world)]
+
+        def run(names, msg):
+            for n in names:
+                queues[n][0].put(msg)
+            return [queues[n][1].get(timeout=1200)[1] for n in names]
+
+        load_before = os.getloadavg()
+        for model in args.models:
+            stages, single_image = run(["base1t"], ("stages", model, None))[0]
+            meshes = [ParallelConfig(**d) for d in MESHES]
+            sides = {"base1t": [], f"base{args.world}t": [], **{m.describe(): [] for m in meshes}}
+            comm, images = {}, {}
+            for r in range(args.rounds):
+                order = list(sides) if r % 2 == 0 else list(reversed(sides))
+                for side in order:
+                    if side.startswith("base"):
+                        sides[side].append(run([side], ("time", model, None))[0][0])
+                        continue
+                    mesh = next(m for m in meshes if m.describe() == side)
+                    if mesh.world_size != args.world:
+                        continue
+                    got = run(ranks, ("time", model, {k: v for k, v in mesh.degrees().items() if v > 1}))
+                    sides[side].append(got[0][0])
+                    comm[side], images[side] = got[0][1], got[0][2]
+            base1, base_n = statistics.median(sides["base1t"]), statistics.median(sides[f"base{args.world}t"])
+            for mesh in meshes:
+                times = sides[mesh.describe()]
+                if not times:
+                    continue
+                t = statistics.median(times)
+                degrees = {k: v for k, v in mesh.degrees().items() if v > 1}
+                ideal = _ideal(stages, degrees)
+                rows.append({
+                    "model": model, "mesh": mesh.describe(), "world_size": args.world, "seconds": t,
+                    "speedup": base_n / t, "speedup_1t": base1 / t, "ideal_speedup": ideal,
+                    "of_ideal": base1 / t / ideal, "psnr": _psnr(images[mesh.describe()], single_image),
+                    "comm_bytes_per_step": comm[mesh.describe()] / args.steps,
+                    "base_1t_s": base1, f"base_{args.world}t_s": base_n,
+                    "denoise_share": stages["denoise_s"] / stages["total_s"], "rounds": args.rounds,
+                })
+        meta = {"cpu": _cpu_name(), "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
+                "steps": args.steps}
+        for row in rows:
+            row.update(meta)
+    finally:
+        for name in procs:
+            queues[name][0].put(None)
+        for p in procs.values():
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    if args.json_out:
+        args.json_out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+        return
+    print(f"{'model':10} {'mesh':12} {'speedup':>8} {'1-thread':>8} {'ideal':>6} {'of_ideal':>8} {'psnr':>7} {'comm/step':>10}")
+    for r in rows:
+        print(f"{r['model']:10} {r['mesh']:12} {r['speedup']:8.2f} {r['speedup_1t']:8.2f} {r['ideal_speedup']:6.2f} "
+              f"{r['of_ideal']:8.2f} {r['psnr']:7.1f} {r['comm_bytes_per_step']:10.0f}")
+    if rows:
+        print(f"cpu: {rows[0]['cpu']}; load average before {rows[0]['load_avg_before']}, after {rows[0]['load_avg_after']}")
+
+
+if __name__ == "__main__":
+    main()

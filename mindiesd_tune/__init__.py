@@ -45,4 +45,17 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
 
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "AccelConfig",
+    "Handle",
+    "Mismatch",
+    "Profile",
+    "ProfileError",
+    "ProfileMismatchError",
+    "ProfileMismatchWarning",
+    "__version__",
+    "apply",
+    "apply_profile",
+    "check_profile",
+    "load_profile",
+]

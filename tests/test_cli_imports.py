@@ -11,14 +11,16 @@ from mindiesd_tune.profile import Profile
 
 HEAVY = ("torch", "diffusers")
 
-# runs the console entry point in a fresh interpreter and prints the heavy modules it loaded
+# runs the console entry point on each argument list in one fresh interpreter, then prints
+# the heavy modules loaded
 _PROBE = """
 import sys
 from mindiesd_tune.cli import main
-try:
-    main(sys.argv[1:])
-except SystemExit:
-    pass
+for args in {calls!r}:
+    try:
+        main(args)
+    except SystemExit:
+        pass
 print("LOADED:" + ",".join(m for m in {heavy!r} if m in sys.modules))
 """
 
@@ -48,10 +50,15 @@ def profiles(tmp_path_factory):
     return a, b
 
 
-def _loaded(*args) -> list[str]:
-    out = subprocess.run([sys.executable, "-c", _PROBE.format(heavy=HEAVY), *map(str, args)],
-                         capture_output=True, text=True, timeout=120)
-    line = next(x for x in out.stdout.splitlines() if x.startswith("LOADED:"))
+def _run(*calls: list) -> subprocess.CompletedProcess:
+    calls = [[str(a) for a in c] for c in calls]
+    return subprocess.run([sys.executable, "-c", _PROBE.format(calls=calls, heavy=HEAVY)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def _loaded(*calls: list) -> list[str]:
+    line = _run(*calls).stdout.splitlines()[-1]
+    assert line.startswith("LOADED:")
     return [m for m in line[len("LOADED:"):].split(",") if m]
 
 
@@ -63,9 +70,23 @@ def _loaded(*args) -> list[str]:
     lambda a, b: ["diff", a, b],
 ], ids=["help", "validate", "validate-all-sections", "show", "diff"])
 def test_light_commands_do_not_import_torch_or_diffusers(profiles, command):
-    assert _loaded(*command(*profiles)) == []
+    assert _loaded(command(*profiles)) == []
+
+
+def test_every_registered_method_shows_and_validates_without_torch(tmp_path):
+    from mindiesd_tune.accel.methods import methods
+
+    paths = []
+    for m in methods():
+        example = m.example if m.example is not None else m.config()
+        p = _profile(AccelConfig(**{m.section: example})).save(tmp_path / f"{m.section}-{m.name}.yaml")
+        paths.append(str(p))
+    out = _run(*([command, p] for p in paths for command in ("show", "validate")))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count(": OK") == len(paths), out.stdout + out.stderr
+    assert out.stdout.splitlines()[-1] == "LOADED:"
 
 
 def test_the_probe_sees_torch_when_a_command_needs_it(profiles):
     # `models` lists the built-ins, whose builders import diffusers: proof the probe can see it
-    assert "torch" in _loaded("models")
+    assert "torch" in _loaded(["models"])

@@ -20,6 +20,7 @@ demo: venv
 	HF_HUB_OFFLINE=1 $(BIN)/mindiesd-tune tune demo-flux --budget 90s --out runs/demo-flux
 
 test: venv
+	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 clean:

@@ -4,11 +4,46 @@
     handle = apply_profile(pipe, "runs/demo-flux/profile.yaml")
 """
 
-from .accel import AccelConfig, Handle, apply
-from .deploy import Mismatch, ProfileMismatchError, ProfileMismatchWarning, apply_profile, check_profile
-from .profile import Profile, ProfileError, load_profile
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# Exports resolve on first use, so `mindiesd-tune --help`, `validate`, `show` and `diff` (which
+# import this package first) start without torch and diffusers.
+_EXPORTS = {
+    "AccelConfig": ".accel",
+    "Handle": ".accel",
+    "apply": ".accel",
+    "Mismatch": ".deploy",
+    "ProfileMismatchError": ".deploy",
+    "ProfileMismatchWarning": ".deploy",
+    "apply_profile": ".deploy",
+    "check_profile": ".deploy",
+    "Profile": ".profile",
+    "ProfileError": ".profile",
+    "load_profile": ".profile",
+}
+
+if TYPE_CHECKING:
+    from .accel import AccelConfig, Handle, apply
+    from .deploy import Mismatch, ProfileMismatchError, ProfileMismatchWarning, apply_profile, check_profile
+    from .profile import Profile, ProfileError, load_profile
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "AccelConfig",

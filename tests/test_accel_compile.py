@@ -74,3 +74,22 @@ def test_regional_compile_matches_eager_and_remove_restores_it(model):
     assert np.array_equal(again, compiled)
     assert np.array_equal(restored, base)
     assert not handle.active and getattr(model.pipe, "_mindiesd_accel_handle", None) is None
+
+
+def test_uncompile_returns_a_compiled_module_to_eager_calls_on_this_torch():
+    # the one private use (nn.Module._compiled_call_impl): fails here first on a torch that moves it
+    from mindiesd_tune.accel.methods.compile import uncompile
+
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    m, x = torch.nn.Linear(2, 2), torch.ones(1, 2)
+    eager = m(x)
+    m.compile(backend=backend)
+    assert torch.equal(m(x), eager) and len(graphs) == 1  # compile() wraps __call__ on this torch
+    uncompile(m)
+    torch._dynamo.reset()  # a still-compiled call would now compile again
+    assert torch.equal(m(x), eager) and len(graphs) == 1

@@ -96,10 +96,10 @@ def test_profile_row_applies_the_profile_and_removes_it():
     import warnings
 
     from mindiesd_tune import AccelConfig, Profile
-    from mindiesd_tune.accel import config as C
+    from mindiesd_tune.accel.methods import FirstBlockCacheConfig
 
     prof = Profile(model={"name": "tiny-flux-random"}, generation=dict(FAST),
-                   accel=AccelConfig(cache=C.FirstBlockCacheConfig(threshold=1e6)))
+                   accel=AccelConfig(cache=FirstBlockCacheConfig(threshold=1e6)))
     cand = peers.profile_candidate(prof)
     assert cand.method == "mindiesd_tune_profile" and cand.params["cache"] == "first_block"
     with warnings.catch_warnings():

@@ -5,8 +5,14 @@ import warnings
 import pytest
 import torch
 
-from mindiesd_tune import (AccelConfig, Handle, ProfileMismatchError, ProfileMismatchWarning, apply_profile,
-                           check_profile)
+from mindiesd_tune import (
+    AccelConfig,
+    Handle,
+    ProfileMismatchError,
+    ProfileMismatchWarning,
+    apply_profile,
+    check_profile,
+)
 from mindiesd_tune.accel import FirstBlockCacheConfig
 from mindiesd_tune.kernels import hardware_info
 from mindiesd_tune.profile import Profile, model_fingerprint, pipeline_dtype

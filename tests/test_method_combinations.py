@@ -48,9 +48,8 @@ class Toy:
 
 @pytest.fixture(scope="module")
 def toys():
-    from tiny_pipelines import sd15
-
     from mindiesd_tune.models import load
+    from tiny_pipelines import sd15
 
     out = []
     for name in ("tiny-flux-random", "tiny-wan-random"):
@@ -104,9 +103,8 @@ def test_every_pair_installs_runs_and_removes_to_the_baseline(toys, eager_compil
 
 
 def test_a_declared_conflict_is_refused_in_one_line_naming_both(monkeypatch):
-    from mindiesd_tune.accel.methods import get_method, registry
-
     from mindiesd_tune.accel import FirstBlockCacheConfig, StepsConfig
+    from mindiesd_tune.accel.methods import get_method, registry
 
     steps = dataclasses.replace(get_method("steps", "steps"), conflicts=("cache.first_block",))
     monkeypatch.setitem(registry._METHODS["steps"], "steps", steps)

@@ -9,7 +9,6 @@ from mindiesd_tune.models import shapes
 from mindiesd_tune.models.weights import weights_path
 
 
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """outputs/ and reference/ with the same eight shapes images (outputs as PNG, reference as .npy), and prompts."""

@@ -15,6 +15,7 @@ import torch
 import toy_denoiser
 from mindiesd_tune.accel import AccelConfig, FirstBlockCacheConfig, apply, compatible_schedulers, transformer_blocks
 from mindiesd_tune.accel.blocks import unet_structure
+from mindiesd_tune.accel.sparse import sparse_token_count
 from mindiesd_tune.accel.specs import (
     DenoiserSpec,
     PipelineSpec,
@@ -26,7 +27,6 @@ from mindiesd_tune.accel.specs import (
     registered_denoisers,
     unregister_denoiser,
 )
-from mindiesd_tune.accel.sparse import sparse_token_count
 from mindiesd_tune.errors import UserError
 from mindiesd_tune.plugins import PluginError, load_plugins
 from tiny_pipelines import BUILDERS, PROMPTS, STEPS
@@ -182,7 +182,7 @@ def test_cfg_mode_of_the_builtin_pipelines(demo_flux, tiny_wan):
         assert pipeline_spec(loaded.pipe).cfg == cfg
         gen = {**loaded.generation, "num_inference_steps": 2}
         assert gen.get("true_cfg_scale", gen.get("guidance_scale", 1)) > 1  # CFG on
-        run = lambda: loaded.pipe(prompt="a red circle", output_type="latent", **gen)  # noqa: E731
+        run = lambda: loaded.pipe(prompt="a red circle", output_type="latent", **gen)  # noqa: E731, B023  (called within the iteration)
         assert _forwards_per_step(loaded.pipe, loaded.pipe.transformer, run, 2) == 2
 
 

@@ -37,6 +37,14 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_the_loop_reports_progress_through_its_module_logger_not_stdout(tmp_path, capsys, caplog):
+    caplog.set_level("INFO", logger="mindiesd_tune.training.common")
+    _run(tmp_path / "run")
+    assert capsys.readouterr().out == ""  # a library caller decides where progress goes
+    lines = [r.getMessage() for r in caplog.records if r.name == "mindiesd_tune.training.common"]
+    assert len(lines) >= 10 and all(m.startswith("[toy] ") for m in lines)
+
+
 def test_edge_band_covers_the_outline_and_nothing_far_from_it():
     scene = shapes.Scene("square", "red", "blue", "large", "center", x=0.5, y=0.5)
     band = edge_band([scene], 64, 16)[0, 0]

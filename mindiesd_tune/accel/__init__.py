@@ -3,9 +3,14 @@
 The methods and their configs live in the method registry (``accel.methods``), one module each.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# Everything here but the model lookup and the step statistics imports without torch; those
+# resolve on first use, so that reading a profile (`validate`, `show`) stays light.
 from .apply import AlreadyAppliedError, Handle, apply
-from .blocks import UnsupportedModelError, find_denoiser, transformer_blocks
-from .cache import StepStatistics, compatible_schedulers, step_statistics
 from .config import AccelConfig, ConfigError, ConflictError
 from .methods import (
     AttentionCacheConfig,
@@ -33,6 +38,32 @@ from .methods import (
     register_method,
     sparse_methods,
 )
+
+_LAZY = {
+    "UnsupportedModelError": ".blocks",
+    "find_denoiser": ".blocks",
+    "transformer_blocks": ".blocks",
+    "StepStatistics": ".cache",
+    "compatible_schedulers": ".cache",
+    "step_statistics": ".cache",
+}
+
+if TYPE_CHECKING:
+    from .blocks import UnsupportedModelError, find_denoiser, transformer_blocks
+    from .cache import StepStatistics, compatible_schedulers, step_statistics
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "AccelConfig",

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
-from diffusers.hooks.hooks import HookRegistry
-
-from .blocks import find_denoiser
-from .cache import CacheCounters
 from .config import AccelConfig
-from .sparse import SparseCounters
 
 _ATTR = "_mindiesd_accel_handle"
 
@@ -35,6 +29,12 @@ class Handle:
     """
 
     def __init__(self, target, config: AccelConfig):
+        # torch, diffusers and the hooks load with the first handle, not with `import mindiesd_tune`
+        import torch
+
+        from .cache import CacheCounters
+        from .sparse import SparseCounters
+
         self.target = target
         # the pipeline, for installers that touch more than the denoiser; None for a bare model
         self.pipe = None if isinstance(target, torch.nn.Module) else target
@@ -53,6 +53,8 @@ class Handle:
     def reset_state(self) -> None:
         """Forget all cached tensors, as the end of a pipeline call does; for hand-written loops."""
         if self._model is not None:
+            from diffusers.hooks.hooks import HookRegistry
+
             HookRegistry.check_if_exists_or_initialize(self._model).reset_stateful_hooks(recurse=True)
 
     def stats(self) -> dict:
@@ -84,6 +86,8 @@ class Handle:
 
 def apply(pipe, config: AccelConfig | dict | None = None) -> Handle:
     """Install ``config`` on ``pipe`` (a diffusers pipeline or its denoiser module)."""
+    from .blocks import find_denoiser
+
     if config is None:
         config = AccelConfig()
     elif isinstance(config, dict):
@@ -115,6 +119,8 @@ def _reset_at_call_end(pipe, model):
     Pipelines call ``maybe_free_model_hooks()`` last; it resets the stateful hooks only of
     components that have ``_reset_stateful_cache``. An instance attribute wraps it for ours.
     """
+    from diffusers.hooks.hooks import HookRegistry
+
     original = pipe.maybe_free_model_hooks
 
     def maybe_free_model_hooks(*args, **kwargs):

@@ -8,7 +8,6 @@ from .attention import (
     resolve_backend,
     sparse_kernels,
 )
-
 from .device import (
     default_device,
     device_count,

@@ -153,7 +153,6 @@ def lpips(pred, target, net: str = "alex") -> float:
 
 
 FIDELITY_METRICS = {"psnr": psnr, "ssim": ssim, "ms_ssim": ms_ssim, "lpips": lpips}
-PER_FRAME = {"psnr": psnr_per_frame, "ssim": ssim_per_frame, "ms_ssim": ms_ssim_per_frame, "lpips": lpips_per_frame}
 
 
 def fidelity(pred, target, metrics=("psnr", "ssim")) -> dict[str, float]:

@@ -305,12 +305,6 @@ class StageTimer:
         self.times = t
 
 
-@contextmanager
-def stage_timer(pipe, device="cpu", clock: Callable[[], float] | None = None):
-    with StageTimer(pipe, device, clock) as st:
-        yield st
-
-
 def measure_stages(
     pipe,
     fn: Callable[[], Any],
@@ -344,6 +338,5 @@ __all__ = [
     "measure_stages",
     "peak_memory_bytes",
     "reset_peak_memory",
-    "stage_timer",
     "summarize",
 ]

@@ -7,8 +7,7 @@ trained weights over the same configs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
@@ -44,7 +43,7 @@ class WanSize:
     patch_size: tuple[int, int, int] = (1, 2, 2)
 
 
-# The demo models' architecture (issue 3 trains weights for exactly these configs).
+# The demo models' architecture; the shipped weights (training/) fit exactly these configs.
 DEMO_FLUX_SIZE = FluxSize(heads=4, head_dim=48, num_layers=2, num_single_layers=6, axes_dims_rope=(8, 20, 20))
 DEMO_WAN_SIZE = WanSize(heads=4, head_dim=48, num_layers=6, ffn_dim=512)
 # Unit-test sized: a 10-step call takes well under a second; random weights only.

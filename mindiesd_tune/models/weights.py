@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEMO_MODELS = ("demo-flux", "demo-wan", "demo-clip")
 
 
 def weights_path(name: str) -> Path:
@@ -48,8 +47,3 @@ def save_demo_state_dicts(name: str, state_dicts: dict[str, dict[str, torch.Tens
         path.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
     return path
 
-
-def load_training_info(name: str) -> dict | None:
-    """The JSON written beside a demo model's weights: training settings and loss curve."""
-    path = weights_path(name).with_suffix(".json")
-    return json.loads(path.read_text()) if path.is_file() else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +11,9 @@ import torch.nn.functional as F
 from ..models import shapes
 from ..models.demo_clip import EMBED_DIM, TEXT_CFG, VISION_CFG, build_clip, tokenize, zero_shot_read
 from ..models.weights import save_demo_state_dicts
-from .common import LoopConfig, train
+from .common import LoopConfig, log_progress, train
+
+logger = logging.getLogger(__name__)
 
 
 def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--time-budget", type=float, default=float("inf"), help="seconds; stop early and export")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    log_progress()
 
     cfg = LoopConfig(
         steps=args.steps, lr=args.lr, warmup=50, weight_decay=0.05, seed=args.seed, time_budget_s=args.time_budget,
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         architecture={"embed_dim": EMBED_DIM, "vision_cfg": VISION_CFG, "text_cfg": TEXT_CFG},
         heldout_real_zero_shot_accuracy=acc,
     )
-    print("[demo-clip] held-out zero-shot accuracy on real images:", acc, flush=True)
+    logger.info("[demo-clip] held-out zero-shot accuracy on real images: %s", acc)
     save_demo_state_dicts("demo-clip", {"clip": model.state_dict()}, info)
 
 

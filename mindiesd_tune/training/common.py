@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+logger = logging.getLogger(__name__)
+
+
+def log_progress() -> None:
+    """Show the trainers' progress lines on stdout; for their command lines only (it configures the root logger)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 
 
 @dataclass
@@ -74,7 +83,7 @@ def train(
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
         log, start = state["log"], state["step"]
-        print(f"[{name}] resumed at step {start}", flush=True)
+        logger.info("[%s] resumed at step %d", name, start)
 
     def save(step: int) -> None:
         tmp = ckpt_path.with_suffix(".tmp")
@@ -115,7 +124,7 @@ def train(
             row["elapsed_s"] = round(time.time() - t0, 1)
             log.append(row)
             acc, n_acc = {}, 0
-            print(f"[{name}] " + json.dumps(row), flush=True)
+            logger.info("[%s] %s", name, json.dumps(row))
         if step % cfg.ckpt_every == 0:
             save(step)
     save(step)
@@ -154,4 +163,4 @@ def export_pipeline(name: str, model: torch.nn.ModuleDict, vae: torch.nn.Module,
     comps = {k: m.state_dict() for k, m in model.items()}
     comps["vae"] = vae.state_dict()
     save_demo_state_dicts(name, comps, info)
-    print(f"[{name}] saved", flush=True)
+    logger.info("[%s] saved", name)

@@ -11,13 +11,16 @@ prompt embeddings prepared exactly as FluxPipeline prepares them at inference.
 from __future__ import annotations
 
 import argparse
+import logging
 
 import torch
 import torch.nn.functional as F
 
 from ..models import shapes
 from ..models.builders import DEMO_FLUX_SIZE, build_flux
-from .common import LoopConfig, export_pipeline, load_vae, save_vae, train
+from .common import LoopConfig, export_pipeline, load_vae, log_progress, save_vae, train
+
+logger = logging.getLogger(__name__)
 
 NAME = "demo-flux"
 RESOLUTION = 64
@@ -73,7 +76,7 @@ def vae_stage(args) -> None:
         x = shapes.sample(0, 64, size=RESOLUTION, split="heldout").images
         rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
         info["heldout_l1"] = (rec - x).abs().mean().item()
-    print(f"[{NAME}-vae] latent std {std}, held-out L1 {info['heldout_l1']:.4f}", flush=True)
+    logger.info("[%s-vae] latent std %s, held-out L1 %.4f", NAME, std, info["heldout_l1"])
     save_vae(NAME, vae, info)
 
 
@@ -108,7 +111,7 @@ def decoder_stage(args) -> None:
         info["heldout_l1_after_decoder_finetune"] = (rec - x).abs().mean().item()
     info["decoder_finetune"] = {"steps": args.steps, "steps_done": decoder_info["steps_done"], "lr": args.lr,
                                 "batch": args.batch, "latent_noise": args.latent_noise, "log": decoder_info["log"]}
-    print(f"[{NAME}-decoder] held-out L1 {info['heldout_l1_after_decoder_finetune']:.4f}", flush=True)
+    logger.info("[%s-decoder] held-out L1 %.4f", NAME, info["heldout_l1_after_decoder_finetune"])
     save_vae(NAME, vae, info)
 
 
@@ -194,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--time-budget", type=float, default=float("inf"), help="seconds; stop early and export")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    log_progress()
     defaults = {"vae": (400, 8, 5e-4), "decoder": (300, 8, 3e-4), "transformer": (2000, 24, 6e-4)}[args.stage]
     args.steps = args.steps or defaults[0]
     args.batch = args.batch or defaults[1]

@@ -10,13 +10,16 @@ pipeline's default classifier-free guidance (empty negative prompt) has an uncon
 from __future__ import annotations
 
 import argparse
+import logging
 
 import torch
 import torch.nn.functional as F
 
 from ..models import shapes
 from ..models.builders import DEMO_WAN_SIZE, build_wan
-from .common import LoopConfig, default_workdir, export_pipeline, load_vae, save_vae, train
+from .common import LoopConfig, default_workdir, export_pipeline, load_vae, log_progress, save_vae, train
+
+logger = logging.getLogger(__name__)
 
 NAME = "demo-wan"
 RESOLUTION = 32
@@ -76,7 +79,7 @@ def vae_stage(args) -> None:
         x = shapes.sample_video(0, 16, size=RESOLUTION, num_frames=NUM_FRAMES, split="heldout").images
         rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
         info["heldout_l1"] = (rec - x).abs().mean().item()
-    print(f"[{NAME}-vae] latent std {std}, held-out L1 {info['heldout_l1']:.4f}", flush=True)
+    logger.info("[%s-vae] latent std %s, held-out L1 %.4f", NAME, std, info["heldout_l1"])
     save_vae(NAME, vae, info)
 
 
@@ -156,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--time-budget", type=float, default=float("inf"), help="seconds; stop early and export")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    log_progress()
     defaults = {"vae": (1000, 8, 8e-4), "transformer": (2000, 16, 6e-4)}[args.stage]
     args.steps = args.steps or defaults[0]
     args.batch = args.batch or defaults[1]

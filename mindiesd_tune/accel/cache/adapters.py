@@ -10,10 +10,9 @@ call), so the difference is what diffusers skipped.
 from __future__ import annotations
 
 import torch
-from diffusers.hooks.hooks import HookRegistry, ModelHook
+from diffusers.hooks.hooks import ModelHook
 
 from ..blocks import transformer_blocks
-from ..specs import UnsupportedModelError, pipeline_spec
 from ..methods import (
     DiffusersFasterCacheConfig,
     DiffusersFirstBlockCacheConfig,
@@ -21,8 +20,8 @@ from ..methods import (
     DiffusersPyramidAttentionBroadcastConfig,
     DiffusersTaylorSeerConfig,
 )
-from .residual import invalidate
-from .state import CacheCounters
+from ..specs import UnsupportedModelError, pipeline_spec
+from .state import CacheCounters, invalidate, registry
 
 INNER, OUTER = "mindiesd_count_inner", "mindiesd_count_outer"
 
@@ -116,14 +115,14 @@ def apply_diffusers_cache(model: torch.nn.Module, cfg, counters: CacheCounters, 
     blocks = transformer_blocks(model)
     counted = [(b.module, "blocks") for b in blocks] + [(m, "attention") for b in blocks for _, m in b.attention_modules()]
     for m, attr in counted:
-        HookRegistry.check_if_exists_or_initialize(m).register_hook(_Count(counters, attr, +1), INNER)
+        registry(m).register_hook(_Count(counters, attr, +1), INNER)
     try:
         model.enable_cache(diffusers_config(cfg, pipe, model))
     except Exception:
         _remove_counts(model, counted)
         raise
     for m, attr in counted:
-        HookRegistry.check_if_exists_or_initialize(m).register_hook(_Count(counters, attr, -1), OUTER)
+        registry(m).register_hook(_Count(counters, attr, -1), OUTER)
     invalidate(model)
 
     def remove() -> None:
@@ -135,7 +134,6 @@ def apply_diffusers_cache(model: torch.nn.Module, cfg, counters: CacheCounters, 
 
 def _remove_counts(model, counted) -> None:
     for m, _ in counted:
-        registry = HookRegistry.check_if_exists_or_initialize(m)
-        registry.remove_hook(OUTER, recurse=False)
-        registry.remove_hook(INNER, recurse=False)
+        registry(m).remove_hook(OUTER, recurse=False)
+        registry(m).remove_hook(INNER, recurse=False)
     invalidate(model)

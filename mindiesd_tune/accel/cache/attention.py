@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from diffusers.hooks.hooks import HookRegistry, ModelHook
 
 from ..blocks import transformer_blocks
 from ..methods import AttentionCacheConfig
-from .residual import invalidate, segment
-from .state import BranchStates, CacheCounters, bypass_skip_layer_calls
+from .residual import segment
+from .state import BranchStates, CacheCounters, CacheHook, bypass_hooks, install_hooks
 
 HOOK_NAME = "mindiesd_attention_cache"
 
@@ -26,19 +25,14 @@ class _BranchState:
         self.__init__()
 
 
-class _StepHook(ModelHook):
+class _StepHook(CacheHook):
     """On block 0: advances the step and decides, once for all cached modules, whether it reuses."""
 
-    _is_stateful = True
-
     def __init__(self, cfg: AttentionCacheConfig, states: BranchStates):
-        super().__init__()
-        self.cfg, self.states = cfg, states
+        super().__init__(states)
+        self.cfg = cfg
 
-    def new_forward(self, module, *args, **kwargs):
-        if self.states.bypass:
-            return self.fn_ref.original_forward(*args, **kwargs)
-        st = self.states.get_state()
+    def cached_forward(self, module, st, args, kwargs):
         st.step += 1
         cfg = self.cfg
         st.reuse = (
@@ -49,37 +43,24 @@ class _StepHook(ModelHook):
         )
         if not st.reuse:
             st.last_full = st.step
-        return self.fn_ref.original_forward(*args, **kwargs)
-
-    def reset_state(self, module):
-        self.states.reset()
-        return module
+        return self.run(args, kwargs)
 
 
-class _AttentionHook(ModelHook):
-    _is_stateful = True
-
+class _AttentionHook(CacheHook):
     def __init__(self, name: str, states: BranchStates, counters: CacheCounters):
-        super().__init__()
-        self.name, self.states, self.counters = name, states, counters
+        super().__init__(states)
+        self.name, self.counters = name, counters
 
-    def new_forward(self, module, *args, **kwargs):
-        if self.states.bypass:
-            return self.fn_ref.original_forward(*args, **kwargs)
-        st = self.states.get_state()
+    def cached_forward(self, module, st, args, kwargs):
         if st.reuse:
             out = st.outputs.get(self.name)
             if out is not None:
                 self.counters.attention_skipped += 1
                 return out
-        out = self.fn_ref.original_forward(*args, **kwargs)
+        out = self.run(args, kwargs)
         st.outputs[self.name] = out
         self.counters.attention_computed += 1
         return out
-
-    def reset_state(self, module):
-        self.states.reset()
-        return module
 
 
 def apply_attention_cache(model: torch.nn.Module, cfg: AttentionCacheConfig, counters: CacheCounters):
@@ -90,18 +71,6 @@ def apply_attention_cache(model: torch.nn.Module, cfg: AttentionCacheConfig, cou
     modules = [(n, m) for b in blocks[start:end] for n, m in b.attention_modules()]
     if not modules:
         raise ValueError(f"{type(model).__name__}: no attention modules in blocks {start}..{end - 1}")
-    for name, m in modules:
-        HookRegistry.check_if_exists_or_initialize(m).register_hook(_AttentionHook(name, states, counters), HOOK_NAME)
-    step_module = blocks[0].module
-    HookRegistry.check_if_exists_or_initialize(step_module).register_hook(_StepHook(cfg, states), HOOK_NAME + "_step")
-    unbypass = bypass_skip_layer_calls(model, states, HOOK_NAME + "_bypass")
-    invalidate(model)
-
-    def remove() -> None:
-        unbypass()
-        for _, m in modules:
-            HookRegistry.check_if_exists_or_initialize(m).remove_hook(HOOK_NAME, recurse=False)
-        HookRegistry.check_if_exists_or_initialize(step_module).remove_hook(HOOK_NAME + "_step", recurse=False)
-        invalidate(model)
-
-    return remove
+    hooks = [(m, _AttentionHook(name, states, counters), HOOK_NAME) for name, m in modules]
+    hooks.append((blocks[0].module, _StepHook(cfg, states), HOOK_NAME + "_step"))
+    return install_hooks(model, hooks + bypass_hooks(model, states, HOOK_NAME + "_bypass"))

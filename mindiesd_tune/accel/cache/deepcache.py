@@ -9,12 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffusers.hooks.hooks import HookRegistry, ModelHook
 
 from ..blocks import unet_structure
 from ..methods import DeepCacheConfig
-from .residual import invalidate
-from .state import BranchStates, CacheCounters
+from .state import BranchStates, CacheCounters, CacheHook, install_hooks
 
 HOOK_NAME = "mindiesd_deepcache"
 
@@ -34,17 +32,15 @@ def _first(args, kwargs):
     return args[0] if args else kwargs["hidden_states"]
 
 
-class _EntryHook(ModelHook):
+class _EntryHook(CacheHook):
     """On down_blocks[0]: advances the step and decides whether the deep path is reused."""
 
-    _is_stateful = True
-
     def __init__(self, cfg: DeepCacheConfig, states: BranchStates, counters: CacheCounters, n_live: int, n_deep: int):
-        super().__init__()
-        self.cfg, self.states, self.counters, self.n_live, self.n_deep = cfg, states, counters, n_live, n_deep
+        super().__init__(states)
+        self.cfg, self.counters, self.n_live, self.n_deep = cfg, counters, n_live, n_deep
 
-    def new_forward(self, module, *args, **kwargs):
-        st, cfg, c = self.states.get_state(), self.cfg, self.counters
+    def cached_forward(self, module, st, args, kwargs):
+        cfg, c = self.cfg, self.counters
         st.step += 1
         st.reuse = (
             st.feature is not None
@@ -60,38 +56,27 @@ class _EntryHook(ModelHook):
             st.last_full = st.step
             c.computed_steps += 1
             c.blocks_computed += self.n_deep
-        return self.fn_ref.original_forward(*args, **kwargs)
-
-    def reset_state(self, module):
-        self.states.reset()
-        return module
+        return self.run(args, kwargs)
 
 
-class _DeepHook(ModelHook):
+class _DeepHook(CacheHook):
     """On a deep block: passes its input through when cached (placeholders for a down block's skips)."""
 
-    _is_stateful = True
-
     def __init__(self, states: BranchStates, kind: str, n_res: int = 0, keeps_feature: bool = False):
-        super().__init__()
-        self.states, self.kind, self.n_res, self.keeps_feature = states, kind, n_res, keeps_feature
+        super().__init__(states)
+        self.kind, self.n_res, self.keeps_feature = kind, n_res, keeps_feature
 
-    def new_forward(self, module, *args, **kwargs):
-        st = self.states.get_state()
+    def cached_forward(self, module, st, args, kwargs):
         if st.reuse:
             x = _first(args, kwargs)
             if self.kind == "down":
                 # the skip connections are consumed only by the deep up blocks, which are skipped too
                 return x, (x,) * self.n_res
             return st.feature if self.keeps_feature else x
-        out = self.fn_ref.original_forward(*args, **kwargs)
+        out = self.run(args, kwargs)
         if self.keeps_feature:
             st.feature = out
         return out
-
-    def reset_state(self, module):
-        self.states.reset()
-        return module
 
 
 def _n_res(down_block) -> int:
@@ -107,7 +92,7 @@ def apply_deepcache(model: torch.nn.Module, cfg: DeepCacheConfig, counters: Cach
         raise ValueError(f"cache.branch={b}: this UNet has {len(down)} down and {len(up)} up blocks; use 0..{min(len(down) - 1, len(up) - 2)}")
     states = BranchStates(_BranchState)
     deep_up = up[: len(up) - 1 - b]
-    hooks: list[tuple[torch.nn.Module, ModelHook]] = []
+    hooks: list[tuple[torch.nn.Module, CacheHook]] = []
     for d in down[b + 1:]:
         hooks.append((d, _DeepHook(states, "down", _n_res(d))))
     if mid is not None:
@@ -117,13 +102,4 @@ def apply_deepcache(model: torch.nn.Module, cfg: DeepCacheConfig, counters: Cach
     n_deep = len(hooks)
     n_live = len(down) + len(up) + (mid is not None) - n_deep
     hooks.append((down[0], _EntryHook(cfg, states, counters, n_live, n_deep)))
-    for m, h in hooks:
-        HookRegistry.check_if_exists_or_initialize(m).register_hook(h, HOOK_NAME)
-    invalidate(model)
-
-    def remove() -> None:
-        for m, _ in hooks:
-            HookRegistry.check_if_exists_or_initialize(m).remove_hook(HOOK_NAME, recurse=False)
-        invalidate(model)
-
-    return remove
+    return install_hooks(model, [(m, h, HOOK_NAME) for m, h in hooks])

@@ -12,14 +12,13 @@ middle blocks carry hooks; the front and back blocks run untouched.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
-from diffusers.hooks.hooks import HookRegistry, ModelHook
 
 from ..blocks import Block, transformer_blocks
 from . import state
-from .state import BranchStates, CacheCounters, bypass_skip_layer_calls
+from .state import BranchStates, CacheCounters, CacheHook, bypass_hooks, install_hooks
 
 HOOK_NAME = "mindiesd_residual_cache"
 
@@ -114,45 +113,31 @@ class SchedulePolicy(Policy):
         return True
 
 
-class _EntryHook(ModelHook):
+class _EntryHook(CacheHook):
     """On block 0: counts the step and keeps the input the front residual is measured from."""
 
-    _is_stateful = True
-
     def __init__(self, block: Block, policy: Policy, states: BranchStates, counters: CacheCounters, n_live: int):
-        super().__init__()
-        self.block, self.policy, self.states, self.counters, self.n_live = block, policy, states, counters, n_live
+        super().__init__(states)
+        self.block, self.policy, self.counters, self.n_live = block, policy, counters, n_live
 
-    def new_forward(self, module, *args, **kwargs):
-        if self.states.bypass:
-            return self.fn_ref.original_forward(*args, **kwargs)
-        st = self.states.get_state()
+    def cached_forward(self, module, st, args, kwargs):
         st.step += 1
         self.counters.blocks_computed += self.n_live
         if self.policy.needs_signal:
             st.entry_in = self.block.bind(args, kwargs)["hidden_states"]
-        return self.fn_ref.original_forward(*args, **kwargs)
-
-    def reset_state(self, module):
-        self.states.reset()
-        return module
+        return self.run(args, kwargs)
 
 
-class _MiddleHook(ModelHook):
+class _MiddleHook(CacheHook):
     """On each middle block: the first decides, all pass through when cached, the last adds the residual."""
-
-    _is_stateful = True
 
     def __init__(self, block: Block, first: bool, last: bool, policy: Policy, states: BranchStates,
                  counters: CacheCounters, n_mid: int):
-        super().__init__()
+        super().__init__(states)
         self.block, self.first, self.last, self.policy = block, first, last, policy
-        self.states, self.counters, self.n_mid = states, counters, n_mid
+        self.counters, self.n_mid = counters, n_mid
 
-    def new_forward(self, module, *args, **kwargs):
-        if self.states.bypass:
-            return self.fn_ref.original_forward(*args, **kwargs)
-        st = self.states.get_state()
+    def cached_forward(self, module, st, args, kwargs):
         inputs = None
         if self.first:
             inputs = self.block.bind(args, kwargs)
@@ -183,7 +168,7 @@ class _MiddleHook(ModelHook):
                 for n, r in self._residual(st).items():
                     tensors[n] = tensors[n] + r
             return self.block.pack(tensors)
-        output = self.fn_ref.original_forward(*args, **kwargs)
+        output = self.run(args, kwargs)
         if self.last:
             self._store(st, self.block.unpack(output))
         return output
@@ -218,10 +203,6 @@ class _MiddleHook(ModelHook):
             out[n] = r
         return out
 
-    def reset_state(self, module):
-        self.states.reset()
-        return module
-
 
 def segment(n_blocks: int, block_start: int, block_end: int) -> tuple[int, int]:
     """(first middle block, first back block) for a stack of ``n_blocks``; clear errors when empty."""
@@ -240,29 +221,9 @@ def install_residual_cache(model: torch.nn.Module, policy: Policy, counters: Cac
     start, end = segment(len(blocks), block_start, block_end)
     n_mid = end - start
     states = BranchStates(_BranchState)
-    hooked: list[Block] = []
-    for i in range(start, end):
-        hook = _MiddleHook(blocks[i], i == start, i == end - 1, policy, states, counters, n_mid)
-        HookRegistry.check_if_exists_or_initialize(blocks[i].module).register_hook(hook, HOOK_NAME)
-        hooked.append(blocks[i])
-    # block 0 counts the step; registered last, so on a shared block 0 it runs before the middle hook
-    entry = _EntryHook(blocks[0], policy, states, counters, n_live=len(blocks) - n_mid)
-    HookRegistry.check_if_exists_or_initialize(blocks[0].module).register_hook(entry, HOOK_NAME + "_entry")
-    if start > 0:
-        hooked.append(blocks[0])
-    unbypass = bypass_skip_layer_calls(model, states, HOOK_NAME + "_bypass")
-    invalidate(model)
-
-    def remove() -> None:
-        unbypass()
-        for b in hooked:
-            registry = HookRegistry.check_if_exists_or_initialize(b.module)
-            registry.remove_hook(HOOK_NAME, recurse=False)
-            registry.remove_hook(HOOK_NAME + "_entry", recurse=False)
-        invalidate(model)
-
-    return remove
-
-
-def invalidate(model: torch.nn.Module) -> None:
-    HookRegistry.check_if_exists_or_initialize(model).invalidate_child_registries_cache()
+    hooks = [(blocks[i].module, _MiddleHook(blocks[i], i == start, i == end - 1, policy, states, counters, n_mid), HOOK_NAME)
+             for i in range(start, end)]
+    # block 0 counts the step; registered after the middle hooks, so on a shared block 0 it runs first
+    hooks.append((blocks[0].module, _EntryHook(blocks[0], policy, states, counters, n_live=len(blocks) - n_mid),
+                  HOOK_NAME + "_entry"))
+    return install_hooks(model, hooks + bypass_hooks(model, states, HOOK_NAME + "_bypass"))

@@ -7,7 +7,10 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
-from diffusers.hooks.hooks import HookRegistry, ModelHook, StateManager
+from diffusers.hooks.hooks import CacheContext, HookRegistry, ModelHook, StateManager
+
+# the context of forwards made outside any ``cache_context`` (pipelines that set none)
+_NO_CONTEXT = CacheContext("default")
 
 
 # Set by accel.parallel while a multi-device mesh is installed, None otherwise:
@@ -30,17 +33,88 @@ class BranchStates(StateManager):
     (``maybe_free_model_hooks``), which clears these states, so no cache leaks from one call
     into the next; ``accel.apply`` adds that reset for denoisers without diffusers' CacheMixin.
 
-    While ``bypass`` is set (``bypass_skip_layer_calls``) the hooks run their modules untouched.
+    While ``bypass`` is set (``bypass_hooks``) the hooks run their modules untouched.
+    Only StateManager's public methods are used (``set_context``, ``context``, ``get_state``,
+    ``reset``); tests/test_cache_state.py checks the behaviour relied on against the installed
+    diffusers.
     """
 
     bypass = False
 
+    def __init__(self, state_cls, init_args=None, init_kwargs=None):
+        super().__init__(state_cls, init_args, init_kwargs)
+        self._branches: dict = {}
+        super().set_context(_NO_CONTEXT)
+
+    def set_context(self, context: CacheContext | None) -> None:
+        super().set_context(_NO_CONTEXT if context is None else context)
+
     def get_state(self):
-        name = self._context.name if self._context is not None else "default"
-        state = self._state_cache.get(name)
-        if state is None:
-            state = self._state_cache[name] = self._state_cls(*self._init_args, **self._init_kwargs)
+        state = super().get_state()
+        self._branches[self.context.name] = state
         return state
+
+    def reset(self, *args, **kwargs) -> None:
+        super().reset(*args, **kwargs)
+        self._branches.clear()
+        super().set_context(_NO_CONTEXT)
+
+    def branches(self) -> dict:
+        """The state of every context seen since the last reset, by context name."""
+        return dict(self._branches)
+
+
+class CacheHook(ModelHook):
+    """What every cache hook shares: one BranchStates, bypass while it says so, reset with it.
+
+    Subclasses implement ``cached_forward(module, state, args, kwargs)``; ``run`` calls the
+    module as written. The states must stay an attribute of the hook: diffusers finds the
+    StateManagers to give a cache context among the attributes of stateful hooks.
+    """
+
+    _is_stateful = True
+
+    def __init__(self, states: BranchStates):
+        super().__init__()
+        self.states = states
+
+    def new_forward(self, module, *args, **kwargs):
+        if self.states.bypass:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        return self.cached_forward(module, self.states.get_state(), args, kwargs)
+
+    def cached_forward(self, module, state, args: tuple, kwargs: dict):
+        raise NotImplementedError
+
+    def run(self, args: tuple, kwargs: dict):
+        return self.fn_ref.original_forward(*args, **kwargs)
+
+    def reset_state(self, module):
+        self.states.reset()
+        return module
+
+
+def registry(module: torch.nn.Module) -> HookRegistry:
+    return HookRegistry.check_if_exists_or_initialize(module)
+
+
+def invalidate(model: torch.nn.Module) -> None:
+    """Make the model's registry see hooks added to or removed from its submodules."""
+    registry(model).invalidate_child_registries_cache()
+
+
+def install_hooks(model: torch.nn.Module, hooks: list[tuple[torch.nn.Module, ModelHook, str]]):
+    """Register each ``(module, hook, name)`` in order; returns the function that removes them all."""
+    for module, hook, name in hooks:
+        registry(module).register_hook(hook, name)
+    invalidate(model)
+
+    def remove() -> None:
+        for module, _, name in reversed(hooks):
+            registry(module).remove_hook(name, recurse=False)
+        invalidate(model)
+
+    return remove
 
 
 class _BypassSkipLayers(ModelHook):
@@ -60,21 +134,20 @@ class _BypassSkipLayers(ModelHook):
             self.states.bypass = False
 
 
-def bypass_skip_layer_calls(model: torch.nn.Module, states: BranchStates, hook_name: str):
-    """Run forwards with ``skip_layers`` (SD3's skip-layer guidance) uncached; returns the remover.
+def bypass_hooks(model: torch.nn.Module, states: BranchStates, hook_name: str) -> list:
+    """Run forwards with ``skip_layers`` (SD3's skip-layer guidance) uncached: the hook to install last.
 
     The pipeline makes that forward beside the batched CFG one, with no cache context, on the
     conditional half of the batch and with some blocks left out. Sharing the CFG forward's
     state would count it as a step and add residuals of the wrong batch size; a state of its
     own would break whenever a left-out block is one the hooks live on. It is rare (SD3.5 runs
     it on 1-20% of the steps), so it runs as the model wrote it, outside the counters.
+    An empty list for models without ``skip_layers``.
     """
     signature = inspect.signature(model.forward)
     if "skip_layers" not in signature.parameters:
-        return lambda: None
-    registry = HookRegistry.check_if_exists_or_initialize(model)
-    registry.register_hook(_BypassSkipLayers(states, signature), hook_name)
-    return lambda: registry.remove_hook(hook_name, recurse=False)
+        return []
+    return [(model, _BypassSkipLayers(states, signature), hook_name)]
 
 
 @dataclass

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from diffusers.hooks.hooks import HookRegistry, ModelHook
 
 from ..blocks import UnsupportedModelError, find_denoiser, transformer_blocks
-from .residual import invalidate, relative_l1
-from .state import BranchStates, bypass_skip_layer_calls
+from .residual import relative_l1
+from .state import BranchStates, CacheHook, bypass_hooks, install_hooks
 
 HOOK_NAME = "mindiesd_step_statistics"
 PERCENTILES = (5, 10, 25, 50, 75, 90, 95)
@@ -91,20 +90,21 @@ def _first_tensor(out):
     return out[0]
 
 
-class _FirstBlockHook(ModelHook):
-    _is_stateful = True
+class _TraceHook(CacheHook):
+    def reset_state(self, module):
+        # the trace is read after the pipeline call, whose end resets stateful hooks
+        return module
 
+
+class _FirstBlockHook(_TraceHook):
     def __init__(self, block, states):
-        super().__init__()
-        self.block, self.states = block, states
+        super().__init__(states)
+        self.block = block
 
-    def new_forward(self, module, *args, **kwargs):
-        if self.states.bypass:
-            return self.fn_ref.original_forward(*args, **kwargs)
+    def cached_forward(self, module, st, args, kwargs):
         x = self.block.bind(args, kwargs)["hidden_states"]
-        out = self.fn_ref.original_forward(*args, **kwargs)
+        out = self.run(args, kwargs)
         y = self.block.unpack(out)["hidden_states"]
-        st = self.states.get_state()
         st.step += 1
         res = y - x
         row = {"step": st.step, "first_block_change": None, "first_block_residual_change": None}
@@ -115,22 +115,14 @@ class _FirstBlockHook(ModelHook):
         st.rows.append(row)
         return out
 
-    def reset_state(self, module):
-        return module
 
-
-class _LastBlockHook(ModelHook):
-    _is_stateful = True
-
+class _LastBlockHook(_TraceHook):
     def __init__(self, block, states):
-        super().__init__()
-        self.block, self.states = block, states
+        super().__init__(states)
+        self.block = block
 
-    def new_forward(self, module, *args, **kwargs):
-        if self.states.bypass:
-            return self.fn_ref.original_forward(*args, **kwargs)
-        out = self.fn_ref.original_forward(*args, **kwargs)
-        st = self.states.get_state()
+    def cached_forward(self, module, st, args, kwargs):
+        out = self.run(args, kwargs)
         res = self.block.unpack(out)["hidden_states"] - st.entry_in
         row = st.rows[-1]
         row["residual_change"] = None if st.stack_res is None else relative_l1(res, st.stack_res)
@@ -138,32 +130,21 @@ class _LastBlockHook(ModelHook):
         st.stack_res = res
         return out
 
-    def reset_state(self, module):
-        return module
 
-
-class _OutputHook(ModelHook):
-    _is_stateful = True
-
+class _OutputHook(_TraceHook):
     def __init__(self, states, has_blocks: bool):
-        super().__init__()
-        self.states, self.has_blocks = states, has_blocks
+        super().__init__(states)
+        self.has_blocks = has_blocks
 
-    def new_forward(self, module, *args, **kwargs):
-        if self.states.bypass:
-            return self.fn_ref.original_forward(*args, **kwargs)
-        out = self.fn_ref.original_forward(*args, **kwargs)
+    def cached_forward(self, module, st, args, kwargs):
+        out = self.run(args, kwargs)
         y = _first_tensor(out)
-        st = self.states.get_state()
         if not self.has_blocks:
             st.step += 1
             st.rows.append({"step": st.step})
         st.rows[-1]["output_change"] = None if st.output is None else relative_l1(y, st.output)
         st.output = y
         return out
-
-    def reset_state(self, module):
-        return module
 
 
 def step_statistics(pipe, prompt: str | list[str], seed: int = 0, output_type: str = "latent", **generation) -> StepStatistics:
@@ -176,7 +157,7 @@ def step_statistics(pipe, prompt: str | list[str], seed: int = 0, output_type: s
         raise RuntimeError("step_statistics measures the baseline; remove the applied AccelConfig first")
     model = find_denoiser(pipe)
     states = BranchStates(_Trace)
-    hooks: list[tuple[torch.nn.Module, ModelHook]] = []
+    hooks: list[tuple[torch.nn.Module, CacheHook]] = []
     try:
         blocks = transformer_blocks(model)
     except UnsupportedModelError:
@@ -185,19 +166,14 @@ def step_statistics(pipe, prompt: str | list[str], seed: int = 0, output_type: s
         hooks.append((blocks[0].module, _FirstBlockHook(blocks[0], states)))
         hooks.append((blocks[-1].module, _LastBlockHook(blocks[-1], states)))
     hooks.append((model, _OutputHook(states, bool(blocks))))
-    for m, h in hooks:
-        HookRegistry.check_if_exists_or_initialize(m).register_hook(h, HOOK_NAME)
-    unbypass = bypass_skip_layer_calls(model, states, HOOK_NAME + "_bypass")  # outermost on the model
-    invalidate(model)
+    # the bypass last: outermost on the model
+    remove = install_hooks(model, [(m, h, HOOK_NAME) for m, h in hooks] + bypass_hooks(model, states, HOOK_NAME + "_bypass"))
     try:
         with torch.inference_mode():
             pipe(prompt=prompt, generator=torch.Generator("cpu").manual_seed(seed), output_type=output_type, **generation)
     finally:
-        unbypass()
-        for m, _ in hooks:
-            HookRegistry.check_if_exists_or_initialize(m).remove_hook(HOOK_NAME, recurse=False)
-        invalidate(model)
+        remove()
     rows = []
-    for branch, trace in states._state_cache.items():
+    for branch, trace in states.branches().items():
         rows += [{"branch": branch, **r} for r in trace.rows]
     return StepStatistics(rows)

@@ -40,9 +40,21 @@ def install(model, cfg: CompileConfig, handle):
 
     def remove() -> None:
         for block in blocks:
-            block._compiled_call_impl = None
+            uncompile(block)
 
     return remove
+
+
+def uncompile(module) -> None:
+    """Undo ``module.compile()``: its calls run eagerly again.
+
+    torch has no public inverse of ``nn.Module.compile``, which stores the compiled
+    ``_call_impl`` in ``_compiled_call_impl``; this is the one place that relies on it, and
+    tests/test_accel_compile.py checks the assumption against the installed torch.
+    """
+    if not hasattr(module, "_compiled_call_impl"):
+        raise RuntimeError(f"{type(module).__name__}: this torch's nn.Module has no _compiled_call_impl to undo compile() with")
+    module._compiled_call_impl = None
 
 
 # last: it compiles the blocks with every other method's hooks already in place

@@ -2,7 +2,17 @@
 
 from .engine import CallContext, SparseAttention, SparseCounters
 from .install import dense_step_count, install_sparse, sparse_token_count
-from .masks import GridBlocks, TokenLayout, grid_blocks, kept_blocks, pattern_mask, probe_recall, query_group, tile_shape, topk_mask
+from .masks import (
+    GridBlocks,
+    TokenLayout,
+    grid_blocks,
+    kept_blocks,
+    pattern_mask,
+    probe_recall,
+    query_group,
+    tile_shape,
+    topk_mask,
+)
 from .processors import FluxSparseAttnProcessor, JointSparseAttnProcessor, SparseProcessor, WanSparseAttnProcessor
 
 __all__ = [

@@ -136,7 +136,7 @@ class SparseAttention:
             if heads.numel() == 0:
                 continue
             setattr(self.counters, f"heads_{name}", getattr(self.counters, f"heads_{name}") + heads.numel())
-            sub = lambda x: x.index_select(1, heads)  # noqa: E731
+            sub = lambda x: x.index_select(1, heads)  # noqa: E731, B023  (used within this iteration)
             dkv = run["dense_kv"]
             sub_run = {**run, "dense_kv": None if dkv is None else (sub(dkv[0]), sub(dkv[1]))}
             if name == "full":

@@ -140,3 +140,70 @@ def test_a_quantised_trial_then_the_baseline_is_bit_for_bit(tiny_flux):
         handle.remove()
     assert not np.array_equal(quantised, base)
     assert np.array_equal(generate(tiny_flux, num_inference_steps=2), base)
+
+
+@pytest.fixture(scope="module")
+def weight_capped_run(tmp_path_factory):
+    """A short joint study on tiny-flux-random, weights capped below the float32 model's: the presets
+    (baseline, caches, bfloat16 denoiser, first-block cache + bfloat16, w8a16) all run."""
+    from mindiesd_tune.models import load
+    from mindiesd_tune.tuner import parse_budget, run_study
+
+    full = sum(Q.weight_bytes(load("tiny-flux-random", device="cpu").pipe).values())
+    out = tmp_path_factory.mktemp("quant-run")
+    outcome = run_study("tiny-flux-random", parse_budget("7t"), out, objective="weight_bytes", floors=[],
+                        max_weight_bytes=int(full * 0.9), repeats=1, isolate=False, log=lambda s: None)
+    return out, outcome, full
+
+
+def test_a_joint_study_samples_quant_beside_caching_and_records_weights_and_setup(weight_capped_run):
+    _, outcome, full = weight_capped_run
+    trials = [t for t in outcome.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    schemes = {(t.params["quant.scheme"], t.params["quant.precision.denoiser"], t.params["cache.method"]) for t in trials}
+    assert {("none", None, "none"), ("none", "bfloat16", "none"), ("none", "bfloat16", "first_block"),
+            ("w8a16", None, "none")} <= schemes
+    for t in trials:
+        counters = t.user_attrs["counters"]
+        assert counters["setup_s"] >= 0 and sum(counters["weight_bytes_by_component"].values()) == counters["weight_bytes"]
+        assert t.values[1] == counters["weight_bytes"]  # --objective weight_bytes: the second axis, minimised
+        assert t.constraints["weight_bytes"] == pytest.approx((counters["weight_bytes"] - int(full * 0.9)) / 2**20)
+    base = trials[0]
+    assert base.user_attrs["counters"]["weight_bytes"] == full
+    w8 = next(t for t in trials if t.params["quant.scheme"] == "w8a16")
+    assert w8.user_attrs["counters"]["weight_bytes_by_component"]["denoiser"] < \
+        0.55 * base.user_attrs["counters"]["weight_bytes_by_component"]["denoiser"]
+    assert outcome.study.directions[1] == optuna.study.StudyDirection.MINIMIZE
+
+
+def test_the_weight_capped_profile_is_quantised_meets_the_cap_and_reproduces(weight_capped_run):
+    import pandas as pd
+    from PIL import Image
+
+    from mindiesd_tune.deploy import apply_profile
+    from mindiesd_tune.models import load
+    from mindiesd_tune.tuner.evaluator import to_uint8
+
+    out, outcome, full = weight_capped_run
+    prof = load_profile(out / "profile.yaml")
+    quant = prof.accel.quant
+    assert quant.quantises or quant.precision
+    chosen = outcome.study.trials[prof.study["trial"]]
+    assert chosen.user_attrs["counters"]["weight_bytes"] <= full * 0.9 and prof.measured["feasible"]
+    fresh = load("tiny-flux-random", device="cpu")
+    apply_profile(fresh.pipe, out / "profile.yaml")  # production: no originals kept, nothing to remove
+    assert sum(Q.weight_bytes(fresh.pipe).values()) == chosen.user_attrs["counters"]["weight_bytes"]
+    img = to_uint8(generate(fresh, prompt=prof.study["prompts"][0], seed=prof.study["seeds"][0], **prof.call_kwargs()))
+    saved = np.asarray(Image.open(out / "samples" / f"trial-{prof.study['trial']:04d}.png"))
+    assert np.array_equal(img, saved)
+    assert "weight_mb" in pd.read_csv(out / "trials.csv").columns
+    page = (out / "report.html").read_text()
+    assert "weights MB" in page and "weight cap" in page
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--max-weight-bytes", "lots"], "bad memory size 'lots'"),
+    (["--objective", "weights"], "unknown objective 'weights'"),
+])
+def test_the_cli_options_fail_in_one_line(capsys, tmp_path, args, needle):
+    code, out, err = cli(capsys, "tune", "fake", "--out", str(tmp_path / "r"), "--budget", "1t", *args)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err

@@ -7,13 +7,25 @@ import numpy as np
 import optuna
 import pytest
 import yaml
-
 from conftest import cli, generate
+
 from mindiesd_tune.accel import AccelConfig, apply
 from mindiesd_tune.accel import quant as Q
 from mindiesd_tune.accel.methods import method_names
-from mindiesd_tune.profile import Profile, load_profile, model_fingerprint, pipeline_dtype
-from mindiesd_tune.search_spaces import SpaceContext, config_from_params, neutral_params, offered, presets, suggest
+from mindiesd_tune.profile import (
+    Profile,
+    load_profile,
+    model_fingerprint,
+    pipeline_dtype,
+)
+from mindiesd_tune.search_spaces import (
+    SpaceContext,
+    config_from_params,
+    neutral_params,
+    offered,
+    presets,
+    suggest,
+)
 
 
 def test_every_scheme_is_a_registered_entry_accepted_by_accelconfig():
@@ -205,5 +217,5 @@ def test_the_weight_capped_profile_is_quantised_meets_the_cap_and_reproduces(wei
     (["--objective", "weights"], "unknown objective 'weights'"),
 ])
 def test_the_cli_options_fail_in_one_line(capsys, tmp_path, args, needle):
-    code, out, err = cli(capsys, "tune", "fake", "--out", str(tmp_path / "r"), "--budget", "1t", *args)
+    code, _, err = cli(capsys, "tune", "fake", "--out", str(tmp_path / "r"), "--budget", "1t", *args)
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err

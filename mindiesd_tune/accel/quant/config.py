@@ -171,7 +171,7 @@ def from_dict(data: dict | None) -> NoQuantConfig:
     return cfg
 
 
-def describe(cfg: "NoQuantConfig") -> str:
+def describe(cfg: NoQuantConfig) -> str:
     """One line for ``show`` and the report: ``w8a16 on denoiser, skip first 1 / last 1 blocks; precision denoiser=bfloat16``."""
     parts = []
     if cfg.quantises:

@@ -89,9 +89,10 @@ def tune(
     model: str = typer.Argument(..., help="built-in name (see `models`), a diffusers folder, or a cached hub id"),
     budget: str = typer.Option("90s", "--budget", "-b", help="time (90s, 30m, 2h), trial count (40t) or both (30m+40t); whichever ends first"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (default runs/<model>-<time>)"),
-    objective: str = typer.Option("psnr", help="quality axis of the front: psnr, ssim, ms_ssim, lpips (minimised) or clip"),
+    objective: str = typer.Option("psnr", help="second axis of the front: psnr, ssim, ms_ssim, lpips (minimised), clip, or weight_bytes (minimised)"),
     quality_floor: List[str] = typer.Option([DEFAULT_FLOOR], "--quality-floor", help="METRIC>=VALUE, or METRIC>=Fx relative to the baseline; repeatable"),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help="peak memory cap, e.g. 24GB (device memory; process RSS on the CPU)"),
+    max_weight_bytes: Optional[str] = typer.Option(None, "--max-weight-bytes", help="cap on the linear layers' weights with their quantisation scales, all components, e.g. 40MB"),
     sampler: str = typer.Option("tpe", help="tpe (constrained multivariate TPE), nsga2, gp or random"),
     pick: str = typer.Option("fastest", help="which trial becomes the profile: fastest, knee or trial:N"),
     prompt: List[str] = typer.Option([], "--prompt", "-p", help="prompt of the fixed workload; repeatable"),
@@ -127,11 +128,12 @@ def tune(
     b = parse_budget(budget)
     floors = [parse_floor(f) for f in quality_floor]
     mem = parse_memory(max_memory) if max_memory else None
+    weights = parse_memory(max_weight_bytes) if max_weight_bytes else None
     _check_pick(pick)
     con = _console(quiet)
     with _quiet_libraries(verbose):
         outcome = run_study(
-            model, b, out, objective=objective, floors=floors, max_memory_bytes=mem, sampler=sampler, prompts=prompt or None,
+            model, b, out, objective=objective, floors=floors, max_memory_bytes=mem, max_weight_bytes=weights, sampler=sampler, prompts=prompt or None,
             seed=seed, device=device, dtype=dtype, warmup=warmup, repeats=repeats, resume=resume,
             allow_download=allow_download, workers=workers, storage=storage, study_name=study_name, pick_how=pick,
             prune_margin=prune_margin if prune_margin > 0 else None, isolate=isolate, quiet=quiet,

@@ -73,7 +73,8 @@ def check_profile(pipe, profile: str | Path | dict | Profile) -> list[Mismatch]:
     return found
 
 
-def apply_profile(pipe, profile: str | Path | dict | Profile, strict: bool = False) -> accel.Handle:
+def apply_profile(pipe, profile: str | Path | dict | Profile, strict: bool = False,
+                  keep_original: bool = False) -> accel.Handle:
     """Apply ``profile`` (a path, a mapping or a Profile) to ``pipe``; returns the handle.
 
     The pipeline (class, family, dtype, weights fingerprint) and the machine (device, torch
@@ -81,8 +82,16 @@ def apply_profile(pipe, profile: str | Path | dict | Profile, strict: bool = Fal
     warns with ``ProfileMismatchWarning`` naming every field that differs, or raises
     ``ProfileMismatchError`` with ``strict=True``. Call the pipeline with
     ``profile.call_kwargs()`` to use the generation settings the profile was measured with.
+
+    A quant scheme the pipeline's device cannot run is refused in one line naming the scheme
+    and the device. Precision and quantisation replace weights; the originals are dropped
+    (their memory freed) unless ``keep_original=True``, without which ``handle.remove()``
+    cannot take those sections off.
     """
     prof = load_profile(profile)
+    from .accel.quant.support import check_supported
+
+    check_supported(prof.accel.quant, _device_of(pipe))
     mismatches = check_profile(pipe, prof)
     if mismatches:
         msg = (f"profile {_name(profile, prof)} was tuned elsewhere: " + "; ".join(map(str, mismatches))
@@ -90,7 +99,7 @@ def apply_profile(pipe, profile: str | Path | dict | Profile, strict: bool = Fal
         if strict:
             raise ProfileMismatchError(msg, mismatches)
         warnings.warn(msg, ProfileMismatchWarning, stacklevel=2)
-    return accel.apply(pipe, prof.accel)
+    return accel.apply(pipe, prof.accel, keep_original=keep_original)
 
 
 def _device_of(pipe):

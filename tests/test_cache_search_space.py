@@ -56,7 +56,11 @@ def test_every_method_is_sampled_validly_and_rebuilds_from_params(family, with_c
 def test_presets_start_with_the_baseline_and_are_valid():
     for family in FAMILIES:
         ps = presets(family)
-        assert ps[0] == NEUTRAL_PARAMS == {"steps.num_inference_steps": 0, "cache.method": "none", "sparse.method": "none"}
+        # a component's precision None: left at the load dtype
+        assert ps[0] == NEUTRAL_PARAMS == {"steps.num_inference_steps": 0, "cache.method": "none", "sparse.method": "none",
+                                           "quant.scheme": "none", "quant.precision.denoiser": None,
+                                           "quant.precision.text_encoder": None, "quant.precision.vae": None}
+        assert config_from_params(ps[0]).is_neutral
         for p in ps:
             config_from_params(p)
 

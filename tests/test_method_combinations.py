@@ -77,7 +77,8 @@ def eager_compile(monkeypatch):
 
 def test_every_method_with_a_setting_to_combine_has_a_non_neutral_example():
     # the neutral entries, dense attention's backends (none installed here) and the single-device mesh
-    assert {m.key for m in methods() if m.example is None} == {"cache.none", "sparse.none", "quant.none", "parallel.mesh"}
+    # (quant.none's example casts the denoiser to bfloat16)
+    assert {m.key for m in methods() if m.example is None} == {"cache.none", "sparse.none", "parallel.mesh"}
     for m in _active():
         m.example.validate()
 

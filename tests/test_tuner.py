@@ -92,7 +92,8 @@ def test_failures_are_isolated_and_the_worker_restarted(tmp_path):
     for warm in (1, 3, 4, 2):
         study.enqueue_trial({"cache.method": "first_block", "cache.threshold": 0.2, "cache.warmup_steps": warm,
                              "cache.max_cached_steps": -1, "sparse.method": "none"})
-    outcome = fake_study(tmp_path, "8t", model="fake-faulty", isolate=True, resume=True)
+    # a budget that reaches the enqueued points behind the presets the first run left queued
+    outcome = fake_study(tmp_path, f"{len(study.trials)}t", model="fake-faulty", isolate=True, resume=True)
     trials = outcome.study.trials
     reasons = {t.params.get("cache.warmup_steps"): t.user_attrs.get("fail_reason", "") for t in trials if t.state == FAIL}
     assert "boom" in reasons[1] and "WorkerDied" in reasons[3] and "NaN" in reasons[4]

@@ -28,7 +28,7 @@ class Handle:
     ``handle.generation(my_settings)`` returns that merge.
     """
 
-    def __init__(self, target, config: AccelConfig):
+    def __init__(self, target, config: AccelConfig, keep_original: bool = True):
         # torch, diffusers and the hooks load with the first handle, not with `import mindiesd_tune`
         import torch
 
@@ -36,6 +36,8 @@ class Handle:
         from .sparse import SparseCounters
 
         self.target = target
+        # whether installers that replace weights (quant) keep the originals for remove()
+        self.keep_original = keep_original
         # the pipeline, for installers that touch more than the denoiser; None for a bare model
         self.pipe = None if isinstance(target, torch.nn.Module) else target
         self.config = config
@@ -84,8 +86,12 @@ class Handle:
         return f"Handle({state}, {self.counters.as_dict()})"
 
 
-def apply(pipe, config: AccelConfig | dict | None = None) -> Handle:
-    """Install ``config`` on ``pipe`` (a diffusers pipeline or its denoiser module)."""
+def apply(pipe, config: AccelConfig | dict | None = None, keep_original: bool = True) -> Handle:
+    """Install ``config`` on ``pipe`` (a diffusers pipeline or its denoiser module).
+
+    ``keep_original=False`` lets methods that replace weights (precision, quantisation) drop
+    the originals, freeing their memory; ``remove()`` then refuses to undo those methods.
+    """
     from .blocks import find_denoiser
 
     if config is None:
@@ -97,7 +103,7 @@ def apply(pipe, config: AccelConfig | dict | None = None) -> Handle:
     if existing is not None and existing.active:
         raise AlreadyAppliedError("an AccelConfig is already applied to this pipeline; call handle.remove() first")
     model = find_denoiser(pipe)
-    handle = Handle(pipe, config)
+    handle = Handle(pipe, config, keep_original)
     handle._model = model
     try:
         if handle.pipe is not None and not hasattr(model, "_reset_stateful_cache"):

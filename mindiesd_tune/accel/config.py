@@ -145,7 +145,7 @@ class AccelConfig:
         out = {}
         for name, cfg in self.items():
             key = reg.section(name).key
-            out[name] = ({key: getattr(cfg, key)} if key else {}) | dataclasses.asdict(cfg)
+            out[name] = ({key: getattr(cfg, key)} if key else {}) | _plain(dataclasses.asdict(cfg))
         return out
 
     @classmethod
@@ -166,6 +166,13 @@ class AccelConfig:
     @classmethod
     def from_yaml(cls, text: str) -> "AccelConfig":
         return cls.from_dict(yaml.safe_load(text))
+
+
+def _plain(value: Any) -> Any:
+    # YAML's safe dumper writes lists, not tuples (``quant.components``)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, tuple) else value
 
 
 def section_from_dict(name: str, data: Any, where: str | None = None):

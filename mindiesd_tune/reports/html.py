@@ -217,6 +217,7 @@ def _meta_html(df: pd.DataFrame, attrs: dict, title: str) -> str:
         ("objective", attrs.get("objective")),
         ("quality floors", ", ".join(attrs.get("floors", []) or []) or "none"),
         ("memory cap", f"{attrs['max_memory_bytes'] / 2**30:.3g} GiB" if attrs.get("max_memory_bytes") else None),
+        ("weight cap", f"{attrs['max_weight_bytes'] / 2**20:.4g} MiB" if attrs.get("max_weight_bytes") else None),
         ("sampler", attrs.get("sampler")),
         ("storage", attrs.get("storage")),
         ("trials", ", ".join(f"{v} {_state(k)}" for k, v in counts.items()) + (f" in {total:.0f} s" if total else "")),
@@ -265,6 +266,8 @@ def _sortable_table(rows: pd.DataFrame, ms: list[str], directions: dict[str, boo
         cols.append(("skipped_fraction", "skipped"))
     if "peak_memory_mb" in rows:
         cols.append(("peak_memory_mb", "peak MB"))
+    if "weight_mb" in rows:
+        cols.append(("weight_mb", "weights MB"))
     cols.append(("feasible", "meets floors"))
     if with_front:
         cols += [("front_of", "on the front of"), ("repeats", "same config as")]
@@ -301,7 +304,7 @@ def _cell(key: str, v, ms: list[str]) -> tuple[str, str]:
         return ("Infinity" if f == math.inf else repr(f)), _fmt_metric(v)
     if key in ("feasible",):
         return ("1", "yes") if bool(v) else ("0", "no")
-    if key in ("latency_s", "skipped_fraction", "peak_memory_mb") or isinstance(v, float):
+    if key in ("latency_s", "skipped_fraction", "peak_memory_mb", "weight_mb") or isinstance(v, float):
         f = _num(v)
         return repr(f), f"{f:.4g}"
     return str(v), str(v)

@@ -10,7 +10,7 @@ import pandas as pd
 # Columns every trials table has, in the order they are written; metrics follow speedup and
 # parameters (``param.<section>.<field>``) follow pareto.
 _HEAD = ("trial", "state", "latency_s", "speedup")
-_MIDDLE = ("speedup_iqr", "skipped_fraction", "peak_memory_mb", "feasible", "pareto")
+_MIDDLE = ("speedup_iqr", "skipped_fraction", "peak_memory_mb", "weight_mb", "setup_s", "feasible", "pareto")
 _TAIL = ("fail_reason", "duration_s")
 # lower is better for these; every other metric is better when higher (the tuner passes
 # metrics.METRIC_DIRECTIONS; this is the fallback for a bare DataFrame)

@@ -43,6 +43,10 @@ class SpaceContext:
         sparse_tokens: image/video tokens one attention call sees on the sparse layout's grid;
             0: the denoiser has no sparse layout (sparse attention is not offered); None: unknown.
         family: the model's family; ``suggest`` and ``presets`` fill it in from their argument.
+        device: the denoiser's device type (``cpu``, ``cuda``, ``npu``): the quant schemes and
+            precisions offered are those it runs; None: unknown (taken as the CPU).
+        dtype: the dtype the model is loaded in (``float32``), the precision a component runs
+            at unless the search casts it; None: unknown (float32).
     """
 
     n_blocks: int | None = None
@@ -54,6 +58,8 @@ class SpaceContext:
     cache_mixin: bool | None = None
     sparse_tokens: int | None = None
     family: str | None = None
+    device: str | None = None
+    dtype: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for a worker process to send and a study to record."""
@@ -118,8 +124,8 @@ def neutral_params(family: str | None = None, context: SpaceContext | None = Non
     for sec, entries in searched_sections(family, ctx):
         if sec.key is not None:
             out[f"{sec.name}.{sec.key}"] = sec.default
-        else:
-            # what the entry's suggest asks for when every answer is its neutral value's
+        # what the (default) entry's suggest asks for when every answer is its neutral value's
+        if entries[0].suggest is not None:
             trial = _Answering(entries[0].neutral)
             entries[0].suggest(trial, ctx)
             out.update(trial.asked)
@@ -134,13 +140,20 @@ def __getattr__(name: str):
 
 
 class _Answering:
-    """An Optuna-trial stand-in answering each ``suggest_*`` with a config's field value."""
+    """An Optuna-trial stand-in answering each ``suggest_*`` with a config's field value.
+
+    ``section.field.key`` reads a mapping field's key; a key the mapping leaves out answers
+    None (``config_from_params`` leaves it out again).
+    """
 
     def __init__(self, cfg):
         self.cfg, self.asked = cfg, {}
 
     def _answer(self, name, *args, **kwargs):
-        value = getattr(self.cfg, name.partition(".")[2])
+        field, _, key = name.partition(".")[2].partition(".")
+        value = getattr(self.cfg, field)
+        if key:
+            value = value.get(key)
         self.asked[name] = value
         return value
 
@@ -168,7 +181,13 @@ def config_from_params(params: dict[str, Any]) -> AccelConfig:
     sections: dict[str, dict[str, Any]] = {}
     for key, value in params.items():
         section, _, name = key.partition(".")
-        sections.setdefault(section, {})[name] = value
+        name, _, item = name.partition(".")
+        if item:  # section.field.key: one key of a mapping field (quant.precision.denoiser); None leaves it out
+            mapping = sections.setdefault(section, {}).setdefault(name, {})
+            if value is not None:
+                mapping[item] = value
+        else:
+            sections.setdefault(section, {})[name] = value
     cache = sections.get("cache", {})
     if cache.get("method") == "step_reduction":  # a study recorded before steps had their own section
         sections["steps"] = {k: v for k, v in cache.items() if k != "method"}
@@ -213,8 +232,11 @@ def describe(pipe, generation: dict | None = None, stats=None) -> SpaceContext:
     if stats is not None and stats.values("first_block_residual_change").size:
         thresholds = tuple(float(x) for x in stats.threshold_range())
     tokens = sparse_token_count(pipe, generation)
+    param = next(iter(model.parameters()), None)
+    device = param.device.type if param is not None else None
+    dtype = str(param.dtype).removeprefix("torch.") if param is not None and param.is_floating_point() else None
     return SpaceContext(n_blocks, steps, tuple(compatible_schedulers(pipe)), branches, thresholds, None,
-                        cache_mixin=hasattr(model, "enable_cache"), sparse_tokens=tokens or 0)
+                        cache_mixin=hasattr(model, "enable_cache"), sparse_tokens=tokens or 0, device=device, dtype=dtype)
 
 
 __all__ = [

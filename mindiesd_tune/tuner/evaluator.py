@@ -202,7 +202,9 @@ class Evaluator:
                     self.warmup, self.repeats, candidate_setup=setup,
                 )
                 latency, counters = comparison.candidate, handles[-1].stats()
+            t_setup = time.perf_counter()
             handle = accel.apply(self.pipe, config)
+            setup = _setup_counters(self.pipe, time.perf_counter() - t_setup)
             try:
                 if not self.interleave:
 
@@ -224,7 +226,7 @@ class Evaluator:
                 handle.remove()
         metrics = {k: _mean([s[k] for s in scores]) for k in scores[0]}
         return TrialResult(
-            latency, metrics, counters, outputs, time.perf_counter() - t_start,
+            latency, metrics, {**counters, **setup}, outputs, time.perf_counter() - t_start,
             baseline_latency=comparison.baseline if comparison else None,
             speedup=comparison.speedup if comparison else None,
             speedup_iqr=comparison.speedup_iqr if comparison else None,
@@ -240,6 +242,15 @@ class Evaluator:
                            "baseline_latency": comparison.baseline.as_dict() if comparison else None,
                            "eval_seconds": time.perf_counter() - t_start if t_start is not None else None}
                 raise TrialPrunedEarly(f"first prompt {f.metric} {value:.4g} misses {f} by more than {margin:.0%}", partial)
+
+
+def _setup_counters(pipe, seconds: float) -> dict[str, Any]:
+    """What a trial records besides its latency: the set-up (install, quantising) time, not
+    counted as latency, and the linear layers' weight bytes with the config applied."""
+    from ..accel.quant import weight_bytes
+
+    per_component = weight_bytes(pipe)
+    return {"setup_s": seconds, "weight_bytes": sum(per_component.values()), "weight_bytes_by_component": per_component}
 
 
 def _mean(values: list[float]) -> float:

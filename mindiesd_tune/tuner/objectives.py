@@ -82,21 +82,31 @@ def parse_memory(text: str) -> int:
 
 @dataclass(frozen=True)
 class Constraints:
+    """Quality floors, a cap on peak memory and a cap on the model's weight bytes (linear
+    weights with their quantisation scales, every component, as ``accel.quant.weight_bytes``)."""
+
     floors: tuple[QualityFloor, ...] = ()
     max_memory_bytes: int | None = None
+    max_weight_bytes: int | None = None
 
-    def values(self, metrics: dict[str, Any], peak_memory: int | None, baseline: dict[str, Any]) -> dict[str, float]:
+    def values(self, metrics: dict[str, Any], peak_memory: int | None, baseline: dict[str, Any],
+               weight_bytes: int | None = None) -> dict[str, float]:
         """Constraint name -> value (<= 0 feasible), for ``trial.set_constraint``."""
         out = {str(f): f.violation(metrics.get(f.metric), baseline.get(f.metric)) for f in self.floors}
         if self.max_memory_bytes is not None:
             out["memory"] = (peak_memory - self.max_memory_bytes) / 2**20 if peak_memory is not None else 0.0
+        if self.max_weight_bytes is not None:
+            # unmeasured weights cannot be shown to fit: a violation, not a pass
+            out["weight_bytes"] = (weight_bytes - self.max_weight_bytes) / 2**20 if weight_bytes is not None else math.inf
         # Optuna wants finite floats; a missing metric is a large violation
         return {k: (1e9 if math.isinf(v) and v > 0 else v) for k, v in out.items()}
 
     def spec(self) -> dict[str, Any]:
-        return {"floors": [str(f) for f in self.floors], "max_memory_bytes": self.max_memory_bytes}
+        return {"floors": [str(f) for f in self.floors], "max_memory_bytes": self.max_memory_bytes,
+                "max_weight_bytes": self.max_weight_bytes}
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any] | None) -> "Constraints":
         spec = spec or {}
-        return cls(tuple(parse_floor(f) for f in spec.get("floors", [])), spec.get("max_memory_bytes"))
+        return cls(tuple(parse_floor(f) for f in spec.get("floors", [])), spec.get("max_memory_bytes"),
+                   spec.get("max_weight_bytes"))

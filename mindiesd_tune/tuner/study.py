@@ -38,6 +38,9 @@ from .worker import InProcessWorker, ProcessWorker, WorkerSpec, WorkerStartError
 PSNR_CAP = 100.0
 # Metrics a trial can report for each output (set metrics such as FID need more samples than a study runs).
 TRIAL_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "clip")
+# Objectives that are not quality metrics: the linear layers' weight bytes (minimised), so a
+# study trades speed against memory rather than fidelity.
+OTHER_OBJECTIVES = ("weight_bytes",)
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 TrialState = optuna.trial.TrialState
 # After a second Ctrl-C, how long the worker threads get to hand back their aborted trials
@@ -187,6 +190,7 @@ def run_study(
     objective: str = "psnr",
     floors: list[QualityFloor] | None = None,
     max_memory_bytes: int | None = None,
+    max_weight_bytes: int | None = None,
     sampler: str = "tpe",
     prompts: list[str] | None = None,
     seed: int = 0,
@@ -219,13 +223,13 @@ def run_study(
     """
     started = time.monotonic()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if objective not in TRIAL_METRICS:
-        raise UserError(f"unknown objective {objective!r} (known: {', '.join(TRIAL_METRICS)})")
+    if objective not in TRIAL_METRICS + OTHER_OBJECTIVES:
+        raise UserError(f"unknown objective {objective!r} (known: {', '.join(TRIAL_METRICS + OTHER_OBJECTIVES)})")
     if workers < 1:
         raise UserError(f"--workers {workers}: give at least one worker")
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
-    constraints = Constraints(tuple(floors or ()), max_memory_bytes)
+    constraints = Constraints(tuple(floors or ()), max_memory_bytes, max_weight_bytes)
     if worker_factory is None:
         from ..models import check
 
@@ -246,7 +250,7 @@ def run_study(
     else:
         url = default_storage(out_dir, workers)
     name = study_name or (own or {}).get("study") or Path(model).name
-    direction = "maximize" if METRIC_DIRECTIONS[objective] else "minimize"
+    direction = "maximize" if METRIC_DIRECTIONS.get(objective) else "minimize"
     notify = [log]  # the progress display once it is up
 
     def requeue_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -264,7 +268,8 @@ def run_study(
     )
     write_run_json(out_dir, url, name)
 
-    metrics = tuple(dict.fromkeys(("psnr", "ssim", objective, *(f.metric for f in constraints.floors))))
+    metrics = tuple(m for m in dict.fromkeys(("psnr", "ssim", objective, *(f.metric for f in constraints.floors)))
+                    if m not in OTHER_OBJECTIVES)
     base_spec = WorkerSpec(model=model, device=device, dtype=dtype, allow_download=allow_download, prompts=prompts,
                            seed=seed, warmup=warmup, repeats=repeats, factory=worker_factory, metrics=metrics,
                            clip_model=clip_model, interleave=interleave, baseline_cache=baseline_cache)
@@ -358,9 +363,10 @@ def _record_study_attrs(study, info, objective, constraints, sampler, budget, wa
         "model": info["model"],
         "workload": info["workload"],
         "objective": objective,
-        "objective_direction": "maximize" if METRIC_DIRECTIONS[objective] else "minimize",
+        "objective_direction": "maximize" if METRIC_DIRECTIONS.get(objective) else "minimize",
         "floors": constraints.spec()["floors"],
         "max_memory_bytes": constraints.max_memory_bytes,
+        "max_weight_bytes": constraints.max_weight_bytes,
         "sampler": sampler,
         "hardware": info["hardware"],
         "baseline_metrics": info["baseline_metrics"],
@@ -526,9 +532,11 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> bool:
         trial.set_user_attr("prune_reason", rest[0])
         study.tell(trial, state=TrialState.PRUNED)
         return False
-    for key, value in shared.constraints.values(result["metrics"], latency.get("peak_memory_bytes"), shared.baseline_metrics).items():
+    weights = result["counters"].get("weight_bytes")
+    for key, value in shared.constraints.values(result["metrics"], latency.get("peak_memory_bytes"), shared.baseline_metrics,
+                                                weights).items():
         trial.set_constraint(key, value)
-    quality = result["metrics"][shared.objective]
+    quality = weights if shared.objective == "weight_bytes" else result["metrics"][shared.objective]
     if shared.objective == "psnr":
         quality = min(quality, PSNR_CAP)
     study.tell(trial, [latency["median_s"], quality])

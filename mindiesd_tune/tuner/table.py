@@ -29,6 +29,8 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
             **dict(t.user_attrs.get("metrics") or {}),
             "skipped_fraction": (t.user_attrs.get("counters") or {}).get("skipped_fraction"),
             "peak_memory_mb": _mb((t.user_attrs.get("latency") or {}).get("peak_memory_bytes")),
+            "weight_mb": _mb((t.user_attrs.get("counters") or {}).get("weight_bytes")),
+            "setup_s": (t.user_attrs.get("counters") or {}).get("setup_s"),
             "feasible": is_feasible(t) if done else None,
             "pareto": t.number in front,
             **{f"param.{k}": v for k, v in t.params.items()},

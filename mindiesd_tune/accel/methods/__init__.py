@@ -52,7 +52,7 @@ from .diffusers_taylorseer import DiffusersTaylorSeerConfig  # noqa: E402
 from .first_block import FirstBlockCacheConfig  # noqa: E402
 from .local import LocalWindowConfig  # noqa: E402
 from .parallel import ParallelConfig  # noqa: E402
-from .quant_none import QuantConfig  # noqa: E402
+from .quant import QuantConfig  # noqa: E402
 from .steps import StepsConfig  # noqa: E402
 from .taylorseer import TaylorSeerConfig  # noqa: E402
 from .topk import TopKSparseConfig  # noqa: E402

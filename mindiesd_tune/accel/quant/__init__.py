@@ -19,11 +19,26 @@ from .config import (
     W8A8Config,
     W8A16Config,
     WeightQuantConfig,
+    describe,
     from_dict,
 )
-from .install import describe, install_quant, method_install, torchao_config, weight_bytes
-from .precision import cast_components, components
-from .support import QuantUnsupportedError, Support, check_supported, supported
+
+# The configs are plain dataclasses; everything else needs torch, so it is imported on first
+# use: the method registry reads the configs, and ``validate``/``show`` must not load torch.
+_LAZY = {
+    "install_quant": "install", "method_install": "install", "torchao_config": "install",
+    "weight_bytes": "install", "cast_components": "precision", "components": "precision",
+    "QuantUnsupportedError": "support", "Support": "support", "check_supported": "support", "supported": "support",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "COMPONENTS",

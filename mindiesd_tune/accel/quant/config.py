@@ -169,3 +169,27 @@ def from_dict(data: dict | None) -> NoQuantConfig:
         raise ConfigError(f"quant ({scheme}): {e}") from None
     cfg.validate()
     return cfg
+
+
+def describe(cfg: NoQuantConfig) -> str:
+    """One line for ``show`` and the report: ``w8a16 on denoiser, skip first 1 / last 1 blocks; precision denoiser=bfloat16``."""
+    parts = []
+    if cfg.quantises:
+        head = f"{cfg.scheme} on {', '.join(cfg.components)}"
+        if getattr(cfg, "group_size", None):
+            head += f" (group {cfg.group_size})"
+        skips = [f"first {cfg.skip_first_blocks}" if cfg.skip_first_blocks else "",
+                 f"last {cfg.skip_last_blocks}" if cfg.skip_last_blocks else ""]
+        skips = [s for s in skips if s]
+        if skips:
+            head += f", skip {' / '.join(skips)} blocks"
+        if cfg.skip_outside_blocks:
+            head += ", embedders and output projection in float"
+        if cfg.min_features:
+            head += f", layers of >= {cfg.min_features} features"
+        parts.append(head)
+    else:
+        parts.append("none")
+    if cfg.precision:
+        parts.append("precision " + ", ".join(f"{k}={v}" for k, v in cfg.precision.items()))
+    return "; ".join(parts)

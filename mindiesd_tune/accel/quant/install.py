@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from ...errors import UserError, require
-from .config import NoQuantConfig
+from .config import NoQuantConfig, describe  # noqa: F401  (describe: re-exported)
 from .filters import select_linears
 from .precision import cast_components, components
 from .support import check_supported
@@ -182,27 +182,3 @@ def method_install(model, cfg: NoQuantConfig, handle) -> Callable[[], None]:
     """
     pipe = getattr(handle, "pipe", None)
     return install_quant(model if pipe is None else pipe, cfg, keep_original=getattr(handle, "keep_original", True))
-
-
-def describe(cfg: NoQuantConfig) -> str:
-    """One line for ``show`` and the report: ``w8a16 on denoiser, skip first 1 / last 1 blocks; precision denoiser=bfloat16``."""
-    parts = []
-    if cfg.quantises:
-        head = f"{cfg.scheme} on {', '.join(cfg.components)}"
-        if getattr(cfg, "group_size", None):
-            head += f" (group {cfg.group_size})"
-        skips = [f"first {cfg.skip_first_blocks}" if cfg.skip_first_blocks else "",
-                 f"last {cfg.skip_last_blocks}" if cfg.skip_last_blocks else ""]
-        skips = [s for s in skips if s]
-        if skips:
-            head += f", skip {' / '.join(skips)} blocks"
-        if cfg.skip_outside_blocks:
-            head += ", embedders and output projection in float"
-        if cfg.min_features:
-            head += f", layers of >= {cfg.min_features} features"
-        parts.append(head)
-    else:
-        parts.append("none")
-    if cfg.precision:
-        parts.append("precision " + ", ".join(f"{k}={v}" for k, v in cfg.precision.items()))
-    return "; ".join(parts)

@@ -15,14 +15,8 @@ from .. import accel
 from ..metrics import FIDELITY_METRICS, compare_interleaved, fidelity, measure
 from ..models import LoadedModel
 
-DEFAULT_PROMPTS = (
-    "a red circle on a blue background",
-    "a large yellow triangle at the top left on a black background",
-)
-DEFAULT_VIDEO_PROMPTS = (
-    "a red circle on a blue background moving left",
-    "a white square on a green background moving up",
-)
+from ..models.prompts import DEMO_IMAGE_PROMPTS as DEFAULT_PROMPTS  # noqa: F401  (the demo models' prompts)
+from ..models.prompts import DEMO_VIDEO_PROMPTS as DEFAULT_VIDEO_PROMPTS  # noqa: F401
 
 
 class TrialAborted(BaseException):

@@ -68,6 +68,16 @@ def model_generation(pipe) -> dict[str, Any]:
         if isinstance(sample, int) and factor:
             gen.setdefault("height", sample * factor)
             gen.setdefault("width", sample * factor)
+    text = params.get("max_sequence_length")
+    if text is not None and isinstance(text.default, int):
+        # the text encoder's tokenizer may take fewer tokens than the call's default asks for
+        for attr in ("tokenizer_3", "tokenizer_2", "tokenizer"):
+            most = getattr(getattr(pipe, attr, None), "model_max_length", None)
+            if isinstance(most, int) and 0 < most < text.default:
+                gen["max_sequence_length"] = most
+                break
+            if most is not None:
+                break
     return gen
 
 

@@ -62,7 +62,7 @@ def header_lines(model: str, info: dict, budget: Budget, floors: list[str], max_
     if max_memory_bytes:
         limits += f", peak memory <= {max_memory_bytes / 2**30:.3g} GiB"
     return [
-        f"model:     {model} ({m.get('pipeline')}, family {m.get('family')}, {m.get('dtype')})",
+        f"model:     {model} (" + ", ".join(filter(None, (m.get("pipeline"), f"family {m.get('family')}", m.get("dtype")))) + ")",
         f"workload:  {describe(w['generation'], w['prompts'], w['seeds'])}",
         f"device:    {device}",
         f"budget:    {_budget_text(budget)}; floors: {limits}; objective: latency and {objective}",

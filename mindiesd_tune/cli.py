@@ -619,7 +619,7 @@ def run(
         generation.update({k: v for k, v in prof.generation.items() if v is not None})
     generation = resolve(loaded.pipe, generation, _options(height, width, frames, steps, guidance, true_cfg, negative_prompt))
     if prof is not None:
-        overrides = _apply_warning_once(loaded.pipe, prof).call_kwargs  # e.g. a reduced step count
+        overrides = _apply_warning_once(loaded.pipe, prof).call_overrides  # e.g. a reduced step count
     ev = Evaluator(loaded, Workload([p for p, _ in calls], [s for _, s in calls], generation))
     out.parent.mkdir(parents=True, exist_ok=True)
     for i, (p, s) in enumerate(calls):

@@ -15,9 +15,6 @@ from .. import accel
 from ..metrics import FIDELITY_METRICS, compare_interleaved, fidelity, measure
 from ..models import LoadedModel
 
-from ..models.prompts import DEMO_IMAGE_PROMPTS as DEFAULT_PROMPTS  # noqa: F401  (the demo models' prompts)
-from ..models.prompts import DEMO_VIDEO_PROMPTS as DEFAULT_VIDEO_PROMPTS  # noqa: F401
-
 
 class TrialAborted(BaseException):
     """The running trial was aborted (a second Ctrl-C). A BaseException, as KeyboardInterrupt is,

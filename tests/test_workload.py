@@ -134,3 +134,21 @@ def test_run_takes_the_workload_options(sd3_folder, tmp_path, capsys):
     assert code == 0, err
     for i in (0, 1):
         assert Image.open(tmp_path / f"x-{i}.png").size == (32, 16)
+
+
+def test_a_study_left_without_trials_by_a_killed_start_does_not_block_the_next(tmp_path):
+    import optuna
+
+    from mindiesd_tune.tuner import parse_budget, run_study
+    from mindiesd_tune.tuner.storage import default_storage, write_run_json
+
+    out = tmp_path / "run"
+    out.mkdir()
+    url = default_storage(out, 1)  # what a start killed while its model loaded leaves behind
+    optuna.create_study(study_name="fake", storage=url, directions=["minimize", "maximize"])
+    write_run_json(out, url, "fake")
+    outcome = run_study("fake", parse_budget("2t"), out, worker_factory="fakes:make_fake", isolate=False, quiet=True)
+    assert outcome.profile is not None
+    # a study with trials still needs --resume
+    with pytest.raises(UserError, match="--resume"):
+        run_study("fake", parse_budget("2t"), out, worker_factory="fakes:make_fake", isolate=False, quiet=True)

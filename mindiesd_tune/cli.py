@@ -594,7 +594,7 @@ def run(
     from .models import load
     from .profile import load_profile
     from .tuner.evaluator import Evaluator, Workload
-    from .workload import describe, pair, parse_seeds, read_prompts, resolve
+    from .workload import pair, parse_seeds, read_prompts, resolve
 
     prompts = (read_prompts(prompts_file) if prompts_file is not None else []) + ([prompt] if prompt else [])
     if not prompts:
@@ -621,7 +621,6 @@ def run(
     if prof is not None:
         overrides = _apply_warning_once(loaded.pipe, prof).call_overrides  # e.g. a reduced step count
     ev = Evaluator(loaded, Workload([p for p, _ in calls], [s for _, s in calls], generation))
-    typer.echo(f"run: workload {describe(generation, ev.workload.prompts, ev.workload.seeds)}", err=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     for i, (p, s) in enumerate(calls):
         target = out if len(calls) == 1 else out.with_name(f"{out.stem}-{i}{out.suffix}")

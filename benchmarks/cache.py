@@ -194,10 +194,10 @@ def measure(runner, model, method, cache, base_out, share, steps) -> dict:
     base_times, times = [], []
     try:
         for _ in range(runner.warmup):
-            runner.call(handle.call_kwargs)
+            runner.call(handle.call_overrides)
         for _ in range(runner.repeats):
             handle.reset_stats()
-            t, out = runner.timed(handle.call_kwargs)
+            t, out = runner.timed(handle.call_overrides)
             times.append(t)
             counters = handle.stats()
             handle.remove()

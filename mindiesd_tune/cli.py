@@ -78,6 +78,30 @@ def _quiet_libraries(verbose: bool = False):
                 os.environ[k] = v
 
 
+def _workload_options():
+    """Typer options of the workload, shared by tune, bench and run (None: the model's or profile's own)."""
+    return dict(
+        height=typer.Option(None, "--height", min=1, help="image height in px (default: the model's)"),
+        width=typer.Option(None, "--width", min=1, help="image width in px (default: the model's)"),
+        frames=typer.Option(None, "--frames", min=1, help="video frames (default: the model's)"),
+        steps=typer.Option(None, "--steps", min=1, help="denoising steps of the workload, the baseline's (default: the model's)"),
+        guidance=typer.Option(None, "--guidance", help="guidance scale (default: the model's)"),
+        true_cfg=typer.Option(None, "--true-cfg", help="true classifier-free guidance scale, where the pipeline has one"),
+        negative_prompt=typer.Option(None, "--negative-prompt", help="negative prompt of every call"),
+        prompts_file=typer.Option(None, "--prompts", help="text file, one prompt a line"),
+        seeds=typer.Option(None, "--seeds", help="comma list, e.g. 0,1: one per prompt, or every prompt with every seed"),
+    )
+
+
+_W = _workload_options()
+
+
+def _options(height, width, frames, steps, guidance, true_cfg, negative_prompt):
+    from .workload import WorkloadOptions
+
+    return WorkloadOptions(height, width, frames, steps, guidance, true_cfg, negative_prompt)
+
+
 def _console(quiet: bool = False):
     from rich.console import Console
 
@@ -97,6 +121,15 @@ def tune(
     pick: str = typer.Option("fastest", help="which trial becomes the profile: fastest, knee or trial:N"),
     prompt: List[str] = typer.Option([], "--prompt", "-p", help="prompt of the fixed workload; repeatable"),
     seed: int = typer.Option(0, help="seed of the sampler and of the first prompt"),
+    height: Optional[int] = _W["height"],
+    width: Optional[int] = _W["width"],
+    frames: Optional[int] = _W["frames"],
+    steps: Optional[int] = _W["steps"],
+    guidance: Optional[float] = _W["guidance"],
+    true_cfg: Optional[float] = _W["true_cfg"],
+    negative_prompt: Optional[str] = _W["negative_prompt"],
+    prompts_file: Optional[Path] = _W["prompts_file"],
+    seeds: Optional[str] = _W["seeds"],
     device: Optional[str] = typer.Option(None, help="cuda, npu or cpu (default: the best available)"),
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: the model's own)"),
     repeats: int = typer.Option(3, min=1, help="timed calls per trial (the median is reported)"),
@@ -130,10 +163,16 @@ def tune(
     mem = parse_memory(max_memory) if max_memory else None
     weights = parse_memory(max_weight_bytes) if max_weight_bytes else None
     _check_pick(pick)
+    from .workload import parse_seeds, read_prompts
+
+    prompts = (read_prompts(prompts_file) if prompts_file is not None else []) + list(prompt)
+    options = _options(height, width, frames, steps, guidance, true_cfg, negative_prompt)
     con = _console(quiet)
     with _quiet_libraries(verbose):
         outcome = run_study(
-            model, b, out, objective=objective, floors=floors, max_memory_bytes=mem, max_weight_bytes=weights, sampler=sampler, prompts=prompt or None,
+            model, b, out, objective=objective, floors=floors, max_memory_bytes=mem, max_weight_bytes=weights,
+            sampler=sampler, prompts=prompts or None,
+            generation=options.generation(), seeds=parse_seeds(seeds) if seeds else None, console=con,
             seed=seed, device=device, dtype=dtype, warmup=warmup, repeats=repeats, resume=resume,
             allow_download=allow_download, workers=workers, storage=storage, study_name=study_name, pick_how=pick,
             prune_margin=prune_margin if prune_margin > 0 else None, isolate=isolate, quiet=quiet,
@@ -349,10 +388,20 @@ def bench(
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: the profile's dtype)"),
     force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
     strict: bool = typer.Option(False, "--strict", hidden=True, help="refuse a different machine too"),
+    height: Optional[int] = _W["height"],
+    width: Optional[int] = _W["width"],
+    frames: Optional[int] = _W["frames"],
+    steps: Optional[int] = _W["steps"],
+    guidance: Optional[float] = _W["guidance"],
+    true_cfg: Optional[float] = _W["true_cfg"],
+    negative_prompt: Optional[str] = _W["negative_prompt"],
+    prompts_file: Optional[Path] = _W["prompts_file"],
+    seeds: Optional[str] = _W["seeds"],
     allow_download: bool = typer.Option(False, "--allow-download", help="let a hub id be downloaded"),
     verbose: bool = typer.Option(False, "--verbose", help=_VERBOSE_HELP),
 ):
-    """Measure the baseline against PROFILE on the profile's prompts and seeds: latency and quality.
+    """Measure the baseline against PROFILE on the profile's workload (prompts, seeds, size, steps;
+    the workload options change it): latency and quality.
 
     A profile tuned for another model (pipeline, family or weights fingerprint) is refused
     unless --force; one tuned on another machine only warns. Each model call is a line on stderr.
@@ -368,9 +417,13 @@ def bench(
     from .deploy import ProfileMismatchError, check_profile
     from .models import load
     from .profile import load_profile
-    from .tuner.evaluator import DEFAULT_PROMPTS, DEFAULT_VIDEO_PROMPTS, Evaluator, Workload
+    from .models.prompts import default_prompts
+    from .tuner.evaluator import Evaluator, Workload
+    from .workload import describe, pair, parse_seeds, read_prompts, resolve
 
     prof = load_profile(profile)
+    given_prompts = read_prompts(prompts_file) if prompts_file is not None else None
+    given_seeds = parse_seeds(seeds) if seeds else None
     # measure at the profile's dtype; float32 is how models load anyway, and casting warns
     wanted = dtype or (prof.model.get("dtype") if prof.model.get("dtype") != "float32" else None)
     with _quiet_libraries(verbose):
@@ -382,12 +435,20 @@ def bench(
         if strict and not force:
             raise ProfileMismatchError(msg, mismatches)
         typer.echo(f"mindiesd-tune: warning: {msg}", err=True)
-    prompts = list(prof.study.get("prompts") or (DEFAULT_VIDEO_PROMPTS if loaded.is_video else DEFAULT_PROMPTS))
-    seeds = list(prof.study.get("seeds") or range(len(prompts)))
-    if len(seeds) != len(prompts):
-        raise UserError(f"{profile}: study.seeds gives {len(seeds)} seeds for {len(prompts)} prompts")
-    generation = {**loaded.generation, **prof.call_kwargs()}
-    ev = Evaluator(loaded, Workload(prompts, seeds, generation), warmup=warmup, repeats=repeats)
+    if given_prompts is not None or given_seeds is not None:
+        prompts, seed_list = pair(given_prompts or list(dict.fromkeys(prof.study.get("prompts") or [])) or
+                                  list(default_prompts(loaded.source == "builtin", loaded.is_video)), given_seeds)
+    else:
+        prompts = list(prof.study.get("prompts") or default_prompts(loaded.source == "builtin", loaded.is_video))
+        seed_list = list(prof.study.get("seeds") or range(len(prompts)))
+    if len(seed_list) != len(prompts):
+        raise UserError(f"{profile}: study.seeds gives {len(seed_list)} seeds for {len(prompts)} prompts")
+    # the baseline runs the profile's workload; the accelerated calls add the config's own overrides
+    # (the steps section's step count) when it is applied
+    measured_at = {**loaded.generation, **{k: v for k, v in prof.generation.items() if v is not None}}
+    generation = resolve(loaded.pipe, measured_at, _options(height, width, frames, steps, guidance, true_cfg, negative_prompt))
+    typer.echo(f"bench: workload {describe(generation, prompts, seed_list)}", err=True)
+    ev = Evaluator(loaded, Workload(prompts, seed_list, generation), warmup=warmup, repeats=repeats)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with _call_lines(ev, "baseline"):
@@ -508,10 +569,20 @@ def models():
 @app.command()
 def run(
     model: str = typer.Argument(..., help="built-in name, diffusers folder or cached hub id"),
-    prompt: str = typer.Option(..., "--prompt", "-p", help="what to generate"),
-    out: Path = typer.Option(..., "--out", "-o", help="output file: .png for images; .gif, .webp or .mp4 for video"),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="what to generate"),
+    out: Path = typer.Option(..., "--out", "-o", help="output file: .png for images; .gif, .webp or .mp4 for video; "
+                             "with several prompts or seeds, OUT-<n>.<suffix> for each"),
     profile: Optional[Path] = typer.Option(None, help="apply this profile first"),
     seed: int = typer.Option(0),
+    height: Optional[int] = _W["height"],
+    width: Optional[int] = _W["width"],
+    frames: Optional[int] = _W["frames"],
+    steps: Optional[int] = _W["steps"],
+    guidance: Optional[float] = _W["guidance"],
+    true_cfg: Optional[float] = _W["true_cfg"],
+    negative_prompt: Optional[str] = _W["negative_prompt"],
+    prompts_file: Optional[Path] = _W["prompts_file"],
+    seeds: Optional[str] = _W["seeds"],
     device: Optional[str] = typer.Option(None),
     force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
     allow_download: bool = typer.Option(False, "--allow-download"),
@@ -526,7 +597,12 @@ def run(
     from .models import load
     from .profile import load_profile
     from .tuner.evaluator import Evaluator, Workload
+    from .workload import pair, parse_seeds, read_prompts, resolve
 
+    prompts = (read_prompts(prompts_file) if prompts_file is not None else []) + ([prompt] if prompt else [])
+    if not prompts:
+        raise UserError("nothing to generate: give --prompt TEXT or --prompts FILE")
+    calls = list(zip(*pair(prompts, parse_seeds(seeds) if seeds else [seed])))
     check_writable(out, "--out")
     suffix = out.suffix.lower()
     if suffix == ".mp4":  # found missing now, not after the model has run
@@ -538,20 +614,25 @@ def run(
     if suffix not in allowed:
         raise UserError(f"{out}: use one of {', '.join(allowed)} for a {'video' if loaded.is_video else 'image'}")
     generation = dict(loaded.generation)
+    overrides: dict = {}
     if prof is not None:
         from .deploy import check_profile
 
         _refuse_another_model(loaded, prof, profile, check_profile(loaded.pipe, prof), force)
-        generation.update(prof.call_kwargs())
-        generation.update(_apply_warning_once(loaded.pipe, prof).call_kwargs)  # e.g. a reduced step count
-    ev = Evaluator(loaded, Workload([prompt], [seed], generation))
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        arr = ev.generate(prompt, seed)
-    dt = time.perf_counter() - t0
+        generation.update({k: v for k, v in prof.generation.items() if v is not None})
+    generation = resolve(loaded.pipe, generation, _options(height, width, frames, steps, guidance, true_cfg, negative_prompt))
+    if prof is not None:
+        overrides = _apply_warning_once(loaded.pipe, prof).call_overrides  # e.g. a reduced step count
+    ev = Evaluator(loaded, Workload([p for p, _ in calls], [s for _, s in calls], generation))
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_media(out, arr)
-    typer.echo(f"{out} ({dt:.2f}s)")
+    for i, (p, s) in enumerate(calls):
+        target = out if len(calls) == 1 else out.with_name(f"{out.stem}-{i}{out.suffix}")
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            arr = ev.generate(p, s, overrides)
+        dt = time.perf_counter() - t0
+        _write_media(target, arr)
+        typer.echo(f"{target} ({dt:.2f}s)")
 
 
 def _apply_warning_once(pipe, prof):

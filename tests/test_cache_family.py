@@ -42,7 +42,7 @@ def _hooks_left(pipe) -> int:
 def test_neutral_settings_give_the_baseline_on_pipelines(tiny_flux, cache):
     base = generate(tiny_flux)
     with apply(tiny_flux.pipe, cfg(cache)) as handle:
-        assert handle.call_kwargs == {}
+        assert handle.call_overrides == {}
         assert np.array_equal(generate(tiny_flux), base)
 
 
@@ -159,19 +159,28 @@ def test_scheduler_choices_follow_the_pipeline(tiny_flux, tiny_wan):
 
 
 @pytest.mark.parametrize("scheduler", ["euler", "dpmsolver++", "unipc"])
-def test_step_reduction_reports_call_kwargs_and_restores_the_scheduler(tiny_wan, scheduler):
+def test_step_reduction_reports_call_overrides_and_restores_the_scheduler(tiny_wan, scheduler):
     base = generate(tiny_wan)
     original = tiny_wan.pipe.scheduler
     handle = apply(tiny_wan.pipe, cfg(StepsConfig(num_inference_steps=4, scheduler=scheduler)))
-    assert handle.call_kwargs == {"num_inference_steps": 4}
+    assert handle.call_overrides == {"num_inference_steps": 4}
     assert handle.generation(tiny_wan.generation)["num_inference_steps"] == 4
     assert tiny_wan.pipe.scheduler is not original
     assert tiny_wan.pipe.scheduler.config.get("prediction_type", "flow_prediction") == "flow_prediction"
-    out = generate(tiny_wan, **handle.call_kwargs)
+    out = generate(tiny_wan, **handle.call_overrides)
     handle.remove()
-    assert tiny_wan.pipe.scheduler is original and handle.call_kwargs == {}
+    assert tiny_wan.pipe.scheduler is original and handle.call_overrides == {}
     assert np.isfinite(out).all() and not np.array_equal(out, base)
     assert np.array_equal(generate(tiny_wan), base)
+
+
+def test_handle_call_kwargs_is_a_deprecated_alias_of_call_overrides(tiny_wan):
+    handle = apply(tiny_wan.pipe, cfg(StepsConfig(num_inference_steps=4, scheduler="euler")))
+    try:
+        with pytest.warns(DeprecationWarning, match="call_overrides"):
+            assert handle.call_kwargs is handle.call_overrides
+    finally:
+        handle.remove()
 
 
 def test_incompatible_scheduler_is_refused_with_the_choices(tiny_flux):

@@ -96,7 +96,7 @@ def test_every_pair_installs_runs_and_removes_to_the_baseline(toys, eager_compil
         return
     handle = apply(toy.pipe, config)
     try:
-        out = toy.run(**handle.call_kwargs)
+        out = toy.run(**handle.call_overrides)
     finally:
         handle.remove()
     assert np.isfinite(out).all()

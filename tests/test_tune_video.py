@@ -93,7 +93,7 @@ def test_applying_the_profile_reproduces_the_saved_video(run):
     handle = apply_profile(loaded.pipe, out / "profile.yaml")
     prof = yaml.safe_load((out / "profile.yaml").read_text())
     try:
-        video = to_uint8(generate(loaded, prompt=PROMPT, seed=0, **handle.call_kwargs))
+        video = to_uint8(generate(loaded, prompt=PROMPT, seed=0, **handle.call_overrides))
     finally:
         handle.remove()
     saved = Image.open(out / "samples" / f"trial-{prof['study']['trial']:04d}.webp")

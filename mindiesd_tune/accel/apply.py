@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from typing import Callable
 
 from .config import AccelConfig
@@ -20,12 +22,15 @@ class Handle:
     ``counters`` says how many block evaluations were computed and skipped,
     ``sparse_counters`` how many attention calls ran sparse and at what density.
 
-    ``call_kwargs`` are generation settings the config overrides (the steps section sets
-    ``num_inference_steps``): pass them to every call, after your own settings::
+    ``call_overrides`` are the generation settings the config overrides (the steps section sets
+    ``num_inference_steps``), as ``AccelConfig.call_overrides()`` names them: pass them to every
+    call, after your own settings; ``handle.generation(my_settings)`` returns that merge::
 
-        out = pipe(prompt, **{**my_settings, **handle.call_kwargs})
+        out = pipe(prompt, **handle.generation(my_settings))
 
-    ``handle.generation(my_settings)`` returns that merge.
+    With a profile, ``profile.call_kwargs()`` is the whole set of call settings (the profile's
+    workload with these overrides on top). ``handle.call_kwargs`` is a deprecated alias of
+    ``call_overrides``.
     """
 
     def __init__(self, target, config: AccelConfig, keep_original: bool = True):
@@ -42,7 +47,7 @@ class Handle:
         self.pipe = None if isinstance(target, torch.nn.Module) else target
         self.config = config
         self.counters = CacheCounters()
-        self.call_kwargs: dict = {}
+        self.call_overrides: dict = {}
         self.sparse_counters = SparseCounters()
         self._undo: list[Callable[[], None]] = []
         self._model = None
@@ -50,7 +55,14 @@ class Handle:
 
     def generation(self, settings: dict | None = None) -> dict:
         """``settings`` with this config's call overrides applied."""
-        return {**(settings or {}), **self.call_kwargs}
+        return {**(settings or {}), **self.call_overrides}
+
+    @property
+    def call_kwargs(self) -> dict:
+        """Deprecated alias of ``call_overrides``."""
+        warnings.warn("Handle.call_kwargs is deprecated: use handle.call_overrides, handle.generation(settings) "
+                      "or, with a profile, profile.call_kwargs()", DeprecationWarning, stacklevel=2)
+        return self.call_overrides
 
     def reset_state(self) -> None:
         """Forget all cached tensors, as the end of a pipeline call does; for hand-written loops."""

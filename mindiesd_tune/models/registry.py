@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,21 +173,75 @@ def check(name_or_path: str, allow_download: bool = False) -> str:
 
 
 def _from_pretrained(ref: str, dtype, local_only: bool):
+    import importlib.util
+
     from diffusers import DiffusionPipeline
 
     kwargs = {"local_files_only": local_only}
     if dtype is not None:
         kwargs["torch_dtype"] = dtype
-    return DiffusionPipeline.from_pretrained(ref, **kwargs)
+    if importlib.util.find_spec("accelerate") is not None:
+        return DiffusionPipeline.from_pretrained(ref, **kwargs)
+    # Without accelerate, diffusers refuses to load a model that keeps some modules in float32
+    # (Wan's transformer): load it whole, then put those modules back in float32 by hand.
+    _import_components(DiffusionPipeline.load_config(ref, local_files_only=local_only))
+    with _no_fp32_modules() as kept:
+        pipe = DiffusionPipeline.from_pretrained(ref, **kwargs)
+    for comp in getattr(pipe, "components", {}).values():
+        names = kept.get(type(comp))
+        if names and isinstance(comp, torch.nn.Module):
+            for name, module in comp.named_modules():
+                if any(n in name.split(".") for n in names):
+                    module.to(torch.float32)
+    return pipe
+
+
+def _import_components(index: dict) -> None:
+    """Import the classes a pipeline's model_index.json names (diffusers imports them lazily)."""
+    import importlib
+
+    for value in index.values():
+        if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, str) for v in value):
+            try:
+                getattr(importlib.import_module(value[0]), value[1])
+            except (ImportError, AttributeError):
+                pass  # from_pretrained names what is missing
+
+
+@contextlib.contextmanager
+def _no_fp32_modules():
+    from diffusers import ModelMixin
+
+    kept: dict[type, list[str]] = {}
+    stack = list(ModelMixin.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        names = cls.__dict__.get("_keep_in_fp32_modules")
+        if names:
+            kept[cls] = list(names) if isinstance(names, (list, tuple)) else [names]
+    for cls in kept:
+        cls._keep_in_fp32_modules = None
+    try:
+        yield {sub: names for cls, names in kept.items() for sub in _with_subclasses(cls)}
+    finally:
+        for cls, names in kept.items():
+            cls._keep_in_fp32_modules = names
+
+
+def _with_subclasses(cls) -> list[type]:
+    out, stack = [], [cls]
+    while stack:
+        c = stack.pop()
+        out.append(c)
+        stack.extend(c.__subclasses__())
+    return out
 
 
 def _generation_defaults(pipe, family: str) -> dict[str, Any]:
-    gen: dict[str, Any] = {"num_inference_steps": 28}
-    if family in VIDEO_FAMILIES:
-        gen.update(height=480, width=832, num_frames=33)
-    else:
-        gen.update(height=1024, width=1024)
-    return gen
+    from ..workload import model_generation
+
+    return model_generation(pipe)
 
 
 def _looks_like_hub_id(text: str) -> bool:

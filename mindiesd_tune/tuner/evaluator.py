@@ -15,15 +15,6 @@ from .. import accel
 from ..metrics import FIDELITY_METRICS, compare_interleaved, fidelity, measure
 from ..models import LoadedModel
 
-DEFAULT_PROMPTS = (
-    "a red circle on a blue background",
-    "a large yellow triangle at the top left on a black background",
-)
-DEFAULT_VIDEO_PROMPTS = (
-    "a red circle on a blue background moving left",
-    "a white square on a green background moving up",
-)
-
 
 class TrialAborted(BaseException):
     """The running trial was aborted (a second Ctrl-C). A BaseException, as KeyboardInterrupt is,
@@ -122,7 +113,7 @@ class Evaluator:
     def generate(self, prompt: str, seed: int, overrides: dict | None = None) -> np.ndarray:
         """One pipeline call -> float32 array in [0, 1]: (H, W, C) image or (F, H, W, C) video.
 
-        ``overrides`` are the applied config's call settings (``handle.call_kwargs``, e.g. a
+        ``overrides`` are the applied config's call settings (``handle.call_overrides``, e.g. a
         reduced step count), laid over the workload's.
         """
         generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -198,7 +189,7 @@ class Evaluator:
                     return handles[-1].remove
 
                 comparison, _, first = compare_interleaved(
-                    lambda: self.generate(p0, s0), lambda: self.generate(p0, s0, handles[-1].call_kwargs), self.device,
+                    lambda: self.generate(p0, s0), lambda: self.generate(p0, s0, handles[-1].call_overrides), self.device,
                     self.warmup, self.repeats, candidate_setup=setup,
                 )
                 latency, counters = comparison.candidate, handles[-1].stats()
@@ -210,7 +201,7 @@ class Evaluator:
 
                     def call():
                         handle.reset_stats()  # so the counters describe exactly one call
-                        return self.generate(p0, s0, handle.call_kwargs)
+                        return self.generate(p0, s0, handle.call_overrides)
 
                     latency, first = measure(call, self.device, self.warmup, self.repeats)
                     counters = handle.stats()
@@ -220,7 +211,7 @@ class Evaluator:
                     self._prune_early(constraints, prune_margin, scores[0], latency, counters, first, comparison, t_start)
                 for i, (p, s) in enumerate(zip(self.workload.prompts, self.workload.seeds)):
                     if i:
-                        outputs.append(self.generate(p, s, handle.call_kwargs))
+                        outputs.append(self.generate(p, s, handle.call_overrides))
                         scores.append(self.score(outputs[-1], i))
             finally:
                 handle.remove()

@@ -49,12 +49,74 @@ def summary(study: optuna.Study) -> dict:
     }
 
 
+def header_lines(model: str, info: dict, budget: Budget, floors: list[str], max_memory_bytes: int | None,
+                 sampler: str, storage: str, objective: str) -> list[str]:
+    """What a study is about to do: the model, its workload, the machine and the search settings."""
+    from ..workload import describe
+
+    m, w, hw = info["model"], info["workload"], info.get("hardware") or {}
+    device = " ".join(str(hw[k]) for k in ("device", "name") if hw.get(k)) or "?"
+    if hw.get("count"):
+        device += f" x{hw['count']}"
+    limits = ", ".join(floors) or "none"
+    if max_memory_bytes:
+        limits += f", peak memory <= {max_memory_bytes / 2**30:.3g} GiB"
+    return [
+        f"model:     {model} (" + ", ".join(filter(None, (m.get("pipeline"), f"family {m.get('family')}", m.get("dtype")))) + ")",
+        f"workload:  {describe(w['generation'], w['prompts'], w['seeds'])}",
+        f"device:    {device}",
+        f"budget:    {_budget_text(budget)}; floors: {limits}; objective: latency and {objective}",
+        f"sampler:   {sampler}; storage: {storage}",
+    ]
+
+
+def _budget_text(budget: Budget) -> str:
+    parts = []
+    if budget.seconds is not None:
+        parts.append(_duration(budget.seconds))
+    if budget.trials is not None:
+        parts.append(f"{budget.trials} trials")
+    return " or ".join(parts) + (", whichever ends first" if len(parts) > 1 else "") if parts else "unlimited"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def closing_lines(study: optuna.Study, reason: str, loop_seconds: float, stop_reason: str) -> list[str]:
+    """The study's end: how the trials went, the Pareto front, the pick and why, time per trial."""
+    s = summary(study)
+    run = s["done"] - s["repeats"] + s["failed"] + s["pruned"]
+    try:
+        front = len(study.best_trials)
+    except (RuntimeError, ValueError):
+        front = 0
+    per = f"{loop_seconds / run:.2f} s per trial" if run else "no trial ran"
+    lines = [
+        f"trials:    {s['done']} complete, {s['pruned']} pruned, {s['failed']} failed"
+        + (f" ({s['repeats']} answered from earlier trials)" if s["repeats"] else "")
+        + f"; ended: {stop_reason or 'stopped'}",
+        f"front:     {front} trial(s) on the latency/quality Pareto front",
+        f"pick:      {reason}",
+        f"time:      {_duration(loop_seconds)} tuning, {per}",
+    ]
+    return lines
+
+
 class ProgressUI:
     def __init__(self, budget: Budget, study: optuna.Study, enabled: bool | None = None, quiet: bool = False,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, console=None):
+        """``console``: the rich Console the bar draws on (default: standard output)."""
         self.budget = budget
         self.quiet = quiet
-        self.bar = (sys.stdout.isatty() if enabled is None else enabled) and not quiet
+        self.console = console
+        terminal = console.is_terminal if console is not None else sys.stdout.isatty()
+        self.bar = (terminal if enabled is None else enabled) and not quiet
         self.log = log
         self._lock = threading.Lock()
         self._progress = None
@@ -67,10 +129,12 @@ class ProgressUI:
 
             self._progress = Progress(
                 TextColumn("[bold]tuning"), BarColumn(), TextColumn("{task.fields[what]}"), TimeElapsedColumn(),
-                TextColumn("{task.fields[stats]}"), transient=False,
+                TextColumn("ETA {task.fields[eta]}"), TextColumn("{task.fields[stats]}"), transient=False,
+                console=self.console,
             )
             total = self.budget.seconds if self.budget.seconds is not None else self.budget.trials
-            self._task = self._progress.add_task("tune", total=total, what="", stats="")
+            what = f"0/{self.budget.trials} trials" if self.budget.trials is not None else "0 trials"
+            self._task = self._progress.add_task("tune", total=total, what=what, eta="-", stats="")
             self._progress.start()
         return self
 
@@ -97,9 +161,22 @@ class ProgressUI:
         elapsed = time.monotonic() - started
         best = f"best {s['best']:.2f}x above the floor" if s["best"] else "no feasible speed-up yet"
         stats = f"{s['done']} done · {s['failed']} failed · {s['pruned']} pruned · {best}"
-        if self.budget.seconds is not None:
-            what = f"{elapsed:.0f}/{self.budget.seconds:.0f}s"
-            self._progress.update(self._task, completed=min(elapsed, self.budget.seconds), what=what, stats=stats)
+        n = s["done"] - s["repeats"] + s["failed"] + s["pruned"]
+        what = f"{n}/{self.budget.trials} trials" if self.budget.trials is not None else f"{n} trials"
+        eta = self.eta(n, elapsed)
+        eta_text = _duration(eta) if eta is not None else "-"
+        if self.budget.seconds is not None and (self.budget.trials is None or eta == self.budget.seconds - elapsed):
+            self._progress.update(self._task, completed=min(elapsed, self.budget.seconds), what=what, eta=eta_text,
+                                  stats=stats)
         else:
-            n = s["done"] - s["repeats"] + s["failed"] + s["pruned"]
-            self._progress.update(self._task, completed=n, what=f"{n}/{self.budget.trials} trials", stats=stats)
+            self._progress.update(self._task, completed=n, what=what, eta=eta_text, stats=stats)
+
+    def eta(self, trials_run: int, elapsed: float) -> float | None:
+        """Seconds until the budget ends: the time left, or the trials left at the pace so far,
+        whichever comes first; None before a trial has shown the pace of a trial budget."""
+        left = []
+        if self.budget.seconds is not None:
+            left.append(max(0.0, self.budget.seconds - elapsed))
+        if self.budget.trials is not None and trials_run:
+            left.append(max(0, self.budget.trials - trials_run) * elapsed / trials_run)
+        return min(left) if left else None

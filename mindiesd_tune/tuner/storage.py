@@ -109,7 +109,24 @@ def read_run_json(out_dir: Path) -> dict | None:
 
 
 def has_study(out_dir: Path) -> bool:
-    return (out_dir / RUN_JSON).is_file() or (out_dir / STUDY_DB).is_file() or (out_dir / JOURNAL).is_file()
+    """Whether ``out_dir`` holds a study with trials; the files of one that never got to its first
+    trial (a process killed while the model loaded) are removed, so the folder can be used afresh."""
+    files = [out_dir / RUN_JSON, *out_dir.glob(STUDY_DB + "*"), *out_dir.glob(JOURNAL + "*")]
+    if not any(f.is_file() for f in files):
+        return False
+    if (out_dir / RUN_JSON).is_file() and (read_run_json(out_dir) or {}).get("has_password"):
+        return True  # its database is not ours to open without the password
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            study = load_run(out_dir)
+            empty = not study.get_trials(deepcopy=False)
+    except Exception:  # noqa: BLE001  (unreadable: keep it, and let the caller say it is there)
+        return True
+    if empty:
+        for f in files:
+            f.unlink(missing_ok=True)
+    return not empty
 
 
 def _own_file(run_dir: Path, url: str) -> str:

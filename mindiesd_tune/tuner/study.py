@@ -29,7 +29,7 @@ from ..search_spaces import SpaceContext, config_from_params, presets, suggest
 from .budget import Budget
 from .objectives import Constraints, QualityFloor
 from .pick import baseline_trial, completed, is_feasible, pick, speedup_of
-from .progress import ProgressUI
+from .progress import ProgressUI, closing_lines, header_lines
 from .storage import (default_storage, has_study, load_run, open_storage, read_run_json, redact, run_storage,
                       write_run_json)
 from .worker import InProcessWorker, ProcessWorker, WorkerSpec, WorkerStartError
@@ -215,8 +215,15 @@ def run_study(
     progress: bool | None = None,
     quiet: bool = False,
     log: Callable[[str], None] = print,
+    generation: dict[str, Any] | None = None,
+    seeds: list[int] | None = None,
+    console=None,
 ) -> StudyOutcome:
     """Tune ``model`` within ``budget``; write profile.yaml, report.html and trials.csv to ``out_dir``.
+
+    ``generation``: call settings laid over the model's defaults (``workload.WorkloadOptions``);
+    ``seeds``: one per prompt, or every prompt with every seed. ``console``: the rich Console the
+    progress bar draws on.
 
     On an RDB storage a running trial records a heartbeat every ``heartbeat_interval`` seconds; a
     trial silent for ``grace_period`` seconds (its machine died) is failed and its point re-run.
@@ -241,6 +248,8 @@ def run_study(
             raise UserError(f"{out_dir} already holds a study; pass --resume to continue it or choose another --out")
         if resume and not has_study(out_dir):
             raise UserError(f"{out_dir} holds no study to resume")
+    fresh = not external and not resume
+    made_dir = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     own = read_run_json(out_dir) if resume and not external else None
     if storage is not None:
@@ -272,13 +281,23 @@ def run_study(
                     if m not in OTHER_OBJECTIVES)
     base_spec = WorkerSpec(model=model, device=device, dtype=dtype, allow_download=allow_download, prompts=prompts,
                            seed=seed, warmup=warmup, repeats=repeats, factory=worker_factory, metrics=metrics,
-                           clip_model=clip_model, interleave=interleave, baseline_cache=baseline_cache)
+                           clip_model=clip_model, interleave=interleave, baseline_cache=baseline_cache,
+                           generation=dict(generation or {}), seeds=list(seeds) if seeds else None)
     pool = [(ProcessWorker if isolate else InProcessWorker)(s) for s in worker_specs(base_spec, workers)]
     log(f"loading {model} and computing the baseline outputs ...")
     try:
-        info = pool[0].start()
-    except WorkerStartError as e:
-        raise UserError(str(e)) from None
+        try:
+            info = pool[0].start()
+        except WorkerStartError as e:
+            raise UserError(str(e)) from None
+    except BaseException:
+        if fresh:  # nothing ran: the same command can be given again without --resume
+            _forget_failed_start(study, out_dir, made_dir)
+        raise
+    if not quiet:
+        for line in header_lines(model, info, budget, constraints.spec()["floors"], max_memory_bytes, sampler,
+                                 redact(url), objective):
+            log(line)
     _record_study_attrs(study, info, objective, constraints, sampler, budget, warmup, repeats, url)
     space = SpaceContext.from_dict(info.get("space"))  # block/step counts, schedulers, centred thresholds
     if not study.trials:
@@ -290,7 +309,7 @@ def run_study(
     deadline = None if budget.seconds is None else started + budget.seconds
     samples = out_dir / "samples"
     samples.mkdir(exist_ok=True)
-    ui = ProgressUI(budget, study, enabled=progress, quiet=quiet, log=log)
+    ui = ProgressUI(budget, study, enabled=progress, quiet=quiet, log=log, console=console)
     shared = _Shared(study, info["model"]["family"], objective, constraints, info["baseline_metrics"], budget.trials,
                      deadline, prune_margin, samples, ui.trial_done, space=space, note=ui.note,
                      heartbeat_s=_heartbeat_interval(study))
@@ -347,7 +366,32 @@ def run_study(
     study.set_user_attr("stop_reason", "interrupted" if interrupted else shared.stop_reason or "stopped")
     outcome = write_outputs(study, out_dir, pick_how)
     outcome.interrupted = interrupted
+    if not quiet:
+        for line in closing_lines(study, outcome.reason, loop_seconds, study.user_attrs.get("stop_reason", "")):
+            log(line)
     return outcome
+
+
+def _forget_failed_start(study: optuna.Study, out_dir: Path, made_dir: bool) -> None:
+    """Remove the study a start that failed before its first trial left in the run folder."""
+    from .storage import JOURNAL, RUN_JSON, STUDY_DB
+
+    try:
+        optuna.delete_study(study_name=study.study_name, storage=study._storage)
+    except Exception as e:  # noqa: BLE001  (the files go below either way)
+        logger.debug("could not delete the failed study: %s", e)
+    engine = getattr(getattr(study._storage, "engine", None), "dispose", None)
+    if engine is not None:
+        engine()  # SQLite: let go of the file before it is removed
+    (out_dir / RUN_JSON).unlink(missing_ok=True)
+    for name in (STUDY_DB, JOURNAL):
+        for path in out_dir.glob(name + "*"):  # with SQLite's -wal/-shm and the journal's lock
+            path.unlink(missing_ok=True)
+    if made_dir:
+        try:
+            out_dir.rmdir()  # only when empty: anything else there is not ours to remove
+        except OSError:
+            pass
 
 
 def _record_study_attrs(study, info, objective, constraints, sampler, budget, warmup, repeats, url) -> None:

@@ -44,6 +44,8 @@ class WorkerSpec:
     clip_model: str | None = None  # open_clip spec for the clip metric (demo-clip for demo models)
     interleave: bool = True  # time the baseline alternately with every trial
     baseline_cache: str | None = None  # folder of the on-disk baseline store; None: compute per study
+    generation: dict[str, Any] = field(default_factory=dict)  # the user's call settings over the model's
+    seeds: list[int] | None = None  # one per prompt, or each prompt with every seed (workload.pair)
 
 
 def build_evaluator(spec: WorkerSpec):
@@ -51,11 +53,14 @@ def build_evaluator(spec: WorkerSpec):
     from ..kernels import hardware_info
     from ..models import load
     from ..profile import model_fingerprint, pipeline_dtype
-    from .evaluator import DEFAULT_PROMPTS, DEFAULT_VIDEO_PROMPTS, Evaluator, Workload
+    from ..models.prompts import default_prompts
+    from ..workload import pair, resolve
+    from .evaluator import Evaluator, Workload
 
     loaded = load(spec.model, device=spec.device, dtype=spec.dtype, allow_download=spec.allow_download, seed=0)
-    prompts = list(spec.prompts) if spec.prompts else list(DEFAULT_VIDEO_PROMPTS if loaded.is_video else DEFAULT_PROMPTS)
-    workload = Workload(prompts, [spec.seed + i for i in range(len(prompts))], dict(loaded.generation))
+    generation = resolve(loaded.pipe, loaded.generation, spec.generation)  # a size it cannot take stops here
+    prompts = list(spec.prompts) if spec.prompts else list(default_prompts(loaded.source == "builtin", loaded.is_video))
+    workload = Workload(*pair(prompts, spec.seeds, spec.seed), generation)
     store = None
     if spec.baseline_cache:
         from ..metrics import BaselineStore

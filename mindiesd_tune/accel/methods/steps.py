@@ -24,7 +24,7 @@ class StepsConfig:
     step removed is a whole network evaluation. Higher-order multistep solvers (DPM-Solver++,
     UniPC) keep more quality at low step counts than Euler. ``apply`` swaps the scheduler
     (``remove`` restores the original object) and reports the step count the caller must pass
-    in ``handle.call_kwargs``.
+    in ``handle.call_overrides``.
 
     Attributes:
         num_inference_steps: steps per call; 0 keeps the caller's own (neutral).
@@ -47,7 +47,7 @@ def install(model, cfg, handle):
         return lambda: None
     from ..cache import apply_step_reduction
 
-    return apply_step_reduction(handle.pipe, cfg, handle.call_kwargs)
+    return apply_step_reduction(handle.pipe, cfg, handle.call_overrides)
 
 
 def suggest(trial, ctx) -> dict:

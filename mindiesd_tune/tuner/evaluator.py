@@ -12,8 +12,15 @@ import numpy as np
 import torch
 
 from .. import accel
-from ..metrics import FIDELITY_METRICS, compare_interleaved, fidelity, measure
+from ..metrics import FIDELITY_METRICS, Comparison, compare_interleaved, fidelity, measure
 from ..models import LoadedModel
+
+# The machine got busier when the baseline's latest timing spreads this many times wider than
+# its usual spread (relative IQR), or its level moved by this share from its usual level.
+DRIFT_SPREAD_FACTOR = 2.0
+DRIFT_LEVEL_SHARE = 0.15
+# Without interleaving the baseline is re-timed every this many trials, every trial when busy.
+RETIME_EVERY = 4
 
 DEFAULT_PROMPTS = (
     "a red circle on a blue background",
@@ -62,8 +69,11 @@ class TrialResult:
     outputs: list[np.ndarray] = field(repr=False)
     eval_seconds: float = 0.0
     baseline_latency: Any = None  # metrics.LatencyStats of the baseline, timed interleaved with this trial
-    speedup: float | None = None  # baseline median / trial median, from the same interleaved run
+    speedup: float | None = None  # median of the baseline/trial ratios of the same interleaved run
     speedup_iqr: float | None = None
+    speedup_low: float | None = None  # the speed-up's interval (metrics.speed_interval)
+    speedup_high: float | None = None
+    timing: dict | None = None  # how it was timed: repeats, and whether the machine looked busier
 
     @property
     def has_nan(self) -> bool:
@@ -80,6 +90,9 @@ class TrialResult:
             "baseline_latency": self.baseline_latency.as_dict() if self.baseline_latency is not None else None,
             "speedup": self.speedup,
             "speedup_iqr": self.speedup_iqr,
+            "speedup_low": self.speedup_low,
+            "speedup_high": self.speedup_high,
+            "timing": self.timing,
         }
 
 
@@ -112,6 +125,9 @@ class Evaluator:
         self.repeats = repeats
         self.device = self.pipe.device if hasattr(self.pipe, "device") else torch.device("cpu")
         self._baseline: list[np.ndarray] | None = None
+        self._baseline_timings: list = []  # the baseline's LatencyStats, trial after trial
+        self._baseline_timed_at = -1  # trial count when the baseline was last timed (no interleaving)
+        self._trials = 0
         # set from another thread to abort the running call at its next denoising step
         self.abort = threading.Event()
 
@@ -178,18 +194,53 @@ class Evaluator:
             self._baseline_metrics = {k: _mean([s[k] for s in scores]) for k in scores[0]}
         return self._baseline_metrics
 
-    def evaluate(self, config: accel.AccelConfig, constraints=None, prune_margin: float | None = None) -> TrialResult:
-        """Apply ``config``, time the first prompt, score it; prune early or score the rest; remove.
+    def busy(self) -> bool:
+        """Whether the baseline's latest timing drifted from its usual spread or level: the machine
+        got busier (or quieter), so the coming trials are timed with more rounds."""
+        h = self._baseline_timings
+        if len(h) < 3:
+            return False
+        last, earlier = h[-1], h[:-1]
+        rel = [t.iqr_s / t.median_s for t in earlier if t.median_s > 0]
+        usual_spread = float(np.median(rel)) if rel else 0.0
+        usual_level = float(np.median([t.median_s for t in earlier]))
+        spread = last.iqr_s / last.median_s if last.median_s > 0 else 0.0
+        return (spread > DRIFT_SPREAD_FACTOR * max(usual_spread, 0.01)
+                or abs(last.median_s - usual_level) > DRIFT_LEVEL_SHARE * usual_level)
 
-        With ``constraints`` and ``prune_margin``, a first prompt that already misses a
-        quality floor by more than the margin raises TrialPrunedEarly instead of running
-        the remaining prompts.
+    def _timed_baseline(self, p0, s0, repeats: int, busy: bool):
+        """Without interleaving: the baseline's timing on the first prompt, re-timed every few trials
+        (every trial while the machine looks busier)."""
+        every = 1 if busy else RETIME_EVERY
+        if not self._baseline_timings or self._trials - self._baseline_timed_at >= every:
+            stats, _ = measure(lambda: self.generate(p0, s0), self.device, self.warmup, repeats)
+            self._baseline_timings.append(stats)
+            self._baseline_timed_at = self._trials
+        return self._baseline_timings[-1]
+
+    def evaluate(self, config: accel.AccelConfig, constraints=None, prune_margin: float | None = None) -> TrialResult:
+        """Apply ``config``, score the first prompt; prune early or time it and score the rest; remove.
+
+        The cheap look comes first: one untimed call on the first prompt. With ``constraints``
+        and ``prune_margin``, one that already misses a quality floor by more than the margin
+        raises TrialPrunedEarly before anything is timed. Only then is the first prompt timed
+        against the baseline (interleaved) and the remaining prompts scored.
         """
         t_start = time.perf_counter()
         self.baseline  # noqa: B018  (computed once, before any timing)
         p0, s0 = self.workload.prompts[0], self.workload.seeds[0]
-        comparison = None
+        busy = self.busy()
+        repeats = self.repeats * 2 if busy else self.repeats
+        self._trials += 1
         with torch.inference_mode():
+            handle = accel.apply(self.pipe, config)
+            try:
+                first = self.generate(p0, s0, handle.call_kwargs)
+                scores = [self.score(first, 0)]
+                if constraints is not None and prune_margin is not None and len(self.workload.prompts) > 1:
+                    self._prune_early(constraints, prune_margin, scores[0], handle.stats(), first, t_start)
+            finally:
+                handle.remove()
             if self.interleave:
                 handles: list = []
 
@@ -199,23 +250,24 @@ class Evaluator:
 
                 comparison, _, first = compare_interleaved(
                     lambda: self.generate(p0, s0), lambda: self.generate(p0, s0, handles[-1].call_kwargs), self.device,
-                    self.warmup, self.repeats, candidate_setup=setup,
+                    self.warmup, repeats, candidate_setup=setup,
                 )
                 latency, counters = comparison.candidate, handles[-1].stats()
+                self._baseline_timings.append(comparison.baseline)
             handle = accel.apply(self.pipe, config)
             try:
                 if not self.interleave:
+                    base = self._timed_baseline(p0, s0, repeats, busy)
 
                     def call():
                         handle.reset_stats()  # so the counters describe exactly one call
                         return self.generate(p0, s0, handle.call_kwargs)
 
-                    latency, first = measure(call, self.device, self.warmup, self.repeats)
+                    latency, first = measure(call, self.device, self.warmup, repeats)
                     counters = handle.stats()
+                    comparison = Comparison.of(base, latency, [b / c if c > 0 else math.inf
+                                                               for b, c in zip(base.samples, latency.samples)])
                 outputs = [first]
-                scores = [self.score(first, 0)]
-                if constraints is not None and prune_margin is not None and len(self.workload.prompts) > 1:
-                    self._prune_early(constraints, prune_margin, scores[0], latency, counters, first, comparison, t_start)
                 for i, (p, s) in enumerate(zip(self.workload.prompts, self.workload.seeds)):
                     if i:
                         outputs.append(self.generate(p, s, handle.call_kwargs))
@@ -225,19 +277,39 @@ class Evaluator:
         metrics = {k: _mean([s[k] for s in scores]) for k in scores[0]}
         return TrialResult(
             latency, metrics, counters, outputs, time.perf_counter() - t_start,
-            baseline_latency=comparison.baseline if comparison else None,
-            speedup=comparison.speedup if comparison else None,
-            speedup_iqr=comparison.speedup_iqr if comparison else None,
+            baseline_latency=comparison.baseline, speedup=comparison.speedup, speedup_iqr=comparison.speedup_iqr,
+            speedup_low=comparison.speedup_low, speedup_high=comparison.speedup_high,
+            timing={"repeats": repeats, "busy": busy},
         )
 
-    def _prune_early(self, constraints, margin, first_scores, latency, counters, first, comparison=None, t_start=None) -> None:
+    def confirm(self, config: accel.AccelConfig, repeats: int) -> Comparison:
+        """The full measurement of a promising point: ``repeats`` interleaved rounds against the
+        baseline on every prompt, pooled into one speed-up and its interval."""
+        self.baseline  # noqa: B018
+        parts = []
+        with torch.inference_mode():
+            for p, s in zip(self.workload.prompts, self.workload.seeds):
+                handles: list = []
+
+                def setup():
+                    handles.append(accel.apply(self.pipe, config))
+                    return handles[-1].remove
+
+                cmp, _, _ = compare_interleaved(
+                    lambda: self.generate(p, s), lambda: self.generate(p, s, handles[-1].call_kwargs), self.device,
+                    self.warmup, repeats, candidate_setup=setup,
+                )
+                parts.append(cmp)
+                self._baseline_timings.append(cmp.baseline)
+        return Comparison.pooled(parts)
+
+    def _prune_early(self, constraints, margin, first_scores, counters, first, t_start=None) -> None:
         base = self.baseline_metrics
         for f in constraints.floors:
             value = first_scores.get(f.metric)
             if value is not None and f.breaks_by(value, margin, base.get(f.metric)):
-                partial = {"latency": latency.as_dict(), "metrics": dict(first_scores), "counters": counters,
-                           "sample": to_uint8(first), "speedup": comparison.speedup if comparison else None,
-                           "baseline_latency": comparison.baseline.as_dict() if comparison else None,
+                # nothing was timed: a pruned point carries no latency
+                partial = {"metrics": dict(first_scores), "counters": counters, "sample": to_uint8(first),
                            "eval_seconds": time.perf_counter() - t_start if t_start is not None else None}
                 raise TrialPrunedEarly(f"first prompt {f.metric} {value:.4g} misses {f} by more than {margin:.0%}", partial)
 

@@ -286,14 +286,14 @@ def bench(
 ):
     """Measure the baseline against PROFILE on the profile's prompts and seeds: latency and quality.
 
-    The JSON object has the fields baseline_s, profile_s, speedup and one per quality metric
-    (an identical output's PSNR is the string "inf"), plus tuned_speedup, the speed-up the
-    profile recorded when it was frozen.
+    The JSON object has the fields baseline_s, profile_s, speedup (the median ratio of interleaved
+    baseline/profile calls on every prompt) with its interval speedup_low/speedup_high, the spread
+    and CPU time of each side, one field per quality metric (an identical output's PSNR is the
+    string "inf"), plus tuned_speedup(_low/_high), what the profile recorded when it was frozen.
     """
     import json
     import warnings
 
-    from .accel import AccelConfig
     from .deploy import ProfileMismatchError, check_profile
     from .models import load
     from .profile import load_profile
@@ -314,12 +314,15 @@ def bench(
     if len(seeds) != len(prompts):
         raise UserError(f"{profile}: study.seeds gives {len(seeds)} seeds for {len(prompts)} prompts")
     generation = {**loaded.generation, **prof.call_kwargs()}
-    ev = Evaluator(loaded, Workload(prompts, seeds, generation), warmup=warmup, repeats=repeats)
+    # quality from one pass over every prompt; the speed-up as the tuner confirms one: the baseline
+    # and the profile interleaved, ``repeats`` rounds on every prompt, the median ratio and its interval
+    ev = Evaluator(loaded, Workload(prompts, seeds, generation), warmup=warmup, repeats=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        base = ev.evaluate(AccelConfig())
+        base_metrics = ev.baseline_metrics
         tuned = ev.evaluate(prof.accel)
-    baseline_s, profile_s = base.latency.median_s, tuned.latency.median_s
+        cmp = ev.confirm(prof.accel, repeats)
+    baseline_s, profile_s = cmp.baseline.median_s, cmp.candidate.median_s
     result = {
         "model": model,
         "profile": str(profile),
@@ -328,10 +331,18 @@ def bench(
         "repeats": repeats,
         "baseline_s": _significant(baseline_s),
         "profile_s": _significant(profile_s),
-        "speedup": _significant(baseline_s / profile_s) if profile_s > 0 else None,
+        "speedup": _significant(cmp.speedup),
+        "speedup_low": _significant(cmp.speedup_low),
+        "speedup_high": _significant(cmp.speedup_high),
+        "baseline_iqr_s": _significant(cmp.baseline.iqr_s),
+        "profile_iqr_s": _significant(cmp.candidate.iqr_s),
+        "baseline_cpu_s": _significant(cmp.baseline.cpu_s) if cmp.baseline.cpu_s is not None else None,
+        "profile_cpu_s": _significant(cmp.candidate.cpu_s) if cmp.candidate.cpu_s is not None else None,
         **{k: _json_number(v) for k, v in tuned.metrics.items()},
         "skipped_fraction": tuned.counters.get("skipped_fraction"),
         "tuned_speedup": prof.measured.get("speedup"),
+        "tuned_speedup_low": prof.measured.get("speedup_low"),
+        "tuned_speedup_high": prof.measured.get("speedup_high"),
         "mismatches": [m.field for m in mismatches],
     }
     if json_out:
@@ -339,12 +350,13 @@ def bench(
         return
     metrics = list(tuned.metrics)
     typer.echo(f"{model} with {profile} on {ev.device}: {len(prompts)} prompt(s); latency is the median of "
-               f"{repeats} call(s) on the first, quality is against the baseline on every prompt")
+               f"{repeats} interleaved call(s) on each, quality is against the baseline on every prompt")
     head = f"{'':10s}{'latency':>12s}{'speed-up':>10s}" + "".join(f"{m:>11s}" for m in metrics)
     typer.echo(head)
-    typer.echo(f"{'baseline':10s}{baseline_s:>10.4g} s{1.0:>9.2f}x" + "".join(f"{_metric_text(v):>11s}" for v in base.metrics.values()))
-    speed = baseline_s / profile_s if profile_s > 0 else float("nan")
-    typer.echo(f"{'profile':10s}{profile_s:>10.4g} s{speed:>9.2f}x" + "".join(f"{_metric_text(tuned.metrics[m]):>11s}" for m in metrics))
+    typer.echo(f"{'baseline':10s}{baseline_s:>10.4g} s{1.0:>9.2f}x" + "".join(f"{_metric_text(base_metrics[m]):>11s}" for m in metrics))
+    typer.echo(f"{'profile':10s}{profile_s:>10.4g} s{cmp.speedup:>9.2f}x" + "".join(f"{_metric_text(tuned.metrics[m]):>11s}" for m in metrics))
+    typer.echo(f"speed-up {cmp.speedup:.2f}x, interval {cmp.speedup_low:.2f}-{cmp.speedup_high:.2f}; latency spread (IQR) "
+               f"{cmp.baseline.iqr_s:.3g} s baseline, {cmp.candidate.iqr_s:.3g} s profile")
     if isinstance(prof.measured.get("speedup"), (int, float)):
         typer.echo(f"when frozen, the profile measured {prof.measured['speedup']:.2f}x")
 

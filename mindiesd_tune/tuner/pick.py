@@ -64,8 +64,11 @@ class Speed:
 
     @property
     def beyond_noise(self) -> bool:
-        """Faster than the baseline with the whole interval above 1.0."""
-        return self.low is not None and self.low > 1.0
+        """Faster than the baseline with the whole interval above 1.0 (a trial stored without an
+        interval: faster at all)."""
+        if self.low is None:
+            return bool(self.speedup and self.speedup > 1.0)
+        return self.low > 1.0
 
     @property
     def relative_latency(self) -> float | None:
@@ -141,7 +144,7 @@ def pick(study: optuna.Study, how: str = "fastest") -> tuple[optuna.trial.Frozen
     base = baseline_trial(study)
     speed = {t.number: speed_of(t, conf, base) for t in done}
     if how == "knee":
-        return knee(feasible, quality, speed), f"knee of the speed-up/quality front among trials meeting {floors}"
+        return knee(feasible, quality, speed), f"knee of the latency/quality front among trials meeting {floors}"
     # a confirmed study picks among its confirmed points: the figures the profile records
     pool = [t for t in feasible if speed[t.number].confirmed] if conf else feasible
     gains = [t for t in pool if t.params != NEUTRAL_PARAMS and speed[t.number].beyond_noise]

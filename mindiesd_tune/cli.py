@@ -118,11 +118,18 @@ def _default_baseline_cache() -> Path:
 
 
 def _print_outcome(outcome, quiet: bool) -> None:
+    from .tuner.pick import NO_GAIN
+
     con = _console()
     if outcome.profile is not None:
         m = outcome.profile.measured
-        speed = f"{m['speedup']:.2f}x" if m.get("speedup") else "?"
-        con.print(f"profile: {outcome.profile_path}  ({speed} faster, {outcome.reason})", markup=False)
+        if NO_GAIN in outcome.reason:
+            speed = "the baseline"  # its reading against itself is noise, not a speed-up to print
+        else:
+            interval = (f" [{m['speedup_low']:.2f}-{m['speedup_high']:.2f}]"
+                        if m.get("speedup_low") is not None and m.get("speedup_high") is not None else "")
+            speed = f"{m['speedup']:.2f}x{interval} faster" if m.get("speedup") else "? faster"
+        con.print(f"profile: {outcome.profile_path}  ({speed}, {outcome.reason})", markup=False)
     else:
         con.print(f"no profile: {outcome.reason}", markup=False)
     con.print(f"report:  {outcome.report_path}", markup=False)
@@ -150,6 +157,10 @@ def show(profile: Path = typer.Argument(..., help="a profile.yaml")):
         typer.echo(line)
 
 
+# measured fields about timing, not quality
+TIMING_FIELDS = ("speedup_low", "speedup_high", "confirmed", "latency_iqr_s", "baseline_iqr_s", "cpu_s", "baseline_cpu_s")
+
+
 def _profile_summary(p) -> list[str]:
     m, model, hw, st = p.measured, p.model, p.hardware, p.study
     lines = [f"{model['name']}  ({model['pipeline']}, family {model['family']})"
@@ -159,9 +170,13 @@ def _profile_summary(p) -> list[str]:
         lines.append(f"  model:       {ident}")
     if m:
         speed = f"{m['speedup']:.2f}x faster" if isinstance(m.get("speedup"), (int, float)) else "speed-up not recorded"
+        if isinstance(m.get("speedup_low"), (int, float)) and isinstance(m.get("speedup_high"), (int, float)):
+            speed += f" [{m['speedup_low']:.2f}-{m['speedup_high']:.2f}]"
+        if "confirmed" in m:
+            speed += " (confirmed)" if m["confirmed"] else " (unconfirmed)"
         lines.append(f"measured:      {speed}: {_secs(m.get('latency_s'))} against {_secs(m.get('baseline_s'))} for the baseline")
         quality = [f"{k} {'identical' if v == 'inf' else v}" for k, v in m.items()
-                   if k not in ("latency_s", "baseline_s", "speedup", "skipped_fraction", "feasible")]
+                   if k not in ("latency_s", "baseline_s", "speedup", "skipped_fraction", "feasible") and k not in TIMING_FIELDS]
         if quality:
             lines.append("  quality:     " + ", ".join(quality) + " (against the baseline's output, same prompt and seed)")
         if m.get("skipped_fraction") is not None:

@@ -172,3 +172,17 @@ def test_confirmation_pools_every_prompt(tiny_evaluator):
     cmp = tiny_evaluator.confirm(cached(), 2)
     assert len(cmp.ratios) == 4 and cmp.candidate.repeats == 4 and cmp.baseline.repeats == 4  # 2 rounds x 2 prompts
     assert cmp.speedup_low <= cmp.speedup <= cmp.speedup_high
+
+
+def test_the_baseline_against_itself_on_a_machine_getting_busier_reads_one_with_balanced_rounds():
+    from mindiesd_tune.tuner.evaluator import balanced
+
+    clock, n = FakeClock(), [0]
+
+    def same():  # one setting on both sides; every call 10% slower than the one before
+        n[0] += 1
+        clock.t += 1.1 ** n[0]
+
+    cmp, *_ = compare_interleaved(same, same, warmup=1, repeats=balanced(3), clock=clock)
+    assert balanced(3) == 4 and balanced(2) == 2
+    assert cmp.speedup_low <= 1.0 <= cmp.speedup_high and cmp.speedup == pytest.approx(1.0, abs=0.01)

@@ -230,7 +230,9 @@ class Evaluator:
         self.baseline  # noqa: B018  (computed once, before any timing)
         p0, s0 = self.workload.prompts[0], self.workload.seeds[0]
         busy = self.busy()
-        repeats = self.repeats * 2 if busy else self.repeats
+        # an even number of rounds: as many AB as BA, so a machine that slows down (or speeds up)
+        # through the trial biases neither side of the median ratio
+        repeats = balanced(self.repeats * 2 if busy else self.repeats)
         self._trials += 1
         with torch.inference_mode():
             handle = accel.apply(self.pipe, config)
@@ -312,6 +314,11 @@ class Evaluator:
                 partial = {"metrics": dict(first_scores), "counters": counters, "sample": to_uint8(first),
                            "eval_seconds": time.perf_counter() - t_start if t_start is not None else None}
                 raise TrialPrunedEarly(f"first prompt {f.metric} {value:.4g} misses {f} by more than {margin:.0%}", partial)
+
+
+def balanced(rounds: int) -> int:
+    """``rounds`` rounded up to an even count: interleaved rounds alternate AB and BA."""
+    return rounds + rounds % 2
 
 
 def _mean(values: list[float]) -> float:

@@ -339,7 +339,7 @@ def run_study(
         _requeue_interrupted(study, log)  # only this process writes the run's own storage
     loop_seconds = time.monotonic() - t_loop
     if not interrupted:
-        confirm_front(study, pool[0], max(2 * repeats, 5), log=ui.note)
+        confirm_front(study, pool[0], max(2 * repeats, 6), log=ui.note)  # even: as many AB rounds as BA
     for w in pool:
         w.close()
     busy = loop_seconds * len(pool)

@@ -186,3 +186,27 @@ def test_the_baseline_against_itself_on_a_machine_getting_busier_reads_one_with_
     cmp, *_ = compare_interleaved(same, same, warmup=1, repeats=balanced(3), clock=clock)
     assert balanced(3) == 4 and balanced(2) == 2
     assert cmp.speedup_low <= 1.0 <= cmp.speedup_high and cmp.speedup == pytest.approx(1.0, abs=0.01)
+
+
+def test_confirmation_stops_starting_points_once_its_time_is_spent(tmp_path, monkeypatch):
+    from mindiesd_tune.tuner import study as study_module
+
+    monkeypatch.setattr(study_module, "CONFIRM_MARGIN", 1.0)  # every faster point is a candidate
+    outcome = fake(tmp_path, budget="10t", prune_margin=None)
+    study = outcome.study
+    study.set_user_attr("confirmed", {})  # as before the confirmation
+
+    class SlowWorker:
+        calls = []
+
+        def confirm(self, config, repeats):
+            self.calls.append(config)
+            return ("ok", {"baseline": {"median_s": 1.0, "iqr_s": 0.0, "samples": [1.0] * repeats},
+                           "candidate": {"median_s": 0.5, "iqr_s": 0.0, "samples": [0.5] * repeats},
+                           "speedup": 2.0, "speedup_low": 1.9, "speedup_high": 2.1})
+
+    notes = []
+    assert len(study_module.confirmation_candidates(study)) > 1
+    found = study_module.confirm_front(study, SlowWorker(), 6, log=notes.append, time_limit_s=0.0)
+    assert len(SlowWorker.calls) == 1 and len(found) == 1  # the best point is always confirmed
+    assert any("stay unconfirmed" in n for n in notes)

@@ -244,18 +244,8 @@ class Evaluator:
             finally:
                 handle.remove()
             if self.interleave:
-                handles: list = []
-
-                def setup():  # untimed, around every candidate call
-                    handles.append(accel.apply(self.pipe, config))
-                    return handles[-1].remove
-
-                comparison, _, first = compare_interleaved(
-                    lambda: self.generate(p0, s0), lambda: self.generate(p0, s0, handles[-1].call_kwargs), self.device,
-                    self.warmup, repeats, candidate_setup=setup,
-                )
-                latency, counters = comparison.candidate, handles[-1].stats()
-                self._baseline_timings.append(comparison.baseline)
+                comparison, first, counters = self._compare(config, p0, s0, repeats)
+                latency = comparison.candidate
             handle = accel.apply(self.pipe, config)
             try:
                 if not self.interleave:
@@ -288,22 +278,25 @@ class Evaluator:
         """The full measurement of a promising point: ``repeats`` interleaved rounds against the
         baseline on every prompt, pooled into one speed-up and its interval."""
         self.baseline  # noqa: B018
-        parts = []
         with torch.inference_mode():
-            for p, s in zip(self.workload.prompts, self.workload.seeds):
-                handles: list = []
-
-                def setup():
-                    handles.append(accel.apply(self.pipe, config))
-                    return handles[-1].remove
-
-                cmp, _, _ = compare_interleaved(
-                    lambda: self.generate(p, s), lambda: self.generate(p, s, handles[-1].call_kwargs), self.device,
-                    self.warmup, repeats, candidate_setup=setup,
-                )
-                parts.append(cmp)
-                self._baseline_timings.append(cmp.baseline)
+            parts = [self._compare(config, p, s, repeats)[0] for p, s in zip(self.workload.prompts, self.workload.seeds)]
         return Comparison.pooled(parts)
+
+    def _compare(self, config: accel.AccelConfig, prompt: str, seed: int, repeats: int):
+        """The baseline and ``config`` interleaved on one prompt -> (comparison, last candidate output,
+        counters of the last candidate call). The config is applied and removed untimed around each call."""
+        handles: list = []
+
+        def setup():
+            handles.append(accel.apply(self.pipe, config))
+            return handles[-1].remove
+
+        comparison, _, out = compare_interleaved(
+            lambda: self.generate(prompt, seed), lambda: self.generate(prompt, seed, handles[-1].call_kwargs), self.device,
+            self.warmup, repeats, candidate_setup=setup,
+        )
+        self._baseline_timings.append(comparison.baseline)
+        return comparison, out, handles[-1].stats()
 
     def _prune_early(self, constraints, margin, first_scores, counters, first, t_start=None) -> None:
         base = self.baseline_metrics

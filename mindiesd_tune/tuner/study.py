@@ -40,6 +40,10 @@ RELATIVE_LATENCY = "latency_over_baseline"
 # those whose speed-up reaches within this share of the best one's, or whose interval overlaps it.
 CONFIRM_MAX = 3
 CONFIRM_MARGIN = 0.1
+# No further point is confirmed once the confirmation took this share of the search's own time
+# (at least this long); the best point is always confirmed.
+CONFIRM_SHARE = 0.2
+CONFIRM_MIN_S = 60.0
 # Identical outputs have infinite PSNR; Optuna wants finite objective values.
 PSNR_CAP = 100.0
 # Metrics a trial can report for each output (set metrics such as FID need more samples than a study runs).
@@ -339,7 +343,9 @@ def run_study(
         _requeue_interrupted(study, log)  # only this process writes the run's own storage
     loop_seconds = time.monotonic() - t_loop
     if not interrupted:
-        confirm_front(study, pool[0], max(2 * repeats, 6), log=ui.note)  # even: as many AB rounds as BA
+        # even rounds: as many AB as BA; bounded by the time the search itself took
+        confirm_front(study, pool[0], max(2 * repeats, 6), log=ui.note,
+                      time_limit_s=max(CONFIRM_MIN_S, CONFIRM_SHARE * loop_seconds))
     for w in pool:
         w.close()
     busy = loop_seconds * len(pool)
@@ -378,15 +384,22 @@ def confirmation_candidates(study: optuna.Study) -> list[optuna.trial.FrozenTria
     return list(unique.values())[:CONFIRM_MAX]
 
 
-def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str], None] = print) -> dict:
+def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str], None] = print,
+                  time_limit_s: float | None = None) -> dict:
     """Re-measure the confirmation candidates in the worker (it holds the loaded pipeline): more
-    interleaved rounds, every prompt. Stored in the study's ``confirmed`` attribute by trial number."""
+    interleaved rounds, every prompt. Stored in the study's ``confirmed`` attribute by trial number.
+    No candidate is started once ``time_limit_s`` has been spent; those left stay unconfirmed."""
     found = confirmations(study)
     todo = confirmation_candidates(study)
     if not todo:
         return found
     log(f"confirming {len(todo)} point(s) near the front: {repeats} interleaved rounds on every prompt ...")
-    for t in todo:
+    started = time.monotonic()
+    for i, t in enumerate(todo):
+        if time_limit_s is not None and i and time.monotonic() - started > time_limit_s:
+            log(f"confirmation used its {time_limit_s:.0f} s; trial(s) {', '.join(str(u.number) for u in todo[i:])} "
+                "stay unconfirmed")
+            break
         kind, payload = worker.confirm(t.user_attrs.get("config") or config_from_params(t.params).to_dict(), repeats)
         if kind == "interrupted":
             break

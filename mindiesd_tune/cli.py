@@ -229,13 +229,20 @@ def _default_baseline_cache() -> Path:
 
 
 def _print_outcome(outcome, quiet: bool) -> None:
+    from .tuner.pick import NO_GAIN
+
     con = _console()
     if getattr(outcome, "kept_path", None) is not None:
         con.print(f"kept the previous profile as {outcome.kept_path}", markup=False)
     if outcome.profile is not None:
         m = outcome.profile.measured
-        speed = f"{m['speedup']:.2f}x" if m.get("speedup") else "?"
-        con.print(f"profile: {outcome.profile_path}  ({speed} faster, {outcome.reason})", markup=False)
+        if NO_GAIN in outcome.reason:
+            speed = "the baseline"  # its reading against itself is noise, not a speed-up to print
+        else:
+            interval = (f" [{m['speedup_low']:.2f}-{m['speedup_high']:.2f}]"
+                        if m.get("speedup_low") is not None and m.get("speedup_high") is not None else "")
+            speed = f"{m['speedup']:.2f}x{interval} faster" if m.get("speedup") else "? faster"
+        con.print(f"profile: {outcome.profile_path}  ({speed}, {outcome.reason})", markup=False)
     else:
         con.print(f"no profile: {outcome.reason}", markup=False)
     con.print(f"report:  {outcome.report_path}", markup=False)
@@ -266,6 +273,10 @@ def show(profile: Path = typer.Argument(..., help="a profile.yaml")):
         typer.echo(line)
 
 
+# measured fields about timing, not quality
+TIMING_FIELDS = ("speedup_low", "speedup_high", "confirmed", "latency_iqr_s", "baseline_iqr_s", "cpu_s", "baseline_cpu_s")
+
+
 def _profile_summary(p) -> list[str]:
     m, model, hw, st = p.measured, p.model, p.hardware, p.study
     lines = [f"{model['name']}  ({model['pipeline']}, family {model['family']})"
@@ -275,9 +286,13 @@ def _profile_summary(p) -> list[str]:
         lines.append(f"  model:       {ident}")
     if m:
         speed = f"{m['speedup']:.2f}x faster" if isinstance(m.get("speedup"), (int, float)) else "speed-up not recorded"
+        if isinstance(m.get("speedup_low"), (int, float)) and isinstance(m.get("speedup_high"), (int, float)):
+            speed += f" [{m['speedup_low']:.2f}-{m['speedup_high']:.2f}]"
+        if "confirmed" in m:
+            speed += " (confirmed)" if m["confirmed"] else " (unconfirmed)"
         lines.append(f"measured:      {speed}: {_secs(m.get('latency_s'))} against {_secs(m.get('baseline_s'))} for the baseline")
         quality = [f"{k} {'identical' if v == 'inf' else v}" for k, v in m.items()
-                   if k not in ("latency_s", "baseline_s", "speedup", "skipped_fraction", "feasible")]
+                   if k not in ("latency_s", "baseline_s", "speedup", "skipped_fraction", "feasible") and k not in TIMING_FIELDS]
         if quality:
             lines.append("  quality:     " + ", ".join(quality) + " (against the baseline's output, same prompt and seed)")
         if m.get("skipped_fraction") is not None:
@@ -406,14 +421,14 @@ def bench(
     A profile tuned for another model (pipeline, family or weights fingerprint) is refused
     unless --force; one tuned on another machine only warns. Each model call is a line on stderr.
 
-    The JSON object has the fields baseline_s, profile_s, speedup and one per quality metric
-    (an identical output's PSNR is the string "inf"), plus tuned_speedup, the speed-up the
-    profile recorded when it was frozen.
+    The JSON object has the fields baseline_s, profile_s, speedup (the median ratio of interleaved
+    baseline/profile calls on every prompt) with its interval speedup_low/speedup_high, the spread
+    and CPU time of each side, one field per quality metric (an identical output's PSNR is the
+    string "inf"), plus tuned_speedup(_low/_high), what the profile recorded when it was frozen.
     """
     import json
     import warnings
 
-    from .accel import AccelConfig
     from .deploy import ProfileMismatchError, check_profile
     from .models import load
     from .profile import load_profile
@@ -448,14 +463,18 @@ def bench(
     measured_at = {**loaded.generation, **{k: v for k, v in prof.generation.items() if v is not None}}
     generation = resolve(loaded.pipe, measured_at, _options(height, width, frames, steps, guidance, true_cfg, negative_prompt))
     typer.echo(f"bench: workload {describe(generation, prompts, seed_list)}", err=True)
-    ev = Evaluator(loaded, Workload(prompts, seed_list, generation), warmup=warmup, repeats=repeats)
+    # quality from one pass over every prompt; the speed-up as the tuner confirms one: the baseline
+    # and the profile interleaved, ``repeats`` rounds on every prompt, the median ratio and its interval
+    ev = Evaluator(loaded, Workload(prompts, seed_list, generation), warmup=warmup, repeats=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with _call_lines(ev, "baseline"):
-            base = ev.evaluate(AccelConfig())
+            base_metrics = ev.baseline_metrics
         with _call_lines(ev, "profile"):
             tuned = ev.evaluate(prof.accel)
-    baseline_s, profile_s = base.latency.median_s, tuned.latency.median_s
+        with _call_lines(ev, "interleaved"):
+            cmp = ev.confirm(prof.accel, repeats)
+    baseline_s, profile_s = cmp.baseline.median_s, cmp.candidate.median_s
     result = {
         "model": model,
         "profile": str(profile),
@@ -464,10 +483,18 @@ def bench(
         "repeats": repeats,
         "baseline_s": _significant(baseline_s),
         "profile_s": _significant(profile_s),
-        "speedup": _significant(baseline_s / profile_s) if profile_s > 0 else None,
+        "speedup": _significant(cmp.speedup),
+        "speedup_low": _significant(cmp.speedup_low),
+        "speedup_high": _significant(cmp.speedup_high),
+        "baseline_iqr_s": _significant(cmp.baseline.iqr_s),
+        "profile_iqr_s": _significant(cmp.candidate.iqr_s),
+        "baseline_cpu_s": _significant(cmp.baseline.cpu_s) if cmp.baseline.cpu_s is not None else None,
+        "profile_cpu_s": _significant(cmp.candidate.cpu_s) if cmp.candidate.cpu_s is not None else None,
         **{k: _json_number(v) for k, v in tuned.metrics.items()},
         "skipped_fraction": tuned.counters.get("skipped_fraction"),
         "tuned_speedup": prof.measured.get("speedup"),
+        "tuned_speedup_low": prof.measured.get("speedup_low"),
+        "tuned_speedup_high": prof.measured.get("speedup_high"),
         "mismatches": [m.field for m in mismatches],
     }
     if json_out:
@@ -475,12 +502,13 @@ def bench(
         return
     metrics = list(tuned.metrics)
     typer.echo(f"{model} with {profile} on {ev.device}: {len(prompts)} prompt(s); latency is the median of "
-               f"{repeats} call(s) on the first, quality is against the baseline on every prompt")
+               f"{repeats} interleaved call(s) on each, quality is against the baseline on every prompt")
     head = f"{'':10s}{'latency':>12s}{'speed-up':>10s}" + "".join(f"{m:>11s}" for m in metrics)
     typer.echo(head)
-    typer.echo(f"{'baseline':10s}{baseline_s:>10.4g} s{1.0:>9.2f}x" + "".join(f"{_metric_text(v):>11s}" for v in base.metrics.values()))
-    speed = baseline_s / profile_s if profile_s > 0 else float("nan")
-    typer.echo(f"{'profile':10s}{profile_s:>10.4g} s{speed:>9.2f}x" + "".join(f"{_metric_text(tuned.metrics[m]):>11s}" for m in metrics))
+    typer.echo(f"{'baseline':10s}{baseline_s:>10.4g} s{1.0:>9.2f}x" + "".join(f"{_metric_text(base_metrics[m]):>11s}" for m in metrics))
+    typer.echo(f"{'profile':10s}{profile_s:>10.4g} s{cmp.speedup:>9.2f}x" + "".join(f"{_metric_text(tuned.metrics[m]):>11s}" for m in metrics))
+    typer.echo(f"speed-up {cmp.speedup:.2f}x, interval {cmp.speedup_low:.2f}-{cmp.speedup_high:.2f}; latency spread (IQR) "
+               f"{cmp.baseline.iqr_s:.3g} s baseline, {cmp.candidate.iqr_s:.3g} s profile")
     if isinstance(prof.measured.get("speedup"), (int, float)):
         typer.echo(f"when frozen, the profile measured {prof.measured['speedup']:.2f}x")
 

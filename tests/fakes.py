@@ -1,6 +1,8 @@
 """A fake evaluator for tuner tests: deterministic latency/quality from the config, no model.
 
-``model="fake"`` behaves; ``model="fake-faulty"`` fails on purpose by ``cache.warmup_steps``:
+``model="fake"`` behaves: the baseline takes 1 s, timed interleaved with every trial, and a
+speed-up's interval is ±2% of it (±1% once confirmed); ``model="fake-flat"`` is a model nothing
+speeds up: every setting is within timing noise of the baseline. ``model="fake-faulty"`` fails on purpose by ``cache.warmup_steps``:
 1 raises, 3 kills the process, 4 returns NaN. ``model="fake-fast"`` is ``fake`` a thousand times
 faster (trials of about a millisecond, as a small model on a fast GPU); ``model="fake-hang"`` never
 finishes a trial (a machine that dies mid-trial, once the test kills it).
@@ -11,15 +13,34 @@ import time
 
 import numpy as np
 
-from mindiesd_tune.metrics import LatencyStats
+from mindiesd_tune.metrics import Comparison, LatencyStats
 from mindiesd_tune.tuner.evaluator import TrialPrunedEarly, TrialResult, to_uint8
 
 
 class FakeEvaluator:
-    def __init__(self, faulty: bool, scale: float = 1.0, hang: bool = False):
+    def __init__(self, faulty: bool, scale: float = 1.0, hang: bool = False, flat: bool = False):
         self.faulty = faulty
         self.scale = scale
         self.hang = hang
+        self.flat = flat
+        self.confirmed = []  # the configs confirm() re-measured
+
+    def _latency(self, cache) -> float:
+        if self.flat:  # within 1% of the baseline either way: noise, not a speed-up
+            return self.scale * (0.99 if cache.method != "none" else 1.0)
+        thr, warm = getattr(cache, "threshold", 0.0), getattr(cache, "warmup_steps", 0)
+        return (1.0 / (1.0 + 3.0 * min(thr, 1.0)) + 0.02 * warm) * self.scale
+
+    def _comparison(self, latency: float, spread: float, rounds: int) -> Comparison:
+        speedup = self.scale / latency
+        width = 0.05 if self.flat else spread  # the flat model's interval straddles 1.0
+        base = LatencyStats(self.scale, 0.0, self.scale, [self.scale] * rounds, 1000, self.scale)
+        cand = LatencyStats(latency, 0.0, latency, [latency] * rounds, 1000, latency)
+        return Comparison(base, cand, speedup, 0.0, speedup * (1 - width), speedup * (1 + width), [speedup] * rounds)
+
+    def confirm(self, config, repeats):
+        self.confirmed.append(config)
+        return self._comparison(self._latency(config.cache), 0.01, 2 * repeats)
 
     def evaluate(self, config, constraints=None, margin=None):
         time.sleep(3600 if self.hang else 0.01)
@@ -31,19 +52,22 @@ class FakeEvaluator:
                 raise RuntimeError("boom")
             if warm == 3:
                 os._exit(3)
-        latency = (1.0 / (1.0 + 3.0 * min(thr, 1.0)) + 0.02 * warm) * self.scale
+        latency = self._latency(cache)
         psnr = float("inf") if cache.method == "none" else 60.0 - 80.0 * min(thr, 1.0) + warm
         out = np.full((4, 4, 3), 0.5, dtype=np.float32)
         if self.faulty and cache.method != "none" and warm == 4:
             out[0, 0, 0] = np.nan
-        stats = LatencyStats(latency, 0.0, latency, [latency], 1000)
+        cmp = self._comparison(latency, 0.02, 1)
+        stats = cmp.candidate
         metrics = {"psnr": psnr, "ssim": 1.0 if cache.method == "none" else max(0.0, 1.0 - thr / 2)}
         if constraints is not None and margin is not None:
             for f in constraints.floors:
                 if f.breaks_by(metrics[f.metric], margin, {"psnr": float("inf"), "ssim": 1.0}.get(f.metric)):
-                    raise TrialPrunedEarly(f"first prompt misses {f}", {"latency": stats.as_dict(), "metrics": metrics,
-                                                                         "counters": {}, "sample": to_uint8(out)})
-        return TrialResult(stats, metrics, {"skipped_fraction": min(thr, 1.0)}, [out], 0.01)
+                    raise TrialPrunedEarly(f"first prompt misses {f}", {"metrics": metrics, "counters": {},
+                                                                         "sample": to_uint8(out)})
+        return TrialResult(stats, metrics, {"skipped_fraction": min(thr, 1.0)}, [out], 0.01, baseline_latency=cmp.baseline,
+                           speedup=cmp.speedup, speedup_iqr=0.0, speedup_low=cmp.speedup_low,
+                           speedup_high=cmp.speedup_high)
 
 
 def make_fake(spec):
@@ -56,7 +80,7 @@ def make_fake(spec):
         "is_video": False,
     }
     return FakeEvaluator(spec.model == "fake-faulty", 1e-3 if spec.model == "fake-fast" else 1.0,
-                         hang=spec.model == "fake-hang"), info
+                         hang=spec.model == "fake-hang", flat=spec.model == "fake-flat"), info
 
 
 SLOW_STEP_S = 1.0  # per denoising step of a slow trial: at least 20 steps make it last 20 s on any machine
@@ -104,4 +128,28 @@ def make_stubborn(spec):
         return evaluate(*args, **kwargs)
 
     ev.evaluate = evaluate_stubbornly
+    return ev, info
+
+
+def make_drifting(spec):
+    """The fake on a machine that gets busier trial after trial: every call, baseline and
+    candidate alike, takes 60% longer than in the trial before. Speed-ups are unchanged; the
+    absolute latency of a late trial says more about the load than about its setting."""
+    ev, info = make_fake(spec)
+    evaluate, n = ev.evaluate, [0]
+
+    def evaluate_later(*args, **kwargs):
+        from dataclasses import replace
+
+        result = evaluate(*args, **kwargs)
+        load = 1.6 ** n[0]
+        n[0] += 1
+
+        def slower(stats):
+            return replace(stats, median_s=stats.median_s * load, min_s=stats.min_s * load,
+                           samples=[x * load for x in stats.samples])
+
+        return replace(result, latency=slower(result.latency), baseline_latency=slower(result.baseline_latency))
+
+    ev.evaluate = evaluate_later
     return ev, info

@@ -138,14 +138,15 @@ def test_bench_json_keeps_the_precision_of_fast_calls(capsys, profiles, monkeypa
 
     from mindiesd_tune.tuner import evaluator
 
-    real = evaluator.Evaluator.evaluate
-    medians = iter([1.23456789e-4, 4.5678912e-5])  # baseline, then profile: a small model on a fast GPU
+    real = evaluator.Evaluator.confirm
+    base_s, profile_s = 1.23456789e-4, 4.5678912e-5  # a small model on a fast GPU
 
-    def evaluate(self, *args, **kwargs):
-        result = real(self, *args, **kwargs)
-        return replace(result, latency=replace(result.latency, median_s=next(medians)))
+    def confirm(self, *args, **kwargs):
+        cmp = real(self, *args, **kwargs)
+        return replace(cmp, baseline=replace(cmp.baseline, median_s=base_s), speedup=base_s / profile_s,
+                       candidate=replace(cmp.candidate, median_s=profile_s))
 
-    monkeypatch.setattr(evaluator.Evaluator, "evaluate", evaluate)
+    monkeypatch.setattr(evaluator.Evaluator, "confirm", confirm)
     code, out, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["a"]), "--json",
                          "--repeats", "1", "--warmup", "0", "--device", "cpu")
     assert code == 0, err

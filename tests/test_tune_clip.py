@@ -11,6 +11,7 @@ from mindiesd_tune.cli import main
 from mindiesd_tune.metrics import get_scorer
 from mindiesd_tune.search_spaces import NEUTRAL_PARAMS
 from mindiesd_tune.tuner import load_run
+from mindiesd_tune.tuner.pick import confirmations, speed_of
 
 PROMPT = "a red circle on a blue background"
 pytestmark = pytest.mark.slow
@@ -63,7 +64,12 @@ def test_profile_and_table_carry_the_clip_score(run):
     chosen = study.trials[data["study"]["trial"]]
     feasible = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
                 and all(v <= 0 for v in t.constraints.values())]
-    assert chosen.number == min(feasible, key=lambda t: t.user_attrs["latency_s"]).number
+    conf = confirmations(study)
+    faster = [t for t in feasible if speed_of(t, conf).beyond_noise and t.number and (str(t.number) in conf or not conf)]
+    if faster:  # the fastest by the confirmed speed-up
+        assert chosen.number == max(faster, key=lambda t: speed_of(t, conf).speedup).number
+    else:  # nothing beat the baseline beyond timing noise
+        assert chosen.number == 0
     assert data["model"]["name"] == "demo-flux"
     assert data["measured"]["clip"] == pytest.approx(chosen.user_attrs["metrics"]["clip"], rel=1e-3)
     df = pd.read_csv(out / "trials.csv")

@@ -28,6 +28,7 @@ from .latency import (
     measure_stages,
     peak_memory_bytes,
     reset_peak_memory,
+    speed_interval,
     summarize,
 )
 
@@ -81,6 +82,7 @@ __all__ = [
     "score_folder",
     "score_outputs",
     "ssim",
+    "speed_interval",
     "summarize",
     "to_nchw",
 ]

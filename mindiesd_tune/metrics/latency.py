@@ -2,15 +2,18 @@
 
 On CUDA a call is timed with CUDA events (GPU time between two points of the stream); on an
 Ascend NPU the host waits for the device (``torch.npu.synchronize``) before reading the clock;
-the CPU runs eagerly and needs no synchronisation. Speed-ups are ratios of medians measured in
-the same run with the baseline interleaved (``compare_interleaved``), so drift in clocks,
-thermals or other load touches both sides alike.
+the CPU runs eagerly and needs no synchronisation. A speed-up is the median of the ratios of
+baseline and candidate calls made one right after the other (``compare_interleaved``), so drift
+in clocks, thermals or other load touches both sides alike; its interval (``speed_interval``)
+says how far to trust it. On the CPU each call's process CPU time is recorded beside its wall
+time: a busy machine stretches the wall time of a call, not the CPU time it needs.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from typing import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ class LatencyStats:
     min_s: float
     samples: list[float]
     peak_memory_bytes: int | None = None
+    cpu_s: float | None = None  # median process CPU seconds per call, on the CPU device
 
     @property
     def repeats(self) -> int:
@@ -50,11 +54,34 @@ def quartiles(samples: list[float]) -> tuple[float, float, float]:
     return s[0], statistics.median(s), s[-1]
 
 
-def summarize(samples: list[float], peak: int | None = None) -> LatencyStats:
+def summarize(samples: list[float], peak: int | None = None, cpu: list[float] | None = None) -> LatencyStats:
     if not samples:
         raise ValueError("no latency samples")
     q1, med, q3 = quartiles(samples)
-    return LatencyStats(med, q3 - q1, min(samples), list(samples), peak)
+    return LatencyStats(med, q3 - q1, min(samples), list(samples), peak, statistics.median(cpu) if cpu else None)
+
+
+# A 95% interval: a speed-up whose interval includes 1.0 is not told apart from the baseline.
+INTERVAL_LEVEL = 0.95
+_BOOTSTRAP_RESAMPLES = 2000
+
+
+def speed_interval(ratios: Sequence[float], level: float = INTERVAL_LEVEL) -> tuple[float, float, float]:
+    """(median, low, high) of paired baseline/candidate ratios: the median ratio and a percentile
+    bootstrap interval of it. Seeded, so the same samples always give the same interval."""
+    import numpy as np
+
+    r = np.asarray([x for x in ratios if np.isfinite(x)], dtype=float)
+    if r.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    med = float(np.median(r))
+    if r.size == 1:
+        return med, med, med
+    rng = np.random.default_rng(0)
+    boot = np.median(r[rng.integers(0, r.size, size=(_BOOTSTRAP_RESAMPLES, r.size))], axis=1)
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(boot, [tail, 100 - tail])
+    return med, float(min(low, med)), float(max(high, med))
 
 
 # ---------------------------------------------------------------------------- clocks and memory
@@ -122,22 +149,35 @@ def measure(
     warmup: int = 1,
     repeats: int = 3,
     clock: Callable[[], float] | None = None,
+    cpu_clock: Callable[[], float] | None = None,
 ) -> tuple[LatencyStats, Any]:
-    """Time ``fn`` and return its statistics and the output of the last call."""
+    """Time ``fn`` and return its statistics and the output of the last call.
+
+    On the CPU, ``cpu_clock`` (the process CPU time by default) is read around each call too."""
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
     dc = DeviceClock(device, clock)
+    cpu_clock = _cpu_clock(device, cpu_clock)
     out = None
     for _ in range(warmup):
         out = fn()
     synchronize(device)
     reset_peak_memory(device)
-    samples = []
+    samples, cpu = [], []
     for _ in range(repeats):
+        c0 = cpu_clock() if cpu_clock else None
         t0 = dc.mark()
         out = fn()
         samples.append(dc.seconds(t0, dc.mark()))
-    return summarize(samples, peak_memory_bytes(device)), out
+        if cpu_clock:
+            cpu.append(cpu_clock() - c0)
+    return summarize(samples, peak_memory_bytes(device), cpu), out
+
+
+def _cpu_clock(device, given: Callable[[], float] | None) -> Callable[[], float] | None:
+    if given is not None:
+        return given
+    return time.process_time if torch.device(device).type == "cpu" else None
 
 
 # ---------------------------------------------------------------------------- baseline against candidate
@@ -145,15 +185,37 @@ def measure(
 
 @dataclass
 class Comparison:
-    """Baseline and candidate timed in the same run, interleaved; ``speedup`` = baseline median / candidate median."""
+    """Baseline and candidate timed in the same run, interleaved. ``speedup`` is the median of the
+    per-round ratios baseline/candidate; ``speedup_low``/``speedup_high`` its interval."""
 
     baseline: LatencyStats
     candidate: LatencyStats
     speedup: float
-    speedup_iqr: float  # spread of the per-round ratios: how far to trust ``speedup``
+    speedup_iqr: float  # spread of the per-round ratios
+    speedup_low: float | None = None
+    speedup_high: float | None = None
+    ratios: list[float] | None = None
+
+    @classmethod
+    def of(cls, baseline: LatencyStats, candidate: LatencyStats, ratios: list[float]) -> "Comparison":
+        q1, _, q3 = quartiles(ratios) if ratios else (float("nan"),) * 3
+        med, low, high = speed_interval(ratios)
+        return cls(baseline, candidate, med, q3 - q1, low, high, list(ratios))
+
+    @classmethod
+    def pooled(cls, parts: Sequence["Comparison"]) -> "Comparison":
+        """Several comparisons (one per prompt) as one: their samples and ratios together."""
+        def joined(side):
+            stats = [getattr(c, side) for c in parts]
+            peaks = [s.peak_memory_bytes for s in stats if s.peak_memory_bytes is not None]
+            cpu = [s.cpu_s for s in stats if s.cpu_s is not None]
+            return summarize([x for s in stats for x in s.samples], max(peaks) if peaks else None, cpu or None)
+
+        return cls.of(joined("baseline"), joined("candidate"), [r for c in parts for r in (c.ratios or [])])
 
     def as_dict(self) -> dict:
-        return {"baseline": self.baseline.as_dict(), "candidate": self.candidate.as_dict(), "speedup": self.speedup, "speedup_iqr": self.speedup_iqr}
+        return {"baseline": self.baseline.as_dict(), "candidate": self.candidate.as_dict(), "speedup": self.speedup,
+                "speedup_iqr": self.speedup_iqr, "speedup_low": self.speedup_low, "speedup_high": self.speedup_high}
 
 
 def compare_interleaved(
@@ -164,6 +226,7 @@ def compare_interleaved(
     repeats: int = 3,
     clock: Callable[[], float] | None = None,
     candidate_setup: Callable[[], Callable[[], Any]] | None = None,
+    cpu_clock: Callable[[], float] | None = None,
 ) -> tuple[Comparison, Any, Any]:
     """Time ``baseline`` and ``candidate`` alternately (AB, BA, AB, ...) and return their ratio.
 
@@ -174,7 +237,9 @@ def compare_interleaved(
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
     dc = DeviceClock(device, clock)
+    cpu_clock = _cpu_clock(device, cpu_clock)
     fns = {"baseline": baseline, "candidate": candidate}
+    cpu: dict[str, list[float]] = {"baseline": [], "candidate": []}
     outs: dict[str, Any] = {"baseline": None, "candidate": None}
     samples: dict[str, list[float]] = {"baseline": [], "candidate": []}
     peaks: dict[str, int | None] = {"baseline": None, "candidate": None}
@@ -183,10 +248,13 @@ def compare_interleaved(
         try:
             synchronize(device)
             reset_peak_memory(device)
+            c0 = cpu_clock() if cpu_clock else None
             t0 = dc.mark()
             outs[side] = fns[side]()
             if timed:
                 samples[side].append(dc.seconds(t0, dc.mark()))
+                if cpu_clock:
+                    cpu[side].append(cpu_clock() - c0)
                 peak = peak_memory_bytes(device)
                 if peak is not None:
                     peaks[side] = max(peaks[side] or 0, peak)
@@ -200,11 +268,11 @@ def compare_interleaved(
     for r in range(repeats):
         for side in ("baseline", "candidate") if r % 2 == 0 else ("candidate", "baseline"):
             run(side, timed=True)
-    base, cand = summarize(samples["baseline"], peaks["baseline"]), summarize(samples["candidate"], peaks["candidate"])
-    ratios = [b / c for b, c in zip(samples["baseline"], samples["candidate"]) if c > 0]
-    q1, _, q3 = quartiles(ratios) if ratios else (float("nan"),) * 3
-    speedup = base.median_s / cand.median_s if cand.median_s > 0 else float("inf")
-    return Comparison(base, cand, speedup, q3 - q1), outs["baseline"], outs["candidate"]
+    base = summarize(samples["baseline"], peaks["baseline"], cpu["baseline"])
+    cand = summarize(samples["candidate"], peaks["candidate"], cpu["candidate"])
+    # each round's two calls ran back to back: their ratio is what a change of load cannot bend
+    ratios = [b / c if c > 0 else float("inf") for b, c in zip(samples["baseline"], samples["candidate"])]
+    return Comparison.of(base, cand, ratios), outs["baseline"], outs["candidate"]
 
 
 # ---------------------------------------------------------------------------- where the time goes
@@ -338,5 +406,6 @@ __all__ = [
     "measure_stages",
     "peak_memory_bytes",
     "reset_peak_memory",
+    "speed_interval",
     "summarize",
 ]

@@ -184,9 +184,14 @@ def _headline(chosen: pd.Series | None, chosen_no: int | None, reason: str, ms: 
               baseline_no: int | None) -> str:
     if chosen is None:
         return f'<div class="headline none"><b>No profile.</b> {_e(reason)}</div>'
-    lat, base = _num(chosen.get("latency_s")), _num(baseline.get("latency_s")) if baseline is not None else None
-    speed = _num(chosen.get("speedup"))
-    parts = [f"<span class='big'>{speed:.2f}x</span> faster" if speed else "speed-up unknown"]
+    # the chosen row's own figures (tuner.pick.speed_of): the baseline timed beside it, not the baseline trial
+    lat, base = _num(chosen.get("latency_s")), _num(chosen.get("baseline_s"))
+    if base is None and baseline is not None:
+        base = _num(baseline.get("latency_s"))
+    speed, low, high = _num(chosen.get("speedup")), _num(chosen.get("speedup_low")), _num(chosen.get("speedup_high"))
+    interval = f" [{low:.2f}-{high:.2f}]" if low is not None and high is not None else ""
+    confirmed = {True: " (confirmed)", False: " (unconfirmed)"}.get(chosen.get("confirmed"), "")
+    parts = [f"<span class='big'>{speed:.2f}x</span>{interval} faster{confirmed}" if speed else "speed-up unknown"]
     if chosen_no is not None and chosen_no == baseline_no:
         parts = ["the baseline itself, no acceleration"]
     if lat is not None and base is not None:

@@ -12,8 +12,15 @@ import numpy as np
 import torch
 
 from .. import accel
-from ..metrics import FIDELITY_METRICS, compare_interleaved, fidelity, measure
+from ..metrics import FIDELITY_METRICS, Comparison, compare_interleaved, fidelity, measure
 from ..models import LoadedModel
+
+# The machine got busier when the baseline's latest timing spreads this many times wider than
+# its usual spread (relative IQR), or its level moved by this share from its usual level.
+DRIFT_SPREAD_FACTOR = 2.0
+DRIFT_LEVEL_SHARE = 0.15
+# Without interleaving the baseline is re-timed every this many trials, every trial when busy.
+RETIME_EVERY = 4
 
 
 class TrialAborted(BaseException):
@@ -53,8 +60,11 @@ class TrialResult:
     outputs: list[np.ndarray] = field(repr=False)
     eval_seconds: float = 0.0
     baseline_latency: Any = None  # metrics.LatencyStats of the baseline, timed interleaved with this trial
-    speedup: float | None = None  # baseline median / trial median, from the same interleaved run
+    speedup: float | None = None  # median of the baseline/trial ratios of the same interleaved run
     speedup_iqr: float | None = None
+    speedup_low: float | None = None  # the speed-up's interval (metrics.speed_interval)
+    speedup_high: float | None = None
+    timing: dict | None = None  # how it was timed: repeats, and whether the machine looked busier
 
     @property
     def has_nan(self) -> bool:
@@ -71,6 +81,9 @@ class TrialResult:
             "baseline_latency": self.baseline_latency.as_dict() if self.baseline_latency is not None else None,
             "speedup": self.speedup,
             "speedup_iqr": self.speedup_iqr,
+            "speedup_low": self.speedup_low,
+            "speedup_high": self.speedup_high,
+            "timing": self.timing,
         }
 
 
@@ -103,6 +116,9 @@ class Evaluator:
         self.repeats = repeats
         self.device = self.pipe.device if hasattr(self.pipe, "device") else torch.device("cpu")
         self._baseline: list[np.ndarray] | None = None
+        self._baseline_timings: list = []  # the baseline's LatencyStats, trial after trial
+        self._baseline_timed_at = -1  # trial count when the baseline was last timed (no interleaving)
+        self._trials = 0
         # set from another thread to abort the running call at its next denoising step
         self.abort = threading.Event()
 
@@ -169,46 +185,74 @@ class Evaluator:
             self._baseline_metrics = {k: _mean([s[k] for s in scores]) for k in scores[0]}
         return self._baseline_metrics
 
-    def evaluate(self, config: accel.AccelConfig, constraints=None, prune_margin: float | None = None) -> TrialResult:
-        """Apply ``config``, time the first prompt, score it; prune early or score the rest; remove.
+    def busy(self) -> bool:
+        """Whether the baseline's latest timing drifted from its usual spread or level: the machine
+        got busier (or quieter), so the coming trials are timed with more rounds."""
+        h = self._baseline_timings
+        if len(h) < 3:
+            return False
+        last, earlier = h[-1], h[:-1]
+        rel = [t.iqr_s / t.median_s for t in earlier if t.median_s > 0]
+        usual_spread = float(np.median(rel)) if rel else 0.0
+        usual_level = float(np.median([t.median_s for t in earlier]))
+        spread = last.iqr_s / last.median_s if last.median_s > 0 else 0.0
+        return (spread > DRIFT_SPREAD_FACTOR * max(usual_spread, 0.01)
+                or abs(last.median_s - usual_level) > DRIFT_LEVEL_SHARE * usual_level)
 
-        With ``constraints`` and ``prune_margin``, a first prompt that already misses a
-        quality floor by more than the margin raises TrialPrunedEarly instead of running
-        the remaining prompts.
+    def _timed_baseline(self, p0, s0, repeats: int, busy: bool):
+        """Without interleaving: the baseline's timing on the first prompt, re-timed every few trials
+        (every trial while the machine looks busier)."""
+        every = 1 if busy else RETIME_EVERY
+        if not self._baseline_timings or self._trials - self._baseline_timed_at >= every:
+            stats, _ = measure(lambda: self.generate(p0, s0), self.device, self.warmup, repeats)
+            self._baseline_timings.append(stats)
+            self._baseline_timed_at = self._trials
+        return self._baseline_timings[-1]
+
+    def evaluate(self, config: accel.AccelConfig, constraints=None, prune_margin: float | None = None) -> TrialResult:
+        """Apply ``config``, score the first prompt; prune early or time it and score the rest; remove.
+
+        The cheap look comes first: one untimed call on the first prompt. With ``constraints``
+        and ``prune_margin``, one that already misses a quality floor by more than the margin
+        raises TrialPrunedEarly before anything is timed. Only then is the first prompt timed
+        against the baseline (interleaved) and the remaining prompts scored.
         """
         t_start = time.perf_counter()
         self.baseline  # noqa: B018  (computed once, before any timing)
         p0, s0 = self.workload.prompts[0], self.workload.seeds[0]
-        comparison = None
+        busy = self.busy()
+        # an even number of rounds: as many AB as BA, so a machine that slows down (or speeds up)
+        # through the trial biases neither side of the median ratio
+        repeats = balanced(self.repeats * 2 if busy else self.repeats)
+        self._trials += 1
         with torch.inference_mode():
+            handle = accel.apply(self.pipe, config)
+            try:
+                first = self.generate(p0, s0, handle.call_overrides)
+                scores = [self.score(first, 0)]
+                if constraints is not None and prune_margin is not None and len(self.workload.prompts) > 1:
+                    self._prune_early(constraints, prune_margin, scores[0], handle.stats(), first, t_start)
+            finally:
+                handle.remove()
             if self.interleave:
-                handles: list = []
-
-                def setup():  # untimed, around every candidate call
-                    handles.append(accel.apply(self.pipe, config))
-                    return handles[-1].remove
-
-                comparison, _, first = compare_interleaved(
-                    lambda: self.generate(p0, s0), lambda: self.generate(p0, s0, handles[-1].call_overrides), self.device,
-                    self.warmup, self.repeats, candidate_setup=setup,
-                )
-                latency, counters = comparison.candidate, handles[-1].stats()
+                comparison, first, counters = self._compare(config, p0, s0, repeats)
+                latency = comparison.candidate
             t_setup = time.perf_counter()
             handle = accel.apply(self.pipe, config)
             setup = _setup_counters(self.pipe, time.perf_counter() - t_setup)
             try:
                 if not self.interleave:
+                    base = self._timed_baseline(p0, s0, repeats, busy)
 
                     def call():
                         handle.reset_stats()  # so the counters describe exactly one call
                         return self.generate(p0, s0, handle.call_overrides)
 
-                    latency, first = measure(call, self.device, self.warmup, self.repeats)
+                    latency, first = measure(call, self.device, self.warmup, repeats)
                     counters = handle.stats()
+                    comparison = Comparison.of(base, latency, [b / c if c > 0 else math.inf
+                                                               for b, c in zip(base.samples, latency.samples)])
                 outputs = [first]
-                scores = [self.score(first, 0)]
-                if constraints is not None and prune_margin is not None and len(self.workload.prompts) > 1:
-                    self._prune_early(constraints, prune_margin, scores[0], latency, counters, first, comparison, t_start)
                 for i, (p, s) in enumerate(zip(self.workload.prompts, self.workload.seeds)):
                     if i:
                         outputs.append(self.generate(p, s, handle.call_overrides))
@@ -218,19 +262,42 @@ class Evaluator:
         metrics = {k: _mean([s[k] for s in scores]) for k in scores[0]}
         return TrialResult(
             latency, metrics, {**counters, **setup}, outputs, time.perf_counter() - t_start,
-            baseline_latency=comparison.baseline if comparison else None,
-            speedup=comparison.speedup if comparison else None,
-            speedup_iqr=comparison.speedup_iqr if comparison else None,
+            baseline_latency=comparison.baseline, speedup=comparison.speedup, speedup_iqr=comparison.speedup_iqr,
+            speedup_low=comparison.speedup_low, speedup_high=comparison.speedup_high,
+            timing={"repeats": repeats, "busy": busy},
         )
 
-    def _prune_early(self, constraints, margin, first_scores, latency, counters, first, comparison=None, t_start=None) -> None:
+    def confirm(self, config: accel.AccelConfig, repeats: int) -> Comparison:
+        """The full measurement of a promising point: ``repeats`` interleaved rounds against the
+        baseline on every prompt, pooled into one speed-up and its interval."""
+        self.baseline  # noqa: B018
+        with torch.inference_mode():
+            parts = [self._compare(config, p, s, repeats)[0] for p, s in zip(self.workload.prompts, self.workload.seeds)]
+        return Comparison.pooled(parts)
+
+    def _compare(self, config: accel.AccelConfig, prompt: str, seed: int, repeats: int):
+        """The baseline and ``config`` interleaved on one prompt -> (comparison, last candidate output,
+        counters of the last candidate call). The config is applied and removed untimed around each call."""
+        handles: list = []
+
+        def setup():
+            handles.append(accel.apply(self.pipe, config))
+            return handles[-1].remove
+
+        comparison, _, out = compare_interleaved(
+            lambda: self.generate(prompt, seed), lambda: self.generate(prompt, seed, handles[-1].call_overrides), self.device,
+            self.warmup, repeats, candidate_setup=setup,
+        )
+        self._baseline_timings.append(comparison.baseline)
+        return comparison, out, handles[-1].stats()
+
+    def _prune_early(self, constraints, margin, first_scores, counters, first, t_start=None) -> None:
         base = self.baseline_metrics
         for f in constraints.floors:
             value = first_scores.get(f.metric)
             if value is not None and f.breaks_by(value, margin, base.get(f.metric)):
-                partial = {"latency": latency.as_dict(), "metrics": dict(first_scores), "counters": counters,
-                           "sample": to_uint8(first), "speedup": comparison.speedup if comparison else None,
-                           "baseline_latency": comparison.baseline.as_dict() if comparison else None,
+                # nothing was timed: a pruned point carries no latency
+                partial = {"metrics": dict(first_scores), "counters": counters, "sample": to_uint8(first),
                            "eval_seconds": time.perf_counter() - t_start if t_start is not None else None}
                 raise TrialPrunedEarly(f"first prompt {f.metric} {value:.4g} misses {f} by more than {margin:.0%}", partial)
 
@@ -242,6 +309,11 @@ def _setup_counters(pipe, seconds: float) -> dict[str, Any]:
 
     per_component = weight_bytes(pipe)
     return {"setup_s": seconds, "weight_bytes": sum(per_component.values()), "weight_bytes_by_component": per_component}
+
+
+def balanced(rounds: int) -> int:
+    """``rounds`` rounded up to an even count: interleaved rounds alternate AB and BA."""
+    return rounds + rounds % 2
 
 
 def _mean(values: list[float]) -> float:

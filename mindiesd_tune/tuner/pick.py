@@ -1,9 +1,16 @@
-"""Choosing the profile among finished trials: fastest feasible, the knee of the front, or a trial."""
+"""Choosing the profile among finished trials: fastest feasible, the knee of the front, or a trial.
+
+The one definition of speed-up is ``speed_of``: the median ratio of baseline and candidate calls
+timed interleaved in the same window, with its interval; the confirmed re-measurement where the
+study stored one. The study's first objective, the front, the pick, the console line, the table,
+the report and the profile all read it.
+"""
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 import optuna
 
@@ -12,6 +19,7 @@ from ..accel.config import ConfigError
 from ..search_spaces import config_from_params
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
+NO_GAIN = "no setting was faster than the baseline beyond timing noise"
 
 
 def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -43,18 +51,80 @@ def quality_key(study: optuna.Study):
     return key
 
 
-def speedup_of(trial: optuna.trial.FrozenTrial, base: optuna.trial.FrozenTrial | None) -> tuple[float | None, float | None]:
-    """(baseline seconds, speed-up): from the baseline timed interleaved with the trial when there is
-    one, else against the baseline trial's own timing."""
-    latency = trial.user_attrs.get("latency_s")
-    if trial.user_attrs.get("speedup") is not None:
-        return (trial.user_attrs.get("baseline_latency") or {}).get("median_s"), trial.user_attrs["speedup"]
+@dataclass(frozen=True)
+class Speed:
+    """A trial's speed against the baseline: the speed-up, its interval, and both latencies."""
+
+    speedup: float | None
+    low: float | None
+    high: float | None
+    latency_s: float | None
+    baseline_s: float | None
+    confirmed: bool = False
+    latency_iqr_s: float | None = None
+    baseline_iqr_s: float | None = None
+    cpu_s: float | None = None
+    baseline_cpu_s: float | None = None
+
+    @property
+    def beyond_noise(self) -> bool:
+        """Faster than the baseline with the whole interval above 1.0 (a trial stored without an
+        interval: faster at all)."""
+        if self.low is None:
+            return bool(self.speedup and self.speedup > 1.0)
+        return self.low > 1.0
+
+    @property
+    def relative_latency(self) -> float | None:
+        """Latency as a share of the baseline's, 1 / speed-up: the study's first objective."""
+        return 1.0 / self.speedup if self.speedup else None
+
+    def text(self) -> str:
+        if not self.speedup:
+            return "-"
+        if self.low is None or self.high is None:
+            return f"{self.speedup:.2f}x"
+        return f"{self.speedup:.2f}x [{self.low:.2f}-{self.high:.2f}]"
+
+
+def confirmations(study: optuna.Study) -> dict:
+    """trial number (str) -> the confirmed re-measurement stored at the end of the study."""
+    return dict(study.user_attrs.get("confirmed") or {})
+
+
+def speed_of(trial: optuna.trial.FrozenTrial, confirmed: dict | None = None,
+             base: optuna.trial.FrozenTrial | None = None) -> Speed:
+    """The trial's speed: its confirmed figures where ``confirmed`` (``confirmations(study)``) holds
+    them, else those of the baseline timed interleaved with it; against the baseline trial ``base``
+    (no interval) only for a trial stored without an interleaved baseline."""
+    attrs = trial.user_attrs
+    for key in (trial.number, attrs.get("repeat_of")):
+        c = (confirmed or {}).get(str(key)) if key is not None else None
+        if c:
+            return Speed(c.get("speedup"), c.get("speedup_low"), c.get("speedup_high"), c.get("latency_s"),
+                         c.get("baseline_s"), True, c.get("latency_iqr_s"), c.get("baseline_iqr_s"),
+                         c.get("cpu_s"), c.get("baseline_cpu_s"))
+    latency = attrs.get("latency_s")
+    lat = attrs.get("latency") or {}
+    if attrs.get("speedup") is not None:
+        b = attrs.get("baseline_latency") or {}
+        return Speed(attrs["speedup"], attrs.get("speedup_low"), attrs.get("speedup_high"), latency, b.get("median_s"),
+                     False, lat.get("iqr_s"), b.get("iqr_s"), lat.get("cpu_s"), b.get("cpu_s"))
     base_s = base.user_attrs.get("latency_s") if base is not None else None
-    return base_s, (base_s / latency if latency and base_s else None)
+    return Speed(base_s / latency if latency and base_s else None, None, None, latency, base_s,
+                 latency_iqr_s=lat.get("iqr_s"))
+
+
+def speedup_of(trial: optuna.trial.FrozenTrial, base: optuna.trial.FrozenTrial | None,
+               confirmed: dict | None = None) -> tuple[float | None, float | None]:
+    """(baseline seconds, speed-up) of ``speed_of``."""
+    s = speed_of(trial, confirmed, base)
+    return s.baseline_s, s.speedup
 
 
 def pick(study: optuna.Study, how: str = "fastest") -> tuple[optuna.trial.FrozenTrial | None, str]:
-    """``fastest`` (default), ``knee`` or ``trial:N`` -> (trial, why). The baseline when nothing is feasible."""
+    """``fastest`` (default), ``knee`` or ``trial:N`` -> (trial, why). The baseline when nothing is
+    feasible, or when no feasible setting is faster than the baseline beyond timing noise."""
     done = completed(study)
     feasible = [t for t in done if is_feasible(t)]
     floors = ", ".join(study.user_attrs.get("floors", [])) or "no floor"
@@ -74,18 +144,40 @@ def pick(study: optuna.Study, how: str = "fastest") -> tuple[optuna.trial.Frozen
             return base, f"no trial met {floors}; the profile is the baseline"
         return None, "no trial finished"
     quality = quality_key(study)
-    if how == "fastest":
-        best = min(feasible, key=lambda t: (t.user_attrs["latency_s"], -quality(t)))
-        return best, f"fastest trial meeting {floors}"
-    return knee(feasible, quality), f"knee of the latency/quality front among trials meeting {floors}"
+    conf = confirmations(study)
+    base = baseline_trial(study)
+    speed = {t.number: speed_of(t, conf, base) for t in done}
+    if how == "knee":
+        return knee(feasible, quality, speed), f"knee of the latency/quality front among trials meeting {floors}"
+    # a confirmed study picks among its confirmed points: the figures the profile records
+    pool = [t for t in feasible if speed[t.number].confirmed] if conf else feasible
+    gains = [t for t in pool if t.params != NEUTRAL_PARAMS and speed[t.number].beyond_noise]
+    if not gains:
+        if base is not None:
+            return base, f"{NO_GAIN}; the profile is the baseline"
+        return None, NO_GAIN
+    best = max(gains, key=lambda t: (speed[t.number].speedup, quality(t)))
+    s = speed[best.number]
+    measured = "confirmed" if s.confirmed else "unconfirmed: not re-measured"
+    return best, f"fastest trial meeting {floors} ({measured}, {s.text()})"
 
 
-def knee(trials: list[optuna.trial.FrozenTrial], quality) -> optuna.trial.FrozenTrial:
+def _relative(speed: dict | None):
+    """trial -> latency relative to the baseline (1 / speed-up); absolute latency without one."""
+    def rel(t: optuna.trial.FrozenTrial) -> float:
+        r = speed[t.number].relative_latency if speed and t.number in speed else None
+        return r if r is not None else t.user_attrs["latency_s"]
+
+    return rel
+
+
+def knee(trials: list[optuna.trial.FrozenTrial], quality, speed: dict | None = None) -> optuna.trial.FrozenTrial:
     """The front point farthest from the line joining its two ends (normalised axes)."""
-    front = _front(trials, quality)
+    rel = _relative(speed)
+    front = _front(trials, quality, rel)
     if len(front) <= 2:
-        return min(front, key=lambda t: t.user_attrs["latency_s"])
-    lat = [t.user_attrs["latency_s"] for t in front]
+        return min(front, key=rel)
+    lat = [rel(t) for t in front]
     q = [quality(t) for t in front]
     lo_l, hi_l, lo_q, hi_q = min(lat), max(lat), min(q), max(q)
     span_l, span_q = (hi_l - lo_l) or 1.0, (hi_q - lo_q) or 1.0
@@ -96,9 +188,10 @@ def knee(trials: list[optuna.trial.FrozenTrial], quality) -> optuna.trial.Frozen
     return front[max(range(len(front)), key=dist.__getitem__)]
 
 
-def _front(trials, quality):
-    """Non-dominated trials (min latency, max quality), sorted by latency."""
-    pts = sorted(trials, key=lambda t: (t.user_attrs["latency_s"], -quality(t)))
+def _front(trials, quality, rel=None):
+    """Non-dominated trials (min relative latency, max quality), sorted by relative latency."""
+    rel = rel or _relative(None)
+    pts = sorted(trials, key=lambda t: (rel(t), -quality(t)))
     front, best_q = [], -math.inf
     for t in pts:
         if quality(t) > best_q:

@@ -10,7 +10,7 @@ from typing import Callable
 import optuna
 
 from .budget import Budget
-from .pick import baseline_trial, is_feasible, speedup_of
+from .pick import baseline_trial, confirmations, is_feasible, speed_of
 
 TrialState = optuna.trial.TrialState
 
@@ -18,13 +18,12 @@ TrialState = optuna.trial.TrialState
 def trial_line(study: optuna.Study, t: optuna.trial.FrozenTrial) -> str:
     params = ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()) or "baseline"
     if t.state == TrialState.COMPLETE:
-        lat = t.user_attrs.get("latency_s")
-        _, speedup = speedup_of(t, baseline_trial(study))
-        speed = f"{speedup:.2f}x" if speedup else "-"
+        s = speed_of(t, confirmations(study), baseline_trial(study))
+        spread = f" ±{s.latency_iqr_s / 2:.3f}" if s.latency_iqr_s is not None else ""
         m = t.user_attrs.get("metrics", {})
         quality = "  ".join(f"{k} {v:.3g}" for k, v in m.items())
         mark = "" if is_feasible(t) else "  (below the floor)"
-        return f"trial {t.number:3d}  {lat:.3f}s  {speed:>6}  {quality}  [{params}]{mark}"
+        return f"trial {t.number:3d}  {s.latency_s:.3f}s{spread}  {s.text():>6}  {quality}  [{params}]{mark}"
     reason = t.user_attrs.get("fail_reason") or t.user_attrs.get("prune_reason") or ""
     return f"trial {t.number:3d}  {t.state.name.lower()}: {reason}  [{params}]"
 
@@ -36,8 +35,8 @@ def _fmt(v) -> str:
 def summary(study: optuna.Study) -> dict:
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("over_budget")]
     done = [t for t in trials if t.state == TrialState.COMPLETE]
-    base = baseline_trial(study)
-    speeds = [speedup_of(t, base)[1] for t in done if is_feasible(t)]
+    base, conf = baseline_trial(study), confirmations(study)
+    speeds = [speed_of(t, conf, base).speedup for t in done if is_feasible(t)]
     speeds = [s for s in speeds if s]
     best = max(speeds) if speeds else None
     return {

@@ -25,15 +25,25 @@ import optuna
 from ..errors import UserError
 from ..metrics import METRIC_DIRECTIONS
 from ..profile import Profile
-from ..search_spaces import SpaceContext, config_from_params, presets, suggest
+from ..search_spaces import NEUTRAL_PARAMS, SpaceContext, config_from_params, presets, suggest
 from .budget import Budget
 from .objectives import Constraints, QualityFloor
-from .pick import baseline_trial, completed, is_feasible, pick, speedup_of
+from .pick import baseline_trial, completed, confirmations, is_feasible, pick, speed_of
 from .progress import ProgressUI, closing_lines, header_lines
 from .storage import (default_storage, has_study, load_run, open_storage, read_run_json, redact, run_storage,
                       write_run_json)
 from .worker import InProcessWorker, ProcessWorker, WorkerSpec, WorkerStartError
 
+# The first objective's name: latency as a share of the baseline's timed beside it (1 / speed-up).
+RELATIVE_LATENCY = "latency_over_baseline"
+# Confirmation: at most this many points on or near the front are re-measured before the pick,
+# those whose speed-up reaches within this share of the best one's, or whose interval overlaps it.
+CONFIRM_MAX = 3
+CONFIRM_MARGIN = 0.1
+# No further point is confirmed once the confirmation took this share of the search's own time
+# (at least this long); the best point is always confirmed.
+CONFIRM_SHARE = 0.2
+CONFIRM_MIN_S = 60.0
 # Identical outputs have infinite PSNR; Optuna wants finite objective values.
 PSNR_CAP = 100.0
 # Metrics a trial can report for each output (set metrics such as FID need more samples than a study runs).
@@ -142,6 +152,7 @@ class _Shared:
     sample_seconds: float = 0.0  # sampling: study.ask() and the define-by-run suggest
     call_seconds: float = 0.0  # worker.evaluate round trips (the evaluator plus process hand-over)
     repeats_in_row: int = 0
+    busy_noted: bool = False
     stop_reason: str = ""
     stale_checked: float = 0.0
 
@@ -276,6 +287,10 @@ def run_study(
         load_if_exists=resume or external,  # an explicit storage is how other machines join a study
     )
     write_run_json(out_dir, url, name)
+    if study.metric_names is None:  # optuna-dashboard and plot_pareto_front label their axes with these
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([RELATIVE_LATENCY, objective])
 
     metrics = tuple(m for m in dict.fromkeys(("psnr", "ssim", objective, *(f.metric for f in constraints.floors)))
                     if m not in OTHER_OBJECTIVES)
@@ -352,6 +367,10 @@ def run_study(
     if aborted_at is not None and not external:
         _requeue_interrupted(study, log)  # only this process writes the run's own storage
     loop_seconds = time.monotonic() - t_loop
+    if not interrupted:
+        # even rounds: as many AB as BA; bounded by the time the search itself took
+        confirm_front(study, pool[0], max(2 * repeats, 6), log=ui.note,
+                      time_limit_s=max(CONFIRM_MIN_S, CONFIRM_SHARE * loop_seconds))
     for w in pool:
         w.close()
     busy = loop_seconds * len(pool)
@@ -392,6 +411,61 @@ def _forget_failed_start(study: optuna.Study, out_dir: Path, made_dir: bool) -> 
             out_dir.rmdir()  # only when empty: anything else there is not ours to remove
         except OSError:
             pass
+
+
+def confirmation_candidates(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Feasible points faster than the baseline on or near the front: the best speed-up and those
+    within CONFIRM_MARGIN of it or whose interval reaches the best one's, one per point, at most
+    CONFIRM_MAX, fastest first."""
+    conf = confirmations(study)
+    feasible = [t for t in completed(study) if is_feasible(t) and t.params != NEUTRAL_PARAMS
+                and "repeat_of" not in t.user_attrs and str(t.number) not in conf]
+    speeds = {t.number: speed_of(t) for t in feasible}
+    faster = sorted((t for t in feasible if (speeds[t.number].speedup or 0) > 1.0),
+                    key=lambda t: -speeds[t.number].speedup)
+    if not faster:
+        return []
+    best = speeds[faster[0].number]
+    near = [t for t in faster if speeds[t.number].speedup >= (1 - CONFIRM_MARGIN) * best.speedup
+            or (speeds[t.number].high or 0) >= (best.low or best.speedup)]
+    unique: dict = {}
+    for t in near:
+        unique.setdefault(tuple(sorted(t.params.items())), t)
+    return list(unique.values())[:CONFIRM_MAX]
+
+
+def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str], None] = print,
+                  time_limit_s: float | None = None) -> dict:
+    """Re-measure the confirmation candidates in the worker (it holds the loaded pipeline): more
+    interleaved rounds, every prompt. Stored in the study's ``confirmed`` attribute by trial number.
+    No candidate is started once ``time_limit_s`` has been spent; those left stay unconfirmed."""
+    found = confirmations(study)
+    todo = confirmation_candidates(study)
+    if not todo:
+        return found
+    log(f"confirming {len(todo)} point(s) near the front: {repeats} interleaved rounds on every prompt ...")
+    started = time.monotonic()
+    for i, t in enumerate(todo):
+        if time_limit_s is not None and i and time.monotonic() - started > time_limit_s:
+            log(f"confirmation used its {time_limit_s:.0f} s; trial(s) {', '.join(str(u.number) for u in todo[i:])} "
+                "stay unconfirmed")
+            break
+        kind, payload = worker.confirm(t.user_attrs.get("config") or config_from_params(t.params).to_dict(), repeats)
+        if kind == "interrupted":
+            break
+        if kind != "ok":
+            log(f"trial {t.number} could not be re-measured ({payload}); it stays unconfirmed")
+            continue
+        b, c = payload["baseline"], payload["candidate"]
+        found[str(t.number)] = {
+            "speedup": payload["speedup"], "speedup_low": payload["speedup_low"], "speedup_high": payload["speedup_high"],
+            "latency_s": c["median_s"], "latency_iqr_s": c["iqr_s"], "cpu_s": c.get("cpu_s"),
+            "baseline_s": b["median_s"], "baseline_iqr_s": b["iqr_s"], "baseline_cpu_s": b.get("cpu_s"),
+            "rounds": len(c["samples"]),
+        }
+        log(f"confirmed trial {t.number}: {speed_of(t, found).text()} (first measured {speed_of(t).text()})")
+        study.set_user_attr("confirmed", found)
+    return found
 
 
 def _record_study_attrs(study, info, objective, constraints, sampler, budget, warmup, repeats, url) -> None:
@@ -562,20 +636,26 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> bool:
         return False
     result = rest[-1]
     shared.add("eval_seconds", result.get("eval_seconds") or _eval_estimate(result))
-    latency = result["latency"]
-    trial.set_user_attr("latency_s", latency["median_s"])
-    trial.set_user_attr("latency", latency)
     trial.set_user_attr("metrics", result["metrics"])
     trial.set_user_attr("counters", result["counters"])
-    if result.get("speedup") is not None:  # measured against a baseline timed interleaved with this trial
-        trial.set_user_attr("speedup", result["speedup"])
-        trial.set_user_attr("speedup_iqr", result.get("speedup_iqr"))
-        trial.set_user_attr("baseline_latency", result["baseline_latency"])
     _save_sample(shared.samples / f"trial-{trial.number:04d}.png", result["sample"])
-    if kind == "pruned":
+    if kind == "pruned":  # nothing was timed: a pruned point carries no latency
         trial.set_user_attr("prune_reason", rest[0])
         study.tell(trial, state=TrialState.PRUNED)
         return False
+    latency = result["latency"]
+    trial.set_user_attr("latency_s", latency["median_s"])
+    trial.set_user_attr("latency", latency)
+    if result.get("speedup") is not None:  # measured against a baseline timed interleaved with this trial
+        for key in ("speedup", "speedup_iqr", "speedup_low", "speedup_high", "baseline_latency"):
+            trial.set_user_attr(key, result.get(key))
+    timing = result.get("timing") or {}
+    if timing:
+        trial.set_user_attr("timing", timing)
+        if timing.get("busy") and not shared.busy_noted:
+            shared.busy_noted = True
+            shared.note(f"the baseline's timing drifted from its usual spread or level (the machine got busier); "
+                        f"timing with {timing.get('repeats')} rounds while it lasts")
     weights = result["counters"].get("weight_bytes")
     for key, value in shared.constraints.values(result["metrics"], latency.get("peak_memory_bytes"), shared.baseline_metrics,
                                                 weights).items():
@@ -583,12 +663,23 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> bool:
     quality = weights if shared.objective == "weight_bytes" else result["metrics"][shared.objective]
     if shared.objective == "psnr":
         quality = min(quality, PSNR_CAP)
-    study.tell(trial, [latency["median_s"], quality])
+    study.tell(trial, [_relative_latency(study, trial, result), quality])
     return False
 
 
+def _relative_latency(study: optuna.Study, trial: optuna.Trial, result: dict) -> float:
+    """The first objective: latency over the baseline's, 1 / the interleaved speed-up. A result
+    without an interleaved baseline is set against the baseline trial's timing (1.0 for the
+    baseline itself, or before there is one)."""
+    if result.get("speedup"):
+        return 1.0 / result["speedup"]
+    base = baseline_trial(study)
+    base_s = base.user_attrs.get("latency_s") if base is not None else None
+    return result["latency"]["median_s"] / base_s if base_s else 1.0
+
+
 def _eval_estimate(result: dict) -> float:
-    return sum(result["latency"].get("samples") or [])
+    return sum((result.get("latency") or {}).get("samples") or [])
 
 
 def _same_params(study: optuna.Study, trial: optuna.Trial, wait_s: float = 3600.0,
@@ -650,14 +741,19 @@ def write_outputs(study: optuna.Study, out_dir: Path, pick_how: str | None = Non
 
 def freeze_profile(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Profile:
     attrs = study.user_attrs
-    base = baseline_trial(study)
-    latency = trial.user_attrs.get("latency_s")
-    base_s, speedup = speedup_of(trial, base)
+    speed = speed_of(trial, confirmations(study), baseline_trial(study))
     metrics = trial.user_attrs.get("metrics", {})
     measured = {
-        "latency_s": _round(latency),
-        "baseline_s": _round(base_s),
-        "speedup": _round(speedup),
+        "latency_s": _round(speed.latency_s),
+        "baseline_s": _round(speed.baseline_s),
+        "speedup": _round(speed.speedup),
+        "speedup_low": _round(speed.low),
+        "speedup_high": _round(speed.high),
+        "confirmed": speed.confirmed,
+        "latency_iqr_s": _round(speed.latency_iqr_s),
+        "baseline_iqr_s": _round(speed.baseline_iqr_s),
+        "cpu_s": _round(speed.cpu_s),
+        "baseline_cpu_s": _round(speed.baseline_cpu_s),
         **{k: _finite(v) for k, v in metrics.items()},
         "skipped_fraction": _round(trial.user_attrs.get("counters", {}).get("skipped_fraction")),
         "feasible": is_feasible(trial),

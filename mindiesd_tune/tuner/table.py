@@ -5,27 +5,32 @@ from __future__ import annotations
 import optuna
 import pandas as pd
 
-from .pick import baseline_trial, is_feasible, speedup_of
+from .pick import baseline_trial, confirmations, is_feasible, speed_of
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     base = baseline_trial(study)
+    conf = confirmations(study)
     complete = optuna.trial.TrialState.COMPLETE
     front = {t.number for t in study.best_trials} if any(t.state == complete for t in study.trials) else set()
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get("over_budget") or t.state == optuna.trial.TrialState.WAITING:
             continue  # queued but never run, or asked after the global trial budget was spent
-        latency = t.user_attrs.get("latency_s")
-        base_s, speedup = speedup_of(t, base)
+        speed = speed_of(t, conf, base)  # the confirmed figures where the study re-measured the point
         done = t.state == complete
         rows.append({
             "trial": t.number,
             "state": t.state.name.lower(),
-            "latency_s": latency,
-            "speedup": speedup,
+            "latency_s": speed.latency_s,
+            "speedup": speed.speedup,
             "speedup_iqr": t.user_attrs.get("speedup_iqr"),
-            "baseline_s": base_s,
+            "baseline_s": speed.baseline_s,
+            "speedup_low": speed.low,
+            "speedup_high": speed.high,
+            "confirmed": speed.confirmed if done else None,
+            "latency_iqr_s": speed.latency_iqr_s,
+            "cpu_s": speed.cpu_s,
             **dict(t.user_attrs.get("metrics") or {}),
             "skipped_fraction": (t.user_attrs.get("counters") or {}).get("skipped_fraction"),
             "peak_memory_mb": _mb((t.user_attrs.get("latency") or {}).get("peak_memory_bytes")),

@@ -138,6 +138,21 @@ def evaluate_message(evaluator, config_dict: dict, constraints_spec: dict | None
         return ("failed", f"{type(e).__name__}: {_first_line(e)}")
 
 
+def confirm_message(evaluator, config_dict: dict, repeats: int) -> tuple:
+    """Re-measure one point in full -> ("ok", comparison dict) | ("failed", reason) | ("interrupted", reason)."""
+    from ..accel.config import AccelConfig
+    from .evaluator import TrialAborted
+
+    if not hasattr(evaluator, "confirm"):
+        return ("failed", f"{type(evaluator).__name__} cannot re-measure a point")
+    try:
+        return ("ok", evaluator.confirm(AccelConfig.from_dict(config_dict), repeats).as_dict())
+    except TrialAborted:
+        return ("interrupted", INTERRUPTED)
+    except Exception as e:  # noqa: BLE001  (a point that cannot be re-measured stays unconfirmed)
+        return ("failed", f"{type(e).__name__}: {_first_line(e)}")
+
+
 def _free_device_memory() -> None:
     import gc
 
@@ -176,6 +191,12 @@ class InProcessWorker:
         ev = self._ev  # close() may drop it from another thread while this trial runs
         self._arm(ev)  # an abort that came while the evaluator was loading
         return evaluate_message(ev, config_dict, constraints_spec, margin)
+
+    def confirm(self, config_dict: dict, repeats: int) -> tuple:
+        if self._aborted:
+            return ("interrupted", INTERRUPTED)
+        self.start()
+        return confirm_message(self._ev, config_dict, repeats)
 
     def abort(self) -> None:
         """Stop the running trial at its next denoising step (an evaluator without an ``abort``
@@ -216,6 +237,9 @@ def _child_main(conn, spec_dict: dict) -> None:
             return
         if msg[0] == "stop":
             return
+        if msg[0] == "confirm":
+            conn.send(confirm_message(evaluator, msg[1], msg[2]))
+            continue
         _, config_dict, constraints_spec, margin = msg
         conn.send(evaluate_message(evaluator, config_dict, constraints_spec, margin))
 
@@ -315,6 +339,18 @@ class ProcessWorker:
             if isinstance(e, OSError):
                 raise
             return ("failed", f"WorkerDied: {e}; it will be restarted")
+
+    def confirm(self, config_dict: dict, repeats: int) -> tuple:
+        if self._aborted:
+            return ("interrupted", INTERRUPTED)
+        try:
+            self.start()
+            self._conn.send(("confirm", config_dict, repeats))
+            return self._recv()
+        except (WorkerDied, OSError) as e:
+            if self._aborted:
+                return ("interrupted", INTERRUPTED)
+            return ("failed", f"{type(e).__name__}: {e}")
 
     def abort(self) -> None:
         """Kill the child and with it the running trial; the thread in ``evaluate`` sees it die

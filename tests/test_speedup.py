@@ -1,0 +1,212 @@
+"""One definition of speed-up (issue 15): interleaved ratios with their interval, read alike by the
+study's objective, the front, the pick, the console, the table, the report and the profile;
+confirmation before the pick; the baseline when nothing beats it beyond noise."""
+
+import re
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from mindiesd_tune.metrics import LatencyStats, compare_interleaved, speed_interval
+from mindiesd_tune.tuner import export, parse_budget, parse_floor, run_study
+from mindiesd_tune.tuner.pick import NO_GAIN, confirmations, speed_of
+from mindiesd_tune.tuner.study import RELATIVE_LATENCY
+
+COMPLETE = optuna.trial.TrialState.COMPLETE
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_speedup_is_the_median_paired_ratio_with_an_interval_and_cpu_time():
+    clock, cpu = FakeClock(), FakeClock()
+    costs = iter([4.0, 2.0, 2.1, 4.4, 3.8, 2.0, 2.0, 4.0, 4.2, 2.2])  # AB BA AB BA AB, load wobbling
+
+    def side():
+        dt = next(costs)
+        clock.t += dt
+        cpu.t += dt / 2  # the call waited half its time for the CPU
+        return None
+
+    cmp, *_ = compare_interleaved(side, side, warmup=0, repeats=5, clock=clock, cpu_clock=cpu)
+    ratios = [4.0 / 2.0, 4.4 / 2.1, 3.8 / 2.0, 4.0 / 2.0, 4.2 / 2.2]
+    assert cmp.speedup == pytest.approx(float(np.median(ratios)))
+    assert cmp.speedup_low <= cmp.speedup <= cmp.speedup_high
+    assert min(ratios) - 1e-9 <= cmp.speedup_low and cmp.speedup_high <= max(ratios) + 1e-9
+    assert cmp.speedup_low < cmp.speedup_high  # the load wobbled: the interval is not a point
+    assert cmp.baseline.cpu_s == pytest.approx(2.0) and cmp.candidate.cpu_s == pytest.approx(1.0)
+
+
+def test_a_baseline_against_itself_reads_one_within_its_interval():
+    rng = np.random.default_rng(1)
+    ratios = list(1.0 + rng.normal(0, 0.05, size=9))
+    med, low, high = speed_interval(ratios)
+    assert low <= 1.0 <= high and low <= med <= high
+    assert speed_interval(ratios) == (med, low, high)  # seeded: the same samples, the same interval
+
+
+def fake(out, model="fake", budget="10t", **kw):
+    kw.setdefault("floors", [parse_floor("psnr>=40")])
+    return run_study(model, parse_budget(budget), out, worker_factory="fakes:make_fake", isolate=False,
+                     log=lambda s: None, **kw)
+
+
+def test_objective_front_and_pick_follow_the_speedup_not_the_absolute_latency(tmp_path):
+    # every trial runs on a busier machine than the last: absolute latency grows, speed-ups do not
+    outcome = run_study("fake", parse_budget("8t"), tmp_path, worker_factory="fakes:make_drifting", isolate=False,
+                        floors=[parse_floor("psnr>=40")], prune_margin=None, log=lambda s: None)
+    study = outcome.study
+    assert study.metric_names == [RELATIVE_LATENCY, "psnr"]
+    done = [t for t in study.trials if t.state == COMPLETE]
+    for t in done:
+        assert t.values[0] == pytest.approx(1.0 / t.user_attrs["speedup"])
+    for t in study.best_trials:  # Optuna's front, on the stored objective values
+        assert not any(o.user_attrs["speedup"] > t.user_attrs["speedup"] and o.values[1] > t.values[1] for o in done)
+    feasible = [t for t in done if all(v <= 0 for v in t.constraints.values())]
+    fastest = max(feasible, key=lambda t: t.user_attrs["speedup"])
+    assert fastest.user_attrs["latency_s"] > min(t.user_attrs["latency_s"] for t in feasible)  # the case at stake
+    assert outcome.profile.study["trial"] == fastest.number
+
+
+def test_nothing_beyond_noise_writes_the_baseline_with_the_no_gain_line(tmp_path):
+    outcome = fake(tmp_path, model="fake-flat", budget="6t", prune_margin=None)
+    assert outcome.profile.study["trial"] == 0
+    assert NO_GAIN in outcome.reason
+    assert NO_GAIN in (tmp_path / "report.html").read_text()
+    # faster by 1% on every candidate, but within the interval: not a speed-up
+    done = [t for t in outcome.study.trials if t.state == COMPLETE and t.number]
+    assert done and all(speed_of(t).speedup > 1.0 and not speed_of(t).beyond_noise for t in done)
+
+
+def test_confirmed_figures_become_the_profile_and_agree_to_the_digit(tmp_path):
+    lines = []
+    outcome = run_study("fake", parse_budget("10t"), tmp_path, worker_factory="fakes:make_fake", isolate=False,
+                        floors=[parse_floor("psnr>=40")], progress=False, log=lines.append)
+    study = outcome.study
+    conf = confirmations(study)
+    chosen = study.trials[outcome.profile.study["trial"]]
+    assert str(chosen.number) in conf and "confirmed" in outcome.reason
+    assert any(line.startswith(f"confirmed trial {chosen.number}:") for line in lines)
+    measured = yaml.safe_load((tmp_path / "profile.yaml").read_text())["measured"]
+    c = conf[str(chosen.number)]
+    assert measured["confirmed"] is True
+    assert measured["speedup"] == pytest.approx(c["speedup"], rel=1e-5)
+    assert (measured["speedup_low"], measured["speedup_high"]) == pytest.approx((c["speedup_low"], c["speedup_high"]), rel=1e-5)
+    # the baseline trial reads 1.00x within its interval
+    base = speed_of(study.trials[0], conf)
+    assert f"{base.speedup:.2f}" == "1.00" and base.low <= 1.0 <= base.high
+    # report header, the table's row and the profile: the same digits
+    html = (tmp_path / "report.html").read_text()
+    head = re.search(r"<span class='big'>([\d.]+)x</span> \[([\d.]+)-([\d.]+)\] faster \(confirmed\) · ([\d.e-]+) s against ([\d.e-]+) s",
+                     html)
+    assert head, "the header shows the confirmed speed-up, its interval and both latencies"
+    row = pd.read_csv(tmp_path / "trials.csv").set_index("trial").loc[chosen.number]
+    for shown, value in zip(head.groups(), (row["speedup"], row["speedup_low"], row["speedup_high"])):
+        assert shown == f"{value:.2f}"
+    assert head.group(4) == f"{row['latency_s']:.4g}" == f"{measured['latency_s']:.4g}"
+    assert head.group(5) == f"{row['baseline_s']:.4g}" == f"{measured['baseline_s']:.4g}"
+    assert f"{measured['speedup']:.2f}" == head.group(1)
+    # export without a worker re-picks from the stored confirmation
+    again = export(tmp_path)
+    assert again.profile.measured["confirmed"] is True and again.profile.study["trial"] == chosen.number
+
+
+def test_an_unconfirmed_study_says_so(tmp_path):
+    outcome = fake(tmp_path, budget="6t")
+    study = outcome.study
+    study.set_user_attr("confirmed", {})  # as a run stopped before its confirmation
+    again = export(tmp_path)
+    assert "unconfirmed" in again.reason and again.profile.measured["confirmed"] is False
+
+
+@pytest.fixture(scope="module")
+def tiny_evaluator():
+    from mindiesd_tune.tuner.worker import WorkerSpec, build_evaluator
+
+    ev, _ = build_evaluator(WorkerSpec(model="tiny-flux-random", prompts=("a red circle", "a blue square"), warmup=0,
+                                       repeats=2, device="cpu"))
+    return ev
+
+
+def cached():
+    from mindiesd_tune.accel import AccelConfig, BlockCacheConfig
+
+    return AccelConfig(cache=BlockCacheConfig(block_start=1, step_interval=2))
+
+
+def test_a_busier_machine_is_timed_with_more_rounds_and_cpu_time_is_recorded(tiny_evaluator, monkeypatch):
+    ev = tiny_evaluator
+    quiet = ev.evaluate(cached())
+    assert quiet.timing == {"repeats": 2, "busy": False} and quiet.latency.repeats == 2
+    assert quiet.latency.cpu_s is not None and quiet.baseline_latency.cpu_s is not None  # on the CPU
+    assert quiet.speedup_low <= quiet.speedup <= quiet.speedup_high
+    monkeypatch.setattr(ev, "busy", lambda: True)
+    busy = ev.evaluate(cached())
+    assert busy.timing == {"repeats": 4, "busy": True} and busy.latency.repeats == 4
+
+
+def test_busy_means_the_baseline_drifted_in_spread_or_level():
+    from mindiesd_tune.tuner.evaluator import Evaluator
+
+    def stats(median, iqr):
+        return LatencyStats(median, iqr, median, [median])
+
+    ev = Evaluator.__new__(Evaluator)  # busy() reads only the baseline's timing history
+    ev._baseline_timings = [stats(1.0, 0.02), stats(1.01, 0.02), stats(0.99, 0.03)]
+    assert not ev.busy()
+    ev._baseline_timings.append(stats(1.0, 0.2))  # same level, ten times the spread
+    assert ev.busy()
+    ev._baseline_timings[-1] = stats(1.3, 0.02)  # same spread, 30% slower
+    assert ev.busy()
+
+
+def test_confirmation_pools_every_prompt(tiny_evaluator):
+    cmp = tiny_evaluator.confirm(cached(), 2)
+    assert len(cmp.ratios) == 4 and cmp.candidate.repeats == 4 and cmp.baseline.repeats == 4  # 2 rounds x 2 prompts
+    assert cmp.speedup_low <= cmp.speedup <= cmp.speedup_high
+
+
+def test_the_baseline_against_itself_on_a_machine_getting_busier_reads_one_with_balanced_rounds():
+    from mindiesd_tune.tuner.evaluator import balanced
+
+    clock, n = FakeClock(), [0]
+
+    def same():  # one setting on both sides; every call 10% slower than the one before
+        n[0] += 1
+        clock.t += 1.1 ** n[0]
+
+    cmp, *_ = compare_interleaved(same, same, warmup=1, repeats=balanced(3), clock=clock)
+    assert balanced(3) == 4 and balanced(2) == 2
+    assert cmp.speedup_low <= 1.0 <= cmp.speedup_high and cmp.speedup == pytest.approx(1.0, abs=0.01)
+
+
+def test_confirmation_stops_starting_points_once_its_time_is_spent(tmp_path, monkeypatch):
+    from mindiesd_tune.tuner import study as study_module
+
+    monkeypatch.setattr(study_module, "CONFIRM_MARGIN", 1.0)  # every faster point is a candidate
+    outcome = fake(tmp_path, budget="10t", prune_margin=None)
+    study = outcome.study
+    study.set_user_attr("confirmed", {})  # as before the confirmation
+
+    class SlowWorker:
+        calls = []
+
+        def confirm(self, config, repeats):
+            self.calls.append(config)
+            return ("ok", {"baseline": {"median_s": 1.0, "iqr_s": 0.0, "samples": [1.0] * repeats},
+                           "candidate": {"median_s": 0.5, "iqr_s": 0.0, "samples": [0.5] * repeats},
+                           "speedup": 2.0, "speedup_low": 1.9, "speedup_high": 2.1})
+
+    notes = []
+    assert len(study_module.confirmation_candidates(study)) > 1
+    found = study_module.confirm_front(study, SlowWorker(), 6, log=notes.append, time_limit_s=0.0)
+    assert len(SlowWorker.calls) == 1 and len(found) == 1  # the best point is always confirmed
+    assert any("stay unconfirmed" in n for n in notes)

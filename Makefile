@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch from this pin installs from the local wheel cache; the package's own range is wider
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test,metrics]'
+	$(PY) -m pip install -q -e '.[test,metrics,quant]'
 	touch $@
 
 venv: $(VENV)/.installed

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.cache import Runner, measure, finish, shares  # noqa: E402
+from benchmarks.cache import Runner, finish, measure, shares  # noqa: E402
 from mindiesd_tune import accel  # noqa: E402
 from mindiesd_tune.accel import methods as C  # noqa: E402
 from mindiesd_tune.models import load, shapes  # noqa: E402

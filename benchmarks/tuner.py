@@ -142,7 +142,7 @@ def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> 
     """2-D hypervolume of (latency to minimise, quality to maximise) points against ``ref``."""
     pts = sorted((lat, q) for lat, q in points if lat < ref[0] and q > ref[1])
     hv, best_q = 0.0, ref[1]
-    for i, (lat, q) in enumerate(pts):
+    for _i, (lat, q) in enumerate(pts):
         if q <= best_q:
             continue
         nxt = ref[0]

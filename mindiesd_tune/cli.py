@@ -431,8 +431,8 @@ def bench(
 
     from .deploy import ProfileMismatchError, check_profile
     from .models import load
-    from .profile import load_profile
     from .models.prompts import default_prompts
+    from .profile import load_profile
     from .tuner.evaluator import Evaluator, Workload
     from .workload import describe, pair, parse_seeds, read_prompts, resolve
 

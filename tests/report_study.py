@@ -94,7 +94,7 @@ def write_samples(out: Path, video: bool = False) -> None:
     samples = out / "samples"
     samples.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    for number, (thr, *_rest) in COMPLETE.items():
+    for number, (_thr, *_rest) in COMPLETE.items():
         if number == 8:
             continue  # a repeat saves no sample of its own
         if video:

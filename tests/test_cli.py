@@ -12,7 +12,6 @@ from conftest import cli
 from mindiesd_tune.cli import main
 
 
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"

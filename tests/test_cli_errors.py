@@ -159,5 +159,5 @@ def test_a_read_only_file_system_is_refused(tmp_path):
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     why = "read-only file system" if os.geteuid() == 0 else "permission denied"
-    for args, (code, err) in zip(commands, json.loads(r.stdout.strip().splitlines()[-1])):
+    for _args, (code, err) in zip(commands, json.loads(r.stdout.strip().splitlines()[-1])):
         one_line_error(code, err, str(ro), why)

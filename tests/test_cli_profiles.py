@@ -5,11 +5,10 @@ import json
 import pytest
 import yaml
 
-from mindiesd_tune.accel import AccelConfig, FirstBlockCacheConfig
 from conftest import cli
+from mindiesd_tune.accel import AccelConfig, FirstBlockCacheConfig
 from mindiesd_tune.kernels import hardware_info
 from mindiesd_tune.profile import Profile, model_fingerprint, pipeline_dtype
-
 
 
 def make_profile(loaded, threshold=0.3, **model):

@@ -4,7 +4,6 @@
 import numpy as np
 import pytest
 
-
 # diffusers' loading bar; its banner when accelerate is missing
 NOISE = ("Loading pipeline components", "pip install accelerate", "low cpu memory usage")
 

@@ -1,6 +1,5 @@
 import mmap
 
-import numpy as np
 import pytest
 import torch
 

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from parallel_ranks import run_ranks
 
 from mindiesd_tune.accel.parallel import ParallelConfig, ParallelError, check, supported, valid_meshes
-from parallel_ranks import run_ranks
 
 STEPS = 4
 PROMPT = "a red circle on a blue background"
@@ -147,7 +147,6 @@ def _batched_scenario(rank, world, names):
     """Pipelines that batch CFG: each cfg rank runs half the doubled batch (a UNet's added
     conditioning dict is split too). Cached: a transformer's first-block cache, a UNet's DeepCache."""
     import tiny_pipelines
-
     from mindiesd_tune.accel import AccelConfig, DeepCacheConfig, FirstBlockCacheConfig, apply
     from mindiesd_tune.accel.parallel import install_parallel
 

@@ -7,8 +7,8 @@ import numpy as np
 import optuna
 import pytest
 import yaml
-from conftest import cli, generate
 
+from conftest import cli, generate
 from mindiesd_tune.accel import AccelConfig, apply
 from mindiesd_tune.accel import quant as Q
 from mindiesd_tune.accel.methods import method_names

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from report_study import CHOSEN, DOMINATED, FAIL_REASON, FRONT, build_study, write_run
 
 from mindiesd_tune.reports import non_dominated
+from report_study import CHOSEN, DOMINATED, FAIL_REASON, FRONT, build_study, write_run
 
 
 @pytest.fixture(scope="module")
@@ -323,9 +323,9 @@ def test_parallel_coordinates_of_parameters_against_speedup(run):
 def _sized_run(out, n_trials=8, px=512):
     """An 8-trial study whose outputs are 512x512, a real model's size rather than the demo's 64x64."""
     import optuna
-    from report_study import DISTRIBUTIONS, FLOOR, build_study
 
     from mindiesd_tune.tuner import write_outputs
+    from report_study import DISTRIBUTIONS, FLOOR, build_study
 
     template = build_study()
     study = optuna.create_study(study_name="sized", directions=["minimize", "maximize"])

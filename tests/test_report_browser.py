@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import pytest
+
 from report_study import write_run
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)

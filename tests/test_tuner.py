@@ -114,7 +114,7 @@ def test_pick_fastest_knee_and_trial_and_export(tmp_path):
 
 
 def test_two_local_workers_share_a_journal_without_losing_or_repeating_trials(tmp_path):
-    outcome = fake_study(tmp_path, "10t", workers=2, isolate=True)
+    fake_study(tmp_path, "10t", workers=2, isolate=True)
     assert (tmp_path / "journal.log").is_file()
     trials = [t for t in load_run(tmp_path).trials if not t.user_attrs.get("over_budget")]
     assert sorted(t.number for t in trials) == list(range(len(trials)))

@@ -17,7 +17,6 @@ from .clip_score import DEMO_CLIP, ClipScorer, clip_score, default_clip_model, g
 from .errors import MetricUnavailable
 from .fidelity import FIDELITY_METRICS, fidelity, lpips, mean_over_frames, ms_ssim, psnr, ssim, to_nchw
 from .frechet import SetScore, compare, fd_clip, fd_clip_frames, fid, frechet_distance, fvd
-from .score import FolderScores, score_folder, score_outputs
 from .latency import (
     Comparison,
     LatencyStats,
@@ -31,6 +30,7 @@ from .latency import (
     speed_interval,
     summarize,
 )
+from .score import FolderScores, score_folder, score_outputs
 
 # every metric name -> True when larger is better
 METRIC_DIRECTIONS = {

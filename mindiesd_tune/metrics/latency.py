@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserError
-from ..metrics import METRIC_DIRECTIONS
 
 _FLOOR = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=)\s*([0-9]*\.?[0-9]+(?:e-?\d+)?)\s*(x?)\s*$")
 _MEMORY = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)\s*$", re.I)

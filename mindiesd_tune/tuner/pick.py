@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import optuna
 
-from ..errors import UserError
 from ..accel.config import ConfigError
+from ..errors import UserError
 from ..search_spaces import config_from_params
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
@@ -26,14 +26,16 @@ def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=(COMPLETE,)) if "latency_s" in t.user_attrs]
 
 
+def is_neutral_point(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether the trial's parameters are the unaccelerated pipeline (whatever sections the study searched)."""
+    try:
+        return config_from_params(trial.params).is_neutral
+    except ConfigError:  # a point of a method no longer registered (a plugin left out)
+        return False
+
+
 def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    for t in completed(study):
-        try:
-            if config_from_params(t.params).is_neutral:
-                return t
-        except ConfigError:  # a point of a method no longer registered (a plugin left out)
-            continue
-    return None
+    return next((t for t in completed(study) if is_neutral_point(t)), None)
 
 
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
@@ -151,7 +153,7 @@ def pick(study: optuna.Study, how: str = "fastest") -> tuple[optuna.trial.Frozen
         return knee(feasible, quality, speed), f"knee of the latency/quality front among trials meeting {floors}"
     # a confirmed study picks among its confirmed points: the figures the profile records
     pool = [t for t in feasible if speed[t.number].confirmed] if conf else feasible
-    gains = [t for t in pool if t.params != NEUTRAL_PARAMS and speed[t.number].beyond_noise]
+    gains = [t for t in pool if not is_neutral_point(t) and speed[t.number].beyond_noise]
     if not gains:
         if base is not None:
             return base, f"{NO_GAIN}; the profile is the baseline"

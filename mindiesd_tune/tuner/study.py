@@ -25,13 +25,21 @@ import optuna
 from ..errors import UserError
 from ..metrics import METRIC_DIRECTIONS
 from ..profile import Profile
-from ..search_spaces import NEUTRAL_PARAMS, SpaceContext, config_from_params, presets, suggest
+from ..search_spaces import SpaceContext, config_from_params, presets, suggest
 from .budget import Budget
 from .objectives import Constraints, QualityFloor
-from .pick import baseline_trial, completed, confirmations, is_feasible, pick, speed_of
+from .pick import baseline_trial, completed, confirmations, is_feasible, is_neutral_point, pick, speed_of
 from .progress import ProgressUI, closing_lines, header_lines
-from .storage import (default_storage, has_study, load_run, open_storage, read_run_json, redact, run_storage,
-                      write_run_json)
+from .storage import (
+    default_storage,
+    has_study,
+    load_run,
+    open_storage,
+    read_run_json,
+    redact,
+    run_storage,
+    write_run_json,
+)
 from .worker import InProcessWorker, ProcessWorker, WorkerSpec, WorkerStartError
 
 # The first objective's name: latency as a share of the baseline's timed beside it (1 / speed-up).
@@ -418,7 +426,7 @@ def confirmation_candidates(study: optuna.Study) -> list[optuna.trial.FrozenTria
     within CONFIRM_MARGIN of it or whose interval reaches the best one's, one per point, at most
     CONFIRM_MAX, fastest first."""
     conf = confirmations(study)
-    feasible = [t for t in completed(study) if is_feasible(t) and t.params != NEUTRAL_PARAMS
+    feasible = [t for t in completed(study) if is_feasible(t) and not is_neutral_point(t)
                 and "repeat_of" not in t.user_attrs and str(t.number) not in conf]
     speeds = {t.number: speed_of(t) for t in feasible}
     faster = sorted((t for t in feasible if (speeds[t.number].speedup or 0) > 1.0),

@@ -52,8 +52,8 @@ def build_evaluator(spec: WorkerSpec):
     """Load the model and its workload -> (Evaluator, info about the model and machine)."""
     from ..kernels import hardware_info
     from ..models import load
-    from ..profile import model_fingerprint, pipeline_dtype
     from ..models.prompts import default_prompts
+    from ..profile import model_fingerprint, pipeline_dtype
     from ..workload import pair, resolve
     from .evaluator import Evaluator, Workload
 

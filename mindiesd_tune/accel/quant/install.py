@@ -111,7 +111,7 @@ def install_quant(pipe, cfg: NoQuantConfig, keep_original: bool = True) -> Calla
     plan = []
     if cfg.quantises:
         for comp in cfg.components:
-            for attr, module in found.get(comp, []):
+            for _attr, module in found.get(comp, []):
                 plan.append((module, select_linears(module, cfg, comp)))
         if device.type != "npu":
             torchao_config(cfg)  # refuse before anything is changed

@@ -169,6 +169,7 @@ def tune(
     options = _options(height, width, frames, steps, guidance, true_cfg, negative_prompt)
     con = _console(quiet)
     with _quiet_libraries(verbose):
+        _quiet_optuna()
         outcome = run_study(
             model, b, out, objective=objective, floors=floors, max_memory_bytes=mem, max_weight_bytes=weights,
             sampler=sampler, prompts=prompts or None,
@@ -534,6 +535,13 @@ def _refuse_another_model(loaded, prof, path: Path, mismatches, force: bool) -> 
 def _size(generation: dict) -> str:
     dims = [generation.get(k) for k in ("num_frames", "height", "width")]
     return "x".join(str(d) for d in dims if d)
+
+
+def _quiet_optuna() -> None:
+    """Optuna logs every finished trial at INFO; the tuner's console prints its own line per trial."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @contextlib.contextmanager

@@ -117,3 +117,20 @@ def test_resume_continues_the_runs_own_study_under_another_model_path(tmp_path):
               floors=[parse_floor("psnr>=40")], resume=True, log=lambda s: None)
     assert optuna.study.get_all_study_names(f"sqlite:///{tmp_path / 'study.db'}") == ["fake"]
     assert len(counted(load_run(tmp_path))) == 5
+
+
+def test_the_study_storage_is_reachable_with_the_methods_the_driver_calls(tmp_path):
+    """Optuna has no public accessor for a study's storage; storage_of is the one place that reads
+    it. An Optuna release that moves it, or drops a storage method the driver calls, fails here."""
+    from mindiesd_tune.tuner.storage import open_storage, storage_of
+
+    for url in (f"sqlite:///{tmp_path / 'a.db'}", f"journal:///{tmp_path / 'a.log'}"):
+        study = optuna.create_study(storage=open_storage(url), study_name="s")
+        storage = storage_of(study)
+        assert isinstance(storage, optuna.storages.BaseStorage)
+        trial = study.ask()
+        storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        frozen = storage.get_trial(trial._trial_id)
+        assert frozen.state == optuna.trial.TrialState.FAIL and frozen.user_attrs == {"interrupted": True}
+    assert callable(storage_of(optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'b.db'}"))).record_heartbeat)

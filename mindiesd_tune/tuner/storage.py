@@ -164,3 +164,12 @@ def load_run(run_dir: str | Path, storage: str | None = None) -> optuna.Study:
     if name is None or name not in names:
         raise UserError(f"{run_dir}: expected one study in {redact(storage)}, found {len(names)}")
     return optuna.load_study(study_name=name, storage=st)
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage a study reads and writes. Optuna has no public accessor for it, yet an ask/tell
+    driver needs the storage's own (public) methods: fail a trial another process left running,
+    record heartbeats, read one trial without copying the study. The one private read is here,
+    and tests/test_tuner_storage.py fails loudly if an Optuna release moves it."""
+    return study._storage
+

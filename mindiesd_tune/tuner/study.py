@@ -38,6 +38,7 @@ from .storage import (
     read_run_json,
     redact,
     run_storage,
+    storage_of,
     write_run_json,
 )
 from .worker import InProcessWorker, ProcessWorker, WorkerSpec, WorkerStartError
@@ -98,7 +99,13 @@ def default_out_dir(model: str) -> Path:
 
 def make_sampler(name: str, seed: int, budget_trials: int | None = None) -> optuna.samplers.BaseSampler:
     """Constrained multivariate TPE by default; NSGA-II, GP and random on request. All seeded."""
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    with warnings.catch_warnings():
+        # multivariate/group/constant_liar are marked experimental; they are what the tuner relies on
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _sampler(name, seed, budget_trials)
+
+
+def _sampler(name: str, seed: int, budget_trials: int | None) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
                                           n_startup_trials=8)
@@ -248,7 +255,6 @@ def run_study(
     trial silent for ``grace_period`` seconds (its machine died) is failed and its point re-run.
     """
     started = time.monotonic()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if objective not in TRIAL_METRICS + OTHER_OBJECTIVES:
         raise UserError(f"unknown objective {objective!r} (known: {', '.join(TRIAL_METRICS + OTHER_OBJECTIVES)})")
     if workers < 1:
@@ -404,10 +410,10 @@ def _forget_failed_start(study: optuna.Study, out_dir: Path, made_dir: bool) -> 
     from .storage import JOURNAL, RUN_JSON, STUDY_DB
 
     try:
-        optuna.delete_study(study_name=study.study_name, storage=study._storage)
+        optuna.delete_study(study_name=study.study_name, storage=storage_of(study))
     except Exception as e:  # noqa: BLE001  (the files go below either way)
         logger.debug("could not delete the failed study: %s", e)
-    engine = getattr(getattr(study._storage, "engine", None), "dispose", None)
+    engine = getattr(getattr(storage_of(study), "engine", None), "dispose", None)
     if engine is not None:
         engine()  # SQLite: let go of the file before it is removed
     (out_dir / RUN_JSON).unlink(missing_ok=True)
@@ -514,15 +520,15 @@ def _requeue_interrupted(study: optuna.Study, log) -> None:
 
 def _fail_interrupted(study: optuna.Study, trial_id: int, params: dict, reason: str) -> None:
     """An interrupted trial fails without counting against the budget; its point is queued again."""
-    study._storage.set_trial_user_attr(trial_id, "interrupted", True)
-    study._storage.set_trial_user_attr(trial_id, "fail_reason", reason)
-    study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    storage_of(study).set_trial_user_attr(trial_id, "interrupted", True)
+    storage_of(study).set_trial_user_attr(trial_id, "fail_reason", reason)
+    storage_of(study).set_trial_state_values(trial_id, TrialState.FAIL)
     study.enqueue_trial(params)
 
 
 def _heartbeat_interval(study: optuna.Study) -> int | None:
     """Seconds between a running trial's heartbeats; None where the storage keeps none (journal)."""
-    return getattr(study._storage, "get_heartbeat_interval", lambda: None)()
+    return getattr(storage_of(study), "get_heartbeat_interval", lambda: None)()
 
 
 class _Heartbeat:
@@ -583,17 +589,17 @@ def _drive(shared: _Shared, wid: str, worker) -> None:
             return
         trial.set_user_attr("worker", wid)
         try:
-            with _Heartbeat(study._storage, trial._trial_id, shared.heartbeat_s):
+            with _Heartbeat(storage_of(study), trial._trial_id, shared.heartbeat_s):
                 repeated = _run_trial(shared, trial, worker)
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
             # heartbeats held up longer than the grace period (a suspended machine, a stalled
             # database): another worker took this trial for dead, failed it and queued its point
-            if shared.heartbeat_s is None or study._storage.get_trial(trial._trial_id).state != TrialState.FAIL:
+            if shared.heartbeat_s is None or storage_of(study).get_trial(trial._trial_id).state != TrialState.FAIL:
                 raise
             shared.note(f"trial {trial.number} was failed as stale while it ran; its point is queued again")
             continue
         # one trial from storage, not a deep copy of the whole study after every trial
-        shared.on_trial(study._storage.get_trial(trial._trial_id))
+        shared.on_trial(storage_of(study).get_trial(trial._trial_id))
         with shared.lock:
             # a repeat costs no budget, so the sampler is asked again, but not forever
             shared.repeats_in_row = shared.repeats_in_row + 1 if repeated else 0

@@ -61,7 +61,8 @@ from mindiesd_tune.errors import UserError  # noqa: E402
 from mindiesd_tune.metrics import fidelity  # noqa: E402
 from mindiesd_tune.metrics.latency import compare_interleaved, quartiles  # noqa: E402
 from mindiesd_tune.models import load, shapes  # noqa: E402
-from mindiesd_tune.tuner.evaluator import DEFAULT_PROMPTS, DEFAULT_VIDEO_PROMPTS  # noqa: E402
+from mindiesd_tune.models.prompts import DEMO_IMAGE_PROMPTS as DEFAULT_PROMPTS  # noqa: E402
+from mindiesd_tune.models.prompts import DEMO_VIDEO_PROMPTS as DEFAULT_VIDEO_PROMPTS  # noqa: E402
 from mindiesd_tune.tuner.objectives import parse_floor  # noqa: E402
 
 CACHE_DIT_MISSING = "cache-dit is not installed: pip install 'mindiesd-tune[peers]'"

@@ -178,7 +178,8 @@ def test_bench_force_runs_another_models_profile_showing_each_call(capsys, profi
     calls = [line for line in err.splitlines() if line.startswith("bench: ")]
     assert any(line.startswith("bench: baseline call 1 (") for line in calls)
     assert any(line.startswith("bench: profile call 1 (") for line in calls)
-    assert calls[-1].startswith("bench: profile done: ")
+    assert any(line.startswith("bench: profile done: ") for line in calls)
+    assert calls[-1].startswith("bench: interleaved done: ")  # the speed-up: baseline and profile interleaved
 
 
 def test_bench_on_another_machine_only_warns(capsys, profiles):

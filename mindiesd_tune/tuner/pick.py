@@ -155,9 +155,12 @@ def pick(study: optuna.Study, how: str = "fastest") -> tuple[optuna.trial.Frozen
     pool = [t for t in feasible if speed[t.number].confirmed] if conf else feasible
     gains = [t for t in pool if not is_neutral_point(t) and speed[t.number].beyond_noise]
     if not gains:
-        if base is not None:
+        if base is not None and is_feasible(base):
             return base, f"{NO_GAIN}; the profile is the baseline"
-        return None, NO_GAIN
+        # the baseline itself breaks a constraint (a weight or memory cap): the fastest trial
+        # that meets them all is the profile, with the same word on its speed
+        best = max(pool or feasible, key=lambda t: (speed[t.number].speedup or 0.0, quality(t)))
+        return best, f"{NO_GAIN}; the baseline does not meet the constraints, so the profile is the fastest trial meeting {floors}"
     best = max(gains, key=lambda t: (speed[t.number].speedup, quality(t)))
     s = speed[best.number]
     measured = "confirmed" if s.confirmed else "unconfirmed: not re-measured"

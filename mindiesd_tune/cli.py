@@ -758,6 +758,12 @@ def main(argv: list[str] | None = None) -> None:
     if args and not args[0].startswith("-") and args[0] not in commands:
         args.insert(0, "tune")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if "--verbose" not in args:
+        # torchao registers its enums with torch's pytree at import, and torch warns that this is
+        # deprecated, once per enum, on every command that loads a model: library noise, not ours
+        import logging
+
+        logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     try:
         # not standalone: click's usage errors come back here instead of as typer's error panel
         code = app(args=args, prog_name="mindiesd-tune", standalone_mode=False)

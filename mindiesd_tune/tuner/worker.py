@@ -13,6 +13,7 @@ as ``("interrupted", reason)`` and the worker evaluates nothing more.
 from __future__ import annotations
 
 import importlib
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -216,6 +217,10 @@ class InProcessWorker:
 def _child_main(conn, spec_dict: dict) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it finishes the current trial
     _thread_lock_for_progress_bars()
+    if os.environ.get("DIFFUSERS_VERBOSITY") == "error":
+        # the CLI asked for quiet loading (no --verbose): torch's pytree deprecation warnings on
+        # torchao's import are library noise here as in the driver
+        logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     spec = WorkerSpec(**spec_dict)
     try:
         if spec.threads:

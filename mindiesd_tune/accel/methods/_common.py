@@ -56,3 +56,10 @@ def cache_entry_applies(name: str, families=DIT, needs_cache_mixin: bool = False
         return (ctx.family is None or ctx.family in families) and allowed(name, ctx)
 
     return applies
+
+
+def install_diffusers_cache(model, cfg, handle):
+    """The installer every diffusers cache adapter shares: diffusers' own hook, counted by the handle."""
+    from ..cache import apply_diffusers_cache
+
+    return apply_diffusers_cache(model, cfg, handle.counters, handle.pipe)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..config import check
-from ._common import cache_entry_applies
+from ._common import cache_entry_applies, install_diffusers_cache
 from .registry import Method, register_method
 
 
@@ -32,12 +32,6 @@ class DiffusersFasterCacheConfig:
         check(0 <= self.timestep_skip_end <= 1000, "cache.timestep_skip_end", self.timestep_skip_end, "must be in [0, 1000]")
 
 
-def install(model, cfg, handle):
-    from ..cache import apply_diffusers_cache
-
-    return apply_diffusers_cache(model, cfg, handle.counters, handle.pipe)
-
-
 def suggest(trial, ctx) -> dict:
     return {
         "cache.spatial_attention_block_skip_range": trial.suggest_int("cache.spatial_attention_block_skip_range", 2, 4),
@@ -46,7 +40,7 @@ def suggest(trial, ctx) -> dict:
 
 
 register_method(Method(
-    section="cache", name="diffusers_faster", config=DiffusersFasterCacheConfig, install=install, suggest=suggest,
+    section="cache", name="diffusers_faster", config=DiffusersFasterCacheConfig, install=install_diffusers_cache, suggest=suggest,
     applies=cache_entry_applies("diffusers_faster", families=("dit-video",), needs_cache_mixin=True),
     example=DiffusersFasterCacheConfig(spatial_attention_block_skip_range=2, timestep_skip_end=1000),
 ))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..config import check
-from ._common import cache_entry_applies, thresholds
+from ._common import cache_entry_applies, install_diffusers_cache, thresholds
 from .registry import Method, register_method
 
 
@@ -28,18 +28,12 @@ class DiffusersFirstBlockCacheConfig:
         check(self.threshold >= 0, "cache.threshold", self.threshold, "must be >= 0")
 
 
-def install(model, cfg, handle):
-    from ..cache import apply_diffusers_cache
-
-    return apply_diffusers_cache(model, cfg, handle.counters, handle.pipe)
-
-
 def suggest(trial, ctx) -> dict:
     return {"cache.threshold": trial.suggest_float("cache.threshold", *thresholds(ctx), log=True)}
 
 
 register_method(Method(
-    section="cache", name="diffusers_first_block", config=DiffusersFirstBlockCacheConfig, install=install,
+    section="cache", name="diffusers_first_block", config=DiffusersFirstBlockCacheConfig, install=install_diffusers_cache,
     suggest=suggest, applies=cache_entry_applies("diffusers_first_block", needs_cache_mixin=True),
     example=DiffusersFirstBlockCacheConfig(threshold=10.0),
 ))

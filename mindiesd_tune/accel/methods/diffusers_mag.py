@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..config import check
-from ._common import cache_entry_applies
+from ._common import cache_entry_applies, install_diffusers_cache
 from .registry import Method, register_method
 
 
@@ -35,15 +35,9 @@ class DiffusersMagCacheConfig:
         check(all(isinstance(r, (int, float)) and r > 0 for r in self.mag_ratios), "cache.mag_ratios", self.mag_ratios, "must be positive numbers")
 
 
-def install(model, cfg, handle):
-    from ..cache import apply_diffusers_cache
-
-    return apply_diffusers_cache(model, cfg, handle.counters, handle.pipe)
-
-
 # No suggest: its calibrated ratios are a list, not a trial parameter, so studies never sample it.
 register_method(Method(
-    section="cache", name="diffusers_mag", config=DiffusersMagCacheConfig, install=install,
+    section="cache", name="diffusers_mag", config=DiffusersMagCacheConfig, install=install_diffusers_cache,
     applies=cache_entry_applies("diffusers_mag", needs_cache_mixin=True),
     example=DiffusersMagCacheConfig(threshold=10.0, retention_ratio=0.0, mag_ratios=[1.0, 1.0, 1.0]),
 ))

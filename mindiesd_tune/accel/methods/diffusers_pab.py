@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..config import check
-from ._common import cache_entry_applies
+from ._common import cache_entry_applies, install_diffusers_cache
 from .registry import Method, register_method
 
 
@@ -30,12 +30,6 @@ class DiffusersPyramidAttentionBroadcastConfig:
         check(0 <= self.timestep_skip_start < self.timestep_skip_end <= 1000, "cache.timestep_skip_start", self.timestep_skip_start, "must satisfy 0 <= start < end <= 1000")
 
 
-def install(model, cfg, handle):
-    from ..cache import apply_diffusers_cache
-
-    return apply_diffusers_cache(model, cfg, handle.counters, handle.pipe)
-
-
 def suggest(trial, ctx) -> dict:
     return {
         "cache.spatial_attention_block_skip_range": trial.suggest_int("cache.spatial_attention_block_skip_range", 2, 4),
@@ -45,7 +39,7 @@ def suggest(trial, ctx) -> dict:
 
 
 register_method(Method(
-    section="cache", name="diffusers_pab", config=DiffusersPyramidAttentionBroadcastConfig, install=install,
+    section="cache", name="diffusers_pab", config=DiffusersPyramidAttentionBroadcastConfig, install=install_diffusers_cache,
     suggest=suggest, applies=cache_entry_applies("diffusers_pab", needs_cache_mixin=True),
     example=DiffusersPyramidAttentionBroadcastConfig(spatial_attention_block_skip_range=2, timestep_skip_start=0,
                                                      timestep_skip_end=1000),

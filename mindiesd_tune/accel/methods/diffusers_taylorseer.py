@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..config import check
-from ._common import cache_entry_applies, schedule
+from ._common import cache_entry_applies, install_diffusers_cache, schedule
 from .registry import Method, register_method
 
 
@@ -31,12 +31,6 @@ class DiffusersTaylorSeerConfig:
         check(self.max_order in (1, 2), "cache.max_order", self.max_order, "must be 1 or 2")
 
 
-def install(model, cfg, handle):
-    from ..cache import apply_diffusers_cache
-
-    return apply_diffusers_cache(model, cfg, handle.counters, handle.pipe)
-
-
 def suggest(trial, ctx) -> dict:
     return {
         "cache.cache_interval": trial.suggest_int("cache.cache_interval", 2, schedule(ctx).step_interval[1] + 1),
@@ -46,7 +40,7 @@ def suggest(trial, ctx) -> dict:
 
 
 register_method(Method(
-    section="cache", name="diffusers_taylorseer", config=DiffusersTaylorSeerConfig, install=install,
+    section="cache", name="diffusers_taylorseer", config=DiffusersTaylorSeerConfig, install=install_diffusers_cache,
     suggest=suggest, applies=cache_entry_applies("diffusers_taylorseer", needs_cache_mixin=True),
     example=DiffusersTaylorSeerConfig(cache_interval=2, disable_cache_before_step=1),
 ))

@@ -157,8 +157,9 @@ def test_a_dead_machines_trial_is_failed_by_heartbeat_and_its_point_run_again(po
         # ask for that point again, so the other machine reaches it while the first still runs it
         optuna.load_study(study_name="shared", storage=storage).enqueue_trial(baseline.params)
         survivor.start()
+        # the survivor first runs the presets queued ahead of that point: give a slow machine time
         _wait_for("the survivor waiting on the same point", lambda: [
-            t for t in trials() if t.number > 0 and t.state == RUNNING and t.params == baseline.params])
+            t for t in trials() if t.number > 0 and t.state == RUNNING and t.params == baseline.params], timeout=600.0)
         time.sleep(4)  # past the grace period: the live machine's heartbeats keep its trial running
         assert trials()[0].state == RUNNING
         doomed.kill()  # SIGKILL: no clean-up, the trial stays RUNNING in storage

@@ -178,3 +178,25 @@ def test_schedule_and_magcache_stay_out_of_an_uncalibrated_space():
     assert "schedule" not in names and "diffusers_mag" not in names
     cal = dataclasses.replace(ctx, mag_ratios=(1.0,) * 10, step_change=(0.0,) + (0.1,) * 9)
     assert {"schedule", "diffusers_mag"} <= set(offered("cache", "dit-image", cal))
+
+
+# ---------------------------------------------------------------- the report's front
+
+
+def test_report_front_is_built_on_the_speedup_not_on_absolute_latency():
+    import pandas as pd
+
+    from mindiesd_tune.reports.figures import pareto_figure, plotted
+
+    # trial 6 was timed on a busier moment (slower in seconds) yet is faster against its baseline
+    df = pd.DataFrame([
+        {"trial": 0, "state": "complete", "latency_s": 1.08, "speedup": 1.0, "psnr": float("inf"), "feasible": True},
+        {"trial": 6, "state": "complete", "latency_s": 0.983, "speedup": 1.26, "psnr": 32.0, "feasible": True},
+        {"trial": 7, "state": "complete", "latency_s": 0.865, "speedup": 1.12, "psnr": 32.0, "feasible": True},
+    ])
+    done = plotted(df, "psnr").set_index("trial")
+    assert done.loc[6, "front"] and not done.loc[7, "front"] and done.loc[0, "front"]
+    fig = pareto_figure(df, "psnr", chosen=6)
+    assert "speed-up" in fig.layout.xaxis.title.text
+    star = [t for t in fig.data if t.name == "chosen profile"][0]
+    assert list(star.x) == [1.26]

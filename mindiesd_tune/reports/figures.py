@@ -65,12 +65,31 @@ def complete_trials(df: pd.DataFrame) -> pd.DataFrame:
     return done
 
 
+def relative_latency(done: pd.DataFrame) -> np.ndarray:
+    """Per trial, its latency relative to the baseline: 1 / speed-up, the speed-up being the one the
+    pick uses (``tuner.pick.speed_of``: interleaved with the baseline, confirmed where re-measured).
+    Absolute latencies of trials timed at different moments of a busy machine do not compare; the
+    ratio against a baseline timed beside each does. A trial without a speed-up ranks last; a
+    table without speed-ups at all falls back to absolute latency."""
+    if "speedup" not in done or not done["speedup"].notna().any():
+        return done["latency_s"].astype(float).to_numpy()
+    speed = pd.to_numeric(done["speedup"], errors="coerce").to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(speed > 0, 1.0 / speed, np.inf)
+    return np.where(np.isnan(rel), np.inf, rel)
+
+
+def uses_speedup(df: pd.DataFrame) -> bool:
+    return "speedup" in df and bool(df["speedup"].notna().any())
+
+
 def plotted(df: pd.DataFrame, metric: str, higher: bool = True) -> pd.DataFrame:
     """Complete trials with ``y`` (the metric, identical-to-baseline drawn just above the best),
-    ``front`` (non-dominated on latency and this metric) and ``category``."""
+    ``x`` (the speed-up, or the latency where no trial has one), ``front`` (non-dominated on
+    relative latency and this metric) and ``category``."""
     done = complete_trials(df)
     if done.empty:
-        return done.assign(y=[], front=[], category=[])
+        return done.assign(y=[], x=[], front=[], category=[])
     raw = done[metric].astype(float)
     finite = raw[np.isfinite(raw)]
     top = finite.max() if len(finite) else 100.0
@@ -78,7 +97,8 @@ def plotted(df: pd.DataFrame, metric: str, higher: bool = True) -> pd.DataFrame:
     cap = top + max(0.05 * span, 1e-3 * max(1.0, abs(top)), 0.5 if metric == "psnr" else 0.0)
     done["y"] = raw.replace([math.inf], cap if higher else np.nan).replace([-math.inf], np.nan)
     q = done["y"].fillna(-math.inf if higher else math.inf).to_numpy()
-    done["front"] = non_dominated(done["latency_s"].to_numpy(), q, higher)
+    done["front"] = non_dominated(relative_latency(done), q, higher)
+    done["x"] = done["speedup"].astype(float) if uses_speedup(done) else done["latency_s"]
     feasible = done["feasible"] if "feasible" in done else pd.Series(True, index=done.index)
     done["category"] = np.where(feasible.eq(False), "infeasible", np.where(done["front"], "pareto", "dominated"))
     return done
@@ -112,9 +132,10 @@ def pareto_figure(df: pd.DataFrame, metric: str, chosen: int | None, *, higher: 
     done = plotted(df, metric, higher) if metric in df else complete_trials(df).iloc[0:0]
     if not done.empty:
         done["hover"] = done.apply(lambda r: hover_text(r, metrics, params), axis=1)
-        front = done[done["front"]].sort_values("latency_s")
+        speedup = uses_speedup(done)
+        front = done[done["front"]].sort_values("x", ascending=not speedup)
         if len(front) > 1:
-            fig.add_trace(go.Scatter(x=front["latency_s"], y=front["y"], mode="lines", name="front", showlegend=False,
+            fig.add_trace(go.Scatter(x=front["x"], y=front["y"], mode="lines", name="front", showlegend=False,
                                      line=dict(color="#1f77b4", dash="dot", shape="hv" if not higher else "vh"),
                                      hoverinfo="skip"))
         for cat in ("dominated", "infeasible", "pareto"):
@@ -123,13 +144,13 @@ def pareto_figure(df: pd.DataFrame, metric: str, chosen: int | None, *, higher: 
                 continue
             name, colour, symbol = _style(cat, memory_cap)
             fig.add_trace(go.Scatter(
-                x=part["latency_s"], y=part["y"], mode="markers", name=name, customdata=part["trial"],
+                x=part["x"], y=part["y"], mode="markers", name=name, customdata=part["trial"],
                 marker=dict(color=colour, symbol=symbol, size=11, line=dict(width=1.5, color=colour)),
                 text=part["hover"], hovertemplate="%{text}<extra></extra>",
             ))
         if chosen is not None and chosen in set(done["trial"]):
             c = done[done["trial"] == chosen].iloc[0]
-            fig.add_trace(go.Scatter(x=[c["latency_s"]], y=[c["y"]], mode="markers+text", name="chosen profile",
+            fig.add_trace(go.Scatter(x=[c["x"]], y=[c["y"]], mode="markers+text", name="chosen profile",
                                      text=[f"profile (trial {chosen})"], textposition="top center",
                                      marker=dict(symbol="star", size=22, color="#ff7f0e", line=dict(width=1, color="#333")),
                                      hovertext=[c["hover"]], hovertemplate="%{hovertext}<extra>profile</extra>"))
@@ -138,11 +159,14 @@ def pareto_figure(df: pd.DataFrame, metric: str, chosen: int | None, *, higher: 
                 fig.add_hline(y=bound, line=dict(color="#d62728", dash="dash", width=1),
                               annotation_text=f"floor {label}", annotation_position="bottom right")
     missing = _count_without_latency(df)
-    title = f"latency against {metric}" + (f"<br><sup>{missing}: no latency, see the history and the tables</sup>" if missing else "")
+    speedup = uses_speedup(done) if not done.empty else False
+    title = (f"speed-up against {metric}" if speedup else f"latency against {metric}") + (
+        f"<br><sup>{missing}: no latency, see the history and the tables</sup>" if missing else "")
     ylabel = metric + (" (higher is better)" if higher else " (lower is better)")
     if metric == "psnr" and not done.empty and np.isinf(done[metric].astype(float)).any():
         ylabel += "; identical outputs drawn at the top"
-    fig.update_layout(title=dict(text=title, font=dict(size=15)), xaxis_title="latency per call (s, median)",
+    xaxis = "speed-up (baseline / trial, timed interleaved)" if speedup else "latency per call (s, median)"
+    fig.update_layout(title=dict(text=title, font=dict(size=15)), xaxis_title=xaxis,
                       yaxis_title=ylabel, height=460, **{**_LAYOUT, "margin": dict(l=60, r=20, t=70, b=50)})
     return fig
 

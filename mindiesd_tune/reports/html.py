@@ -122,7 +122,7 @@ def _row(df: pd.DataFrame, trial: int | None) -> pd.Series | None:
 
 
 def _front_trials(df: pd.DataFrame, ms: list[str], directions: dict[str, bool]) -> pd.DataFrame:
-    """Trials on the latency front of any metric, one per distinct config (repeats folded in)."""
+    """Trials on the speed-up front of any metric, one per distinct config (repeats folded in), fastest first."""
     if df.empty or not ms:
         return df.iloc[0:0]
     on: dict[int, list[str]] = {}
@@ -141,7 +141,10 @@ def _front_trials(df: pd.DataFrame, ms: list[str], directions: dict[str, bool]) 
         others = [int(t) for t in group["trial"].iloc[1:]]
         first["repeats"] = ", ".join(map(str, others))
         keep.append(first)
-    return pd.DataFrame(keep).sort_values("latency_s").reset_index(drop=True)
+    out = pd.DataFrame(keep)
+    if "speedup" in out and out["speedup"].notna().any():
+        return out.sort_values("speedup", ascending=False, na_position="last").reset_index(drop=True)
+    return out.sort_values("latency_s").reset_index(drop=True)
 
 
 def _with_params(df: pd.DataFrame) -> pd.DataFrame:

@@ -47,6 +47,15 @@ class SpaceContext:
             precisions offered are those it runs; None: unknown (taken as the CPU).
         dtype: the dtype the model is loaded in (``float32``), the precision a component runs
             at unless the search casts it; None: unknown (float32).
+        mag_ratios: MagCache's per-step magnitude ratios of this model at this workload
+            (``StepStatistics.mag_ratios``, diffusers' calibration formula), one per step; the
+            ``diffusers_mag`` entry carries them into its config. None: not calibrated.
+        step_change: per step, the block stack residual's change since the previous step
+            (``StepStatistics.step_change()``); the ``schedule`` entry places its computed
+            steps on it, and first-block presets derive their thresholds from it. None: not
+            calibrated.
+        first_block_change: per step, the first block residual's change since the previous
+            step (what a first-block threshold is compared with). None: not calibrated.
     """
 
     n_blocks: int | None = None
@@ -60,6 +69,9 @@ class SpaceContext:
     family: str | None = None
     device: str | None = None
     dtype: str | None = None
+    mag_ratios: tuple[float, ...] | None = None
+    step_change: tuple[float, ...] | None = None
+    first_block_change: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for a worker process to send and a study to record."""
@@ -228,15 +240,20 @@ def describe(pipe, generation: dict | None = None, stats=None) -> SpaceContext:
     except UnsupportedModelError:
         pass
     steps = (generation or {}).get("num_inference_steps")
-    thresholds = None
+    thresholds = mag_ratios = step_change = first_change = None
     if stats is not None and stats.values("first_block_residual_change").size:
         thresholds = tuple(float(x) for x in stats.threshold_range())
+        first_change = tuple(stats.per_step("first_block_residual_change"))
+    if stats is not None and stats.values("residual_change").size:
+        mag_ratios = tuple(stats.mag_ratios)
+        step_change = tuple(stats.step_change())
     tokens = sparse_token_count(pipe, generation)
     param = next(iter(model.parameters()), None)
     device = param.device.type if param is not None else None
     dtype = str(param.dtype).removeprefix("torch.") if param is not None and param.is_floating_point() else None
     return SpaceContext(n_blocks, steps, tuple(compatible_schedulers(pipe)), branches, thresholds, None,
-                        cache_mixin=hasattr(model, "enable_cache"), sparse_tokens=tokens or 0, device=device, dtype=dtype)
+                        cache_mixin=hasattr(model, "enable_cache"), sparse_tokens=tokens or 0, device=device, dtype=dtype,
+                        mag_ratios=mag_ratios, step_change=step_change, first_block_change=first_change)
 
 
 __all__ = [

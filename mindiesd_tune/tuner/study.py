@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import optuna
 
+from ..accel.config import AccelConfig
 from ..errors import UserError
 from ..metrics import METRIC_DIRECTIONS
 from ..profile import Profile
@@ -777,7 +778,7 @@ def freeze_profile(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Prof
     return Profile(
         model=dict(attrs["model"]),
         generation=generation,
-        accel=config_from_params(trial.params),
+        accel=AccelConfig.from_dict(trial.user_attrs["config"]) if "config" in trial.user_attrs else config_from_params(trial.params),
         measured=measured,
         hardware=dict(attrs.get("hardware", {})),
         study={

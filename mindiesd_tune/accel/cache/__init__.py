@@ -1,7 +1,8 @@
 """The caching hooks: shared per-branch state and counters, step statistics, the scheduler swap.
 
 The hooks behind the cache methods: ``first_block``, ``block_cache``, ``taylorseer``
-(residual caching of the middle blocks), ``attention_cache``, ``deepcache`` (UNets), and
+(residual caching of the middle blocks), ``schedule`` (the whole stack on a calibrated
+step mask), ``attention_cache``, ``deepcache`` (UNets), and
 adapters for diffusers' own hooks (``diffusers_*``); the scheduler swap behind the ``steps``
 section. Each method's entry (``accel.methods``) calls its installer here.
 ``step_statistics`` measures a model's per-step change so search spaces can centre
@@ -15,6 +16,7 @@ from .attention import apply_attention_cache
 from .deepcache import apply_deepcache
 from .first_block import apply_block_cache, apply_first_block_cache, apply_taylorseer
 from .residual import relative_l1
+from .schedule import apply_schedule_cache, select_steps
 from .state import BranchStates, CacheCounters
 from .stats import StepStatistics, step_statistics
 from .steps import apply_step_reduction, build_scheduler, compatible_schedulers
@@ -28,10 +30,12 @@ __all__ = [
     "apply_deepcache",
     "apply_diffusers_cache",
     "apply_first_block_cache",
+    "apply_schedule_cache",
     "apply_step_reduction",
     "apply_taylorseer",
     "build_scheduler",
     "compatible_schedulers",
     "relative_l1",
+    "select_steps",
     "step_statistics",
 ]

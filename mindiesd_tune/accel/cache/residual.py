@@ -113,6 +113,23 @@ class SchedulePolicy(Policy):
         return True
 
 
+class MaskPolicy(Policy):
+    """Calibrated schedule: compute exactly the steps in ``compute_steps``, reuse on the others.
+
+    Steps after the last listed one (a call with more steps than the mask was made for) are
+    computed, so such a call degrades towards the baseline rather than reusing a stale residual.
+    An empty mask computes every step.
+    """
+
+    def __init__(self, compute_steps, taylor_order: int = 0):
+        self.compute = frozenset(int(s) for s in compute_steps)
+        self.last = max(self.compute, default=-1)
+        self.taylor_order = taylor_order
+
+    def decide(self, st, signal):
+        return st.residual is not None and st.step < self.last and st.step not in self.compute
+
+
 class _EntryHook(CacheHook):
     """On block 0: counts the step and keeps the input the front residual is measured from."""
 

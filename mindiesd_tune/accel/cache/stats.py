@@ -55,9 +55,25 @@ class StepStatistics:
 
     @property
     def mag_ratios(self) -> list[float]:
-        """MagCache's per-step ratio mean|residual_t| / mean|residual_t-1| of the block stack (first branch)."""
-        branch = self.rows[0]["branch"] if self.rows else None
-        return [1.0] + [r["mag_ratio"] for r in self.rows if r["branch"] == branch and r["step"] >= 1]
+        """MagCache's per-step magnitude ratios of the block stack's residual, as diffusers'
+        ``MagCacheConfig(calibrate=True)`` computes them (the mean over tokens of
+        ``|residual_t| / |residual_t-1|``), averaged over the CFG branches; 1.0 for step 0."""
+        return [1.0] + self.per_step("mag_ratio")[1:]
+
+    def step_change(self) -> list[float]:
+        """Per step, the relative L1 change of the block stack's residual since the previous
+        step, averaged over the CFG branches (0.0 for step 0): the curve a calibrated schedule
+        (``accel.cache.schedule.select_steps``) places its computed steps on."""
+        return [0.0] + self.per_step("residual_change")[1:]
+
+    def per_step(self, name: str) -> list[float]:
+        """``name`` per step index (0, 1, ...), the mean over the CFG branches; 0.0 where no branch has it."""
+        by_step: dict[int, list[float]] = {}
+        for r in self.rows:
+            if r.get(name) is not None:
+                by_step.setdefault(r["step"], []).append(float(r[name]))
+        n = 1 + max((r["step"] for r in self.rows), default=-1)
+        return [float(np.mean(by_step[s])) if s in by_step else 0.0 for s in range(n)]
 
     def threshold_range(self, name: str = "first_block_residual_change", skip_steps: int = 1) -> tuple[float, float]:
         """A search range centred on the model's own changes: from its 10th percentile to
@@ -79,7 +95,7 @@ class StepStatistics:
 
     def to_dict(self) -> dict:
         return {"rows": self.rows, "percentiles": {n: self.percentiles(n) for n in FIELDS},
-                "mag_ratios": self.mag_ratios}
+                "mag_ratios": self.mag_ratios, "step_change": self.step_change()}
 
 
 def _first_tensor(out):
@@ -88,6 +104,11 @@ def _first_tensor(out):
     if hasattr(out, "sample"):
         return out.sample
     return out[0]
+
+
+def _magnitude_ratio(res: torch.Tensor, prev: torch.Tensor) -> float:
+    """diffusers' MagCache calibration formula: mean over tokens of the ratio of their norms."""
+    return (torch.linalg.norm(res.float(), dim=-1) / (torch.linalg.norm(prev.float(), dim=-1) + 1e-8)).mean().item()
 
 
 class _TraceHook(CacheHook):
@@ -126,7 +147,7 @@ class _LastBlockHook(_TraceHook):
         res = self.block.unpack(out)["hidden_states"] - st.entry_in
         row = st.rows[-1]
         row["residual_change"] = None if st.stack_res is None else relative_l1(res, st.stack_res)
-        row["mag_ratio"] = None if st.stack_res is None else (res.abs().mean() / st.stack_res.abs().mean().clamp_min(1e-12)).item()
+        row["mag_ratio"] = None if st.stack_res is None else _magnitude_ratio(res, st.stack_res)
         st.stack_res = res
         return out
 

@@ -53,6 +53,7 @@ from .first_block import FirstBlockCacheConfig  # noqa: E402
 from .local import LocalWindowConfig  # noqa: E402
 from .parallel import ParallelConfig  # noqa: E402
 from .quant import QuantConfig  # noqa: E402
+from .schedule import ScheduleCacheConfig  # noqa: E402
 from .steps import StepsConfig  # noqa: E402
 from .taylorseer import TaylorSeerConfig  # noqa: E402
 from .topk import TopKSparseConfig  # noqa: E402
@@ -85,6 +86,7 @@ __all__ = [
     "NoSparse",
     "ParallelConfig",
     "QuantConfig",
+    "ScheduleCacheConfig",
     "Section",
     "StepsConfig",
     "TaylorSeerConfig",

@@ -73,10 +73,33 @@ def suggest(trial, ctx) -> dict:
     }
 
 
+PRESET_THRESHOLD = 0.08  # diffusers' and cache-dit's anchors are 0.05-0.12 on trained DiTs
+PRESET_WARMUP = 2
+# a calibrated preset sits this far above the model's median change after the warm-up:
+# a step right after a computed one is cached, the next (twice the change) is computed
+PRESET_OVER_MEDIAN = 1.25
+
+
+def can_skip(threshold: float, changes, warmup_steps: int) -> bool:
+    """Whether a first-block threshold caches any step at the model's measured changes
+    (``changes[i]``: the first block residual's change into step i): some step after the
+    warm-up must change less than it."""
+    after = [c for i, c in enumerate(changes) if i >= max(1, warmup_steps) and c > 0]
+    return not after or min(after) < threshold
+
+
 def presets(ctx) -> list[dict]:
     # a preset names every parameter ``suggest`` asks for, so none of them is sampled
-    return [{"cache.method": "first_block", "cache.threshold": 0.08, "cache.warmup_steps": 2, "cache.max_cached_steps": -1,
-             "cache.max_consecutive_cached_steps": -1, "cache.accumulate": False}]
+    threshold = PRESET_THRESHOLD
+    changes = ctx.first_block_change
+    if changes:
+        after = sorted(c for i, c in enumerate(changes) if i >= PRESET_WARMUP and c > 0)
+        if after:
+            threshold = round(PRESET_OVER_MEDIAN * after[len(after) // 2], 4)
+        if not can_skip(threshold, changes, PRESET_WARMUP):
+            return []  # it would only time the baseline again
+    return [{"cache.method": "first_block", "cache.threshold": threshold, "cache.warmup_steps": PRESET_WARMUP,
+             "cache.max_cached_steps": -1, "cache.max_consecutive_cached_steps": -1, "cache.accumulate": False}]
 
 
 register_method(Method(

@@ -66,7 +66,7 @@ def measure_table(model: str, points: int, seed: int = 0) -> dict:
     for p in preset_list:
         draw.enqueue_trial(p)
     candidates, seen, dists = [], set(), {}
-    for i in range(len(preset_list) + points * 50):  # random points repeat (e.g. "no cache"): draw until enough
+    for _ in range(len(preset_list) + points * 50):  # random points repeat (e.g. "no cache"): draw until enough
         if len(candidates) >= max(points, len(preset_list)):
             break
         trial = draw.ask()

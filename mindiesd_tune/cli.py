@@ -427,8 +427,6 @@ def bench(
     and CPU time of each side, one field per quality metric (an identical output's PSNR is the
     string "inf"), plus tuned_speedup(_low/_high), what the profile recorded when it was frozen.
     """
-    import json
-    import warnings
 
     from .deploy import ProfileMismatchError, check_profile
     from .models import load
@@ -438,12 +436,13 @@ def bench(
     from .workload import describe, pair, parse_seeds, read_prompts, resolve
 
     prof = load_profile(profile)
+    _launch_ranks(prof)
     given_prompts = read_prompts(prompts_file) if prompts_file is not None else None
     given_seeds = parse_seeds(seeds) if seeds else None
     # measure at the profile's dtype; float32 is how models load anyway, and casting warns
     wanted = dtype or (prof.model.get("dtype") if prof.model.get("dtype") != "float32" else None)
     with _quiet_libraries(verbose):
-        loaded = load(model, device=device, dtype=wanted, allow_download=allow_download)
+        loaded = load(model, device=_rank_device(device), dtype=wanted, allow_download=allow_download)
     mismatches = check_profile(loaded.pipe, prof)
     _refuse_another_model(loaded, prof, profile, mismatches, force)
     if mismatches:
@@ -467,6 +466,26 @@ def bench(
     # quality from one pass over every prompt; the speed-up as the tuner confirms one: the baseline
     # and the profile interleaved, ``repeats`` rounds on every prompt, the median ratio and its interval
     ev = Evaluator(loaded, Workload(prompts, seed_list, generation), warmup=warmup, repeats=1)
+    from .accel.parallel.launch import in_rank_group
+
+    if in_rank_group():
+        from .tuner.rankgroup import lead_or_follow
+
+        if not lead_or_follow(ev):
+            return  # a following rank: it ran rank 0's meshed calls
+    try:
+        result, tuned, base_metrics, cmp = _bench_measure(ev, prof, model, profile, prompts, repeats, mismatches)
+    finally:
+        if in_rank_group():
+            from .tuner.rankgroup import stop_followers
+
+            stop_followers()
+    _bench_print(result, tuned, base_metrics, cmp, json_out, model, profile, prompts, repeats, prof, ev)
+
+
+def _bench_measure(ev, prof, model, profile, prompts, repeats, mismatches):
+    import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with _call_lines(ev, "baseline"):
@@ -498,6 +517,13 @@ def bench(
         "tuned_speedup_high": prof.measured.get("speedup_high"),
         "mismatches": [m.field for m in mismatches],
     }
+    return result, tuned, base_metrics, cmp
+
+
+def _bench_print(result, tuned, base_metrics, cmp, json_out, model, profile, prompts, repeats, prof, ev):
+    import json
+
+    baseline_s, profile_s = cmp.baseline.median_s, cmp.candidate.median_s
     if json_out:
         typer.echo(json.dumps(result))
         return
@@ -644,8 +670,11 @@ def run(
     if suffix == ".mp4":  # found missing now, not after the model has run
         require("imageio.v3", "video", "writing .mp4 (or use .gif)", "imageio with imageio-ffmpeg")
     prof = load_profile(profile) if profile is not None else None
+    _launch_ranks(prof)
+    from .accel.parallel.launch import rank
+
     with _quiet_libraries(verbose):
-        loaded = load(model, device=device, allow_download=allow_download)
+        loaded = load(model, device=_rank_device(device), allow_download=allow_download)
     allowed = (".gif", ".webp", ".mp4") if loaded.is_video else (".png", ".jpg", ".jpeg", ".webp")
     if suffix not in allowed:
         raise UserError(f"{out}: use one of {', '.join(allowed)} for a {'video' if loaded.is_video else 'image'}")
@@ -667,8 +696,31 @@ def run(
         with torch.inference_mode():
             arr = ev.generate(p, s, overrides)
         dt = time.perf_counter() - t0
-        _write_media(target, arr)
-        typer.echo(f"{target} ({dt:.2f}s)")
+        if rank() == 0:  # every rank of a mesh holds the whole output
+            _write_media(target, arr)
+            typer.echo(f"{target} ({dt:.2f}s)")
+
+
+def _launch_ranks(prof) -> None:
+    """A profile whose mesh spans several ranks: run this same command in that many ranks
+    (torch.distributed.run's launcher) and exit with rank 0's code. Inside the group: nothing."""
+    from .accel.parallel.launch import in_rank_group, run_cli_group
+
+    if prof is None or prof.world_size <= 1 or in_rank_group():
+        return
+    raise typer.Exit(run_cli_group(prof.world_size, list(_ARGV)))
+
+
+def _rank_device(device: str | None) -> str | None:
+    """In a rank group on an accelerator, this rank's own device (torchrun's LOCAL_RANK)."""
+    from .accel.parallel.launch import in_rank_group
+
+    if not in_rank_group():
+        return device
+    import torch
+
+    kind = torch.device(device).type if device else ("cuda" if torch.cuda.is_available() else "cpu")
+    return f"{kind}:{os.environ.get('LOCAL_RANK', '0')}" if kind in ("cuda", "npu") else device
 
 
 def _apply_warning_once(pipe, prof):
@@ -749,14 +801,40 @@ def score(
             typer.echo(f"  {name:15s} {value:10.4f}")
 
 
+# the command line as given, for a command that relaunches itself in a rank group
+_ARGV: list[str] = []
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: ``mindiesd-tune MODEL --budget 30m`` is short for ``tune``."""
+    from .accel.parallel.launch import in_rank_group
+
+    if not in_rank_group():
+        return _main(argv)
+    # a rank of a group `run` or `bench` launched: rank 0 speaks, every rank's exit code is noted
+    from .accel.parallel.launch import die_with_parent, rank, record_exit
+
+    die_with_parent()
+    if rank() != 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
+    try:
+        _main(argv)
+    except SystemExit as e:
+        record_exit(e.code if isinstance(e.code, int) else (0 if e.code is None else 1))
+        raise
+    except BaseException:
+        record_exit(1)
+        raise
+
+
+def _main(argv: list[str] | None = None) -> None:
     from .accel.config import ConfigError
 
     args = list(sys.argv[1:] if argv is None else argv)
     commands = {c.name or c.callback.__name__ for c in app.registered_commands}
     if args and not args[0].startswith("-") and args[0] not in commands:
         args.insert(0, "tune")
+    _ARGV[:] = args
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if "--verbose" not in args:
         # torchao registers its enums with torch's pytree at import, and torch warns that this is

@@ -14,7 +14,7 @@ import yaml
 from .accel.config import AccelConfig, ConfigError
 from .errors import UserError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SECTIONS = ("schema", "model", "generation", "accel", "measured", "hardware", "study")
 _MODEL_KEYS = ("name", "family", "pipeline", "fingerprint", "dtype")
 _GENERATION_INTS = ("height", "width", "num_frames", "num_inference_steps", "max_sequence_length")
@@ -23,7 +23,10 @@ _GENERATION_STRINGS = ("negative_prompt",)  # FluxPipeline runs true CFG only wh
 _GENERATION_KEYS = _GENERATION_INTS + _GENERATION_NUMBERS + _GENERATION_STRINGS
 # Known fields of the open sections and their types. Other keys may be added there (a new
 # metric, a new hardware fact) as long as their values are plain scalars.
-_HARDWARE_TYPES = {"device": str, "name": str, "count": int, "torch": str, "diffusers": str, "threads": int, "cpus": int}
+# hardware.world_size: the ranks one call ran on (its mesh's; 1 for a single device); count: the
+# devices the machine has
+_HARDWARE_TYPES = {"device": str, "name": str, "count": int, "torch": str, "diffusers": str, "threads": int, "cpus": int,
+                   "world_size": int}
 _STUDY_TYPES = {"name": str, "trial": int, "storage": str, "created": str, "prompts": list, "seeds": list,
                 "objective": str, "floors": list, "pick": str}
 
@@ -48,6 +51,14 @@ class Profile:
         self.model = {**self.model}
         self.model.setdefault("fingerprint", None)
         self.model.setdefault("dtype", None)
+        # the ranks a deployment launches: across machines, each one's share is read from here
+        self.hardware = {**self.hardware}
+        self.hardware.setdefault("world_size", self.accel.parallel.world_size)
+
+    @property
+    def world_size(self) -> int:
+        """Ranks one call of this profile spans (``mindiesd-tune run`` launches that many)."""
+        return self.accel.parallel.world_size
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,7 +139,17 @@ def _v2_to_v3(data: dict) -> dict:
     return data
 
 
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(data: dict) -> dict:
+    """Schema 4 runs multi-device meshes: ``accel.parallel`` gains ``tensor``, ``vae`` and
+    ``vae_halo`` beside ``cfg``, ``ulysses`` and ``ring``, and ``hardware.world_size`` records the
+    ranks a call spans. Schema 3 allowed only the single device (every degree 1)."""
+    hardware = data.get("hardware")
+    if isinstance(hardware, dict):
+        hardware.setdefault("world_size", 1)
+    return data
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 OLDEST_READABLE = min(MIGRATIONS, default=SCHEMA_VERSION)
 
 

@@ -26,7 +26,7 @@ def test_absent_sections_mean_off():
         ({"cache": {"method": "first_block", "threshold": -1}}, "cache.threshold"),
         ({"cache": {"method": "first_block", "warmup_steps": "two"}}, "accel.cache.warmup_steps"),
         ({"turbo": {}}, "accel.turbo"),
-        ({"parallel": {"ulysses": 4}}, "parallel"),
+        ({"parallel": {"cfg": 4}}, "parallel"),
         ({"compile": {"mode": "fastest"}}, "compile.mode"),
     ],
 )

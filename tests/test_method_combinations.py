@@ -141,12 +141,13 @@ def test_apply_installs_in_declared_order_and_removes_in_reverse(monkeypatch, ti
                          cache=FirstBlockCacheConfig(threshold=0.1), steps=StepsConfig(num_inference_steps=2))
     apply(tiny_flux.pipe, config).remove()
     installed = [key for what, key in calls if what == "install"]
-    # the sections' order; quant's neutral entry installs too (precision left at the load dtype)
-    assert installed == ["steps.steps", "cache.first_block", "sparse.local", "quant.none", "compile.regional"]
+    # the sections' order; quant's and parallel's neutral entries install too (the load dtype, one device)
+    assert installed == ["steps.steps", "cache.first_block", "sparse.local", "quant.none", "parallel.mesh",
+                         "compile.regional"]
     assert [key for what, key in calls if what == "remove"] == installed[::-1]
 
     calls.clear()
     patch(registry.get_method("sparse", "local"), order=5)  # an entry's own order goes before its section's
     apply(tiny_flux.pipe, config).remove()
     assert [key for what, key in calls if what == "install"] == ["sparse.local", "steps.steps", "cache.first_block",
-                                                                  "quant.none", "compile.regional"]
+                                                                  "quant.none", "parallel.mesh", "compile.regional"]

@@ -27,12 +27,21 @@ def _write(tmp_path, data):
 
 
 def test_every_schema_before_the_current_one_has_a_migration():
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     assert sorted(MIGRATIONS) == list(range(min(MIGRATIONS), SCHEMA_VERSION))
 
 
+def _schema_3(data: dict | None = None) -> dict:
+    """A schema-3 file: the parallel section had cfg, ulysses and ring only, no world size was recorded."""
+    data = data or _profile().to_dict()
+    data["schema"] = 3
+    data["accel"]["parallel"] = {"cfg": 1, "ulysses": 1, "ring": 1}
+    del data["hardware"]["world_size"]
+    return data
+
+
 def test_schema_1_file_migrates_on_load(tmp_path):
-    data = _profile().to_dict()
+    data = _schema_3()
     data["schema"] = 1
     del data["model"]["dtype"]  # schema 1 had no model.dtype
     p = load_profile(_write(tmp_path, data))
@@ -45,7 +54,7 @@ def test_schema_1_file_migrates_on_load(tmp_path):
 
 
 def _schema_2(accel_cache: dict) -> dict:
-    data = _profile().to_dict()
+    data = _schema_3()
     data["schema"] = 2
     del data["accel"]["steps"]  # schema 2 had no steps section
     data["accel"]["cache"] = accel_cache
@@ -61,11 +70,41 @@ def test_schema_2_step_reduction_becomes_the_steps_section(tmp_path):
     assert p.accel.steps == StepsConfig(num_inference_steps=4, scheduler="unipc") and p.accel.cache == NoCache()
     assert p.call_kwargs()["num_inference_steps"] == 4
     saved = yaml.safe_load(p.save(tmp_path / "again.yaml").read_text())
-    assert saved["schema"] == 3 and saved["accel"]["cache"] == {"method": "none"}
+    assert saved["schema"] == SCHEMA_VERSION and saved["accel"]["cache"] == {"method": "none"}
     assert saved["accel"]["steps"] == {"num_inference_steps": 4, "scheduler": "unipc"}
     # other schema-2 caches are left as they were
     kept = load_profile(_write(tmp_path, _schema_2({"method": "first_block", "threshold": 0.1, "warmup_steps": 2})))
     assert kept.accel == _profile().accel
+
+
+def test_schema_3_file_migrates_recording_one_rank(tmp_path):
+    p = load_profile(_write(tmp_path, _schema_3()))
+    assert p.migrated_from == 3 and p.hardware["world_size"] == 1 and p.world_size == 1
+    assert p.accel == _profile().accel and p.accel.parallel.is_neutral
+    saved = yaml.safe_load(p.save(tmp_path / "again.yaml").read_text())
+    assert saved["schema"] == 4 and saved["hardware"]["world_size"] == 1
+    assert saved["accel"]["parallel"] == {"cfg": 1, "ring": 1, "ulysses": 1, "tensor": 1, "vae": 1, "vae_halo": 2}
+
+
+def test_schema_4_carries_the_mesh_and_its_world_size(tmp_path):
+    from mindiesd_tune.accel import ParallelConfig
+
+    prof = _profile()
+    prof = Profile(prof.model, prof.generation, AccelConfig(cache=prof.accel.cache, parallel=ParallelConfig(cfg=2, ulysses=2, vae=2)),
+                   prof.measured, {k: v for k, v in prof.hardware.items() if k != "world_size"}, prof.study)
+    assert prof.hardware["world_size"] == 4 == prof.world_size
+    saved = yaml.safe_load(prof.save(tmp_path / "mesh.yaml").read_text())
+    assert saved["accel"]["parallel"] == {"cfg": 2, "ring": 1, "ulysses": 2, "tensor": 1, "vae": 2, "vae_halo": 2}
+    assert saved["hardware"]["world_size"] == 4
+    assert load_profile(tmp_path / "mesh.yaml") == prof
+    # a mesh that is no mesh is refused naming the field
+    bad = _schema_3(prof.to_dict())
+    bad["accel"]["parallel"] = {"cfg": 3}
+    with pytest.raises(ProfileError, match=r"accel\.parallel.*cfg=3"):
+        load_profile(_write(tmp_path, bad))
+    bad["accel"]["parallel"] = {"cfg": 2, "pipeline": 2}
+    with pytest.raises(ProfileError, match="unknown"):
+        load_profile(_write(tmp_path, bad))
 
 
 def test_schema_3_refuses_step_reduction_as_a_cache_method(tmp_path):
@@ -86,8 +125,8 @@ def test_schema_1_file_with_a_dtype_is_refused_naming_the_field(tmp_path):
 @pytest.mark.parametrize(
     "schema, needle",
     [
-        (4, "schema: 4 is newer than this mindiesd-tune reads (schema 3 at most); upgrade"),
-        (0, "schema: 0 is too old to read; this version reads schema 1 to 3"),
+        (5, "schema: 5 is newer than this mindiesd-tune reads (schema 4 at most); upgrade"),
+        (0, "schema: 0 is too old to read; this version reads schema 1 to 4"),
         ("two", "schema: 'two' must be an integer"),
         (None, "schema: None must be an integer"),
     ],
@@ -103,7 +142,7 @@ def test_unreadable_schema_is_refused_saying_which_version_is_needed(tmp_path, s
 def test_missing_schema_says_what_to_write(tmp_path):
     data = _profile().to_dict()
     del data["schema"]
-    with pytest.raises(ProfileError, match="schema: missing; a profile starts with `schema: 3`"):
+    with pytest.raises(ProfileError, match="schema: missing; a profile starts with `schema: 4`"):
         load_profile(_write(tmp_path, data))
 
 

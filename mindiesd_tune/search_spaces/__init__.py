@@ -56,6 +56,9 @@ class SpaceContext:
             calibrated.
         first_block_change: per step, the first block residual's change since the previous
             step (what a first-block threshold is compared with). None: not calibrated.
+        world_size: ranks one trial spans (a rank group); None or 1: one process, no mesh.
+        meshes: the meshes (``ParallelConfig.describe()`` names, ``single`` first) the rank
+            group can run on this model and workload; ``parallel.mesh`` samples among them.
     """
 
     n_blocks: int | None = None
@@ -72,6 +75,8 @@ class SpaceContext:
     mag_ratios: tuple[float, ...] | None = None
     step_change: tuple[float, ...] | None = None
     first_block_change: tuple[float, ...] | None = None
+    world_size: int | None = None
+    meshes: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for a worker process to send and a study to record."""
@@ -204,6 +209,11 @@ def config_from_params(params: dict[str, Any]) -> AccelConfig:
     if cache.get("method") == "step_reduction":  # a study recorded before steps had their own section
         sections["steps"] = {k: v for k, v in cache.items() if k != "method"}
         sections["cache"] = {"method": "none"}
+    parallel = sections.get("parallel", {})
+    if "mesh" in parallel:  # one categorical over whole meshes, by name
+        from ..accel.parallel.config import ParallelConfig
+
+        sections["parallel"] = {**ParallelConfig.parse(parallel.pop("mesh")).to_dict(), **parallel}
     return AccelConfig.from_dict(sections)
 
 
@@ -222,8 +232,12 @@ def presets(family: str, context: SpaceContext | None = None) -> list[dict[str, 
     return out
 
 
-def describe(pipe, generation: dict | None = None, stats=None) -> SpaceContext:
-    """The SpaceContext of a loaded pipeline (and, optionally, its step statistics)."""
+def describe(pipe, generation: dict | None = None, stats=None, world_size: int = 1) -> SpaceContext:
+    """The SpaceContext of a loaded pipeline (and, optionally, its step statistics).
+
+    ``world_size`` > 1: trials run in a group of that many ranks, which runs the single device
+    (the baseline) and the meshes using every rank that ``valid_meshes`` says can run here.
+    """
     from ..accel import UnsupportedModelError, compatible_schedulers, find_denoiser, transformer_blocks
     from ..accel.blocks import unet_structure
     from ..accel.sparse import sparse_token_count
@@ -251,9 +265,16 @@ def describe(pipe, generation: dict | None = None, stats=None) -> SpaceContext:
     param = next(iter(model.parameters()), None)
     device = param.device.type if param is not None else None
     dtype = str(param.dtype).removeprefix("torch.") if param is not None and param.is_floating_point() else None
+    meshes = None
+    if world_size > 1:
+        from ..accel.parallel import valid_meshes
+
+        found = valid_meshes(pipe, generation, world_size, device or "cpu")
+        meshes = tuple(m.describe() for m in found if m.world_size in (1, world_size))
     return SpaceContext(n_blocks, steps, tuple(compatible_schedulers(pipe)), branches, thresholds, None,
                         cache_mixin=hasattr(model, "enable_cache"), sparse_tokens=tokens or 0, device=device, dtype=dtype,
-                        mag_ratios=mag_ratios, step_change=step_change, first_block_change=first_change)
+                        mag_ratios=mag_ratios, step_change=step_change, first_block_change=first_change,
+                        world_size=world_size, meshes=meshes)
 
 
 __all__ = [

@@ -4,13 +4,44 @@ One ``DeviceMesh`` with axes ``cfg, ring, ulysses, tensor`` (``init_meshes``) on
 backend (gloo on the CPU, nccl on CUDA, hccl on Ascend through torch_npu), and
 ``install_parallel(pipe, ParallelConfig(...))`` in every rank, which returns the undo.
 ``valid_meshes`` lists the meshes a pipeline can run for a generation on N devices;
-``supported(device)`` says which axes a device type offers.
+``supported(device)`` says which axes a device type offers. The method registry's
+``parallel`` entry (``accel.methods.parallel``) installs a profile's mesh through it.
 """
 
-from .comm import CommCounter
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# The config imports without torch (the registry reads profiles with it); the rest loads on use.
 from .config import AXES, DENOISER_AXES, ParallelConfig, ParallelError
-from .install import ParallelHandle, check, install_parallel, supported, valid_meshes
-from .mesh import Meshes, backend_for, ensure_process_group, init_meshes
+
+_LAZY = {
+    "CommCounter": ".comm",
+    "ParallelHandle": ".install",
+    "check": ".install",
+    "install_parallel": ".install",
+    "supported": ".install",
+    "valid_meshes": ".install",
+    "Meshes": ".mesh",
+    "backend_for": ".mesh",
+    "ensure_process_group": ".mesh",
+    "init_meshes": ".mesh",
+}
+
+if TYPE_CHECKING:
+    from .comm import CommCounter
+    from .install import ParallelHandle, check, install_parallel, supported, valid_meshes
+    from .mesh import Meshes, backend_for, ensure_process_group, init_meshes
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AXES",

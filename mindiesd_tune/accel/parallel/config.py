@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
+
+from ..config import ConfigError
 
 # The axes of the denoiser's DeviceMesh, outermost first: CFG branches are independent
 # calls, so they go furthest apart (across nodes first); tensor parallelism talks the most,
@@ -12,7 +15,7 @@ DENOISER_AXES = ("cfg", "ring", "ulysses", "tensor")
 AXES = (*DENOISER_AXES, "vae")
 
 
-class ParallelError(ValueError):
+class ParallelError(ConfigError):
     """A mesh that cannot run here: the message is one line naming the degree and the shape."""
 
 
@@ -56,6 +59,11 @@ class ParallelConfig:
         """The sequence-parallel degree (Ulysses x Ring)."""
         return self.ring * self.ulysses
 
+    @property
+    def mesh(self) -> str:
+        """The mesh's name (``describe()``): what a study samples as its ``parallel.mesh`` parameter."""
+        return self.describe()
+
     def degrees(self) -> dict[str, int]:
         return {a: getattr(self, a) for a in AXES}
 
@@ -63,6 +71,19 @@ class ParallelConfig:
         """``cfg2xulysses2`` (the degrees above 1), ``single`` for the neutral mesh."""
         parts = [f"{a}{d}" for a, d in self.degrees().items() if d > 1]
         return "x".join(parts) or "single"
+
+    @classmethod
+    def parse(cls, name: str) -> "ParallelConfig":
+        """The mesh ``describe()`` names (``cfg2xulysses2``, ``single``)."""
+        if name == "single":
+            return cls()
+        degrees = {}
+        for part in str(name).split("x"):
+            m = re.fullmatch(r"([a-z]+)(\d+)", part)
+            if m is None or m.group(1) not in AXES or m.group(1) in degrees:
+                raise ParallelError(f"parallel mesh {name!r}: not a mesh name (axes {', '.join(AXES)}, e.g. cfg2xulysses2)")
+            degrees[m.group(1)] = int(m.group(2))
+        return cls(**degrees).validate()
 
     def validate(self) -> "ParallelConfig":
         for name in (*AXES, "vae_halo"):

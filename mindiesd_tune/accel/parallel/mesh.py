@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -67,9 +68,24 @@ class Meshes:
         return self.denoiser["ring", "ulysses"]
 
 
+# Each new DeviceMesh makes process groups (sockets and threads with gloo): the meshes of one
+# config are made once per process group and reused, as a study installs a mesh for every
+# timed round. Every rank installs the same configs in the same order, so they agree.
+_MADE: dict[tuple, Meshes] = {}
+
+
 def init_meshes(config: ParallelConfig, device="cpu") -> Meshes:
     """Build the meshes of ``config`` on ``device``'s backend; the world size must equal the mesh's."""
     config.validate()
+    key = (tuple(config.degrees().items()), str(torch.device(device)), id(dist.group.WORLD) if dist.is_initialized() else None)
+    if key in _MADE:
+        return dataclasses.replace(_MADE[key], config=config)
+    meshes = _init_meshes(config, device)
+    _MADE[(*key[:2], id(dist.group.WORLD))] = meshes
+    return meshes
+
+
+def _init_meshes(config: ParallelConfig, device) -> Meshes:
     device = torch.device(device)
     ensure_process_group(device)
     world = dist.get_world_size()

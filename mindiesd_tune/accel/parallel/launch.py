@@ -1,0 +1,105 @@
+"""Starting a rank group through torch.distributed.run's launcher, and stopping all of it.
+
+``mindiesd-tune run`` and ``bench`` start their own rank group when a profile's mesh spans
+several ranks, and ``tune --devices`` one per evaluator; each is
+``python -m torch.distributed.run --standalone --nproc-per-node N -m MODULE ...`` with
+``MINDIESD_TUNE_RANK_GROUP=1`` in the ranks, so that they do not launch again.
+
+torchrun starts every rank in its own session, so stopping the launcher's process group does
+not reach them: the launcher is asked to stop them (SIGTERM, which it forwards), and each rank
+also dies with its launcher (``die_with_parent``), so that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+GROUP_ENV = "MINDIESD_TUNE_RANK_GROUP"
+# where each rank of a CLI group writes the exit code it ended with, so the launching command
+# exits with rank 0's code (torchrun itself only says that a rank failed)
+EXIT_DIR_ENV = "MINDIESD_TUNE_RANK_EXIT_DIR"
+
+
+def in_rank_group() -> bool:
+    """Whether this process is a rank of a group mindiesd-tune launched."""
+    return os.environ.get(GROUP_ENV) == "1"
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def die_with_parent() -> None:
+    """Linux: have the kernel kill this process when its launcher dies, even by SIGKILL."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def threads_per_rank(nproc: int) -> int:
+    """CPU threads each rank gets when the group shares this machine's cores."""
+    return max(1, (os.cpu_count() or 1) // nproc)
+
+
+def torchrun_command(nproc: int, module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "--max-restarts=0", "-m", module, *args]
+
+
+def group_env(nproc: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, **(extra or {}), GROUP_ENV: "1"}
+    env.setdefault("OMP_NUM_THREADS", str(threads_per_rank(nproc)))
+    return env
+
+
+def stop(proc: subprocess.Popen, pids: list[int] = (), timeout: float = 30.0) -> None:
+    """Stop a launcher and its ranks: SIGTERM (torchrun stops the ranks), then SIGKILL whatever is left."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            pass
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def run_cli_group(nproc: int, argv: list[str]) -> int:
+    """Run ``mindiesd-tune ARGV`` in ``nproc`` ranks and wait -> rank 0's exit code (any
+    failing rank's when rank 0's is 0). Ctrl-C stops the whole group."""
+    with tempfile.TemporaryDirectory(prefix="mindiesd-ranks-") as folder:
+        env = group_env(nproc, {EXIT_DIR_ENV: folder})
+        proc = subprocess.Popen(torchrun_command(nproc, "mindiesd_tune.cli", *argv), env=env)
+        try:
+            code = proc.wait()
+        except BaseException:
+            stop(proc)
+            raise
+        codes = {int(p.stem.removeprefix("exit-")): int(p.read_text() or 1) for p in Path(folder).glob("exit-*")}
+    if codes.get(0):
+        return codes[0]
+    failing = [c for r, c in sorted(codes.items()) if c]
+    return failing[0] if failing else (1 if code else 0)
+
+
+def record_exit(code: int) -> None:
+    """In a rank of a CLI group: note this rank's exit code for the launching command."""
+    folder = os.environ.get(EXIT_DIR_ENV)
+    if folder and os.path.isdir(folder):
+        Path(folder, f"exit-{rank()}").write_text(str(code))

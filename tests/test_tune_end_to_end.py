@@ -43,7 +43,9 @@ def test_trial_zero_is_the_baseline(run):
 
 def test_budget_in_trials_is_respected(run):
     _, outcome = run
-    assert len(outcome.study.trials) == 6
+    # presets beyond the budget stay queued (WAITING) for a resumed run; they did not run
+    ran = [t for t in outcome.study.trials if t.state != optuna.trial.TrialState.WAITING]
+    assert len(ran) == 6
 
 
 def test_profile_has_the_design_shape(run):

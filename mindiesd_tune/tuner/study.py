@@ -29,6 +29,7 @@ from ..search_spaces import SpaceContext, config_from_params, presets, suggest
 from .budget import Budget
 from .objectives import Constraints
 from .options import OTHER_OBJECTIVES, SAMPLERS, TuneOptions
+from .outcome import FAILED, INTERRUPTED, PRUNED
 from .pick import baseline_trial, completed, confirmations, is_feasible, is_neutral_point, pick, speed_of
 from .progress import ProgressUI, closing_lines, header_lines
 from .storage import (
@@ -470,12 +471,13 @@ def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str]
             log(f"confirmation used its {time_limit_s:.0f} s; trial(s) {', '.join(str(u.number) for u in todo[i:])} "
                 "stay unconfirmed")
             break
-        kind, payload = worker.confirm(t.user_attrs.get("config") or config_from_params(t.params).to_dict(), repeats)
-        if kind == "interrupted":
+        outcome = worker.confirm(t.user_attrs.get("config") or config_from_params(t.params).to_dict(), repeats)
+        if outcome.kind == INTERRUPTED:
             break
-        if kind != "ok":
-            log(f"trial {t.number} could not be re-measured ({payload}); it stays unconfirmed")
+        if not outcome.ok:
+            log(f"trial {t.number} could not be re-measured ({outcome.reason}); it stays unconfirmed")
             continue
+        payload = outcome.result
         b, c = payload["baseline"], payload["candidate"]
         found[str(t.number)] = {
             "speedup": payload["speedup"], "speedup_low": payload["speedup_low"], "speedup_high": payload["speedup_high"],
@@ -644,23 +646,23 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> bool:
         study.tell(trial, earlier.values)
         return True
     t0 = time.perf_counter()
-    kind, *rest = worker.evaluate(config.to_dict(), shared.constraints.spec(), shared.prune_margin)
+    outcome = worker.evaluate(config.to_dict(), shared.constraints.spec(), shared.prune_margin)
     shared.add("call_seconds", time.perf_counter() - t0)
     trial.set_user_attr("config", config.to_dict())
-    if kind == "interrupted":
-        _fail_interrupted(study, trial._trial_id, trial.params, rest[0])
+    if outcome.kind == INTERRUPTED:
+        _fail_interrupted(study, trial._trial_id, trial.params, outcome.reason)
         return False
-    if kind == "failed":
-        trial.set_user_attr("fail_reason", rest[0])
+    if outcome.kind == FAILED:
+        trial.set_user_attr("fail_reason", outcome.reason)
         study.tell(trial, state=TrialState.FAIL)
         return False
-    result = rest[-1]
+    result = outcome.result
     shared.add("eval_seconds", result.get("eval_seconds") or _eval_estimate(result))
     trial.set_user_attr("metrics", result["metrics"])
     trial.set_user_attr("counters", result["counters"])
     _save_sample(shared.samples / f"trial-{trial.number:04d}.png", result["sample"])
-    if kind == "pruned":  # nothing was timed: a pruned point carries no latency
-        trial.set_user_attr("prune_reason", rest[0])
+    if outcome.kind == PRUNED:  # nothing was timed: a pruned point carries no latency
+        trial.set_user_attr("prune_reason", outcome.reason)
         study.tell(trial, state=TrialState.PRUNED)
         return False
     latency = result["latency"]

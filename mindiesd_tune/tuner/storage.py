@@ -173,3 +173,15 @@ def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
     and tests/test_tuner_storage.py fails loudly if an Optuna release moves it."""
     return study._storage
 
+
+
+def trial_id_of(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+    """The id a trial has in its storage, which the storage's methods take (unlike its number,
+    it is unique across the studies a storage holds). Neither Trial nor FrozenTrial exposes it
+    publicly; the one private read is here, and tests/test_tuner_storage.py fails loudly if an
+    Optuna release renames it."""
+    try:
+        return trial._trial_id
+    except AttributeError:
+        raise RuntimeError(f"optuna {optuna.__version__}: {type(trial).__name__} has no _trial_id, "
+                           "which the study driver needs to reach a trial in its storage") from None

@@ -41,6 +41,7 @@ from .storage import (
     redact,
     run_storage,
     storage_of,
+    trial_id_of,
     write_run_json,
 )
 from .worker import InProcessWorker, ProcessWorker, WorkerSpec, WorkerStartError
@@ -522,7 +523,7 @@ def _record_study_attrs(study, info, objective, constraints, sampler, budget, wa
 def _requeue_interrupted(study: optuna.Study, log) -> None:
     """Trials left RUNNING by a killed process: mark them failed and queue their points again."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        _fail_interrupted(study, t._trial_id, t.params, "interrupted: the process running it was stopped")
+        _fail_interrupted(study, trial_id_of(t), t.params, "interrupted: the process running it was stopped")
         log(f"trial {t.number} was interrupted; its point is queued again")
 
 
@@ -597,17 +598,17 @@ def _drive(shared: _Shared, wid: str, worker) -> None:
             return
         trial.set_user_attr("worker", wid)
         try:
-            with _Heartbeat(storage_of(study), trial._trial_id, shared.heartbeat_s):
+            with _Heartbeat(storage_of(study), trial_id_of(trial), shared.heartbeat_s):
                 repeated = _run_trial(shared, trial, worker)
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
             # heartbeats held up longer than the grace period (a suspended machine, a stalled
             # database): another worker took this trial for dead, failed it and queued its point
-            if shared.heartbeat_s is None or storage_of(study).get_trial(trial._trial_id).state != TrialState.FAIL:
+            if shared.heartbeat_s is None or storage_of(study).get_trial(trial_id_of(trial)).state != TrialState.FAIL:
                 raise
             shared.note(f"trial {trial.number} was failed as stale while it ran; its point is queued again")
             continue
         # one trial from storage, not a deep copy of the whole study after every trial
-        shared.on_trial(storage_of(study).get_trial(trial._trial_id))
+        shared.on_trial(storage_of(study).get_trial(trial_id_of(trial)))
         with shared.lock:
             # a repeat costs no budget, so the sampler is asked again, but not forever
             shared.repeats_in_row = shared.repeats_in_row + 1 if repeated else 0
@@ -650,7 +651,7 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> bool:
     shared.add("call_seconds", time.perf_counter() - t0)
     trial.set_user_attr("config", config.to_dict())
     if outcome.kind == INTERRUPTED:
-        _fail_interrupted(study, trial._trial_id, trial.params, outcome.reason)
+        _fail_interrupted(study, trial_id_of(trial), trial.params, outcome.reason)
         return False
     if outcome.kind == FAILED:
         trial.set_user_attr("fail_reason", outcome.reason)

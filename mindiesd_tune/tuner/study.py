@@ -15,7 +15,6 @@ import os
 import signal
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -32,6 +31,7 @@ from .options import OTHER_OBJECTIVES, SAMPLERS, TuneOptions
 from .outcome import FAILED, INTERRUPTED, PRUNED
 from .pick import baseline_trial, completed, confirmations, is_feasible, is_neutral_point, pick, speed_of
 from .progress import ProgressUI, closing_lines, header_lines
+from .quiet import ignoring
 from .storage import (
     default_storage,
     has_study,
@@ -91,9 +91,8 @@ def default_out_dir(model: str) -> Path:
 
 def make_sampler(name: str, seed: int, budget_trials: int | None = None) -> optuna.samplers.BaseSampler:
     """Constrained multivariate TPE by default; NSGA-II, GP and random on request. All seeded."""
-    with warnings.catch_warnings():
-        # multivariate/group/constant_liar are marked experimental; they are what the tuner relies on
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    # multivariate/group/constant_liar are marked experimental; they are what the tuner relies on
+    with ignoring(optuna.exceptions.ExperimentalWarning):
         return _sampler(name, seed, budget_trials)
 
 
@@ -195,8 +194,7 @@ class _Shared:
             if not force and now - self.stale_checked < self.heartbeat_s:
                 return
             self.stale_checked = now
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with ignoring(optuna.exceptions.ExperimentalWarning):
             optuna.storages.fail_stale_trials(self.study)
 
 
@@ -234,9 +232,9 @@ class _StudyRun:
     def open_study(self) -> None:
         """Check the model and the run folder, then create (or load) the study and write run.json.
 
-        Every user mistake (a bad model name, a folder that already holds a study, one without a
-        study to resume) is raised before anything is written. Afterwards ``self.study`` exists in
-        its storage with its objectives' names, and run.json names it.
+        A bad model name, a run folder that already holds a study or one without a study to
+        resume is refused before anything is written. Afterwards ``self.study`` exists in its
+        storage with its objectives' names, and run.json names it.
         """
         opts, out_dir = self.opts, self.out_dir
         if opts.worker_factory is None:
@@ -276,8 +274,7 @@ class _StudyRun:
         )
         write_run_json(out_dir, self.url, name)
         if study.metric_names is None:  # optuna-dashboard and plot_pareto_front label their axes with these
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            with ignoring(optuna.exceptions.ExperimentalWarning):
                 study.set_metric_names([RELATIVE_LATENCY, opts.objective])
 
     def start_workers(self) -> None:
@@ -585,9 +582,8 @@ def _drive(shared: _Shared, wid: str, worker) -> None:
                 shared.ended("trial budget spent")
                 return
             t0 = time.perf_counter()
-            with warnings.catch_warnings():
-                # Optuna expects heartbeats with optimize(); this loop records them itself (_Heartbeat)
-                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+            # Optuna expects heartbeats with optimize(); this loop records them itself (_Heartbeat)
+            with ignoring(message="Heartbeat of storage is supposed"):
                 trial = study.ask()
             shared.sample_seconds += time.perf_counter() - t0
         if shared.max_trials is not None and shared.counted(below=trial.number) >= shared.max_trials:
@@ -626,12 +622,11 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> bool:
     study = shared.study
     t0 = time.perf_counter()
     try:
-        with warnings.catch_warnings():
-            # presets come from the peers' anchors and may sit outside a range centred on this
-            # model's statistics; Optuna evaluates them as given, which is the point
-            warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range")
+        # presets come from the peers' anchors and may sit outside a range centred on this
+        # model's statistics; Optuna evaluates them as given, which is the point
+        with ignoring(message="Fixed parameter .* is out of range"):
             config = suggest(trial, shared.family, shared.space)
-            shared.add("sample_seconds", time.perf_counter() - t0)
+        shared.add("sample_seconds", time.perf_counter() - t0)  # takes shared.lock: not inside ignoring()
     except Exception as e:  # noqa: BLE001  (a bad point is that trial's failure)
         trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
         study.tell(trial, state=TrialState.FAIL)

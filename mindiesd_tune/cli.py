@@ -149,7 +149,7 @@ def tune(
     verbose: bool = typer.Option(False, "--verbose", help=_VERBOSE_HELP),
 ):
     """Tune MODEL within a budget; write profile.yaml, report.html and trials.csv."""
-    from .tuner import parse_budget, parse_floor, parse_memory, run_study
+    from .tuner import TuneOptions, parse_budget, parse_floor, parse_memory, run_study
     from .tuner.study import default_out_dir
 
     out = out if out is not None else default_out_dir(model)
@@ -170,8 +170,8 @@ def tune(
     con = _console(quiet)
     with _quiet_libraries(verbose):
         _quiet_optuna()
-        outcome = run_study(
-            model, b, out, objective=objective, floors=floors, max_memory_bytes=mem, max_weight_bytes=weights,
+        how = TuneOptions(
+            objective=objective, floors=floors, max_memory_bytes=mem, max_weight_bytes=weights,
             sampler=sampler, prompts=prompts or None,
             generation=options.generation(), seeds=parse_seeds(seeds) if seeds else None, console=con,
             seed=seed, device=device, dtype=dtype, warmup=warmup, repeats=repeats, resume=resume,
@@ -181,6 +181,7 @@ def tune(
             baseline_cache=None if cache is None else str(cache),
             log=lambda line: con.print(line, markup=False),
         )
+        outcome = run_study(model, b, out, how)
     _print_outcome(outcome, quiet)
     if outcome.interrupted:
         # Ctrl-C means "let me go now": the interpreter's last garbage collection walks every

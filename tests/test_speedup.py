@@ -191,6 +191,7 @@ def test_the_baseline_against_itself_on_a_machine_getting_busier_reads_one_with_
 
 def test_confirmation_stops_starting_points_once_its_time_is_spent(tmp_path, monkeypatch):
     from mindiesd_tune.tuner import study as study_module
+    from mindiesd_tune.tuner.outcome import TrialOutcome
 
     monkeypatch.setattr(study_module, "CONFIRM_MARGIN", 1.0)  # every faster point is a candidate
     outcome = fake(tmp_path, budget="10t", prune_margin=None)
@@ -202,9 +203,10 @@ def test_confirmation_stops_starting_points_once_its_time_is_spent(tmp_path, mon
 
         def confirm(self, config, repeats):
             self.calls.append(config)
-            return ("ok", {"baseline": {"median_s": 1.0, "iqr_s": 0.0, "samples": [1.0] * repeats},
-                           "candidate": {"median_s": 0.5, "iqr_s": 0.0, "samples": [0.5] * repeats},
-                           "speedup": 2.0, "speedup_low": 1.9, "speedup_high": 2.1})
+            return TrialOutcome("ok", result={
+                "baseline": {"median_s": 1.0, "iqr_s": 0.0, "samples": [1.0] * repeats},
+                "candidate": {"median_s": 0.5, "iqr_s": 0.0, "samples": [0.5] * repeats},
+                "speedup": 2.0, "speedup_low": 1.9, "speedup_high": 2.1})
 
     notes = []
     assert len(study_module.confirmation_candidates(study)) > 1

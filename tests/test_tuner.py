@@ -201,9 +201,10 @@ def test_a_pruned_trial_is_never_timed_and_reports_its_evaluation_time():
     calls = []
     generate = ev.generate
     ev.generate = lambda *a, **k: calls.append(a) or generate(*a, **k)
-    kind, reason, partial = evaluate_message(
+    outcome = evaluate_message(
         ev, AccelConfig(cache=BlockCacheConfig(block_start=1, step_interval=2)).to_dict(), constraints.spec(), 0.05
     )
-    assert kind == "pruned" and "misses psnr>=1000" in reason
+    partial = outcome.result
+    assert outcome.kind == "pruned" and "misses psnr>=1000" in outcome.reason
     assert len(calls) == 1 and "latency" not in partial and "baseline_latency" not in partial
     assert partial["eval_seconds"] > 0

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 
 from mindiesd_tune.search_spaces import NEUTRAL_PARAMS
 from mindiesd_tune.tuner import load_run, parse_budget, parse_floor, run_study
@@ -124,15 +125,39 @@ def test_resume_continues_the_runs_own_study_under_another_model_path(tmp_path):
 def test_the_study_storage_is_reachable_with_the_methods_the_driver_calls(tmp_path):
     """Optuna has no public accessor for a study's storage; storage_of is the one place that reads
     it. An Optuna release that moves it, or drops a storage method the driver calls, fails here."""
-    from mindiesd_tune.tuner.storage import open_storage, storage_of
+    from mindiesd_tune.tuner.storage import open_storage, storage_of, trial_id_of
 
     for url in (f"sqlite:///{tmp_path / 'a.db'}", f"journal:///{tmp_path / 'a.log'}"):
         study = optuna.create_study(storage=open_storage(url), study_name="s")
         storage = storage_of(study)
         assert isinstance(storage, optuna.storages.BaseStorage)
         trial = study.ask()
-        storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-        frozen = storage.get_trial(trial._trial_id)
+        storage.set_trial_user_attr(trial_id_of(trial), "interrupted", True)
+        storage.set_trial_state_values(trial_id_of(trial), optuna.trial.TrialState.FAIL)
+        frozen = storage.get_trial(trial_id_of(trial))
         assert frozen.state == optuna.trial.TrialState.FAIL and frozen.user_attrs == {"interrupted": True}
     assert callable(storage_of(optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'b.db'}"))).record_heartbeat)
+
+
+def test_a_trial_is_reached_in_its_storage_by_its_id_not_its_number(tmp_path):
+    """Optuna has no public trial id on Trial or FrozenTrial; trial_id_of is the one place that
+    reads it. An Optuna release that renames it fails here, and every driver call with it."""
+    from mindiesd_tune.tuner.storage import open_storage, storage_of, trial_id_of
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'a.db'}")
+    optuna.create_study(storage=storage, study_name="first").ask()  # its trial 0 takes the first id
+    study = optuna.create_study(storage=storage, study_name="second")
+    asked = study.ask()
+    frozen = study.get_trials(deepcopy=False)[0]
+    assert trial_id_of(asked) == trial_id_of(frozen) != asked.number == 0
+    assert storage_of(study).get_trial(trial_id_of(asked)).number == 0
+
+
+def test_an_optuna_without_the_trial_id_is_named_in_the_error():
+    from mindiesd_tune.tuner.storage import trial_id_of
+
+    class Renamed:  # a Trial of an Optuna that keeps the id under another name
+        trial_id = 3
+
+    with pytest.raises(RuntimeError, match=rf"optuna {optuna.__version__}: Renamed has no _trial_id"):
+        trial_id_of(Renamed())

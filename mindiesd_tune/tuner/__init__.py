@@ -3,6 +3,7 @@
 from .budget import Budget, parse_budget
 from .evaluator import Evaluator, TrialPrunedEarly, TrialResult, Workload
 from .objectives import Constraints, QualityFloor, parse_floor, parse_memory
+from .options import TuneOptions
 from .pick import pick
 from .storage import load_run
 from .study import SAMPLERS, StudyOutcome, export, run_study, write_outputs
@@ -19,6 +20,7 @@ __all__ = [
     "StudyOutcome",
     "TrialPrunedEarly",
     "TrialResult",
+    "TuneOptions",
     "Workload",
     "WorkerSpec",
     "export",

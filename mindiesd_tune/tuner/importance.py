@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import optuna
+
+from .quiet import ignoring
 
 # Below this many complete trials an importance is noise: PED-ANOVA compares the top quantile
 # (a few trials) with the rest, and with fewer than ten a single trial flips the ranking.
@@ -39,8 +40,7 @@ def param_importances(study: optuna.Study, objective: str, min_trials: int = MIN
         if len({target(t) for t in done}) < 2:
             continue  # the target never changed: no parameter explains anything
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with ignoring():
                 imp = optuna.importance.get_param_importances(
                     study, target=target, evaluator=optuna.importance.PedAnovaImportanceEvaluator(target_quantile=quantile)
                 )

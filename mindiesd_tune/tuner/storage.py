@@ -11,13 +11,13 @@ is told apart from one still running. Optuna's JournalStorage keeps none in this
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Callable
 
 import optuna
 
 from ..errors import UserError
+from .quiet import ignoring
 
 STUDY_DB = "study.db"
 JOURNAL = "journal.log"
@@ -63,8 +63,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
 
 
 def _rdb_storage(url: str, engine_kwargs: dict, heartbeat: dict):
-    with warnings.catch_warnings():  # the heartbeat arguments are marked experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with ignoring(optuna.exceptions.ExperimentalWarning):  # the heartbeat arguments are marked experimental
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
 
 
@@ -117,8 +116,7 @@ def has_study(out_dir: Path) -> bool:
     if (out_dir / RUN_JSON).is_file() and (read_run_json(out_dir) or {}).get("has_password"):
         return True  # its database is not ours to open without the password
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with ignoring():
             study = load_run(out_dir)
             empty = not study.get_trials(deepcopy=False)
     except Exception:  # noqa: BLE001  (unreadable: keep it, and let the caller say it is there)
@@ -173,3 +171,15 @@ def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
     and tests/test_tuner_storage.py fails loudly if an Optuna release moves it."""
     return study._storage
 
+
+
+def trial_id_of(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+    """The id a trial has in its storage, which the storage's methods take (unlike its number,
+    it is unique across the studies a storage holds). Neither Trial nor FrozenTrial exposes it
+    publicly; the one private read is here, and tests/test_tuner_storage.py fails loudly if an
+    Optuna release renames it."""
+    try:
+        return trial._trial_id
+    except AttributeError:
+        raise RuntimeError(f"optuna {optuna.__version__}: {type(trial).__name__} has no _trial_id, "
+                           "which the study driver needs to reach a trial in its storage") from None

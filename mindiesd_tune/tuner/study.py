@@ -15,10 +15,9 @@ import os
 import signal
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import optuna
 
@@ -28,9 +27,12 @@ from ..metrics import METRIC_DIRECTIONS
 from ..profile import Profile
 from ..search_spaces import SpaceContext, config_from_params, presets, suggest
 from .budget import Budget
-from .objectives import Constraints, QualityFloor
+from .objectives import Constraints
+from .options import OTHER_OBJECTIVES, SAMPLERS, TuneOptions
+from .outcome import FAILED, INTERRUPTED, PRUNED
 from .pick import baseline_trial, completed, confirmations, is_feasible, is_neutral_point, pick, speed_of
 from .progress import ProgressUI, closing_lines, header_lines
+from .quiet import ignoring
 from .storage import (
     default_storage,
     has_study,
@@ -40,6 +42,7 @@ from .storage import (
     redact,
     run_storage,
     storage_of,
+    trial_id_of,
     write_run_json,
 )
 from .worker import InProcessWorker, ProcessWorker, WorkerSpec, WorkerStartError
@@ -56,12 +59,6 @@ CONFIRM_SHARE = 0.2
 CONFIRM_MIN_S = 60.0
 # Identical outputs have infinite PSNR; Optuna wants finite objective values.
 PSNR_CAP = 100.0
-# Metrics a trial can report for each output (set metrics such as FID need more samples than a study runs).
-TRIAL_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "clip")
-# Objectives that are not quality metrics: the linear layers' weight bytes (minimised), so a
-# study trades speed against memory rather than fidelity.
-OTHER_OBJECTIVES = ("weight_bytes",)
-SAMPLERS = ("tpe", "nsga2", "gp", "random")
 TrialState = optuna.trial.TrialState
 # After a second Ctrl-C, how long the worker threads get to hand back their aborted trials
 # before the outputs are written without them (a denoising step cannot be cut short).
@@ -70,11 +67,6 @@ ABORT_GRACE_S = 3.0
 
 # A sampler that keeps proposing points earlier trials answered has nothing new left to offer.
 MAX_REPEATS_IN_ROW = 20
-# RDB storages: a running trial records a heartbeat this often (seconds); a trial whose last
-# heartbeat is older than the grace period belongs to a dead process, so it is failed and its
-# point queued again. Optuna takes whole seconds.
-HEARTBEAT_INTERVAL = 20
-GRACE_PERIOD = 90
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +92,8 @@ def default_out_dir(model: str) -> Path:
 
 def make_sampler(name: str, seed: int, budget_trials: int | None = None) -> optuna.samplers.BaseSampler:
     """Constrained multivariate TPE by default; NSGA-II, GP and random on request. All seeded."""
-    with warnings.catch_warnings():
-        # multivariate/group/constant_liar are marked experimental; they are what the tuner relies on
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    # multivariate/group/constant_liar are marked experimental; they are what the tuner relies on
+    with ignoring(optuna.exceptions.ExperimentalWarning):
         return _sampler(name, seed, budget_trials)
 
 
@@ -204,206 +195,220 @@ class _Shared:
             if not force and now - self.stale_checked < self.heartbeat_s:
                 return
             self.stale_checked = now
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with ignoring(optuna.exceptions.ExperimentalWarning):
             optuna.storages.fail_stale_trials(self.study)
 
 
-def run_study(
-    model: str,
-    budget: Budget,
-    out_dir: str | Path | None = None,
-    *,
-    objective: str = "psnr",
-    floors: list[QualityFloor] | None = None,
-    max_memory_bytes: int | None = None,
-    max_weight_bytes: int | None = None,
-    sampler: str = "tpe",
-    prompts: list[str] | None = None,
-    seed: int = 0,
-    device: str | None = None,
-    dtype: str | None = None,
-    warmup: int = 1,
-    repeats: int = 3,
-    resume: bool = False,
-    allow_download: bool = False,
-    workers: int = 1,
-    storage: str | None = None,
-    study_name: str | None = None,
-    pick_how: str = "fastest",
-    prune_margin: float | None = 0.05,
-    isolate: bool = True,
-    worker_factory: str | None = None,
-    clip_model: str | None = None,
-    interleave: bool = True,
-    baseline_cache: str | None = None,
-    heartbeat_interval: int = HEARTBEAT_INTERVAL,
-    grace_period: int = GRACE_PERIOD,
-    progress: bool | None = None,
-    quiet: bool = False,
-    log: Callable[[str], None] = print,
-    generation: dict[str, Any] | None = None,
-    seeds: list[int] | None = None,
-    console=None,
-) -> StudyOutcome:
+def run_study(model: str, budget: Budget, out_dir: str | Path | None = None, options: TuneOptions | None = None,
+              **fields) -> StudyOutcome:
     """Tune ``model`` within ``budget``; write profile.yaml, report.html and trials.csv to ``out_dir``.
 
-    ``generation``: call settings laid over the model's defaults (``workload.WorkloadOptions``);
-    ``seeds``: one per prompt, or every prompt with every seed. ``console``: the rich Console the
-    progress bar draws on.
-
-    On an RDB storage a running trial records a heartbeat every ``heartbeat_interval`` seconds; a
-    trial silent for ``grace_period`` seconds (its machine died) is failed and its point re-run.
+    ``options`` holds how (``TuneOptions``); ``fields`` are TuneOptions fields laid over it, so
+    ``run_study(model, budget, out, workers=2)`` needs no options object. A field name that is no
+    option is a TypeError naming it.
     """
     started = time.monotonic()
-    if objective not in TRIAL_METRICS + OTHER_OBJECTIVES:
-        raise UserError(f"unknown objective {objective!r} (known: {', '.join(TRIAL_METRICS + OTHER_OBJECTIVES)})")
-    if workers < 1:
-        raise UserError(f"--workers {workers}: give at least one worker")
-    if sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
-    constraints = Constraints(tuple(floors or ()), max_memory_bytes, max_weight_bytes)
-    if worker_factory is None:
-        from ..models import check
+    opts = (options or TuneOptions()).with_fields(**fields)
+    opts.validate()
+    run = _StudyRun(model, budget, out_dir, opts, started)
+    run.open_study()
+    run.start_workers()
+    run.queue_points()
+    run.trial_loop()
+    return run.write_outputs()
 
-        check(model, allow_download)  # a bad name fails now, not in a worker minutes later
-    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(model)
-    external = storage is not None
-    if not external:
-        if has_study(out_dir) and not resume:
-            raise UserError(f"{out_dir} already holds a study; pass --resume to continue it or choose another --out")
-        if resume and not has_study(out_dir):
-            raise UserError(f"{out_dir} holds no study to resume")
-    fresh = not external and not resume
-    made_dir = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    own = read_run_json(out_dir) if resume and not external else None
-    if storage is not None:
-        url = storage
-    elif resume:  # the run's own study, whatever --workers says now
-        url = run_storage(out_dir)
-    else:
-        url = default_storage(out_dir, workers)
-    name = study_name or (own or {}).get("study") or Path(model).name
-    direction = "maximize" if METRIC_DIRECTIONS.get(objective) else "minimize"
-    notify = [log]  # the progress display once it is up
 
-    def requeue_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
-        notify[0](f"trial {trial.number} sent no heartbeat for {grace_period} s (its process died); "
-                  "its point is queued again")
+class _StudyRun:
+    """One ``run_study`` call, step by step: each step relies on the ones before it."""
 
-    study = optuna.create_study(
-        study_name=name,
-        storage=open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                             on_stale=requeue_stale),
-        directions=["minimize", direction],
-        sampler=make_sampler(sampler, seed, budget.trials),
-        load_if_exists=resume or external,  # an explicit storage is how other machines join a study
-    )
-    write_run_json(out_dir, url, name)
-    if study.metric_names is None:  # optuna-dashboard and plot_pareto_front label their axes with these
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([RELATIVE_LATENCY, objective])
+    def __init__(self, model: str, budget: Budget, out_dir: str | Path | None, opts: TuneOptions, started: float):
+        self.started = started  # the time budget counts from here
+        self.model, self.budget, self.opts = model, budget, opts
+        self.out_dir = Path(out_dir) if out_dir is not None else default_out_dir(model)
+        self.external = opts.storage is not None  # another machine may share the study
+        self.constraints = Constraints(tuple(opts.floors or ()), opts.max_memory_bytes, opts.max_weight_bytes)
+        self.notify: Callable[[str], None] = opts.log  # the progress display once it is up
+        self.interrupted = False
 
-    metrics = tuple(m for m in dict.fromkeys(("psnr", "ssim", objective, *(f.metric for f in constraints.floors)))
-                    if m not in OTHER_OBJECTIVES)
-    base_spec = WorkerSpec(model=model, device=device, dtype=dtype, allow_download=allow_download, prompts=prompts,
-                           seed=seed, warmup=warmup, repeats=repeats, factory=worker_factory, metrics=metrics,
-                           clip_model=clip_model, interleave=interleave, baseline_cache=baseline_cache,
-                           generation=dict(generation or {}), seeds=list(seeds) if seeds else None)
-    pool = [(ProcessWorker if isolate else InProcessWorker)(s) for s in worker_specs(base_spec, workers)]
-    log(f"loading {model} and computing the baseline outputs ...")
-    try:
+    def open_study(self) -> None:
+        """Check the model and the run folder, then create (or load) the study and write run.json.
+
+        A bad model name, a run folder that already holds a study or one without a study to
+        resume is refused before anything is written. Afterwards ``self.study`` exists in its
+        storage with its objectives' names, and run.json names it.
+        """
+        opts, out_dir = self.opts, self.out_dir
+        if opts.worker_factory is None:
+            from ..models import check
+
+            check(self.model, opts.allow_download)  # a bad name fails now, not in a worker minutes later
+        if not self.external:
+            if has_study(out_dir) and not opts.resume:
+                raise UserError(f"{out_dir} already holds a study; pass --resume to continue it or choose another --out")
+            if opts.resume and not has_study(out_dir):
+                raise UserError(f"{out_dir} holds no study to resume")
+        self.fresh = not self.external and not opts.resume
+        self.made_dir = not out_dir.exists()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        own = read_run_json(out_dir) if opts.resume and not self.external else None
+        if opts.storage is not None:
+            self.url = opts.storage
+        elif opts.resume:  # the run's own study, whatever --workers says now
+            self.url = run_storage(out_dir)
+        else:
+            self.url = default_storage(out_dir, opts.workers)
+        name = opts.study_name or (own or {}).get("study") or Path(self.model).name
+        direction = "maximize" if METRIC_DIRECTIONS.get(opts.objective) else "minimize"
+
+        def requeue_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+            self.notify(f"trial {trial.number} sent no heartbeat for {opts.grace_period} s (its process died); "
+                        "its point is queued again")
+
+        self.study = study = optuna.create_study(
+            study_name=name,
+            storage=open_storage(self.url, heartbeat_interval=opts.heartbeat_interval, grace_period=opts.grace_period,
+                                 on_stale=requeue_stale),
+            directions=["minimize", direction],
+            sampler=make_sampler(opts.sampler, opts.seed, self.budget.trials),
+            load_if_exists=opts.resume or self.external,  # an explicit storage is how other machines join a study
+        )
+        write_run_json(out_dir, self.url, name)
+        if study.metric_names is None:  # optuna-dashboard and plot_pareto_front label their axes with these
+            with ignoring(optuna.exceptions.ExperimentalWarning):
+                study.set_metric_names([RELATIVE_LATENCY, opts.objective])
+
+    def start_workers(self) -> None:
+        """Build one worker per device and start the first: it loads the model and computes the
+        baseline outputs, whose description (``self.info``) the study's attributes record.
+
+        A start that fails leaves a fresh run as it found it (no study, no run.json, no folder it
+        made), so the same command can be given again; a worker that cannot start is a UserError.
+        """
+        opts = self.opts
+        metrics = tuple(m for m in dict.fromkeys(("psnr", "ssim", opts.objective,
+                                                   *(f.metric for f in self.constraints.floors)))
+                        if m not in OTHER_OBJECTIVES)
+        base_spec = WorkerSpec(model=self.model, device=opts.device, dtype=opts.dtype, allow_download=opts.allow_download,
+                               prompts=opts.prompts, seed=opts.seed, warmup=opts.warmup, repeats=opts.repeats,
+                               factory=opts.worker_factory, metrics=metrics, clip_model=opts.clip_model,
+                               interleave=opts.interleave, baseline_cache=opts.baseline_cache,
+                               generation=dict(opts.generation or {}), seeds=list(opts.seeds) if opts.seeds else None)
+        worker = ProcessWorker if opts.isolate else InProcessWorker
+        self.pool = [worker(s) for s in worker_specs(base_spec, opts.workers)]
+        opts.log(f"loading {self.model} and computing the baseline outputs ...")
         try:
-            info = pool[0].start()
-        except WorkerStartError as e:
-            raise UserError(str(e)) from None
-    except BaseException:
-        if fresh:  # nothing ran: the same command can be given again without --resume
-            _forget_failed_start(study, out_dir, made_dir)
-        raise
-    if not quiet:
-        for line in header_lines(model, info, budget, constraints.spec()["floors"], max_memory_bytes, sampler,
-                                 redact(url), objective):
-            log(line)
-    _record_study_attrs(study, info, objective, constraints, sampler, budget, warmup, repeats, url)
-    space = SpaceContext.from_dict(info.get("space"))  # block/step counts, schedulers, centred thresholds
-    if not study.trials:
-        for params in presets(info["model"]["family"], space):  # the baseline is always trial 0
-            study.enqueue_trial(params, skip_if_exists=True)  # another machine may be doing the same
-    elif not external:
-        _requeue_interrupted(study, log)
+            try:
+                self.info = self.pool[0].start()
+            except WorkerStartError as e:
+                raise UserError(str(e)) from None
+        except BaseException:
+            if self.fresh:  # nothing ran: the same command can be given again without --resume
+                _forget_failed_start(self.study, self.out_dir, self.made_dir)
+            raise
+        if not opts.quiet:
+            for line in header_lines(self.model, self.info, self.budget, self.constraints.spec()["floors"],
+                                     opts.max_memory_bytes, opts.sampler, redact(self.url), opts.objective):
+                opts.log(line)
+        _record_study_attrs(self.study, self.info, opts.objective, self.constraints, opts.sampler, self.budget,
+                            opts.warmup, opts.repeats, self.url)
 
-    deadline = None if budget.seconds is None else started + budget.seconds
-    samples = out_dir / "samples"
-    samples.mkdir(exist_ok=True)
-    ui = ProgressUI(budget, study, enabled=progress, quiet=quiet, log=log, console=console)
-    shared = _Shared(study, info["model"]["family"], objective, constraints, info["baseline_metrics"], budget.trials,
-                     deadline, prune_margin, samples, ui.trial_done, space=space, note=ui.note,
-                     heartbeat_s=_heartbeat_interval(study))
-    notify[0] = ui.note
+    def queue_points(self) -> None:
+        """Queue what runs before the sampler: on a new study the presets, the baseline first
+        (trial 0); on the run's own resumed study the points of trials a killed process left
+        running. Both need the model's family and space, known once a worker has loaded it."""
+        self.space = SpaceContext.from_dict(self.info.get("space"))  # block/step counts, schedulers, centred thresholds
+        if not self.study.trials:
+            for params in presets(self.info["model"]["family"], self.space):
+                self.study.enqueue_trial(params, skip_if_exists=True)  # another machine may be doing the same
+        elif not self.external:
+            _requeue_interrupted(self.study, self.opts.log)
 
-    threads = [threading.Thread(target=_drive, args=(shared, f"w{i}", w), daemon=True) for i, w in enumerate(pool)]
-    t_loop = time.monotonic()
-    interrupted = False
-    aborted_at: float | None = None
+    def trial_loop(self) -> None:
+        """Run the worker threads' ask/tell loops until the budget is spent, the space exhausted or
+        Ctrl-C pressed, drawing the progress display meanwhile.
 
-    def on_sigint(signum, frame):
-        # a flag, not an exception: a KeyboardInterrupt inside a storage call could leave the
-        # database locked and the worker threads waiting on it
-        nonlocal interrupted, aborted_at
-        if not shared.stop.is_set():
-            shared.stop.set()
-            interrupted = True
-            ui.note("stopping after the current trial; Ctrl-C again to abort it")
-        elif aborted_at is None:
-            aborted_at = time.monotonic()
-            ui.note("aborting the running trial")
-            for w in pool:
-                w.abort()  # does not wait: the worker threads hand the trials back as interrupted
+        The first Ctrl-C lets the running trials finish; a second aborts them, and after
+        ABORT_GRACE_S the loop returns without the threads that have not handed theirs back.
+        Trials aborted here are failed as interrupted and their points queued again. The previous
+        SIGINT handler is back in place on return, however the loop ended.
+        """
+        opts, study, pool = self.opts, self.study, self.pool
+        deadline = None if self.budget.seconds is None else self.started + self.budget.seconds
+        samples = self.out_dir / "samples"
+        samples.mkdir(exist_ok=True)
+        ui = ProgressUI(self.budget, study, enabled=opts.progress, quiet=opts.quiet, log=opts.log, console=opts.console)
+        self.ui = ui
+        self.shared = shared = _Shared(study, self.info["model"]["family"], opts.objective, self.constraints,
+                                       self.info["baseline_metrics"], self.budget.trials, deadline, opts.prune_margin,
+                                       samples, ui.trial_done, space=self.space, note=ui.note,
+                                       heartbeat_s=_heartbeat_interval(study))
+        self.notify = ui.note
 
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
-    try:
-        with ui:
-            for t in threads:
-                t.start()
-            while any(t.is_alive() for t in threads):
+        threads = [threading.Thread(target=_drive, args=(shared, f"w{i}", w), daemon=True) for i, w in enumerate(pool)]
+        self.t_loop = time.monotonic()
+        aborted_at: float | None = None
+
+        def on_sigint(signum, frame):
+            # a flag, not an exception: a KeyboardInterrupt inside a storage call could leave the
+            # database locked and the worker threads waiting on it
+            nonlocal aborted_at
+            if not shared.stop.is_set():
+                shared.stop.set()
+                self.interrupted = True
+                ui.note("stopping after the current trial; Ctrl-C again to abort it")
+            elif aborted_at is None:
+                aborted_at = time.monotonic()
+                ui.note("aborting the running trial")
+                for w in pool:
+                    w.abort()  # does not wait: the worker threads hand the trials back as interrupted
+
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
+        try:
+            with ui:
                 for t in threads:
-                    t.join(timeout=0.25)
-                ui.refresh(study, started)
-                if aborted_at is not None and time.monotonic() - aborted_at > ABORT_GRACE_S:
-                    break  # a step that is slow to end: leave its (daemon) thread behind
-    finally:
-        if in_main:
-            signal.signal(signal.SIGINT, previous)
-    if aborted_at is not None and not external:
-        _requeue_interrupted(study, log)  # only this process writes the run's own storage
-    loop_seconds = time.monotonic() - t_loop
-    if not interrupted:
-        # even rounds: as many AB as BA; bounded by the time the search itself took
-        confirm_front(study, pool[0], max(2 * repeats, 6), log=ui.note,
-                      time_limit_s=max(CONFIRM_MIN_S, CONFIRM_SHARE * loop_seconds))
-    for w in pool:
-        w.close()
-    busy = loop_seconds * len(pool)
-    study.set_user_attr("timing", {
-        "startup_seconds": round(t_loop - started, 3),  # loading the model and its baseline outputs
-        "loop_seconds": round(loop_seconds, 3),
-        "inference_seconds": round(shared.eval_seconds, 3),
-        "sampler_seconds": round(shared.sample_seconds, 3),
-        "handover_seconds": round(max(0.0, shared.call_seconds - shared.eval_seconds), 3),
-        "overhead_share": round(max(0.0, 1 - shared.eval_seconds / busy), 4) if busy > 0 else None,
-    })
-    study.set_user_attr("stop_reason", "interrupted" if interrupted else shared.stop_reason or "stopped")
-    outcome = write_outputs(study, out_dir, pick_how)
-    outcome.interrupted = interrupted
-    if not quiet:
-        for line in closing_lines(study, outcome.reason, loop_seconds, study.user_attrs.get("stop_reason", "")):
-            log(line)
-    return outcome
+                    t.start()
+                while any(t.is_alive() for t in threads):
+                    for t in threads:
+                        t.join(timeout=0.25)
+                    ui.refresh(study, self.started)
+                    if aborted_at is not None and time.monotonic() - aborted_at > ABORT_GRACE_S:
+                        break  # a step that is slow to end: leave its (daemon) thread behind
+        finally:
+            if in_main:
+                signal.signal(signal.SIGINT, previous)
+        if aborted_at is not None and not self.external:
+            _requeue_interrupted(study, opts.log)  # only this process writes the run's own storage
+        self.loop_seconds = time.monotonic() - self.t_loop
+
+    def write_outputs(self) -> StudyOutcome:
+        """Confirm the front (unless interrupted), close the workers, record the timing and why
+        the study stopped, then write profile.yaml, trials.csv and report.html."""
+        opts, study, pool, shared = self.opts, self.study, self.pool, self.shared
+        loop_seconds = self.loop_seconds
+        if not self.interrupted:
+            # even rounds: as many AB as BA; bounded by the time the search itself took
+            confirm_front(study, pool[0], max(2 * opts.repeats, 6), log=self.ui.note,
+                          time_limit_s=max(CONFIRM_MIN_S, CONFIRM_SHARE * loop_seconds))
+        for w in pool:
+            w.close()
+        busy = loop_seconds * len(pool)
+        study.set_user_attr("timing", {
+            "startup_seconds": round(self.t_loop - self.started, 3),  # loading the model and its baseline outputs
+            "loop_seconds": round(loop_seconds, 3),
+            "inference_seconds": round(shared.eval_seconds, 3),
+            "sampler_seconds": round(shared.sample_seconds, 3),
+            "handover_seconds": round(max(0.0, shared.call_seconds - shared.eval_seconds), 3),
+            "overhead_share": round(max(0.0, 1 - shared.eval_seconds / busy), 4) if busy > 0 else None,
+        })
+        study.set_user_attr("stop_reason", "interrupted" if self.interrupted else shared.stop_reason or "stopped")
+        outcome = write_outputs(study, self.out_dir, opts.pick_how)
+        outcome.interrupted = self.interrupted
+        if not opts.quiet:
+            for line in closing_lines(study, outcome.reason, loop_seconds, study.user_attrs.get("stop_reason", "")):
+                opts.log(line)
+        return outcome
 
 
 def _forget_failed_start(study: optuna.Study, out_dir: Path, made_dir: bool) -> None:
@@ -465,12 +470,13 @@ def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str]
             log(f"confirmation used its {time_limit_s:.0f} s; trial(s) {', '.join(str(u.number) for u in todo[i:])} "
                 "stay unconfirmed")
             break
-        kind, payload = worker.confirm(t.user_attrs.get("config") or config_from_params(t.params).to_dict(), repeats)
-        if kind == "interrupted":
+        outcome = worker.confirm(t.user_attrs.get("config") or config_from_params(t.params).to_dict(), repeats)
+        if outcome.kind == INTERRUPTED:
             break
-        if kind != "ok":
-            log(f"trial {t.number} could not be re-measured ({payload}); it stays unconfirmed")
+        if not outcome.ok:
+            log(f"trial {t.number} could not be re-measured ({outcome.reason}); it stays unconfirmed")
             continue
+        payload = outcome.result
         b, c = payload["baseline"], payload["candidate"]
         found[str(t.number)] = {
             "speedup": payload["speedup"], "speedup_low": payload["speedup_low"], "speedup_high": payload["speedup_high"],
@@ -515,7 +521,7 @@ def _record_study_attrs(study, info, objective, constraints, sampler, budget, wa
 def _requeue_interrupted(study: optuna.Study, log) -> None:
     """Trials left RUNNING by a killed process: mark them failed and queue their points again."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        _fail_interrupted(study, t._trial_id, t.params, "interrupted: the process running it was stopped")
+        _fail_interrupted(study, trial_id_of(t), t.params, "interrupted: the process running it was stopped")
         log(f"trial {t.number} was interrupted; its point is queued again")
 
 
@@ -577,9 +583,8 @@ def _drive(shared: _Shared, wid: str, worker) -> None:
                 shared.ended("trial budget spent")
                 return
             t0 = time.perf_counter()
-            with warnings.catch_warnings():
-                # Optuna expects heartbeats with optimize(); this loop records them itself (_Heartbeat)
-                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+            # Optuna expects heartbeats with optimize(); this loop records them itself (_Heartbeat)
+            with ignoring(message="Heartbeat of storage is supposed"):
                 trial = study.ask()
             shared.sample_seconds += time.perf_counter() - t0
         if shared.max_trials is not None and shared.counted(below=trial.number) >= shared.max_trials:
@@ -590,17 +595,17 @@ def _drive(shared: _Shared, wid: str, worker) -> None:
             return
         trial.set_user_attr("worker", wid)
         try:
-            with _Heartbeat(storage_of(study), trial._trial_id, shared.heartbeat_s):
+            with _Heartbeat(storage_of(study), trial_id_of(trial), shared.heartbeat_s):
                 repeated = _run_trial(shared, trial, worker)
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
             # heartbeats held up longer than the grace period (a suspended machine, a stalled
             # database): another worker took this trial for dead, failed it and queued its point
-            if shared.heartbeat_s is None or storage_of(study).get_trial(trial._trial_id).state != TrialState.FAIL:
+            if shared.heartbeat_s is None or storage_of(study).get_trial(trial_id_of(trial)).state != TrialState.FAIL:
                 raise
             shared.note(f"trial {trial.number} was failed as stale while it ran; its point is queued again")
             continue
         # one trial from storage, not a deep copy of the whole study after every trial
-        shared.on_trial(storage_of(study).get_trial(trial._trial_id))
+        shared.on_trial(storage_of(study).get_trial(trial_id_of(trial)))
         with shared.lock:
             # a repeat costs no budget, so the sampler is asked again, but not forever
             shared.repeats_in_row = shared.repeats_in_row + 1 if repeated else 0
@@ -618,12 +623,11 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> bool:
     study = shared.study
     t0 = time.perf_counter()
     try:
-        with warnings.catch_warnings():
-            # presets come from the peers' anchors and may sit outside a range centred on this
-            # model's statistics; Optuna evaluates them as given, which is the point
-            warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range")
+        # presets come from the peers' anchors and may sit outside a range centred on this
+        # model's statistics; Optuna evaluates them as given, which is the point
+        with ignoring(message="Fixed parameter .* is out of range"):
             config = suggest(trial, shared.family, shared.space)
-            shared.add("sample_seconds", time.perf_counter() - t0)
+        shared.add("sample_seconds", time.perf_counter() - t0)  # takes shared.lock: not inside ignoring()
     except Exception as e:  # noqa: BLE001  (a bad point is that trial's failure)
         trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
         study.tell(trial, state=TrialState.FAIL)
@@ -639,23 +643,23 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> bool:
         study.tell(trial, earlier.values)
         return True
     t0 = time.perf_counter()
-    kind, *rest = worker.evaluate(config.to_dict(), shared.constraints.spec(), shared.prune_margin)
+    outcome = worker.evaluate(config.to_dict(), shared.constraints.spec(), shared.prune_margin)
     shared.add("call_seconds", time.perf_counter() - t0)
     trial.set_user_attr("config", config.to_dict())
-    if kind == "interrupted":
-        _fail_interrupted(study, trial._trial_id, trial.params, rest[0])
+    if outcome.kind == INTERRUPTED:
+        _fail_interrupted(study, trial_id_of(trial), trial.params, outcome.reason)
         return False
-    if kind == "failed":
-        trial.set_user_attr("fail_reason", rest[0])
+    if outcome.kind == FAILED:
+        trial.set_user_attr("fail_reason", outcome.reason)
         study.tell(trial, state=TrialState.FAIL)
         return False
-    result = rest[-1]
+    result = outcome.result
     shared.add("eval_seconds", result.get("eval_seconds") or _eval_estimate(result))
     trial.set_user_attr("metrics", result["metrics"])
     trial.set_user_attr("counters", result["counters"])
     _save_sample(shared.samples / f"trial-{trial.number:04d}.png", result["sample"])
-    if kind == "pruned":  # nothing was timed: a pruned point carries no latency
-        trial.set_user_attr("prune_reason", rest[0])
+    if outcome.kind == PRUNED:  # nothing was timed: a pruned point carries no latency
+        trial.set_user_attr("prune_reason", outcome.reason)
         study.tell(trial, state=TrialState.PRUNED)
         return False
     latency = result["latency"]

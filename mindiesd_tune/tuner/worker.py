@@ -7,7 +7,7 @@ interface without a child, for tests, benchmarks and debuggers.
 
 ``abort()`` (a second Ctrl-C) ends the running trial from another thread: the in-process
 evaluator stops at its next denoising step, the child process is killed. The trial comes back
-as ``("interrupted", reason)`` and the worker evaluates nothing more.
+as an ``interrupted`` TrialOutcome and the worker evaluates nothing more.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from .outcome import OK, PRUNED, TrialOutcome
 
 _START_LOCK = threading.Lock()  # children inherit os.environ at start; set it one child at a time
 
@@ -112,8 +114,9 @@ def _factory(spec: WorkerSpec):
 INTERRUPTED = "interrupted: the trial was aborted (a second Ctrl-C)"
 
 
-def evaluate_message(evaluator, config_dict: dict, constraints_spec: dict | None, margin: float | None) -> tuple:
-    """Run one trial -> ("ok", result) | ("pruned", reason, partial) | ("failed", reason) | ("interrupted", reason)."""
+def evaluate_message(evaluator, config_dict: dict, constraints_spec: dict | None, margin: float | None) -> TrialOutcome:
+    """Run one trial -> ``ok`` with the result, ``pruned`` with its reason and the partial result
+    (metrics and sample, no latency), or ``failed`` / ``interrupted`` with the reason."""
     import torch
 
     from ..accel.config import AccelConfig
@@ -125,33 +128,34 @@ def evaluate_message(evaluator, config_dict: dict, constraints_spec: dict | None
         constraints = Constraints.from_spec(constraints_spec) if constraints_spec else None
         result = evaluator.evaluate(config, constraints, margin)
         if result.has_nan:
-            return ("failed", "FloatingPointError: the output contains NaN or inf")
-        return ("ok", result.to_message())
+            return TrialOutcome.failed("FloatingPointError: the output contains NaN or inf")
+        return TrialOutcome(OK, result=result.to_message())
     except TrialPrunedEarly as e:
-        return ("pruned", e.reason, e.partial)
+        return TrialOutcome(PRUNED, e.reason, e.partial)
     except TrialAborted:
-        return ("interrupted", INTERRUPTED)
+        return TrialOutcome.interrupted(INTERRUPTED)
     except Exception as e:  # noqa: BLE001  (any failure of one trial is that trial's result)
         oom = isinstance(e, getattr(torch.cuda, "OutOfMemoryError", ())) or "out of memory" in str(e).lower()
         if oom:
             _free_device_memory()
-            return ("failed", f"out of memory: {_first_line(e)}")
-        return ("failed", f"{type(e).__name__}: {_first_line(e)}")
+            return TrialOutcome.failed(f"out of memory: {_first_line(e)}")
+        return TrialOutcome.failed(f"{type(e).__name__}: {_first_line(e)}")
 
 
-def confirm_message(evaluator, config_dict: dict, repeats: int) -> tuple:
-    """Re-measure one point in full -> ("ok", comparison dict) | ("failed", reason) | ("interrupted", reason)."""
+def confirm_message(evaluator, config_dict: dict, repeats: int) -> TrialOutcome:
+    """Re-measure one point in full -> ``ok`` with the comparison (``Comparison.as_dict()``), or
+    ``failed`` / ``interrupted`` with the reason."""
     from ..accel.config import AccelConfig
     from .evaluator import TrialAborted
 
     if not hasattr(evaluator, "confirm"):
-        return ("failed", f"{type(evaluator).__name__} cannot re-measure a point")
+        return TrialOutcome.failed(f"{type(evaluator).__name__} cannot re-measure a point")
     try:
-        return ("ok", evaluator.confirm(AccelConfig.from_dict(config_dict), repeats).as_dict())
+        return TrialOutcome(OK, result=evaluator.confirm(AccelConfig.from_dict(config_dict), repeats).as_dict())
     except TrialAborted:
-        return ("interrupted", INTERRUPTED)
+        return TrialOutcome.interrupted(INTERRUPTED)
     except Exception as e:  # noqa: BLE001  (a point that cannot be re-measured stays unconfirmed)
-        return ("failed", f"{type(e).__name__}: {_first_line(e)}")
+        return TrialOutcome.failed(f"{type(e).__name__}: {_first_line(e)}")
 
 
 def _free_device_memory() -> None:
@@ -185,17 +189,18 @@ class InProcessWorker:
             self._ev, self._info = _factory(self.spec)(self.spec)
         return self._info
 
-    def evaluate(self, config_dict: dict, constraints_spec: dict | None = None, margin: float | None = None) -> tuple:
+    def evaluate(self, config_dict: dict, constraints_spec: dict | None = None,
+                 margin: float | None = None) -> TrialOutcome:
         if self._aborted:
-            return ("interrupted", INTERRUPTED)
+            return TrialOutcome.interrupted(INTERRUPTED)
         self.start()
         ev = self._ev  # close() may drop it from another thread while this trial runs
         self._arm(ev)  # an abort that came while the evaluator was loading
         return evaluate_message(ev, config_dict, constraints_spec, margin)
 
-    def confirm(self, config_dict: dict, repeats: int) -> tuple:
+    def confirm(self, config_dict: dict, repeats: int) -> TrialOutcome:
         if self._aborted:
-            return ("interrupted", INTERRUPTED)
+            return TrialOutcome.interrupted(INTERRUPTED)
         self.start()
         return confirm_message(self._ev, config_dict, repeats)
 
@@ -331,31 +336,32 @@ class ProcessWorker:
                 self.close()
                 raise WorkerDied(f"the evaluator process did not answer within {timeout:.0f}s")
 
-    def evaluate(self, config_dict: dict, constraints_spec: dict | None = None, margin: float | None = None) -> tuple:
+    def evaluate(self, config_dict: dict, constraints_spec: dict | None = None,
+                 margin: float | None = None) -> TrialOutcome:
         if self._aborted:
-            return ("interrupted", INTERRUPTED)
+            return TrialOutcome.interrupted(INTERRUPTED)
         try:
             self.start()
             self._conn.send(("eval", config_dict, constraints_spec, margin))
             return self._recv()
         except (WorkerDied, OSError) as e:
             if self._aborted:  # killed on purpose: neither a failure of the point nor a reason to restart
-                return ("interrupted", INTERRUPTED)
+                return TrialOutcome.interrupted(INTERRUPTED)
             if isinstance(e, OSError):
                 raise
-            return ("failed", f"WorkerDied: {e}; it will be restarted")
+            return TrialOutcome.failed(f"WorkerDied: {e}; it will be restarted")
 
-    def confirm(self, config_dict: dict, repeats: int) -> tuple:
+    def confirm(self, config_dict: dict, repeats: int) -> TrialOutcome:
         if self._aborted:
-            return ("interrupted", INTERRUPTED)
+            return TrialOutcome.interrupted(INTERRUPTED)
         try:
             self.start()
             self._conn.send(("confirm", config_dict, repeats))
             return self._recv()
         except (WorkerDied, OSError) as e:
             if self._aborted:
-                return ("interrupted", INTERRUPTED)
-            return ("failed", f"{type(e).__name__}: {e}")
+                return TrialOutcome.interrupted(INTERRUPTED)
+            return TrialOutcome.failed(f"{type(e).__name__}: {e}")
 
     def abort(self) -> None:
         """Kill the child and with it the running trial; the thread in ``evaluate`` sees it die

@@ -8,9 +8,31 @@ context) go to the original processor unchanged.
 
 from __future__ import annotations
 
+import functools
+import importlib
+from typing import Callable
+
 import torch
 
 from .engine import SparseAttention
+
+
+@functools.cache
+def qkv_projections(model: str) -> Callable:
+    """diffusers' ``_get_qkv_projections`` of ``diffusers.models.transformers.<model>`` (the
+    query, key and value projections its attention processor starts with, fused or not).
+
+    No public API computes them; mirroring them by hand would drift from diffusers' fused-QKV
+    handling. The one private use is here, and a diffusers without it fails with its version
+    named (tests/test_sparse_private_api.py)."""
+    module = importlib.import_module(f"diffusers.models.transformers.{model}")
+    found = getattr(module, "_get_qkv_projections", None)
+    if not callable(found):
+        import diffusers
+
+        raise RuntimeError(f"diffusers {diffusers.__version__}: {module.__name__} has no _get_qkv_projections, "
+                           "which the sparse attention processors call (written against diffusers 0.42)")
+    return found
 
 
 class SparseProcessor:
@@ -31,7 +53,7 @@ class FluxSparseAttnProcessor(SparseProcessor):
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
         from diffusers.models.transformers import transformer_flux as flux
 
-        query, key, value, encoder_query, encoder_key, encoder_value = flux._get_qkv_projections(
+        query, key, value, encoder_query, encoder_key, encoder_value = qkv_projections("transformer_flux")(
             attn, hidden_states, encoder_hidden_states
         )
         query = attn.norm_q(query.unflatten(-1, (-1, attn.head_dim)))
@@ -67,9 +89,7 @@ class WanSparseAttnProcessor(SparseProcessor):
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
         if attention_mask is not None or encoder_hidden_states is not None or attn.add_k_proj is not None:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
-        from diffusers.models.transformers import transformer_wan as wan
-
-        query, key, value = wan._get_qkv_projections(attn, hidden_states, None)
+        query, key, value = qkv_projections("transformer_wan")(attn, hidden_states, None)
         query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
         key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
         value = value.unflatten(2, (attn.heads, -1))

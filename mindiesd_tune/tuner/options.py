@@ -1,0 +1,127 @@
+"""How a study is run: every tuning option beyond the model, the budget and the run folder.
+
+Kept free of torch, diffusers and Optuna so that building and checking the options costs nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import UserError
+from .objectives import QualityFloor
+
+# Metrics a trial can report for each output (set metrics such as FID need more samples than a study runs).
+TRIAL_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "clip")
+# Objectives that are not quality metrics: the linear layers' weight bytes (minimised), so a
+# study trades speed against memory rather than fidelity.
+OTHER_OBJECTIVES = ("weight_bytes",)
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+# RDB storages: a running trial records a heartbeat this often (seconds); a trial whose last
+# heartbeat is older than the grace period belongs to a dead process, so it is failed and its
+# point queued again. Optuna takes whole seconds.
+HEARTBEAT_INTERVAL = 20
+GRACE_PERIOD = 90
+
+
+@dataclass
+class TuneOptions:
+    """The options of one ``run_study`` call; the defaults are the CLI's.
+
+    What is searched for:
+        objective: the second axis of the front (``TRIAL_METRICS`` or ``weight_bytes``); the
+            first is latency over the baseline's.
+        floors: quality floors a trial must hold to be feasible.
+        max_memory_bytes: peak memory cap (device memory; process RSS on the CPU).
+        max_weight_bytes: cap on the linear layers' weight bytes, all components.
+        sampler: ``tpe`` (constrained multivariate TPE), ``nsga2``, ``gp`` or ``random``.
+        pick_how: which trial becomes the profile: ``fastest``, ``knee`` or ``trial:N``.
+        prune_margin: a trial whose first prompt misses a floor by more than this share is
+            pruned before it is timed; None never prunes.
+
+    The workload every trial runs:
+        prompts: the fixed prompts (None: the model's defaults).
+        seed: the sampler's seed and the first prompt's.
+        seeds: one per prompt, or every prompt with every seed.
+        generation: call settings laid over the model's defaults (``workload.WorkloadOptions``).
+        device, dtype: where and in which precision the model runs (None: the best device, the
+            model's own dtype).
+        allow_download: let a hub id be downloaded.
+
+    Timing and scoring:
+        warmup: untimed calls before timing.
+        repeats: timed calls per trial (the median is reported).
+        interleave: time the baseline alternately with every trial, so a speed-up is a ratio
+            measured in one run.
+        clip_model: the CLIP model for the ``clip`` metric.
+        baseline_cache: folder of the on-disk baseline store; None computes the baseline per study.
+
+    Where the study lives and who evaluates it:
+        resume: continue the study in the run folder.
+        storage: an Optuna storage URL several machines share (None: a file in the run folder).
+        study_name: the study's name in the storage (None: the run's own, else the model's name).
+        workers: evaluator workers on this machine, each on its own device or device group.
+        isolate: evaluate in a child process that survives crashes (False: in this process).
+        worker_factory: ``module:callable`` building (evaluator, info) from a ``WorkerSpec``,
+            instead of loading the model (tests and benchmarks).
+        heartbeat_interval, grace_period: on an RDB storage a running trial records a heartbeat
+            every ``heartbeat_interval`` seconds; one silent for ``grace_period`` seconds (its
+            machine died) is failed and its point run again.
+
+    What is shown:
+        progress: draw a progress bar (None: when the output is a terminal).
+        quiet: leave out the header and closing lines.
+        log: where the lines go.
+        console: the rich Console the progress bar draws on.
+    """
+
+    objective: str = "psnr"
+    floors: list[QualityFloor] | None = None
+    max_memory_bytes: int | None = None
+    max_weight_bytes: int | None = None
+    sampler: str = "tpe"
+    prompts: list[str] | None = None
+    seed: int = 0
+    device: str | None = None
+    dtype: str | None = None
+    warmup: int = 1
+    repeats: int = 3
+    resume: bool = False
+    allow_download: bool = False
+    workers: int = 1
+    storage: str | None = None
+    study_name: str | None = None
+    pick_how: str = "fastest"
+    prune_margin: float | None = 0.05
+    isolate: bool = True
+    worker_factory: str | None = None
+    clip_model: str | None = None
+    interleave: bool = True
+    baseline_cache: str | None = None
+    heartbeat_interval: int = HEARTBEAT_INTERVAL
+    grace_period: int = GRACE_PERIOD
+    progress: bool | None = None
+    quiet: bool = False
+    log: Callable[[str], None] = print
+    generation: dict[str, Any] | None = None
+    seeds: list[int] | None = None
+    console: Any = None
+
+    def with_fields(self, **fields) -> "TuneOptions":
+        """A copy with ``fields`` laid over these options; a name that is no option is a TypeError."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = [name for name in fields if name not in known]
+        if unknown:
+            raise TypeError(f"unknown tuning option(s): {', '.join(unknown)} (see TuneOptions)")
+        return dataclasses.replace(self, **fields)
+
+    def validate(self) -> None:
+        """Raise UserError for an option no study can run with."""
+        objectives = TRIAL_METRICS + OTHER_OBJECTIVES
+        if self.objective not in objectives:
+            raise UserError(f"unknown objective {self.objective!r} (known: {', '.join(objectives)})")
+        if self.workers < 1:
+            raise UserError(f"--workers {self.workers}: give at least one worker")
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"unknown sampler {self.sampler!r} (known: {', '.join(SAMPLERS)})")

@@ -408,7 +408,9 @@ def _accept(listener):
         return None
 
 
-def _outcome(msg: tuple) -> TrialOutcome:
+def _outcome(msg) -> TrialOutcome:
+    if isinstance(msg, TrialOutcome):  # the evaluator child's own answer (worker._child_main)
+        return msg
     kind = msg[0]
     if kind == OK:
         return TrialOutcome(OK, result=msg[1])

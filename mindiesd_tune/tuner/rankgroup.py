@@ -360,9 +360,22 @@ class RankGroupWorker:
                 return TrialOutcome.interrupted(INTERRUPTED_REASON)
             outcome = TrialOutcome.failed(f"WorkerDied: {e}; the group will be restarted")
         if outcome.kind == FAILED:
+            if not outcome.reason.startswith("WorkerDied") and not self._whole():
+                # rank 0 saw the collective break (a peer died) before the launcher noticed
+                outcome = TrialOutcome.failed(f"WorkerDied: a rank of the group died ({outcome.reason}); "
+                                              "the group will be restarted")
             # a rank may be stuck inside the failed call: the next trial starts from a new group
             self.close()
         return outcome
+
+    def _whole(self, wait_s: float = 2.0) -> bool:
+        """Whether the launcher and every rank are still alive (a dying peer gets ``wait_s`` to show)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            whole = self._proc is not None and self._proc.poll() is None and all(_pid_alive(p) for p in self._pids)
+            if not whole or time.monotonic() > deadline:
+                return whole
+            time.sleep(0.1)
 
     def evaluate(self, config_dict: dict, constraints_spec: dict | None = None, margin: float | None = None) -> TrialOutcome:
         return self._call(("eval", config_dict, constraints_spec, margin))
@@ -399,6 +412,18 @@ class RankGroupWorker:
             self._conn.close()
         stop(self._proc, self._pids, timeout=10)
         self._proc, self._conn, self._pids = None, None, []
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie is dead, only not yet reaped
+    except OSError:
+        try:
+            os.kill(pid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
 
 
 def _accept(listener):

@@ -160,8 +160,8 @@ def tune(
         check_writable(cache, "--baseline-cache", folder=True)
     b = parse_budget(budget)
     floors = [parse_floor(f) for f in quality_floor]
-    mem = parse_memory(max_memory) if max_memory else None
-    weights = parse_memory(max_weight_bytes) if max_weight_bytes else None
+    mem = parse_memory(max_memory, "--max-memory") if max_memory else None
+    weights = parse_memory(max_weight_bytes, "--max-weight-bytes") if max_weight_bytes else None
     _check_pick(pick)
     from .workload import parse_seeds, read_prompts
 

@@ -213,7 +213,9 @@ def test_the_weight_capped_profile_is_quantised_meets_the_cap_and_reproduces(wei
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--max-weight-bytes", "lots"], "bad memory size 'lots'"),
+    (["--max-weight-bytes", "lots"], "--max-weight-bytes 'lots': not a size"),
+    (["--max-weight-bytes", "0MB"], "--max-weight-bytes '0MB': a size must be positive"),
+    (["--max-memory", "lots"], "--max-memory 'lots': not a size"),
     (["--objective", "weights"], "unknown objective 'weights'"),
 ])
 def test_the_cli_options_fail_in_one_line(capsys, tmp_path, args, needle):

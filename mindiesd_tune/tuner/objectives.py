@@ -68,14 +68,15 @@ def parse_floor(text: str, known: set[str] | None = None) -> QualityFloor:
     return QualityFloor(metric, op, float(value), bool(rel))
 
 
-def parse_memory(text: str) -> int:
-    """``"8GB"``, ``"512MiB"``, ``"2e9"`` -> bytes."""
+def parse_memory(text: str, option: str = "") -> int:
+    """``"8GB"``, ``"512MiB"``, ``"2e9"`` -> bytes; ``option`` names the flag in the error."""
+    what = f"{option} {text!r}" if option else f"bad memory size {text!r}"
     m = _MEMORY.match(str(text))
     if not m or m.group(2).lower() not in _UNITS:
-        raise UserError(f"bad memory size {text!r}: use e.g. 8GB, 512MiB or 24GiB")
+        raise UserError(f"{what}: not a size; use e.g. 8GB, 512MiB or 24GiB")
     value = float(m.group(1)) * _UNITS[m.group(2).lower()]
     if value <= 0:
-        raise UserError(f"bad memory size {text!r}: it must be positive")
+        raise UserError(f"{what}: a size must be positive")
     return int(value)
 
 

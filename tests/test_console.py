@@ -2,6 +2,7 @@
 
 import re
 
+import optuna
 from rich.console import Console
 
 from mindiesd_tune.tuner import parse_budget, parse_floor, run_study
@@ -43,3 +44,14 @@ def test_eta_is_the_nearer_of_the_time_left_and_the_trials_left_at_the_pace_so_f
     assert ui.eta(2, 10) == 40  # 8 trials at 5 s
     assert ui.eta(1, 60) == 40  # the time runs out first
     assert ProgressUI(Budget(trials=10), study=None, enabled=False).eta(0, 5) is None
+
+
+def test_an_infeasible_trial_line_names_the_constraints_it_breaks():
+    from mindiesd_tune.tuner.progress import infeasible_text
+
+    def trial(constraints):
+        return optuna.trial.create_trial(values=[0.5, 31.0], constraints=constraints)
+
+    assert infeasible_text(trial({"psnr>=30": -1.0, "weight_bytes": 3.5})) == "over the weight cap"
+    assert infeasible_text(trial({"psnr>=30": 2.0, "memory": 0.0})) == "misses psnr>=30"
+    assert infeasible_text(trial({"psnr>=30": 2.0, "memory": 1.0})) == "misses psnr>=30, over the memory cap"

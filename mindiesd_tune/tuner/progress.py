@@ -22,10 +22,19 @@ def trial_line(study: optuna.Study, t: optuna.trial.FrozenTrial) -> str:
         spread = f" ±{s.latency_iqr_s / 2:.3f}" if s.latency_iqr_s is not None else ""
         m = t.user_attrs.get("metrics", {})
         quality = "  ".join(f"{k} {v:.3g}" for k, v in m.items())
-        mark = "" if is_feasible(t) else "  (below the floor)"
+        mark = "" if is_feasible(t) else f"  ({infeasible_text(t)})"
         return f"trial {t.number:3d}  {s.latency_s:.3f}s{spread}  {s.text():>6}  {quality}  [{params}]{mark}"
     reason = t.user_attrs.get("fail_reason") or t.user_attrs.get("prune_reason") or ""
     return f"trial {t.number:3d}  {t.state.name.lower()}: {reason}  [{params}]"
+
+
+_CAPS = {"memory": "over the memory cap", "weight_bytes": "over the weight cap"}
+
+
+def infeasible_text(t: optuna.trial.FrozenTrial) -> str:
+    """Which constraints the trial breaks, in words: ``misses psnr>=30, over the weight cap``."""
+    broken = [name for name, v in t.constraints.items() if v > 0]
+    return ", ".join(_CAPS.get(name, f"misses {name}") for name in broken) or "infeasible"
 
 
 def _fmt(v) -> str:

@@ -9,7 +9,7 @@ import torch
 from conftest import generate
 from mindiesd_tune import models
 from mindiesd_tune.accel import quant as Q
-from mindiesd_tune.accel.config import ConfigError
+from mindiesd_tune.accel.config import AccelConfig, ConfigError
 from mindiesd_tune.accel.quant import npu
 from mindiesd_tune.errors import MissingDependency
 from mindiesd_tune.metrics.fidelity import psnr
@@ -293,3 +293,20 @@ def test_casting_inputs_leaves_the_callers_dicts_alone():
     out = Q.precision.cast_tree({"joint_attention_kwargs": kwargs, "x": [torch.zeros(1)]}, torch.bfloat16)
     assert kwargs["scale"].dtype == torch.float32 and out["joint_attention_kwargs"]["scale"].dtype == torch.bfloat16
     assert out["joint_attention_kwargs"]["ids"].dtype == torch.int64 and out["x"][0].dtype == torch.bfloat16
+
+
+def test_a_refused_precision_undo_names_the_cast_component_and_leaves_the_pipeline_as_it_runs():
+    loaded = models.load("tiny-flux-random", device="cpu")
+    pipe = loaded.pipe
+    cfg = AccelConfig.from_dict({"quant": {"scheme": "none", "precision": {"denoiser": "bfloat16"}}}).quant
+    undo = Q.install_quant(pipe, cfg, keep_original=False)
+
+    def call():
+        return pipe("a red circle", num_inference_steps=2, height=32, width=32, output_type="np",
+                    generator=torch.Generator().manual_seed(0)).images
+
+    before = call()
+    with pytest.raises(RuntimeError, match="transformer: cast to bfloat16 without keep_original"):
+        undo()
+    # the VAE's input casting is still in place: the bf16 denoiser's latents still decode
+    np.testing.assert_array_equal(call(), before)

@@ -138,6 +138,9 @@ def install_quant(pipe, cfg: NoQuantConfig, keep_original: bool = True) -> Calla
         raise
 
     def undo() -> None:
+        for c in casts:  # all or nothing: a half-undone pipeline would run in mixed precision
+            if not c.restorable:
+                c.undo()  # raises, naming the component
         quantised.undo()
         for c in reversed(casts):
             c.undo()

@@ -124,6 +124,7 @@ class PrecisionCast:
         self.attr, self.module, self.dtype = attr, module, dtype
         self.keep_original, self.boundary_only = keep_original, boundary_only
         self._saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._dropped = 0  # tensors cast whose originals were not kept
         self._handles: list = []
         self._wrapped: list[str] = []
         self._apply()
@@ -142,6 +143,8 @@ class PrecisionCast:
             t.data = old.to(target)
             if self.keep_original:
                 self._saved.append((t, old))
+            else:
+                self._dropped += 1
         if isinstance(module, torch.nn.Module) and self.attr == "vae":
             # pipelines call the VAE's encode/decode, not its forward
             for method in ("encode", "decode"):
@@ -189,15 +192,22 @@ class PrecisionCast:
         self._handles += [sub.register_forward_pre_hook(pre, with_kwargs=True),
                           sub.register_forward_hook(post, with_kwargs=True)]
 
+    @property
+    def restorable(self) -> bool:
+        """False when weights were cast and their originals dropped (``keep_original=False``)."""
+        return self._dropped == 0
+
     def undo(self) -> None:
+        # refuse before touching anything, so a refused undo leaves the component as it runs
+        if not self.restorable:
+            raise RuntimeError(f"{self.attr}: cast to {str(self.dtype).removeprefix('torch.')} without keep_original, "
+                               "so its original weights are gone")
         for h in self._handles:
             h.remove()
         self._handles.clear()
         for method in self._wrapped:
             self.module.__dict__.pop(method, None)
         self._wrapped.clear()
-        if not self.keep_original:
-            raise RuntimeError(f"{self.attr}: cast without keep_original, so its original weights are gone")
         for t, old in self._saved:
             t.data = old
         self._saved.clear()

@@ -157,13 +157,18 @@ def test_a_quantised_trial_then_the_baseline_is_bit_for_bit(tiny_flux):
 @pytest.fixture(scope="module")
 def weight_capped_run(tmp_path_factory):
     """A short joint study on tiny-flux-random, weights capped below the float32 model's: the presets
-    (baseline, caches, bfloat16 denoiser, first-block cache + bfloat16, w8a16) all run."""
+    (baseline, caches, bfloat16 denoiser, first-block cache + bfloat16, w8a16) all run: the
+    budget is as many trials as there are presets."""
     from mindiesd_tune.models import load
+    from mindiesd_tune.search_spaces import SpaceContext, presets
     from mindiesd_tune.tuner import parse_budget, run_study
+    from mindiesd_tune.tuner.worker import WorkerSpec, build_evaluator
 
     full = sum(Q.weight_bytes(load("tiny-flux-random", device="cpu").pipe).values())
     out = tmp_path_factory.mktemp("quant-run")
-    outcome = run_study("tiny-flux-random", parse_budget("7t"), out, objective="weight_bytes", floors=[],
+    space = SpaceContext.from_dict(build_evaluator(WorkerSpec("tiny-flux-random", repeats=1))[1]["space"])
+    n = len(presets("dit-image", space))
+    outcome = run_study("tiny-flux-random", parse_budget(f"{n}t"), out, objective="weight_bytes", floors=[],
                         max_weight_bytes=int(full * 0.9), repeats=1, isolate=False, log=lambda s: None)
     return out, outcome, full
 
@@ -201,6 +206,7 @@ def test_the_weight_capped_profile_is_quantised_meets_the_cap_and_reproduces(wei
     assert quant.quantises or quant.precision
     chosen = outcome.study.trials[prof.study["trial"]]
     assert chosen.user_attrs["counters"]["weight_bytes"] <= full * 0.9 and prof.measured["feasible"]
+    assert prof.measured["weight_bytes"] == chosen.user_attrs["counters"]["weight_bytes"]
     fresh = load("tiny-flux-random", device="cpu")
     apply_profile(fresh.pipe, out / "profile.yaml")  # production: no originals kept, nothing to remove
     assert sum(Q.weight_bytes(fresh.pipe).values()) == chosen.user_attrs["counters"]["weight_bytes"]

@@ -775,6 +775,8 @@ def freeze_profile(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Prof
         "baseline_cpu_s": _round(speed.baseline_cpu_s),
         **{k: _finite(v) for k, v in metrics.items()},
         "skipped_fraction": _round(trial.user_attrs.get("counters", {}).get("skipped_fraction")),
+        # linear weights with their quantisation scales, every component (what --max-weight-bytes caps)
+        "weight_bytes": trial.user_attrs.get("counters", {}).get("weight_bytes"),
         "feasible": is_feasible(trial),
     }
     workload = attrs.get("workload", {})

@@ -5,8 +5,9 @@ The methods and their configs live in the method registry (``accel.methods``), o
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 # Everything here but the model lookup and the step statistics imports without torch; those
 # resolve on first use, so that reading a profile (`validate`, `show`) stays light.
@@ -53,16 +54,7 @@ if TYPE_CHECKING:
     from .cache import StepStatistics, compatible_schedulers, step_statistics
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
 
 
 __all__ = [

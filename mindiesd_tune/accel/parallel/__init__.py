@@ -10,8 +10,9 @@ backend (gloo on the CPU, nccl on CUDA, hccl on Ascend through torch_npu), and
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from ..._lazy import lazy_exports
 
 # The config imports without torch (the registry reads profiles with it); the rest loads on use.
 from .config import AXES, DENOISER_AXES, ParallelConfig, ParallelError
@@ -35,12 +36,7 @@ if TYPE_CHECKING:
     from .mesh import Meshes, backend_for, ensure_process_group, init_meshes
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
 
 
 __all__ = [

@@ -94,9 +94,10 @@ def test_cli_refuses_workers_that_do_not_divide_the_devices(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_study_on_two_cpu_ranks_searches_the_meshes(tmp_path, monkeypatch):
+def test_a_study_on_two_cpu_ranks_searches_the_meshes(tmp_path, monkeypatch, capfd):
     mark = uuid.uuid4().hex
     monkeypatch.setenv(MARK, mark)  # the rank processes inherit it: found again even if orphaned
+    monkeypatch.setenv("DIFFUSERS_VERBOSITY", "error")  # what the CLI sets without --verbose
     lines, seen = [], []
 
     def log(line):
@@ -111,6 +112,9 @@ def test_a_study_on_two_cpu_ranks_searches_the_meshes(tmp_path, monkeypatch):
     trials = {t.params.get("parallel.mesh"): t for t in outcome.study.trials if t.state.name == "COMPLETE"}
     assert "cfg2" in trials and "single" in trials, {t.number: (t.state, t.user_attrs.get("fail_reason"))
                                                      for t in outcome.study.trials}
+    assert "ulysses2" in trials  # the other mesh preset, ahead of the single-device ones
+    err = capfd.readouterr().err
+    assert "FutureWarning" not in err and "_pytree" not in err, err  # the ranks kept quiet too
     cfg = trials["cfg2"]
     assert cfg.user_attrs["metrics"]["psnr"] > 60  # CFG parallel is exact up to rounding
     assert cfg.user_attrs["speedup"] > 0 and cfg.user_attrs["baseline_latency"] is not None

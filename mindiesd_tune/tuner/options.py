@@ -62,6 +62,12 @@ class TuneOptions:
         storage: an Optuna storage URL several machines share (None: a file in the run folder).
         study_name: the study's name in the storage (None: the run's own, else the model's name).
         workers: evaluator workers on this machine, each on its own device or device group.
+        devices: devices the workers share out, ``devices // workers`` ranks per trial (workers
+            must divide it); a group above one rank runs each trial in a rank group
+            (``tuner.rankgroup``), whose meshes the study samples. None: every visible CUDA/NPU
+            device (one per worker with ``isolate=False`` or a ``worker_factory``, which
+            evaluate in one process); on the CPU one process per worker, since CPU rank groups
+            are opt-in (N processes sharing the cores, each with ``cpu_count // N`` threads).
         isolate: evaluate in a child process that survives crashes (False: in this process).
         worker_factory: ``module:callable`` building (evaluator, info) from a ``WorkerSpec``,
             instead of loading the model (tests and benchmarks).
@@ -90,6 +96,7 @@ class TuneOptions:
     resume: bool = False
     allow_download: bool = False
     workers: int = 1
+    devices: int | None = None
     storage: str | None = None
     study_name: str | None = None
     pick_how: str = "fastest"
@@ -123,5 +130,29 @@ class TuneOptions:
             raise UserError(f"unknown objective {self.objective!r} (known: {', '.join(objectives)})")
         if self.workers < 1:
             raise UserError(f"--workers {self.workers}: give at least one worker")
+        if self.devices is not None:
+            if self.devices < 1:
+                raise UserError(f"--devices {self.devices}: give at least one device")
+            if self.devices % self.workers:
+                raise UserError(f"--workers {self.workers} does not divide --devices {self.devices}: each worker "
+                                "spans the same number of devices")
+            self.ranks_per_worker(None)
         if self.sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {self.sampler!r} (known: {', '.join(SAMPLERS)})")
+
+    def ranks_per_worker(self, visible: int | None) -> int:
+        """Ranks one trial spans: ``devices // workers``; without ``devices``, the ``visible``
+        accelerators shared out (None: the CPU, where it is 1). A group of several ranks needs
+        isolated workers that load the model themselves; asked for otherwise, a UserError."""
+        if self.devices is None:
+            if visible is None or not self.isolate or self.worker_factory is not None:
+                return 1
+            return max(1, visible // self.workers)
+        ranks = self.devices // self.workers
+        if ranks > 1 and not self.isolate:
+            raise UserError(f"--no-isolate with {ranks} devices per worker: a trial spanning devices runs in "
+                            "a group of rank processes; drop --no-isolate or give --devices equal to --workers")
+        if ranks > 1 and self.worker_factory is not None:
+            raise UserError(f"a worker factory evaluates on one device; {ranks} devices per worker need the "
+                            "model loaded in every rank")
+        return ranks

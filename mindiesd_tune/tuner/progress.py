@@ -64,8 +64,12 @@ def header_lines(model: str, info: dict, budget: Budget, floors: list[str], max_
 
     m, w, hw = info["model"], info["workload"], info.get("hardware") or {}
     device = " ".join(str(hw[k]) for k in ("device", "name") if hw.get(k)) or "?"
-    if hw.get("count"):
+    ranks = (info.get("rank_group") or {}).get("world_size") or 1
+    if hw.get("count") and (ranks == 1 or hw["count"] > 1):  # a CPU group's ranks share the one CPU
         device += f" x{hw['count']}"
+    if ranks > 1:
+        meshes = [m for m in (info.get("space") or {}).get("meshes") or () if m != "single"]
+        device += f", {ranks} ranks per trial (" + (", ".join(meshes) + " possible" if meshes else "no mesh fits") + ")"
     limits = ", ".join(floors) or "none"
     if max_memory_bytes:
         limits += f", peak memory <= {max_memory_bytes / 2**30:.3g} GiB"

@@ -112,28 +112,53 @@ def _sampler(name: str, seed: int, budget_trials: int | None) -> optuna.samplers
     raise UserError(f"unknown sampler {name!r} (known: {', '.join(SAMPLERS)})")
 
 
-def worker_specs(base: WorkerSpec, workers: int) -> list[WorkerSpec]:
-    """One spec per worker, each pinned to its own device (or a share of the CPU threads)."""
+def worker_specs(base: WorkerSpec, workers: int, ranks: int = 1) -> list[WorkerSpec]:
+    """One spec per worker, each pinned to its own device or ``ranks`` devices (on the CPU, a
+    share of the threads for each of its ranks)."""
     import torch
 
     from ..kernels import default_device, device_count
 
     device = torch.device(base.device) if base.device else default_device()
+    visible_env = {"cuda": "CUDA_VISIBLE_DEVICES", "npu": "ASCEND_RT_VISIBLE_DEVICES"}.get(device.type)
+    n = device_count(device) if visible_env else 0
     specs = []
     for i in range(workers):
         env: dict[str, str] = {}
         threads = None
-        if workers > 1:
-            if device.type == "cuda":
-                n = device_count(device)
-                env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in range(n)[i::workers]) or str(i % max(n, 1))
-            elif device.type == "npu":
-                n = device_count(device)
-                env["ASCEND_RT_VISIBLE_DEVICES"] = ",".join(str(d) for d in range(n)[i::workers]) or str(i % max(n, 1))
-            else:
-                threads = max(1, (os.cpu_count() or 1) // workers)
+        if visible_env and (workers > 1 or ranks > 1):
+            # a group's ranks are contiguous; more single-device workers than devices share them
+            ids = range(i * ranks, (i + 1) * ranks) if n >= workers * ranks else [i % max(n, 1)]
+            env[visible_env] = ",".join(str(d) for d in ids)
+        elif not visible_env and workers * ranks > 1:
+            threads = max(1, (os.cpu_count() or 1) // (workers * ranks))
         specs.append(WorkerSpec(**{**base.__dict__, "env": {**base.env, **env}, "threads": threads or base.threads}))
     return specs
+
+
+def ranks_per_worker(opts: TuneOptions, device: str | None) -> int:
+    """Ranks each worker's trials span; more devices asked for than are visible is a UserError."""
+    import torch
+
+    from ..kernels import default_device, device_count
+
+    kind = torch.device(device) if device else default_device()
+    visible = device_count(kind) if kind.type in ("cuda", "npu") else None
+    if visible is not None and opts.devices is not None and opts.devices > visible:
+        raise UserError(f"--devices {opts.devices}: this machine has {visible} {kind.type} device(s)")
+    return opts.ranks_per_worker(visible)
+
+
+def _pool(base: WorkerSpec, opts: TuneOptions) -> list:
+    """The study's workers: rank groups where a trial spans several devices, else one process
+    (or this one) per worker."""
+    ranks = ranks_per_worker(opts, base.device)
+    if ranks > 1:
+        from .rankgroup import RankGroupWorker
+
+        return [RankGroupWorker(s, ranks) for s in worker_specs(base, opts.workers, ranks)]
+    worker = ProcessWorker if opts.isolate else InProcessWorker
+    return [worker(s) for s in worker_specs(base, opts.workers)]
 
 
 @dataclass
@@ -279,7 +304,7 @@ class _StudyRun:
                 study.set_metric_names([RELATIVE_LATENCY, opts.objective])
 
     def start_workers(self) -> None:
-        """Build one worker per device and start the first: it loads the model and computes the
+        """Build one worker per device or device group and start the first: it loads the model and computes the
         baseline outputs, whose description (``self.info``) the study's attributes record.
 
         A start that fails leaves a fresh run as it found it (no study, no run.json, no folder it
@@ -294,10 +319,9 @@ class _StudyRun:
                                factory=opts.worker_factory, metrics=metrics, clip_model=opts.clip_model,
                                interleave=opts.interleave, baseline_cache=opts.baseline_cache,
                                generation=dict(opts.generation or {}), seeds=list(opts.seeds) if opts.seeds else None)
-        worker = ProcessWorker if opts.isolate else InProcessWorker
-        self.pool = [worker(s) for s in worker_specs(base_spec, opts.workers)]
-        opts.log(f"loading {self.model} and computing the baseline outputs ...")
         try:
+            self.pool = _pool(base_spec, opts)
+            opts.log(f"loading {self.model} and computing the baseline outputs ...")
             try:
                 self.info = self.pool[0].start()
             except WorkerStartError as e:
@@ -319,7 +343,11 @@ class _StudyRun:
         running. Both need the model's family and space, known once a worker has loaded it."""
         self.space = SpaceContext.from_dict(self.info.get("space"))  # block/step counts, schedulers, centred thresholds
         if not self.study.trials:
-            for params in presets(self.info["model"]["family"], self.space):
+            points = presets(self.info["model"]["family"], self.space)
+            # in a rank group the meshes come right after the baseline: what the group is for,
+            # and CFG parallel is exact, so a short budget still measures it
+            meshed = [p for p in points[1:] if p.get("parallel.mesh", "single") != "single"]
+            for params in points[:1] + meshed + [p for p in points[1:] if p not in meshed]:
                 self.study.enqueue_trial(params, skip_if_exists=True)  # another machine may be doing the same
         elif not self.external:
             _requeue_interrupted(self.study, self.opts.log)
@@ -781,12 +809,14 @@ def freeze_profile(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Prof
     }
     workload = attrs.get("workload", {})
     generation = {"height": None, "width": None, "num_frames": None, **workload.get("generation", {})}
+    accel = AccelConfig.from_dict(trial.user_attrs["config"]) if "config" in trial.user_attrs else config_from_params(trial.params)
     return Profile(
         model=dict(attrs["model"]),
         generation=generation,
-        accel=AccelConfig.from_dict(trial.user_attrs["config"]) if "config" in trial.user_attrs else config_from_params(trial.params),
+        accel=accel,
         measured=measured,
-        hardware=dict(attrs.get("hardware", {})),
+        # the picked call's ranks, not the study's group: a single-device pick deploys on one device
+        hardware={**attrs.get("hardware", {}), "world_size": accel.parallel.world_size},
         study={
             "name": study.study_name,
             "trial": trial.number,

@@ -28,3 +28,18 @@ def ignoring(category: type[Warning] = Warning, message: str = "") -> Iterator[N
     with _LOCK, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=message, category=category)
         yield
+
+
+def quiet_process_when_asked() -> None:
+    """In a process the tuner starts for itself (a rank of a group), when the CLI asked for quiet
+    output (no --verbose): the libraries' deprecation notices, which each rank would print on
+    the driver's terminal, are noise there as they are in the driver. Process-wide on purpose:
+    the process is ours and lives for the study."""
+    import logging
+    import os
+
+    if os.environ.get("DIFFUSERS_VERBOSITY") != "error":
+        return
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's enums, at import
+    # e.g. diffusers' context-parallel hooks calling a deprecated torch collective on every call
+    warnings.filterwarnings("ignore", module=r"(diffusers|transformers|huggingface_hub|accelerate)(\..*)?$")

@@ -32,6 +32,7 @@ from datetime import timedelta
 from multiprocessing.connection import Client, Listener
 
 from .outcome import FAILED, INTERRUPTED, OK, PRUNED, TrialOutcome
+from .quiet import quiet_process_when_asked
 from .worker import INTERRUPTED as INTERRUPTED_REASON
 from .worker import WorkerDied, WorkerSpec, WorkerStartError
 
@@ -212,18 +213,6 @@ def _device(spec: WorkerSpec) -> str | None:
     return f"{kind}:{local}" if kind in ("cuda", "npu") else spec.device
 
 
-def _quiet_when_asked() -> None:
-    """The CLI asked for quiet output (no --verbose): the libraries' deprecation notices, which
-    each rank would print on the driver's terminal, are noise here as they are in the driver."""
-    if os.environ.get("DIFFUSERS_VERBOSITY") != "error":
-        return
-    import warnings
-
-    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's enums, at import
-    # e.g. diffusers' context-parallel hooks calling a deprecated torch collective on every call
-    warnings.filterwarnings("ignore", module=r"(diffusers|transformers|huggingface_hub|accelerate)(\..*)?$")
-
-
 def _rank_main() -> None:
     import torch
     import torch.distributed as dist
@@ -232,7 +221,7 @@ def _rank_main() -> None:
     from .worker import _child_main
 
     die_with_parent()
-    _quiet_when_asked()
+    quiet_process_when_asked()
     rank = int(os.environ["RANK"])
     kind = "cuda" if torch.cuda.is_available() else "cpu"
     if kind == "cuda":

@@ -68,7 +68,8 @@ class Refinement:
         return {"refined_from": self.refined_from}
 
     def note(self) -> str:
-        return f"refining trial {self.refined_from} ({self.method}): {self.param} {_text(self.old)} -> {_text(self.new)} ({self.why})"
+        return (f"refining trial {self.refined_from} ({self.method}): "
+                f"{self.param} {_text(self.old)} -> {_text(self.new)} ({self.why})")
 
 
 def refinements(study: optuna.Study, trial: optuna.trial.FrozenTrial, floors: Iterable[str]) -> list[Refinement]:
@@ -279,4 +280,5 @@ def _text(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-__all__ = ["LINEAR_NOTCH", "LOG_FACTOR", "MIN_MOVE", "REFINING_SAMPLERS", "Refinement", "line_of", "refinements", "refines"]
+__all__ = ["LINEAR_NOTCH", "LOG_FACTOR", "MIN_MOVE", "REFINING_SAMPLERS", "Refinement", "line_of", "refinements",
+           "refines"]

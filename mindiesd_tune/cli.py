@@ -117,7 +117,7 @@ def tune(
     quality_floor: List[str] = typer.Option([DEFAULT_FLOOR], "--quality-floor", help="METRIC>=VALUE, or METRIC>=Fx relative to the baseline; repeatable"),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help="peak memory cap, e.g. 24GB (device memory; process RSS on the CPU)"),
     max_weight_bytes: Optional[str] = typer.Option(None, "--max-weight-bytes", help="cap on the linear layers' weights with their quantisation scales, all components, e.g. 40MB"),
-    sampler: str = typer.Option("tpe", help="tpe (constrained multivariate TPE), nsga2, gp or random"),
+    sampler: str = typer.Option("tpe", help="tpe (constrained multivariate TPE), nsga2 or gp, each refining the front along the methods' knobs; or random (pure random search)"),
     pick: str = typer.Option("fastest", help="which trial becomes the profile: fastest, knee or trial:N"),
     prompt: List[str] = typer.Option([], "--prompt", "-p", help="prompt of the fixed workload; repeatable"),
     seed: int = typer.Option(0, help="seed of the sampler and of the first prompt"),

@@ -59,10 +59,13 @@ def test_memory_cap_makes_trials_infeasible(tmp_path):
 
 @pytest.mark.parametrize("sampler", ["tpe", "nsga2", "gp", "random"])
 def test_samplers_are_seeded_and_reproducible(tmp_path, sampler):
-    a = fake_study(tmp_path / "a", "11t", sampler=sampler, seed=3).study
-    b = fake_study(tmp_path / "b", "11t", sampler=sampler, seed=3).study
+    if sampler == "gp":  # past its random start-up, Optuna's GPSampler needs scipy for every point
+        pytest.importorskip("scipy")
+    # past the presets and the refinement of the best one (tpe, nsga2, gp), so the sampler draws too
+    a = fake_study(tmp_path / "a", "15t", sampler=sampler, seed=3).study
+    b = fake_study(tmp_path / "b", "15t", sampler=sampler, seed=3).study
     assert [t.params for t in a.trials] == [t.params for t in b.trials]
-    c = fake_study(tmp_path / "c", "11t", sampler=sampler, seed=4).study
+    c = fake_study(tmp_path / "c", "15t", sampler=sampler, seed=4).study
     assert [t.params for t in c.trials] != [t.params for t in a.trials]
 
 
@@ -97,7 +100,9 @@ def test_failures_are_isolated_and_the_worker_restarted(tmp_path):
     trials = outcome.study.trials
     reasons = {t.params.get("cache.warmup_steps"): t.user_attrs.get("fail_reason", "") for t in trials if t.state == FAIL}
     assert "boom" in reasons[1] and "WorkerDied" in reasons[3] and "NaN" in reasons[4]
-    assert [t.state for t in trials[-1:]] == [COMPLETE]  # the restarted worker evaluated the next trial
+    # the restarted worker evaluated the next trial (a refinement it queued may wait behind the budget)
+    ran = [t for t in trials if t.state != optuna.trial.TrialState.WAITING]
+    assert [t.state for t in ran[-1:]] == [COMPLETE] and ran[-1].params["cache.warmup_steps"] == 2
 
 
 def test_pick_fastest_knee_and_trial_and_export(tmp_path):

@@ -35,7 +35,11 @@ class TuneOptions:
         floors: quality floors a trial must hold to be feasible.
         max_memory_bytes: peak memory cap (device memory; process RSS on the CPU).
         max_weight_bytes: cap on the linear layers' weight bytes, all components.
-        sampler: ``tpe`` (constrained multivariate TPE), ``nsga2``, ``gp`` or ``random``.
+        sampler: ``tpe`` (constrained multivariate TPE), ``nsga2``, ``gp`` or ``random``. All but
+            ``random`` also refine the front (``tuner.refine``): bolder neighbours of the best
+            feasible point along its method's knob, bisection back after a floor miss.
+            ``random`` is pure random search after the presets, the baseline a search is
+            compared with.
         pick_how: which trial becomes the profile: ``fastest``, ``knee`` or ``trial:N``.
         prune_margin: a trial whose first prompt misses a floor by more than this share is
             pruned before it is timed; None never prunes.

@@ -33,6 +33,7 @@ from .outcome import FAILED, INTERRUPTED, PRUNED
 from .pick import baseline_trial, completed, confirmations, is_feasible, is_neutral_point, pick, speed_of
 from .progress import ProgressUI, closing_lines, header_lines
 from .quiet import ignoring
+from .refine import refinements, refines
 from .storage import (
     default_storage,
     has_study,
@@ -178,6 +179,7 @@ class _Shared:
     space: SpaceContext = field(default_factory=SpaceContext)
     note: Callable[[str], None] = print
     heartbeat_s: int | None = None  # None: the storage keeps no heartbeats
+    refine: bool = False  # queue front refinements after each trial (tuner.refine)
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     eval_seconds: float = 0.0  # inside the evaluator (model calls, timing, scoring), as it reports
@@ -370,7 +372,7 @@ class _StudyRun:
         self.shared = shared = _Shared(study, self.info["model"]["family"], opts.objective, self.constraints,
                                        self.info["baseline_metrics"], self.budget.trials, deadline, opts.prune_margin,
                                        samples, ui.trial_done, space=self.space, note=ui.note,
-                                       heartbeat_s=_heartbeat_interval(study))
+                                       heartbeat_s=_heartbeat_interval(study), refine=refines(opts.sampler))
         self.notify = ui.note
 
         threads = [threading.Thread(target=_drive, args=(shared, f"w{i}", w), daemon=True) for i, w in enumerate(pool)]
@@ -633,7 +635,10 @@ def _drive(shared: _Shared, wid: str, worker) -> None:
             shared.note(f"trial {trial.number} was failed as stale while it ran; its point is queued again")
             continue
         # one trial from storage, not a deep copy of the whole study after every trial
-        shared.on_trial(storage_of(study).get_trial(trial_id_of(trial)))
+        frozen = storage_of(study).get_trial(trial_id_of(trial))
+        shared.on_trial(frozen)
+        if shared.refine and not repeated:
+            _refine(shared, frozen)
         with shared.lock:
             # a repeat costs no budget, so the sampler is asked again, but not forever
             shared.repeats_in_row = shared.repeats_in_row + 1 if repeated else 0
@@ -644,6 +649,22 @@ def _drive(shared: _Shared, wid: str, worker) -> None:
             shared.note(f"search space exhausted: the last {MAX_REPEATS_IN_ROW} points the sampler proposed "
                         "had all been tried; stopping")
             shared.stop.set()
+
+
+def _refine(shared: _Shared, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue the front refinements of a finished trial (``tuner.refine``); they run next and
+    count against the budget like any trial, so none is queued once the budget is spent."""
+    with shared.lock:
+        if shared.max_trials is not None and shared.counted() >= shared.max_trials:
+            return
+        if shared.deadline is not None and time.monotonic() >= shared.deadline:
+            return
+        points = refinements(shared.study, trial, [str(f) for f in shared.constraints.floors])
+        for r in points:
+            # skip_if_exists: another machine sharing the study may have queued it meanwhile
+            shared.study.enqueue_trial(r.params, user_attrs=r.user_attrs, skip_if_exists=True)
+    for r in points:
+        shared.note(r.note())
 
 
 def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> bool:

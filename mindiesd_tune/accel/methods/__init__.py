@@ -12,6 +12,7 @@ Third-party methods register the same way from their own module, found through t
 from __future__ import annotations
 
 from .registry import (
+    Knob,
     Method,
     Section,
     field_text,
@@ -80,6 +81,7 @@ __all__ = [
     "DiffusersTaylorSeerConfig",
     "FirstBlockCacheConfig",
     "HeadAdaptiveSparseConfig",
+    "Knob",
     "LocalWindowConfig",
     "Method",
     "NoCache",

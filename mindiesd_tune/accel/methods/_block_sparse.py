@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from ..config import ConfigError, check
 from ._common import DIT
 from .dense import NoSparse, install
-from .registry import Method
+from .registry import Knob, Method
 
 SPARSE_KERNELS = ("auto", "gather", "flex", "masked")
 
@@ -128,4 +128,4 @@ def suggest(trial, ctx) -> dict:
 def block_sparse_method(config: type, example) -> Method:
     """The entry of a block-sparse method: shared installer, space and applicability."""
     return Method(section="sparse", name=config.method, config=config, install=install, suggest=suggest,
-                  applies=applies, example=example)
+                  applies=applies, example=example, knob=Knob("sparse.ratio", +1))  # a larger ratio skips more blocks

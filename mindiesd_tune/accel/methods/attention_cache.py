@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from ..config import check_blocks, check_steps
 from ._common import cache_entry_applies, schedule
-from .registry import Method, register_method
+from .registry import Knob, Method, register_method
 
 
 @dataclass
@@ -57,6 +57,6 @@ def suggest(trial, ctx) -> dict:
 
 register_method(Method(
     section="cache", name="attention_cache", config=AttentionCacheConfig, install=install, suggest=suggest,
-    applies=cache_entry_applies("attention_cache"),
+    applies=cache_entry_applies("attention_cache"), knob=Knob("cache.step_interval", +1),
     example=AttentionCacheConfig(step_interval=2, step_start=1),
 ))

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from ..config import check, check_blocks, check_steps
 from ._common import cache_entry_applies, schedule, thresholds
-from .registry import Method, register_method
+from .registry import Knob, Method, register_method
 
 
 @dataclass
@@ -80,6 +80,6 @@ def presets(ctx) -> list[dict]:
 
 register_method(Method(
     section="cache", name="block_cache", config=BlockCacheConfig, install=install, suggest=suggest,
-    applies=cache_entry_applies("block_cache"), presets=presets,
+    applies=cache_entry_applies("block_cache"), presets=presets, knob=Knob("cache.step_interval", +1),
     example=BlockCacheConfig(block_start=1, step_start=1, step_interval=2),
 ))

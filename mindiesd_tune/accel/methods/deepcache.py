@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from ..config import check, check_steps
 from ._common import cache_entry_applies, schedule
-from .registry import Method, register_method
+from .registry import Knob, Method, register_method
 
 
 @dataclass
@@ -61,5 +61,6 @@ def presets(ctx) -> list[dict]:
 register_method(Method(
     section="cache", name="deepcache", config=DeepCacheConfig, install=install, suggest=suggest,
     applies=cache_entry_applies("deepcache", families=("unet-image",)), presets=presets,
+    knob=Knob("cache.cache_interval", +1),
     example=DeepCacheConfig(cache_interval=2, step_start=1),
 ))

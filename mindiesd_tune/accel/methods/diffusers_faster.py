@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from ..config import check
 from ._common import cache_entry_applies, install_diffusers_cache
-from .registry import Method, register_method
+from .registry import Knob, Method, register_method
 
 
 @dataclass
@@ -42,5 +42,6 @@ def suggest(trial, ctx) -> dict:
 register_method(Method(
     section="cache", name="diffusers_faster", config=DiffusersFasterCacheConfig, install=install_diffusers_cache, suggest=suggest,
     applies=cache_entry_applies("diffusers_faster", families=("dit-video",), needs_cache_mixin=True),
+    knob=Knob("cache.spatial_attention_block_skip_range", +1),
     example=DiffusersFasterCacheConfig(spatial_attention_block_skip_range=2, timestep_skip_end=1000),
 ))

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from ..config import check
 from ._common import cache_entry_applies, install_diffusers_cache, thresholds
-from .registry import Method, register_method
+from .registry import Knob, Method, register_method
 
 
 @dataclass
@@ -35,5 +35,6 @@ def suggest(trial, ctx) -> dict:
 register_method(Method(
     section="cache", name="diffusers_first_block", config=DiffusersFirstBlockCacheConfig, install=install_diffusers_cache,
     suggest=suggest, applies=cache_entry_applies("diffusers_first_block", needs_cache_mixin=True),
+    knob=Knob("cache.threshold", +1),
     example=DiffusersFirstBlockCacheConfig(threshold=10.0),
 ))

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from ..config import check
 from ._common import cache_entry_applies, install_diffusers_cache
-from .registry import Method, register_method
+from .registry import Knob, Method, register_method
 
 
 @dataclass
@@ -98,6 +98,6 @@ def show(cfg) -> str:
 
 register_method(Method(
     section="cache", name="diffusers_mag", config=DiffusersMagCacheConfig, install=install_diffusers_cache,
-    suggest=suggest, applies=applies, presets=presets, show=show,
+    suggest=suggest, applies=applies, presets=presets, show=show, knob=Knob("cache.threshold", +1),
     example=DiffusersMagCacheConfig(threshold=10.0, retention_ratio=0.0, mag_ratios=[1.0, 1.0, 1.0]),
 ))

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from ..config import check
 from ._common import cache_entry_applies, install_diffusers_cache, schedule
-from .registry import Method, register_method
+from .registry import Knob, Method, register_method
 
 
 @dataclass
@@ -42,5 +42,6 @@ def suggest(trial, ctx) -> dict:
 register_method(Method(
     section="cache", name="diffusers_taylorseer", config=DiffusersTaylorSeerConfig, install=install_diffusers_cache,
     suggest=suggest, applies=cache_entry_applies("diffusers_taylorseer", needs_cache_mixin=True),
+    knob=Knob("cache.cache_interval", +1),
     example=DiffusersTaylorSeerConfig(cache_interval=2, disable_cache_before_step=1),
 ))

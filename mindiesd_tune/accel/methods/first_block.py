@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from ..config import check
 from ._common import cache_entry_applies, thresholds
-from .registry import Method, register_method
+from .registry import Knob, Method, register_method
 
 WARMUP_STEPS = (0, 4)
 MAX_CACHED_CHOICES = (-1, 4, 8, 12)
@@ -104,6 +104,6 @@ def presets(ctx) -> list[dict]:
 
 register_method(Method(
     section="cache", name="first_block", config=FirstBlockCacheConfig, install=install, suggest=suggest,
-    applies=cache_entry_applies("first_block"), presets=presets,
+    applies=cache_entry_applies("first_block"), presets=presets, knob=Knob("cache.threshold", +1),
     example=FirstBlockCacheConfig(threshold=10.0, warmup_steps=1),
 ))

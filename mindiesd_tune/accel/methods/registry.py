@@ -17,6 +17,29 @@ from typing import Any, Callable, Iterator
 
 
 @dataclass(frozen=True)
+class Knob:
+    """The one trial parameter of a method that trades quality for speed (its aggressiveness).
+
+    A study's front refinement (``tuner.refine``) moves a good point along it: bolder after a
+    feasible best, safer after a floor miss, in notches of the parameter's own distribution.
+
+    Attributes:
+        param: the trial parameter (``cache.threshold``); the method's ``suggest`` asks for it.
+        bolder: +1 when a larger value is faster and less faithful, -1 when a smaller one is.
+        off: a value that switches the method off rather than lying on the line (the steps
+            section's 0: the workload's own step count); a line never moves to or from it.
+    """
+
+    param: str
+    bolder: int
+    off: Any = None
+
+    def __post_init__(self) -> None:
+        if self.bolder not in (1, -1):
+            raise ValueError(f"Knob({self.param!r}): bolder must be +1 or -1, not {self.bolder!r}")
+
+
+@dataclass(frozen=True)
 class Section:
     """One key of an AccelConfig.
 
@@ -64,6 +87,9 @@ class Method:
         conflicts: entries (``section.name`` or a whole ``section``) it cannot be combined with.
         call_overrides: ``call_overrides(cfg) -> dict`` of generation settings a profile with
             this method must be called with (the steps section's step count).
+        knob: the ``Knob`` naming the parameter (one ``suggest`` asks for) that makes the
+            method faster and less faithful, and which way; a study refines its best points
+            along it. None: no single parameter does (quantisation, a mesh).
     """
 
     section: str
@@ -79,6 +105,7 @@ class Method:
     order: int | None = None
     conflicts: tuple[str, ...] = ()
     call_overrides: Callable[[Any], dict[str, Any]] = lambda cfg: {}
+    knob: Knob | None = None
 
     @property
     def install_order(self) -> int:
@@ -178,6 +205,7 @@ def _fmt(v) -> str:
 
 
 __all__ = [
+    "Knob",
     "Method",
     "Section",
     "field_text",

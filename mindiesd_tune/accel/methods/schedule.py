@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from ..config import check
 from ._common import cache_entry_applies
-from .registry import Method, register_method
+from .registry import Knob, Method, register_method
 
 BUDGETS = (0.25, 0.7)
 WARMUP_STEPS = (1, 4)
@@ -106,6 +106,6 @@ def show(cfg) -> str:
 
 register_method(Method(
     section="cache", name="schedule", config=ScheduleCacheConfig, install=install, suggest=suggest,
-    applies=applies, presets=presets, show=show,
+    applies=applies, presets=presets, show=show, knob=Knob("cache.budget", -1),  # a smaller budget computes fewer steps
     example=ScheduleCacheConfig(compute_steps=[0, 2], budget=0.67),
 ))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import check
-from .registry import Method, register_method
+from .registry import Knob, Method, register_method
 
 SCHEDULERS = ("default", "euler", "dpmsolver++", "unipc")
 DEFAULT_SCHEDULERS = ("default", "euler")
@@ -67,4 +67,5 @@ def call_overrides(cfg: StepsConfig) -> dict:
 register_method(Method(
     section="steps", name="steps", config=StepsConfig, install=install, suggest=suggest,
     example=StepsConfig(num_inference_steps=2, scheduler="euler"), call_overrides=call_overrides,
+    knob=Knob("steps.num_inference_steps", -1, off=0),  # 0 is the workload's own count, not a step count
 ))

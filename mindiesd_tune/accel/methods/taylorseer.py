@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from ..config import check, check_blocks, check_steps
 from ._common import cache_entry_applies, schedule
-from .registry import Method, register_method
+from .registry import Knob, Method, register_method
 
 
 @dataclass
@@ -62,6 +62,6 @@ def suggest(trial, ctx) -> dict:
 
 register_method(Method(
     section="cache", name="taylorseer", config=TaylorSeerConfig, install=install, suggest=suggest,
-    applies=cache_entry_applies("taylorseer"),
+    applies=cache_entry_applies("taylorseer"), knob=Knob("cache.step_interval", +1),
     example=TaylorSeerConfig(order=1, step_interval=2, step_start=1),
 ))

@@ -1,0 +1,203 @@
+"""Front refinement: bolder neighbours of the best feasible point, safer ones after a floor miss,
+bisection between them, no repeats, no refinement in random search, and knobs that exist."""
+
+import math
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from mindiesd_tune.search_spaces import SpaceContext, presets
+from mindiesd_tune.tuner import parse_budget, parse_floor, run_study
+from mindiesd_tune.tuner.refine import LINEAR_NOTCH, line_of, refinements
+
+COMPLETE, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
+FLOOR = "psnr>=40"
+DISTS = {
+    "cache.method": CategoricalDistribution(["none", "first_block"]),
+    "cache.threshold": FloatDistribution(0.01, 1.0, log=True),
+    "cache.warmup_steps": IntDistribution(0, 4),
+}
+
+
+def _point(threshold, warmup=2):
+    return {"cache.method": "first_block", "cache.threshold": threshold, "cache.warmup_steps": warmup}
+
+
+def _add(study, params, speedup=1.0, miss=0.0, queued=False, refined_from=None, state=COMPLETE, constraints=None):
+    """A finished trial as the driver stores it: ``miss`` > 0 breaks the floor by that much;
+    ``queued``: it was a preset or refinement point (enqueued, so Optuna keeps its fixed params)."""
+    attrs = {} if state == PRUNED else {"latency_s": 1.0 / speedup, "speedup": speedup, "speedup_low": 0.98 * speedup,
+                                        "speedup_high": 1.02 * speedup, "baseline_latency": {"median_s": 1.0}}
+    if state == PRUNED:
+        attrs["prune_reason"] = f"first prompt misses {FLOOR}"
+    if refined_from is not None:
+        attrs["refined_from"] = refined_from
+    study.add_trial(optuna.trial.create_trial(
+        state=state, params=params, distributions={k: DISTS[k] for k in params},
+        values=None if state == PRUNED else [1.0 / speedup, 40.0 - miss], user_attrs=attrs,
+        system_attrs={"fixed_params": params} if queued else None,
+        constraints=None if state == PRUNED else (constraints or {FLOOR: miss if miss > 0 else -1.0}),
+    ))
+    return study.trials[-1]
+
+
+def _study():
+    return optuna.create_study(directions=["minimize", "maximize"])
+
+
+def test_the_best_feasible_trial_gets_its_bolder_neighbour_and_others_none():
+    study = _study()
+    _add(study, _point(0.05), speedup=1.1)
+    best = _add(study, _point(0.08), speedup=1.2, queued=True)
+    slower = _add(study, _point(0.02), speedup=1.05)
+    [r] = refinements(study, best, [FLOOR])
+    # a threshold is a log float: one notch is a factor 1.3; everything else stays
+    assert r.params == _point(0.104) and r.refined_from == best.number and r.user_attrs == {"refined_from": best.number}
+    assert r.note() == f"refining trial {best.number} (first_block): cache.threshold 0.08 -> 0.104 (bolder)"
+    assert refinements(study, slower, [FLOOR]) == []
+
+
+def test_a_floor_miss_of_a_refinement_point_goes_halfway_back_to_its_parent():
+    study = _study()
+    parent = _add(study, _point(0.2), speedup=1.5, queued=True)
+    child = _add(study, _point(0.26), speedup=1.7, miss=2.0, queued=True, refined_from=parent.number)
+    [r] = refinements(study, child, [FLOOR])
+    assert r.params["cache.threshold"] == pytest.approx(math.sqrt(0.2 * 0.26), rel=1e-3)  # halfway on the log scale
+    assert r.refined_from == child.number and f"halfway to trial {parent.number}" in r.note()
+    # pruned for the floor counts as a miss as well
+    study = _study()
+    parent = _add(study, _point(0.2), speedup=1.5, queued=True)
+    pruned = _add(study, _point(0.26), queued=True, refined_from=parent.number, state=PRUNED)
+    assert refinements(study, pruned, [FLOOR])[0].params["cache.threshold"] == pytest.approx(0.228, rel=1e-3)
+
+
+def test_a_missed_preset_steps_one_notch_safer_and_a_sampled_miss_or_a_cap_is_left_alone():
+    study = _study()
+    preset = _add(study, _point(0.5), speedup=2.0, miss=5.0, queued=True)
+    [r] = refinements(study, preset, [FLOOR])
+    assert r.params["cache.threshold"] == pytest.approx(0.5 / 1.3, rel=1e-3) and r.why == "safer"
+    sampled = _add(study, _point(0.6), speedup=2.1, miss=6.0)  # the sampler's own point: its business
+    assert refinements(study, sampled, [FLOOR]) == []
+    capped = _add(study, _point(0.7), speedup=2.2, queued=True, constraints={FLOOR: -1.0, "memory": 3.0})
+    assert refinements(study, capped, [FLOOR]) == []
+
+
+def test_a_bolder_step_bisects_toward_a_known_miss_and_the_line_ends_at_the_minimum_notch():
+    study = _study()
+    _add(study, _point(0.25), speedup=1.8, miss=1.0, queued=True)
+    best = _add(study, _point(0.2), speedup=1.6, queued=True)
+    [r] = refinements(study, best, [FLOOR])
+    assert 0.2 < r.params["cache.threshold"] < 0.25  # halfway, not a whole notch past the miss
+    assert r.params["cache.threshold"] == pytest.approx(math.sqrt(0.2 * 0.25), rel=1e-3)
+    # the miss is now under 2% of the log range away: nothing left to bisect
+    study = _study()
+    _add(study, _point(0.21), speedup=1.8, miss=1.0, queued=True)
+    best = _add(study, _point(0.2), speedup=1.6, queued=True)
+    assert refinements(study, best, [FLOOR]) == []
+
+
+def test_a_knob_at_its_edge_gives_way_to_the_next_section_and_a_miss_goes_back_along_its_own():
+    dists = {"cache.method": CategoricalDistribution(["none", "block_cache"]), "cache.step_interval": IntDistribution(2, 5),
+             "sparse.method": CategoricalDistribution(["none", "topk"]), "sparse.ratio": FloatDistribution(0.3, 0.9)}
+    study = _study()
+    point = {"cache.method": "block_cache", "cache.step_interval": 5, "sparse.method": "topk", "sparse.ratio": 0.5}
+    study.add_trial(optuna.trial.create_trial(params=point, distributions=dists, values=[0.5, 40.0],
+                                              user_attrs={"latency_s": 0.5, "speedup": 2.0}, constraints={FLOOR: -1.0}))
+    [r] = refinements(study, study.trials[-1], [FLOOR])  # the cache interval is at its top: the ratio moves
+    assert r.param == "sparse.ratio" and r.params["sparse.ratio"] == pytest.approx(0.5 + LINEAR_NOTCH * 0.6)
+    missed = {**point, "cache.step_interval": 4, "sparse.ratio": r.params["sparse.ratio"]}
+    study = _study()
+    study.add_trial(optuna.trial.create_trial(params={**point, "cache.step_interval": 4}, distributions=dists,
+                                              values=[0.6, 40.0], user_attrs={"latency_s": 0.6, "speedup": 1.7},
+                                              constraints={FLOOR: -1.0}))
+    study.add_trial(optuna.trial.create_trial(params=missed, distributions=dists, values=[0.5, 39.0],
+                                              user_attrs={"latency_s": 0.5, "speedup": 2.0, "refined_from": 0},
+                                              system_attrs={"fixed_params": missed}, constraints={FLOOR: 1.0}))
+    # the cache interval could step back too, but the ratio is the line this point came along
+    [back] = refinements(study, study.trials[-1], [FLOOR])
+    assert back.param == "sparse.ratio" and back.params["sparse.ratio"] == pytest.approx(0.5 + LINEAR_NOTCH * 0.3)
+
+
+def test_no_point_is_queued_twice():
+    study = _study()
+    best = _add(study, _point(0.08), speedup=1.2, queued=True)
+    study.enqueue_trial(_point(0.104))
+    assert refinements(study, best, [FLOOR]) == []
+    study = _study()
+    _add(study, _point(0.104), speedup=1.1, queued=True)  # tried already (slower, so not a bound)
+    best = _add(study, _point(0.08), speedup=1.2, queued=True)
+    assert refinements(study, best, [FLOOR]) == []
+
+
+def test_notches_follow_the_distribution_and_stay_inside_it():
+    ints = line_of(IntDistribution(2, 5))
+    assert ints.at(ints.to_u(3) + ints.notch) == 4 and ints.top == 3
+    steps = line_of(CategoricalDistribution([0, 7, 8, 9]), off=0)  # 0 is "the workload's own count"
+    assert steps.at(steps.to_u(7) + steps.notch) == 8 and steps.at(0) == 7
+    assert line_of(CategoricalDistribution(["", "0", "0,-1"])) is None
+    linear = line_of(FloatDistribution(0.25, 0.7))
+    assert linear.at(linear.to_u(0.35) - linear.notch) == pytest.approx(0.35 - LINEAR_NOTCH * 0.45)
+    # at the edge of its range a knob has nowhere bolder to go
+    study = _study()
+    edge = {"cache.method": "first_block", "cache.threshold": 1.0, "cache.warmup_steps": 2}
+    assert refinements(study, _add(study, edge, speedup=3.0, queued=True), [FLOOR]) == []
+
+
+def _context():
+    steps = 8
+    return SpaceContext(n_blocks=4, num_inference_steps=steps, schedulers=("default", "euler"), unet_branches=2,
+                        thresholds=(0.02, 0.5), cache_mixin=True, sparse_tokens=1024, family="dit-image", device="cpu",
+                        dtype="float32", mag_ratios=tuple([1.0] * steps), step_change=tuple(0.1 * (i + 1) for i in range(steps)),
+                        first_block_change=tuple([0.05] * steps))
+
+
+def test_every_knob_is_a_parameter_its_methods_suggest_asks_for():
+    from mindiesd_tune.accel.methods import methods
+
+    with_knobs = [m for m in methods() if m.knob is not None]
+    assert {m.key for m in with_knobs} >= {
+        "steps.steps", "cache.first_block", "cache.block_cache", "cache.schedule", "cache.diffusers_mag",
+        "cache.diffusers_first_block", "cache.taylorseer", "cache.diffusers_taylorseer", "sparse.topk", "sparse.local",
+        "sparse.adaptive"}
+    ctx = _context()
+    for m in with_knobs:
+        assert m.suggest is not None, m.key
+        study = optuna.create_study()
+        trial = study.ask()  # a real Optuna trial: it records what was asked, with its distribution
+        m.suggest(trial, ctx)
+        assert m.knob.param in trial.distributions, m.key
+        assert line_of(trial.distributions[m.knob.param], m.knob.off) is not None, m.key
+
+
+def fake_study(out, budget, **kw):
+    kw.setdefault("isolate", False)
+    kw.setdefault("floors", [parse_floor(FLOOR)])
+    return run_study("fake", parse_budget(budget), out, worker_factory="fakes:make_fake", **kw)
+
+
+def test_the_best_preset_is_refined_next_and_the_pick_beats_every_preset(tmp_path):
+    lines = []
+    outcome = fake_study(tmp_path, "14t", log=lines.append, progress=False)
+    study = outcome.study
+    queued = len(presets("dit-image"))
+    first = study.trials[queued]  # the first trial after the presets
+    preset = study.trials[first.user_attrs["refined_from"]]
+    assert preset.number < queued and preset.params["cache.method"] == "first_block"
+    assert first.params == {**preset.params, "cache.threshold": pytest.approx(preset.params["cache.threshold"] * 1.3, rel=1e-3)}
+    assert any(line.startswith(f"refining trial {preset.number} (first_block): cache.threshold") for line in lines)
+    # the line runs up to the floor and back: some refinement point missed it and was bisected
+    refined = [t for t in study.trials if "refined_from" in t.user_attrs]
+    assert any("halfway to trial" in line for line in lines) and len(refined) >= 4
+    presets_best = max(t.user_attrs["speedup"] for t in study.trials[:queued]
+                       if t.state == COMPLETE and all(v <= 0 for v in t.constraints.values()))
+    assert outcome.profile.measured["speedup"] > 1.2 * presets_best
+    # the trial budget holds, refinements included
+    assert len([t for t in study.trials if t.state in (COMPLETE, PRUNED)]) == 14
+
+
+def test_random_search_does_no_refinement(tmp_path):
+    lines = []
+    study = fake_study(tmp_path, "10t", sampler="random", log=lines.append, progress=False).study
+    assert not [t for t in study.trials if "refined_from" in t.user_attrs]
+    assert not [line for line in lines if line.startswith("refining")]

@@ -201,3 +201,14 @@ def test_random_search_does_no_refinement(tmp_path):
     study = fake_study(tmp_path, "10t", sampler="random", log=lines.append, progress=False).study
     assert not [t for t in study.trials if "refined_from" in t.user_attrs]
     assert not [line for line in lines if line.startswith("refining")]
+
+
+def test_a_point_one_notch_safer_of_a_miss_bisects_toward_it_instead_of_stopping():
+    # what a study does: a preset misses, its safer neighbour (one notch back) meets the floor
+    # and is the best; the miss lies exactly one notch away, give or take rounding
+    study = _study()
+    preset = _add(study, _point(0.5), speedup=2.4, miss=1.0, queued=True)
+    [safer] = refinements(study, preset, [FLOOR])
+    best = _add(study, safer.params, speedup=2.2, queued=True, refined_from=preset.number)
+    [r] = refinements(study, best, [FLOOR])
+    assert r.why == "bolder" and safer.params["cache.threshold"] < r.params["cache.threshold"] < 0.5

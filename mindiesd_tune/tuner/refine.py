@@ -103,7 +103,9 @@ def _neighbour(study, trial, method: str, knob, line: _Line, direction: int, why
     if direction > 0:  # not past a known miss: halfway to the nearest one within a notch
         misses = [(v, n) for v, n, ok in others if (v - u) * toward > 0 and ok is False]
         bound = min(misses, key=lambda m: abs(m[0] - u), default=None)
-        if bound is not None and abs(bound[0] - u) > line.notch:
+        # a point placed one notch safer of a miss has that miss a notch away give or take the
+        # rounding of stored values (4 significant digits): still a bisection, not a step onto it
+        if bound is not None and abs(bound[0] - u) > line.notch * 1.01:
             bound = None
     else:  # halfway back to the nearest feasible point, normally the one it was refined from
         good = [(v, n) for v, n, ok in others if (v - u) * toward > 0 and ok is True]

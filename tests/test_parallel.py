@@ -228,3 +228,43 @@ def test_valid_meshes_and_supported_axes(demo_flux):
     assert {"cfg2xulysses2", "ulysses4", "cfg2xulysses2xvae4"} <= four
     assert not any("ring" in m or "tensor" in m for m in four)
     assert valid_meshes(demo_flux.pipe, demo_flux.generation, 4)[0].describe() == "single"
+
+
+def _cfg_calls_scenario(rank, world):
+    """Denoiser calls each rank computes per pipeline call under cfg2, guided and unguided."""
+    from mindiesd_tune.accel.parallel import install_parallel
+    from mindiesd_tune.models import load
+
+    loaded = load("demo-flux", device="cpu")
+    pipe = loaded.pipe
+    unguided = {**loaded.generation, "true_cfg_scale": 1.0}
+    ref_unguided = _latents_with(loaded, unguided)
+    undo = install_parallel(pipe, ParallelConfig(cfg=2))
+    calls = []
+    # the first block runs only when a call is computed (a skipped branch returns a placeholder)
+    hook = pipe.transformer.transformer_blocks[0].register_forward_pre_hook(lambda *a: calls.append(1))
+    _latents(loaded)
+    guided_calls = len(calls)
+    calls.clear()
+    got_unguided = _latents_with(loaded, unguided)
+    hook.remove()
+    undo()
+    return {"guided_calls": guided_calls, "unguided_calls": len(calls),
+            "unguided_diff": (got_unguided - ref_unguided).abs().max().item(),
+            "probe_removed": "encode_prompt" not in pipe.__dict__}
+
+
+def _latents_with(loaded, generation):
+    out = loaded.pipe(prompt=PROMPT, generator=torch.Generator().manual_seed(0), output_type="latent",
+                      **{**generation, "num_inference_steps": STEPS})
+    return out.images.clone()
+
+
+def test_true_cfg_splits_from_the_first_step_when_the_spec_probes_the_branches():
+    # FluxPipeline encodes the negative prompt exactly when true CFG is on, so each rank runs
+    # one branch in every step, the first included; with guidance off both run every step whole
+    results = run_ranks(_cfg_calls_scenario, 2)
+    for r in results:
+        assert r["guided_calls"] == STEPS, r
+        assert r["unguided_calls"] == STEPS and r["unguided_diff"] == 0.0, r
+        assert r["probe_removed"], r

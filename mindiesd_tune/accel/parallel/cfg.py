@@ -11,8 +11,9 @@ Hooks on the denoiser, so every pipeline of a CFG kind works without a copy of i
   the two outputs are exchanged at the ``uncond`` call, where the placeholder is resized and
   filled in place. The pipeline combines ``cond`` and ``uncond`` only after both calls, so by
   then it holds the real values. Whether a step has an ``uncond`` call at all (guidance may
-  be off for one call) is only known after its first step, so the first step of every
-  pipeline call runs whole on both ranks.
+  be off for one call) is read from the pipeline spec's ``branch_probe`` where it names one
+  (Flux encodes one prompt per branch before the loop); otherwise it is only known after the
+  first step, so the first step of every pipeline call runs whole on both ranks.
 """
 
 from __future__ import annotations
@@ -61,6 +62,16 @@ def _replace_first(out, tensor: torch.Tensor):
     return type(out)((*out[:i], tensor, *out[i + 1:]))
 
 
+def _output_like(sample: torch.Tensor, kwargs: dict):
+    """A denoiser's output holding ``sample``, in the form diffusers models return it: a tuple
+    under ``return_dict=False`` (what pipelines pass), else ``Transformer2DModelOutput``."""
+    if kwargs.get("return_dict", True) is False:
+        return (sample,)
+    from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+    return Transformer2DModelOutput(sample=sample)
+
+
 class _BatchedCFGHook(ModelHook):
     """Each cfg rank runs its half of a doubled batch; the halves are gathered."""
 
@@ -100,6 +111,7 @@ class _Context(StateManager):
 class _CallState:
     saw_cond: bool = False
     paired: bool = False  # an uncond call followed a cond one: the pipeline runs true CFG
+    probed: int = 0  # calls of the spec's branch probe since the last pipeline call ended
     template: Any = None  # a whole output of this call, to give placeholders its structure
     own: torch.Tensor | None = None  # rank 0: this step's cond output
     pending: torch.Tensor | None = None  # rank 1: the placeholder the pipeline holds as cond
@@ -113,15 +125,18 @@ class _SeparateCFGHook(ModelHook):
 
     _is_stateful = True
 
-    def __init__(self, group, rank: int, counter: CommCounter):
+    def __init__(self, group, rank: int, counter: CommCounter, probed: bool = False):
         super().__init__()
         self.group, self.rank, self.counter = group, rank, counter
+        self.probed = probed  # the branch probe is counted: two calls mean both branches run
         self.context = _Context(_CallState)
         self.state = _CallState()
 
     def new_forward(self, module, *args, **kwargs):
         name, st = self.context.name(), self.state
         run = self.fn_ref.original_forward
+        if self.probed and name == "cond" and not st.saw_cond:
+            st.paired = st.probed >= 2  # known before the first step: no whole first step
         if name not in ("cond", "uncond") or (name == "cond" and not st.paired):
             st.saw_cond = st.saw_cond or name == "cond"
             out = run(*args, **kwargs)
@@ -134,7 +149,12 @@ class _SeparateCFGHook(ModelHook):
             if self.rank == 0:
                 out = run(*args, **kwargs)
                 st.own = _first_tensor(out)
+                st.template = out
                 return out
+            if st.template is None:  # split from the first step (probed): no whole output seen yet
+                ref = args[0] if args and isinstance(args[0], torch.Tensor) else _first_tensor(kwargs)
+                st.pending = torch.empty(0, dtype=ref.dtype, device=ref.device)
+                return _output_like(st.pending, kwargs)
             ref = _first_tensor(st.template)
             st.pending = torch.empty(0, dtype=ref.dtype, device=ref.device)
             return _replace_first(st.template, st.pending)
@@ -156,14 +176,35 @@ class _SeparateCFGHook(ModelHook):
         return module
 
 
-def install_cfg_parallel(model: torch.nn.Module, mode: str, group, rank: int, degree: int, counter: CommCounter):
-    """Put the CFG split of ``mode`` (``batched`` / ``separate``) on ``model``; returns the remover."""
+def install_cfg_parallel(model: torch.nn.Module, mode: str, group, rank: int, degree: int, counter: CommCounter,
+                         pipe=None, probe: str | None = None):
+    """Put the CFG split of ``mode`` (``batched`` / ``separate``) on ``model``; returns the remover.
+
+    ``probe``: for ``separate``, the ``pipe`` method called once per branch before the loop
+    (``PipelineSpec.branch_probe``); its calls are counted through an instance attribute.
+    """
+    probing = mode == "separate" and probe is not None and pipe is not None and callable(getattr(pipe, probe, None))
     if mode == "separate":
-        hook = _SeparateCFGHook(group, rank, counter)
+        hook = _SeparateCFGHook(group, rank, counter, probed=probing)
     elif mode == "batched":
         hook = _BatchedCFGHook(model, group, rank, degree, counter)
     else:
         raise ValueError(f"cfg parallel: the pipeline runs CFG {mode!r}, which has no branches to split")
     registry = HookRegistry.check_if_exists_or_initialize(model)
     registry.register_hook(hook, HOOK_NAME)
-    return lambda: registry.remove_hook(HOOK_NAME, recurse=False)
+    counted = None
+    if probing:
+        original = getattr(pipe, probe)
+
+        def counted(*args, **kwargs):
+            hook.state.probed += 1
+            return original(*args, **kwargs)
+
+        object.__setattr__(pipe, probe, counted)
+
+    def remove() -> None:
+        if counted is not None and pipe.__dict__.get(probe) is counted:
+            del pipe.__dict__[probe]
+        registry.remove_hook(HOOK_NAME, recurse=False)
+
+    return remove

@@ -103,10 +103,16 @@ class PipelineSpec:
         scheduler_args: the keyword arguments besides the step count it hands to the
             scheduler's ``set_timesteps`` (through ``retrieve_timesteps``), e.g. ``sigmas``
             and ``mu``; a replacement scheduler must accept them.
+        branch_probe: for ``separate`` pipelines, the pipeline method called once per CFG
+            branch before the denoising loop (FluxPipeline's ``encode_prompt``, called a second
+            time for the negative prompt exactly when true CFG is on). CFG parallel counts its
+            calls to know from the first step whether an unconditional call follows; None:
+            that is learned from the first step, which then runs whole on every rank.
     """
 
     cfg: str
     scheduler_args: tuple[str, ...] = ()
+    branch_probe: str | None = None
 
     def __post_init__(self):
         if self.cfg not in CFG_MODES:

@@ -29,7 +29,9 @@ def _token_grid(pipe, generation):
     return (int(height) // factor, int(width) // factor)
 
 
-_TRUE_CFG = PipelineSpec("separate", ("sigmas", "mu"))  # true_cfg_scale > 1: one call per branch
+# true_cfg_scale > 1 with a negative prompt: one denoiser call per branch, and encode_prompt
+# called once more for the negative prompt before the loop
+_TRUE_CFG = PipelineSpec("separate", ("sigmas", "mu"), branch_probe="encode_prompt")
 _DISTILLED = PipelineSpec("none", ("sigmas", "mu"))  # guidance embedded, no negative branch
 
 SPEC = register_denoiser(DenoiserSpec(

@@ -154,12 +154,15 @@ def test_a_dead_machines_trial_is_failed_by_heartbeat_and_its_point_run_again(po
     survivor = threading.Thread(target=survive, daemon=True)
     try:
         baseline = _wait_for("trial 0 running", lambda: [t for t in trials() if t.state == RUNNING and t.params])[0]
+        # the whole point as it was queued: a running trial's params fill in one by one as it
+        # suggests them, so reading them now could catch half a point
+        point = baseline.system_attrs["fixed_params"]
         # ask for that point again, so the other machine reaches it while the first still runs it
-        optuna.load_study(study_name="shared", storage=storage).enqueue_trial(baseline.params)
+        optuna.load_study(study_name="shared", storage=storage).enqueue_trial(point)
         survivor.start()
         # the survivor first runs the presets queued ahead of that point: give a slow machine time
         _wait_for("the survivor waiting on the same point", lambda: [
-            t for t in trials() if t.number > 0 and t.state == RUNNING and t.params == baseline.params], timeout=600.0)
+            t for t in trials() if t.number > 0 and t.state == RUNNING and t.params == point], timeout=600.0)
         time.sleep(4)  # past the grace period: the live machine's heartbeats keep its trial running
         assert trials()[0].state == RUNNING
         doomed.kill()  # SIGKILL: no clean-up, the trial stays RUNNING in storage
@@ -176,9 +179,9 @@ def test_a_dead_machines_trial_is_failed_by_heartbeat_and_its_point_run_again(po
     study = trials()
     assert study[0].state == FAIL and not [t for t in study if t.state == RUNNING]
     requeued = [t for t in study if t.user_attrs.get("requeued_from") == 0]
-    assert len(requeued) == 1 and requeued[0].params == baseline.params
+    assert len(requeued) == 1 and requeued[0].params == point
     # the dead trial's point was evaluated again, once, by the survivor
-    evaluated = [t for t in study if t.params == baseline.params and t.state == COMPLETE and "repeat_of" not in t.user_attrs]
+    evaluated = [t for t in study if t.params == point and t.state == COMPLETE and "repeat_of" not in t.user_attrs]
     assert len(evaluated) == 1 and evaluated[0].number > 0
     # the budget is complete: neither the dead trial nor a repeat counts
     counted = [t for t in study if t.number != 0 and not t.user_attrs.get("over_budget") and "repeat_of" not in t.user_attrs]

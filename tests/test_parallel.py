@@ -20,8 +20,8 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return math.inf if mse == 0 else 10 * math.log10(1 / mse)
 
 
-def _latents(loaded):
-    gen = {**loaded.generation, "num_inference_steps": STEPS}
+def _latents(loaded, generation=None):
+    gen = {**(generation or loaded.generation), "num_inference_steps": STEPS}
     out = loaded.pipe(prompt=PROMPT, generator=torch.Generator().manual_seed(0), output_type="latent", **gen)
     return (out.frames if loaded.is_video else out.images).clone()
 
@@ -238,7 +238,7 @@ def _cfg_calls_scenario(rank, world):
     loaded = load("demo-flux", device="cpu")
     pipe = loaded.pipe
     unguided = {**loaded.generation, "true_cfg_scale": 1.0}
-    ref_unguided = _latents_with(loaded, unguided)
+    ref_unguided = _latents(loaded, unguided)
     undo = install_parallel(pipe, ParallelConfig(cfg=2))
     calls = []
     # the first block runs only when a call is computed (a skipped branch returns a placeholder)
@@ -246,18 +246,12 @@ def _cfg_calls_scenario(rank, world):
     _latents(loaded)
     guided_calls = len(calls)
     calls.clear()
-    got_unguided = _latents_with(loaded, unguided)
+    got_unguided = _latents(loaded, unguided)
     hook.remove()
     undo()
     return {"guided_calls": guided_calls, "unguided_calls": len(calls),
             "unguided_diff": (got_unguided - ref_unguided).abs().max().item(),
             "probe_removed": "encode_prompt" not in pipe.__dict__}
-
-
-def _latents_with(loaded, generation):
-    out = loaded.pipe(prompt=PROMPT, generator=torch.Generator().manual_seed(0), output_type="latent",
-                      **{**generation, "num_inference_steps": STEPS})
-    return out.images.clone()
 
 
 def test_true_cfg_splits_from_the_first_step_when_the_spec_probes_the_branches():

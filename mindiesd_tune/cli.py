@@ -135,6 +135,8 @@ def tune(
     repeats: int = typer.Option(3, min=1, help="timed calls per trial (the median is reported)"),
     warmup: int = typer.Option(1, min=0, help="untimed calls before timing"),
     prune_margin: float = typer.Option(0.05, min=0.0, help="prune after the first prompt when it misses a floor by more than this fraction"),
+    confirm_precision: float = typer.Option(0.1, min=0.0, max=1.0, help="re-time the points near the front until the "
+                                            "speed-up's 95 percent interval is within this share of it (0: one fixed pass)"),
     clip_model: Optional[str] = typer.Option(None, help="CLIP for the clip metric: demo-clip, NAME:/path/weights, local-dir:/path (default demo-clip for demo models)"),
     interleave: bool = typer.Option(True, help="time the baseline alternately with every trial, so speed-ups are ratios from one run"),
     baseline_cache: Optional[Path] = typer.Option(None, help="folder caching baseline outputs across studies (default ~/.cache/mindiesd-tune/baselines; --no-baseline-cache to compute per study)"),
@@ -178,6 +180,7 @@ def tune(
             seed=seed, device=device, dtype=dtype, warmup=warmup, repeats=repeats, resume=resume,
             allow_download=allow_download, workers=workers, devices=devices, storage=storage, study_name=study_name, pick_how=pick,
             prune_margin=prune_margin if prune_margin > 0 else None, isolate=isolate, quiet=quiet,
+            confirm_precision=confirm_precision or None,
             clip_model=clip_model, interleave=interleave,
             baseline_cache=None if cache is None else str(cache),
             log=lambda line: con.print(line, markup=False),
@@ -402,6 +405,9 @@ def bench(
     json_out: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
     repeats: int = typer.Option(3, min=1, help="timed calls of each (the median is reported)"),
     warmup: int = typer.Option(1, min=0, help="untimed calls before timing"),
+    precision: float = typer.Option(0.1, min=0.0, help="time more rounds, prompts taking turns, until the speed-up's "
+                                    "interval is within this share of it (0: exactly --repeats rounds per prompt)"),
+    max_seconds: float = typer.Option(300.0, "--max-seconds", min=0.0, help="stop adding rounds after about this long"),
     device: Optional[str] = typer.Option(None, help="cuda, npu or cpu (default: the best available)"),
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: the profile's dtype)"),
     force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
@@ -424,8 +430,12 @@ def bench(
     A profile tuned for another model (pipeline, family or weights fingerprint) is refused
     unless --force; one tuned on another machine only warns. Each model call is a line on stderr.
 
+    Timing goes on past --repeats rounds per prompt until the speed-up's 95% interval is within
+    --precision of it (or --max-seconds ran out), as the tuner's confirmation does.
+
     The JSON object has the fields baseline_s, profile_s, speedup (the median ratio of interleaved
-    baseline/profile calls on every prompt) with its interval speedup_low/speedup_high, the spread
+    baseline/profile calls on every prompt) with its interval speedup_low/speedup_high, rounds
+    (the interleaved pairs timed), the spread
     and CPU time of each side, one field per quality metric (an identical output's PSNR is the
     string "inf"), plus tuned_speedup(_low/_high), what the profile recorded when it was frozen.
     """
@@ -476,7 +486,8 @@ def bench(
         if not lead_or_follow(ev):
             return  # a following rank: it ran rank 0's meshed calls
     try:
-        result, tuned, base_metrics, cmp = _bench_measure(ev, prof, model, profile, prompts, repeats, mismatches)
+        result, tuned, base_metrics, cmp = _bench_measure(ev, prof, model, profile, prompts, repeats, mismatches,
+                                                          precision or None, max_seconds)
     finally:
         if in_rank_group():
             from .tuner.rankgroup import stop_followers
@@ -485,7 +496,7 @@ def bench(
     _bench_print(result, tuned, base_metrics, cmp, json_out, model, profile, prompts, repeats, prof, ev)
 
 
-def _bench_measure(ev, prof, model, profile, prompts, repeats, mismatches):
+def _bench_measure(ev, prof, model, profile, prompts, repeats, mismatches, precision=None, max_s=None):
     import warnings
 
     with warnings.catch_warnings():
@@ -495,7 +506,7 @@ def _bench_measure(ev, prof, model, profile, prompts, repeats, mismatches):
         with _call_lines(ev, "profile"):
             tuned = ev.evaluate(prof.accel)
         with _call_lines(ev, "interleaved"):
-            cmp = ev.confirm(prof.accel, repeats)
+            cmp = ev.confirm(prof.accel, repeats, precision=precision, max_s=max_s)
     baseline_s, profile_s = cmp.baseline.median_s, cmp.candidate.median_s
     result = {
         "model": model,
@@ -503,6 +514,7 @@ def _bench_measure(ev, prof, model, profile, prompts, repeats, mismatches):
         "device": str(ev.device),
         "prompts": len(prompts),
         "repeats": repeats,
+        "rounds": len(cmp.ratios or []),  # interleaved pairs timed, over every prompt
         "baseline_s": _significant(baseline_s),
         "profile_s": _significant(profile_s),
         "speedup": _significant(cmp.speedup),

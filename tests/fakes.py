@@ -38,7 +38,7 @@ class FakeEvaluator:
         cand = LatencyStats(latency, 0.0, latency, [latency] * rounds, 1000, latency)
         return Comparison(base, cand, speedup, 0.0, speedup * (1 - width), speedup * (1 + width), [speedup] * rounds)
 
-    def confirm(self, config, repeats):
+    def confirm(self, config, repeats, precision=None, max_s=None):
         self.confirmed.append(config)
         return self._comparison(self._latency(config.cache), 0.01, 2 * repeats)
 

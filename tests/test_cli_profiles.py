@@ -121,7 +121,7 @@ def test_diff_lists_the_fields_that_differ(capsys, profiles):
 
 def test_bench_prints_one_json_object_with_baseline_profile_speedup_and_metrics(capsys, profiles):
     code, out, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["a"]), "--json",
-                         "--repeats", "1", "--warmup", "0", "--device", "cpu")
+                         "--repeats", "1", "--precision", "0", "--warmup", "0", "--device", "cpu")
     assert code == 0, err
     lines = out.strip().splitlines()
     assert len(lines) == 1
@@ -147,7 +147,7 @@ def test_bench_json_keeps_the_precision_of_fast_calls(capsys, profiles, monkeypa
 
     monkeypatch.setattr(evaluator.Evaluator, "confirm", confirm)
     code, out, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["a"]), "--json",
-                         "--repeats", "1", "--warmup", "0", "--device", "cpu")
+                         "--repeats", "1", "--precision", "0", "--warmup", "0", "--device", "cpu")
     assert code == 0, err
     r = json.loads(out)
     assert r["baseline_s"] == pytest.approx(1.23456789e-4, rel=1e-5)
@@ -169,7 +169,7 @@ def test_bench_refuses_a_profile_for_another_model_naming_the_fields(capsys, pro
 
 def test_bench_force_runs_another_models_profile_showing_each_call(capsys, profiles):
     code, out, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["elsewhere"]), "--force",
-                         "--repeats", "1", "--warmup", "0", "--device", "cpu")
+                         "--repeats", "1", "--precision", "0", "--warmup", "0", "--device", "cpu")
     assert code == 0, err
     rows = {line.split()[0]: line.split() for line in out.strip().splitlines()[1:] if line.strip()}
     assert rows["baseline"][3] == "1.00x" and rows["baseline"][4] == "identical"
@@ -184,7 +184,7 @@ def test_bench_force_runs_another_models_profile_showing_each_call(capsys, profi
 
 def test_bench_on_another_machine_only_warns(capsys, profiles):
     code, out, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["other-machine"]), "--json",
-                         "--repeats", "1", "--warmup", "0", "--device", "cpu")
+                         "--repeats", "1", "--precision", "0", "--warmup", "0", "--device", "cpu")
     assert code == 0, err
     assert "hardware.torch is" in err and json.loads(out)["mismatches"] == ["hardware.torch"]
 

@@ -88,7 +88,7 @@ def test_run_and_bench_launch_the_rank_group(tmp_path):
     assert diff.max() <= 1
     assert not list(tmp_path.glob("mesh-*.png"))
 
-    c = _cli("bench", "demo-flux", "--profile", mesh, "--json", "--repeats", "2", "--warmup", "0")
+    c = _cli("bench", "demo-flux", "--profile", mesh, "--json", "--repeats", "2", "--precision", "0", "--warmup", "0")
     assert c.returncode == 0, c.stderr[-2000:]
     lines = [line for line in c.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1

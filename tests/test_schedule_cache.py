@@ -200,3 +200,32 @@ def test_report_front_is_built_on_the_speedup_not_on_absolute_latency():
     assert "speed-up" in fig.layout.xaxis.title.text
     star = [t for t in fig.data if t.name == "chosen profile"][0]
     assert list(star.x) == [1.26]
+
+
+def test_budgets_that_choose_one_mask_are_one_configuration():
+    one = cfg(ScheduleCacheConfig(compute_steps=[0, 1, 5, 9], budget=0.386, warmup_steps=2))
+    same = cfg(ScheduleCacheConfig(compute_steps=[0, 1, 5, 9], budget=0.377, warmup_steps=1))
+    other = cfg(ScheduleCacheConfig(compute_steps=[0, 1, 4, 9], budget=0.386, warmup_steps=2))
+    extrapolated = cfg(ScheduleCacheConfig(compute_steps=[0, 1, 5, 9], budget=0.386, warmup_steps=2, taylor_order=1))
+    assert one.identity() == same.identity()
+    assert len({one.identity(), other.identity(), extrapolated.identity()}) == 3
+    assert one.to_dict() != same.to_dict()  # the profile still records what the mask was chosen with
+
+
+def test_a_trial_installing_an_earlier_trials_configuration_is_answered_from_storage():
+    from mindiesd_tune.tuner.study import _same_params
+
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    first = study.ask()
+    first.suggest_float("cache.budget", 0.25, 0.7)
+    first.set_user_attr("config_id", "mask 0,1,5,9")
+    first.set_user_attr("latency_s", 0.5)
+    study.tell(first, [0.5, 31.0])
+    other = study.ask()
+    other.suggest_float("cache.budget", 0.25, 0.7)
+    other.set_user_attr("config_id", "mask 0,1,4,9")
+    assert _same_params(study, other) is None
+    again = study.ask()
+    again.suggest_float("cache.budget", 0.25, 0.7)
+    again.set_user_attr("config_id", "mask 0,1,5,9")
+    assert again.params != first.params and _same_params(study, again).number == first.number

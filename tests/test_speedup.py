@@ -175,6 +175,46 @@ def test_confirmation_pools_every_prompt(tiny_evaluator):
     assert cmp.speedup_low <= cmp.speedup <= cmp.speedup_high
 
 
+def _scripted_compare(spreads):
+    """A stand-in for ``Evaluator._compare`` whose n-th batch of 4 rounds has ratios
+    2 +- spreads[n] (the last spread repeats), so the pooled interval narrows as scripted."""
+    from mindiesd_tune.metrics import Comparison
+
+    calls = []
+
+    def compare(config, prompt, seed, repeats):
+        w = spreads[min(len(calls), len(spreads) - 1)]
+        calls.append(prompt)
+        ratios = [2 - w, 2 + w, 2 - w / 2, 2 + w / 2]
+        stats = LatencyStats(1.0, 0.0, 1.0, [1.0] * 4)
+        return Comparison.of(stats, stats, ratios), None, {}
+
+    return compare, calls
+
+
+def test_confirmation_goes_on_until_its_interval_is_narrow_enough(tiny_evaluator, monkeypatch):
+    from mindiesd_tune.tuner.evaluator import CONFIRM_MAX_FACTOR
+
+    prompts = tiny_evaluator.workload.prompts
+    compare, calls = _scripted_compare([1.5, 1.5, 0.02])  # a noisy first pass, then quiet rounds
+    monkeypatch.setattr(tiny_evaluator, "_compare", compare)
+    plain = tiny_evaluator.confirm(cached(), 4)
+    assert len(calls) == len(prompts) and plain.relative_spread > 0.1  # no precision asked: one pass
+    calls.clear()
+    cmp = tiny_evaluator.confirm(cached(), 4, precision=0.1)
+    assert cmp.relative_spread <= 0.1 and len(cmp.ratios) == 4 * len(calls)
+    assert len(prompts) < len(calls) < CONFIRM_MAX_FACTOR * len(prompts)
+    assert calls[len(prompts):] == (prompts * 8)[:len(calls) - len(prompts)]  # the prompts take turns
+
+    compare, calls = _scripted_compare([1.5])  # never narrows: the round cap ends it
+    monkeypatch.setattr(tiny_evaluator, "_compare", compare)
+    assert tiny_evaluator.confirm(cached(), 4, precision=0.1).relative_spread > 0.1
+    assert len(calls) == CONFIRM_MAX_FACTOR * len(prompts)
+    calls.clear()
+    tiny_evaluator.confirm(cached(), 4, precision=0.1, max_s=0.0)  # no time for more than the first pass
+    assert len(calls) == len(prompts)
+
+
 def test_the_baseline_against_itself_on_a_machine_getting_busier_reads_one_with_balanced_rounds():
     from mindiesd_tune.tuner.evaluator import balanced
 
@@ -199,10 +239,11 @@ def test_confirmation_stops_starting_points_once_its_time_is_spent(tmp_path, mon
     study.set_user_attr("confirmed", {})  # as before the confirmation
 
     class SlowWorker:
-        calls = []
+        calls, asked = [], []
 
-        def confirm(self, config, repeats):
+        def confirm(self, config, repeats, precision=None, max_s=None):
             self.calls.append(config)
+            self.asked.append((precision, max_s))
             return TrialOutcome("ok", result={
                 "baseline": {"median_s": 1.0, "iqr_s": 0.0, "samples": [1.0] * repeats},
                 "candidate": {"median_s": 0.5, "iqr_s": 0.0, "samples": [0.5] * repeats},
@@ -213,3 +254,10 @@ def test_confirmation_stops_starting_points_once_its_time_is_spent(tmp_path, mon
     found = study_module.confirm_front(study, SlowWorker(), 6, log=notes.append, time_limit_s=0.0)
     assert len(SlowWorker.calls) == 1 and len(found) == 1  # the best point is always confirmed
     assert any("stay unconfirmed" in n for n in notes)
+    study.set_user_attr("confirmed", {})
+    SlowWorker.calls.clear()
+    SlowWorker.asked.clear()
+    study_module.confirm_front(study, SlowWorker(), 6, log=notes.append, time_limit_s=100.0)
+    # narrowed to the study's precision; the best point may take half of the time
+    assert SlowWorker.asked[0][0] == study_module.CONFIRM_PRECISION
+    assert 45.0 < SlowWorker.asked[0][1] <= 50.0 and len(SlowWorker.asked) > 1

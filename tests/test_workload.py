@@ -107,7 +107,7 @@ def test_tune_a_saved_folder_at_the_users_workload_and_bench_reproduces_it(which
     assert prof.study["prompts"] == ["a lighthouse on a cliff", "a bowl of ramen"] and prof.study["seeds"] == [3, 4]
 
     code, stdout, err = cli(capsys, "bench", str(folder), "--profile", str(out / "profile.yaml"), "--json",
-                            "--repeats", "1", "--warmup", "0", "--device", "cpu")
+                            "--repeats", "1", "--precision", "0", "--warmup", "0", "--device", "cpu")
     assert code == 0, err
     assert "16x32 px" in err and "2 steps" in err and "2 prompt(s), seeds 3,4" in err
     assert json.loads(stdout.strip().splitlines()[-1])["prompts"] == 2

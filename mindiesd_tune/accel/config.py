@@ -139,6 +139,20 @@ class AccelConfig:
             out.append((name, "off" if cfg == neutral else reg.method_of(cfg).describe(cfg)))
         return out
 
+    def identity(self) -> str:
+        """What the config does, as a canonical string: ``to_dict`` without the fields a
+        method's config only records (its ``records`` class attribute, such as the budget a
+        schedule's stored mask was chosen for). Two configs with one identity install the
+        same acceleration, so the tuner measures it once."""
+        import json
+
+        full = self.to_dict()
+        out = {}
+        for name, cfg in self.items():
+            drop = set(getattr(type(cfg), "records", ()))
+            out[name] = {k: v for k, v in full[name].items() if k not in drop}
+        return json.dumps(out, sort_keys=True, default=str)
+
     # ---- dict / YAML
     def to_dict(self) -> dict[str, Any]:
         reg = _registry()

@@ -194,6 +194,15 @@ class Comparison:
     speedup_high: float | None = None
     ratios: list[float] | None = None
 
+    @property
+    def relative_spread(self) -> float:
+        """How far the interval reaches from the speed-up, as a share of it (0.1: within ±10%);
+        inf without an interval."""
+        med, low, high = self.speedup, self.speedup_low, self.speedup_high
+        if low is None or high is None or not med or med != med:
+            return float("inf")
+        return max(high / med - 1.0, 1.0 - low / med)
+
     @classmethod
     def of(cls, baseline: LatencyStats, candidate: LatencyStats, ratios: list[float]) -> "Comparison":
         q1, _, q3 = quartiles(ratios) if ratios else (float("nan"),) * 3

@@ -21,6 +21,8 @@ DRIFT_SPREAD_FACTOR = 2.0
 DRIFT_LEVEL_SHARE = 0.15
 # Without interleaving the baseline is re-timed every this many trials, every trial when busy.
 RETIME_EVERY = 4
+# a confirmation that has not reached its precision stops after this many times its first pass
+CONFIRM_MAX_FACTOR = 8
 
 
 class TrialAborted(BaseException):
@@ -267,13 +269,31 @@ class Evaluator:
             timing={"repeats": repeats, "busy": busy},
         )
 
-    def confirm(self, config: accel.AccelConfig, repeats: int) -> Comparison:
+    def confirm(self, config: accel.AccelConfig, repeats: int, precision: float | None = None,
+                max_s: float | None = None) -> Comparison:
         """The full measurement of a promising point: ``repeats`` interleaved rounds against the
-        baseline on every prompt, pooled into one speed-up and its interval."""
+        baseline on every prompt, pooled into one speed-up and its interval.
+
+        With ``precision`` (0.1: the interval within ±10% of the speed-up), rounds go on, the
+        prompts taking turns, until the pooled interval is that narrow, the next batch would end
+        after ``max_s`` seconds, or ``CONFIRM_MAX_FACTOR`` times the first pass's rounds ran: on a
+        busy machine the interval narrows with more pairs where a fixed count leaves it wide.
+        """
         self.baseline  # noqa: B018
+        pairs = list(zip(self.workload.prompts, self.workload.seeds))
+        started = time.monotonic()
         with torch.inference_mode():
-            parts = [self._compare(config, p, s, repeats)[0] for p, s in zip(self.workload.prompts, self.workload.seeds)]
-        return Comparison.pooled(parts)
+            parts = [self._compare(config, p, s, repeats)[0] for p, s in pairs]
+            pooled = Comparison.pooled(parts)
+            first = len(parts)
+            while precision is not None and pooled.relative_spread > precision and len(parts) < CONFIRM_MAX_FACTOR * first:
+                spent = time.monotonic() - started
+                if max_s is not None and spent + spent / len(parts) > max_s:
+                    break
+                p, s = pairs[(len(parts) - first) % len(pairs)]
+                parts.append(self._compare(config, p, s, repeats)[0])
+                pooled = Comparison.pooled(parts)
+        return pooled
 
     def _compare(self, config: accel.AccelConfig, prompt: str, seed: int, repeats: int):
         """The baseline and ``config`` interleaved on one prompt -> (comparison, last candidate output,

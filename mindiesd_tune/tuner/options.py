@@ -58,6 +58,9 @@ class TuneOptions:
         repeats: timed calls per trial (the median is reported).
         interleave: time the baseline alternately with every trial, so a speed-up is a ratio
             measured in one run.
+        confirm_precision: before the pick, the points near the front are re-timed until the
+            speed-up's 95% interval is within this share of it (or the confirmation's time is
+            spent); None: one pass of a fixed number of rounds.
         clip_model: the CLIP model for the ``clip`` metric.
         baseline_cache: folder of the on-disk baseline store; None computes the baseline per study.
 
@@ -109,6 +112,7 @@ class TuneOptions:
     worker_factory: str | None = None
     clip_model: str | None = None
     interleave: bool = True
+    confirm_precision: float | None = 0.1
     baseline_cache: str | None = None
     heartbeat_interval: int = HEARTBEAT_INTERVAL
     grace_period: int = GRACE_PERIOD
@@ -141,6 +145,8 @@ class TuneOptions:
                 raise UserError(f"--workers {self.workers} does not divide --devices {self.devices}: each worker "
                                 "spans the same number of devices")
             self.ranks_per_worker(None)
+        if self.confirm_precision is not None and not 0 < self.confirm_precision < 1:
+            raise UserError(f"--confirm-precision {self.confirm_precision}: give a share between 0 and 1 (0.1: ±10%)")
         if self.sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {self.sampler!r} (known: {', '.join(SAMPLERS)})")
 

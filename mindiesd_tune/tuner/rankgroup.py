@@ -382,8 +382,9 @@ class RankGroupWorker:
     def evaluate(self, config_dict: dict, constraints_spec: dict | None = None, margin: float | None = None) -> TrialOutcome:
         return self._call(("eval", config_dict, constraints_spec, margin))
 
-    def confirm(self, config_dict: dict, repeats: int) -> TrialOutcome:
-        return self._call(("confirm", config_dict, repeats))
+    def confirm(self, config_dict: dict, repeats: int, precision: float | None = None,
+                max_s: float | None = None) -> TrialOutcome:
+        return self._call(("confirm", config_dict, repeats, precision, max_s))
 
     def abort(self) -> None:
         """Kill the group and with it the running trial; does not wait (safe from a signal handler)."""

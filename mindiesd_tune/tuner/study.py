@@ -56,8 +56,11 @@ CONFIRM_MAX = 3
 CONFIRM_MARGIN = 0.1
 # No further point is confirmed once the confirmation took this share of the search's own time
 # (at least this long); the best point is always confirmed.
-CONFIRM_SHARE = 0.2
+CONFIRM_SHARE = 0.25
 CONFIRM_MIN_S = 60.0
+# A confirmation goes on (more interleaved rounds) until its interval is within this share of
+# its speed-up or its share of that time is spent; the best point gets half of the time.
+CONFIRM_PRECISION = TuneOptions.confirm_precision
 # Identical outputs have infinite PSNR; Optuna wants finite objective values.
 PSNR_CAP = 100.0
 TrialState = optuna.trial.TrialState
@@ -420,7 +423,7 @@ class _StudyRun:
         if not self.interrupted:
             # even rounds: as many AB as BA; bounded by the time the search itself took
             confirm_front(study, pool[0], max(2 * opts.repeats, 6), log=self.ui.note,
-                          time_limit_s=max(CONFIRM_MIN_S, CONFIRM_SHARE * loop_seconds))
+                          time_limit_s=max(CONFIRM_MIN_S, CONFIRM_SHARE * loop_seconds), precision=opts.confirm_precision)
         for w in pool:
             w.close()
         busy = loop_seconds * len(pool)
@@ -480,27 +483,36 @@ def confirmation_candidates(study: optuna.Study) -> list[optuna.trial.FrozenTria
             or (speeds[t.number].high or 0) >= (best.low or best.speedup)]
     unique: dict = {}
     for t in near:
-        unique.setdefault(tuple(sorted(t.params.items())), t)
+        unique.setdefault(t.user_attrs.get("config_id") or tuple(sorted(t.params.items())), t)
     return list(unique.values())[:CONFIRM_MAX]
 
 
 def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str], None] = print,
-                  time_limit_s: float | None = None) -> dict:
+                  time_limit_s: float | None = None, precision: float | None = CONFIRM_PRECISION) -> dict:
     """Re-measure the confirmation candidates in the worker (it holds the loaded pipeline): more
-    interleaved rounds, every prompt. Stored in the study's ``confirmed`` attribute by trial number.
-    No candidate is started once ``time_limit_s`` has been spent; those left stay unconfirmed."""
+    interleaved rounds, every prompt, and with ``precision`` more rounds until the interval is
+    within that share of the speed-up (``Evaluator.confirm``). Stored in the study's
+    ``confirmed`` attribute by trial number. Within ``time_limit_s`` the best candidate gets
+    half of the time (all of it alone) and the others share what is left; no candidate is
+    started once the limit has been spent, and those left stay unconfirmed."""
     found = confirmations(study)
     todo = confirmation_candidates(study)
     if not todo:
         return found
-    log(f"confirming {len(todo)} point(s) near the front: {repeats} interleaved rounds on every prompt ...")
+    aim = f", until within ±{precision:.0%}" if precision else ""
+    log(f"confirming {len(todo)} point(s) near the front: {repeats} interleaved rounds on every prompt{aim} ...")
     started = time.monotonic()
     for i, t in enumerate(todo):
-        if time_limit_s is not None and i and time.monotonic() - started > time_limit_s:
-            log(f"confirmation used its {time_limit_s:.0f} s; trial(s) {', '.join(str(u.number) for u in todo[i:])} "
-                "stay unconfirmed")
-            break
-        outcome = worker.confirm(t.user_attrs.get("config") or config_from_params(t.params).to_dict(), repeats)
+        max_s = None
+        if time_limit_s is not None:
+            left = time_limit_s - (time.monotonic() - started)
+            if i and left <= 0:
+                log(f"confirmation used its {time_limit_s:.0f} s; trial(s) {', '.join(str(u.number) for u in todo[i:])} "
+                    "stay unconfirmed")
+                break
+            max_s = max(0.0, left / 2 if i == 0 and len(todo) > 1 else left / (len(todo) - i))
+        outcome = worker.confirm(t.user_attrs.get("config") or config_from_params(t.params).to_dict(), repeats,
+                                 precision=precision, max_s=max_s)
         if outcome.kind == INTERRUPTED:
             break
         if not outcome.ok:
@@ -681,10 +693,13 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> bool:
         trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
         study.tell(trial, state=TrialState.FAIL)
         return False
+    # stored before the call, so a worker proposing the same configuration meanwhile waits for this one
+    trial.set_user_attr("config", config.to_dict())
+    trial.set_user_attr("config_id", config.identity())
     earlier = _same_params(study, trial, check_stale=shared.fail_stale)
-    if earlier is not None:  # a sampler may propose a point again; answer it from storage
+    if earlier is not None:  # a point tried before, or one installing the same configuration: answer it from storage
         for key, value in earlier.user_attrs.items():
-            if key != "worker":
+            if key not in ("worker", "config", "config_id"):
                 trial.set_user_attr(key, value)
         trial.set_user_attr("repeat_of", earlier.number)
         for key, value in earlier.constraints.items():
@@ -694,7 +709,6 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> bool:
     t0 = time.perf_counter()
     outcome = worker.evaluate(config.to_dict(), shared.constraints.spec(), shared.prune_margin)
     shared.add("call_seconds", time.perf_counter() - t0)
-    trial.set_user_attr("config", config.to_dict())
     if outcome.kind == INTERRUPTED:
         _fail_interrupted(study, trial_id_of(trial), trial.params, outcome.reason)
         return False
@@ -752,14 +766,18 @@ def _eval_estimate(result: dict) -> float:
 
 def _same_params(study: optuna.Study, trial: optuna.Trial, wait_s: float = 3600.0,
                  check_stale: Callable[[], None] = lambda: None) -> optuna.trial.FrozenTrial | None:
-    """An earlier trial at the same point; when another worker is still running it, wait for it
-    (on a storage with heartbeats, only as long as that worker's process is alive)."""
+    """An earlier trial at the same point, or at another point whose configuration is the same
+    (``AccelConfig.identity``: two schedule budgets that choose one mask); when another worker is
+    still running it, wait for it (on a storage with heartbeats, only as long as that worker's
+    process is alive)."""
     deadline = time.monotonic() + wait_s
+    mine = trial.user_attrs.get("config_id")
     while True:
         check_stale()
         running = False
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
-            if t.number >= trial.number or t.params != trial.params or "repeat_of" in t.user_attrs:
+            same = t.params == trial.params or (mine is not None and t.user_attrs.get("config_id") == mine)
+            if t.number >= trial.number or not same or "repeat_of" in t.user_attrs:
                 continue
             if t.state == TrialState.COMPLETE and "latency_s" in t.user_attrs:
                 return t

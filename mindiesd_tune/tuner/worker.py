@@ -142,16 +142,20 @@ def evaluate_message(evaluator, config_dict: dict, constraints_spec: dict | None
         return TrialOutcome.failed(f"{type(e).__name__}: {_first_line(e)}")
 
 
-def confirm_message(evaluator, config_dict: dict, repeats: int) -> TrialOutcome:
+def confirm_message(evaluator, config_dict: dict, repeats: int, precision: float | None = None,
+                    max_s: float | None = None) -> TrialOutcome:
     """Re-measure one point in full -> ``ok`` with the comparison (``Comparison.as_dict()``), or
-    ``failed`` / ``interrupted`` with the reason."""
+    ``failed`` / ``interrupted`` with the reason. ``precision`` / ``max_s``: go on until the
+    interval is that narrow, within that time (``Evaluator.confirm``)."""
     from ..accel.config import AccelConfig
     from .evaluator import TrialAborted
 
     if not hasattr(evaluator, "confirm"):
         return TrialOutcome.failed(f"{type(evaluator).__name__} cannot re-measure a point")
     try:
-        return TrialOutcome(OK, result=evaluator.confirm(AccelConfig.from_dict(config_dict), repeats).as_dict())
+        # only what was asked for: an evaluator may not take the sequential arguments
+        more = {k: v for k, v in (("precision", precision), ("max_s", max_s)) if v is not None}
+        return TrialOutcome(OK, result=evaluator.confirm(AccelConfig.from_dict(config_dict), repeats, **more).as_dict())
     except TrialAborted:
         return TrialOutcome.interrupted(INTERRUPTED)
     except Exception as e:  # noqa: BLE001  (a point that cannot be re-measured stays unconfirmed)
@@ -198,11 +202,12 @@ class InProcessWorker:
         self._arm(ev)  # an abort that came while the evaluator was loading
         return evaluate_message(ev, config_dict, constraints_spec, margin)
 
-    def confirm(self, config_dict: dict, repeats: int) -> TrialOutcome:
+    def confirm(self, config_dict: dict, repeats: int, precision: float | None = None,
+                max_s: float | None = None) -> TrialOutcome:
         if self._aborted:
             return TrialOutcome.interrupted(INTERRUPTED)
         self.start()
-        return confirm_message(self._ev, config_dict, repeats)
+        return confirm_message(self._ev, config_dict, repeats, precision, max_s)
 
     def abort(self) -> None:
         """Stop the running trial at its next denoising step (an evaluator without an ``abort``
@@ -248,7 +253,7 @@ def _child_main(conn, spec_dict: dict) -> None:
         if msg[0] == "stop":
             return
         if msg[0] == "confirm":
-            conn.send(confirm_message(evaluator, msg[1], msg[2]))
+            conn.send(confirm_message(evaluator, *msg[1:]))
             continue
         _, config_dict, constraints_spec, margin = msg
         conn.send(evaluate_message(evaluator, config_dict, constraints_spec, margin))
@@ -351,12 +356,13 @@ class ProcessWorker:
                 raise
             return TrialOutcome.failed(f"WorkerDied: {e}; it will be restarted")
 
-    def confirm(self, config_dict: dict, repeats: int) -> TrialOutcome:
+    def confirm(self, config_dict: dict, repeats: int, precision: float | None = None,
+                max_s: float | None = None) -> TrialOutcome:
         if self._aborted:
             return TrialOutcome.interrupted(INTERRUPTED)
         try:
             self.start()
-            self._conn.send(("confirm", config_dict, repeats))
+            self._conn.send(("confirm", config_dict, repeats, precision, max_s))
             return self._recv()
         except (WorkerDied, OSError) as e:
             if self._aborted:

@@ -43,6 +43,8 @@ class ScheduleCacheConfig:
     """
 
     method: ClassVar[str] = "schedule"
+    # what the mask was chosen with: two budgets that choose one mask are one configuration
+    records: ClassVar[tuple[str, ...]] = ("budget", "warmup_steps")
     compute_steps: list = field(default_factory=list)
     budget: float = 1.0
     warmup_steps: int = 1

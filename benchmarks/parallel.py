@@ -9,7 +9,8 @@ same-hardware baseline). Rounds are interleaved (base, same-hardware base, each 
 order reversed every other round) and every time is the median over rounds of rank 0's
 wall time for the whole pipeline call, so load from other work touches every side alike.
 
-Columns: ``speedup`` over the same-hardware baseline, ``speedup_1t`` over one thread,
+Columns: ``speedup`` over the same-hardware baseline (the median of the per-round ratios, with
+``speedup_low``/``speedup_high`` its 95% bootstrap interval), ``speedup_1t`` over one thread (likewise),
 ``ideal_speedup`` over one thread from the stage shares of the one-thread call
 (``measure_stages``: the denoiser's share split by ``cfg x ulysses x ring``, the decode's by
 ``vae``, the rest serial), ``of_ideal`` = speedup_1t / ideal_speedup, ``psnr`` of rank 0's
@@ -144,6 +145,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     from mindiesd_tune.accel.parallel import ParallelConfig
+    from mindiesd_tune.metrics import speed_interval
 
     ctx = mp.get_context("spawn")
     port, procs, queues = _free_port(), {}, {}
@@ -191,10 +193,15 @@ def main() -> None:
                 t = statistics.median(times)
                 degrees = {k: v for k, v in mesh.degrees().items() if v > 1}
                 ideal = _ideal(stages, degrees)
+                # per round: the baselines and the mesh ran back to back, so their ratio is paired
+                speed = speed_interval([b / m for b, m in zip(sides[f"base{args.world}t"], times)])
+                speed_1t = speed_interval([b / m for b, m in zip(sides["base1t"], times)])
                 rows.append({
                     "model": model, "mesh": mesh.describe(), "world_size": args.world, "seconds": t,
-                    "speedup": base_n / t, "speedup_1t": base1 / t, "ideal_speedup": ideal,
-                    "of_ideal": base1 / t / ideal, "psnr": _psnr(images[mesh.describe()], single_image),
+                    "speedup": speed[0], "speedup_low": speed[1], "speedup_high": speed[2],
+                    "speedup_1t": speed_1t[0], "speedup_1t_low": speed_1t[1], "speedup_1t_high": speed_1t[2],
+                    "ideal_speedup": ideal,
+                    "of_ideal": speed_1t[0] / ideal, "psnr": _psnr(images[mesh.describe()], single_image),
                     "comm_bytes_per_step": comm[mesh.describe()] / args.steps,
                     "base_1t_s": base1, f"base_{args.world}t_s": base_n,
                     "denoise_share": stages["denoise_s"] / stages["total_s"], "rounds": args.rounds,
@@ -216,9 +223,11 @@ def main() -> None:
         for r in rows:
             print(json.dumps(r))
         return
-    print(f"{'model':10} {'mesh':12} {'speedup':>8} {'1-thread':>8} {'ideal':>6} {'of_ideal':>8} {'psnr':>7} {'comm/step':>10}")
+    print(f"{'model':10} {'mesh':12} {'speedup':>8} {'95% interval':>13} {'1-thread':>8} {'ideal':>6} {'of_ideal':>8} "
+          f"{'psnr':>7} {'comm/step':>10}")
     for r in rows:
-        print(f"{r['model']:10} {r['mesh']:12} {r['speedup']:8.2f} {r['speedup_1t']:8.2f} {r['ideal_speedup']:6.2f} "
+        span = f"{r['speedup_low']:.2f}-{r['speedup_high']:.2f}"
+        print(f"{r['model']:10} {r['mesh']:12} {r['speedup']:8.2f} {span:>13} {r['speedup_1t']:8.2f} {r['ideal_speedup']:6.2f} "
               f"{r['of_ideal']:8.2f} {r['psnr']:7.1f} {r['comm_bytes_per_step']:10.0f}")
     if rows:
         print(f"cpu: {rows[0]['cpu']}; load average before {rows[0]['load_avg_before']}, after {rows[0]['load_avg_after']}")

@@ -114,6 +114,19 @@ def test_a_sampler_with_nothing_new_ends_the_study_as_exhausted(monkeypatch, tmp
     assert "search space exhausted" in (tmp_path / "report.html").read_text()
 
 
+def test_a_study_resumed_on_another_number_of_ranks_per_trial_is_refused_in_one_line(tmp_path):
+    from mindiesd_tune.errors import UserError
+
+    fake_study(tmp_path, "2t")
+    study = load_run(tmp_path)
+    assert study.user_attrs["ranks_per_trial"] == 1
+    study.set_user_attr("ranks_per_trial", 2)  # as a study made with --devices 2 records it
+    before = len(study.trials)
+    with pytest.raises(UserError, match=r"runs each trial on 2 rank\(s\), this command on 1: .*--devices"):
+        fake_study(tmp_path, "4t", resume=True)
+    assert len(load_run(tmp_path).trials) == before  # nothing ran
+
+
 def test_resume_continues_the_runs_own_study_under_another_model_path(tmp_path):
     fake_study(tmp_path, "3t")
     # the same model (same fingerprint) named by another path: still the run's study, not a new one

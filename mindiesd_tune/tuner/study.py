@@ -303,6 +303,7 @@ class _StudyRun:
             sampler=make_sampler(opts.sampler, opts.seed, self.budget.trials),
             load_if_exists=opts.resume or self.external,  # an explicit storage is how other machines join a study
         )
+        _check_ranks(study, ranks_per_worker(opts, opts.device))
         write_run_json(out_dir, self.url, name)
         if study.metric_names is None:  # optuna-dashboard and plot_pareto_front label their axes with these
             with ignoring(optuna.exceptions.ExperimentalWarning):
@@ -340,7 +341,7 @@ class _StudyRun:
                                      opts.max_memory_bytes, opts.sampler, redact(self.url), opts.objective):
                 opts.log(line)
         _record_study_attrs(self.study, self.info, opts.objective, self.constraints, opts.sampler, self.budget,
-                            opts.warmup, opts.repeats, self.url)
+                            opts.warmup, opts.repeats, self.url, ranks_per_worker(opts, opts.device))
 
     def queue_points(self) -> None:
         """Queue what runs before the sampler: on a new study the presets, the baseline first
@@ -531,7 +532,16 @@ def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str]
     return found
 
 
-def _record_study_attrs(study, info, objective, constraints, sampler, budget, warmup, repeats, url) -> None:
+def _check_ranks(study: optuna.Study, ranks: int) -> None:
+    """A resumed or joined study runs its trials on the ranks it was made with: the meshes it
+    samples (``parallel.mesh``'s choices) are those a group of that size can run."""
+    made = study.user_attrs.get("ranks_per_trial")
+    if made is not None and made != ranks:
+        raise UserError(f"study {study.study_name!r} runs each trial on {made} rank(s), this command on {ranks}: "
+                        f"its meshes need the same group; give --devices so that devices / workers = {made}")
+
+
+def _record_study_attrs(study, info, objective, constraints, sampler, budget, warmup, repeats, url, ranks=1) -> None:
     attrs = study.user_attrs
     if "model" in attrs:
         if attrs["model"].get("fingerprint") != info["model"]["fingerprint"]:
@@ -555,6 +565,7 @@ def _record_study_attrs(study, info, objective, constraints, sampler, budget, wa
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "latency": {"warmup": warmup, "repeats": repeats},
         "storage": redact(url),
+        "ranks_per_trial": ranks,
     }
     for key, value in meta.items():
         study.set_user_attr(key, value)

@@ -1,4 +1,4 @@
-"""tuner.rankgroup: a trial spanning 2 gloo ranks on the CPU; a rank killed mid-trial fails that
+"""tuner.rankgroup: a trial spanning 2 gloo ranks on the CPU; a rank killed or hung mid-trial fails that
 trial only, the next one runs on a new group, and nothing is left behind."""
 
 from __future__ import annotations
@@ -76,3 +76,26 @@ def test_a_rank_killed_mid_trial_fails_that_trial_only(group):
     while any(_alive(p) for p in second) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not [p for p in second if _alive(p)]
+
+
+def test_a_hung_rank_fails_the_trial_within_its_timeout_and_leaves_nothing_behind():
+    spec = WorkerSpec(model="demo-flux", device="cpu", repeats=2, warmup=0, prompts=["a red circle"],
+                      generation={"num_inference_steps": 4}, threads=1)
+    group = RankGroupWorker(spec, 2, start_timeout=600, trial_timeout=20)
+    try:
+        group.start()
+        first = list(group.pids)
+        os.kill(first[2], signal.SIGSTOP)  # rank 1 stops answering: rank 0 waits in its first collective
+        started = time.monotonic()
+        hung = group.evaluate(_mesh("cfg2"))
+        assert hung.kind == "failed" and "did not answer within 20s" in hung.reason, hung
+        assert time.monotonic() - started < 120
+        deadline = time.monotonic() + 60
+        while any(_alive(p) for p in first) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not [p for p in first if _alive(p)], "the hung group left processes behind"
+        group.trial_timeout = 600  # the next trial on a busy machine may take a while; it is not hung
+        again = group.evaluate(_mesh("cfg2"))
+        assert again.kind == "ok" and group.restarts == 1, again.reason
+    finally:
+        group.close()

@@ -360,6 +360,8 @@ class RankGroupWorker:
         except (WorkerDied, OSError) as e:
             if self._aborted:
                 return TrialOutcome.interrupted(INTERRUPTED_REASON)
+            # dead or hung: a rank stuck in a collective would not read a polite stop
+            self._kill()
             outcome = TrialOutcome.failed(f"WorkerDied: {e}; the group will be restarted")
         if outcome.kind == FAILED:
             if not outcome.reason.startswith("WorkerDied") and not self._whole():

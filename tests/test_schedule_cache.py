@@ -68,6 +68,13 @@ def test_mask_minimises_the_measured_distance_where_the_bound_points_elsewhere()
     assert len(exact) == k and _exact_cost(exact, distance) == pytest.approx(_exact_cost(best, distance))
     assert _exact_cost(proxy, distance) > _exact_cost(exact, distance)
     assert exact != proxy
+    # the search space carries the matrix row by row, and the method's mask follows it
+    from mindiesd_tune.accel.methods.schedule import mask
+
+    ctx = SpaceContext(num_inference_steps=n, step_change=tuple(change),
+                       residual_distance=tuple(x for row in distance for x in row))
+    assert mask(ctx, 0.5, 1) == exact
+    assert mask(dataclasses.replace(ctx, residual_distance=None), 0.5, 1) == proxy
     with pytest.raises(ValueError, match="8 x 8"):
         select_steps(change, 0.5, 1, distance=distance[:-1])
 
@@ -124,13 +131,16 @@ def test_schedule_is_sampled_with_its_mask_and_survives_a_profile_round_trip(tin
     gen = tiny_flux.generation
     stats = step_statistics(tiny_flux.pipe, "a red circle", **gen)
     ctx = describe(tiny_flux.pipe, gen, stats)
-    assert len(ctx.step_change) == len(ctx.mag_ratios) == gen["num_inference_steps"]
+    n = gen["num_inference_steps"]
+    assert len(ctx.step_change) == len(ctx.mag_ratios) == n
+    # the measured distances reach the space row by row, and the mask is chosen on them
+    assert np.allclose(np.reshape(ctx.residual_distance, (n, n)), stats.residual_distance)
     assert SpaceContext.from_dict(ctx.to_dict()) == ctx
     study = optuna.create_study()
     study.enqueue_trial({**neutral_params("dit-image", ctx), "cache.method": "schedule", "cache.budget": 0.5,
                          "cache.warmup_steps": 1, "cache.taylor_order": 0})
     config = suggest(study.ask(), "dit-image", ctx)
-    assert config.cache.compute_steps == select_steps(ctx.step_change, 0.5, 1)
+    assert config.cache.compute_steps == select_steps(ctx.step_change, 0.5, 1, stats.residual_distance)
     prof = Profile(model={"name": "tiny-flux-random", "family": "dit-image", "pipeline": "FluxPipeline"},
                    generation=dict(gen), accel=config)
     loaded = load_profile(prof.save(tmp_path / "p.yaml"))

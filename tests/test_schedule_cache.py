@@ -47,6 +47,38 @@ def test_mask_computes_steps_closer_where_the_model_changes_faster():
     assert even.max() - even.min() <= 1
 
 
+def _exact_cost(mask, distance):
+    return sum(distance[a][s] for a, b in zip(mask, mask[1:]) for s in range(a + 1, b))
+
+
+def test_mask_minimises_the_measured_distance_where_the_bound_points_elsewhere():
+    import itertools
+
+    n = 8
+    change = [0.0] + [0.1] * (n - 1)  # flat: the bound spreads the computed steps evenly
+    # a residual that drifts steadily except that steps 2..4 return to where step 1 was: reusing
+    # step 1 there costs nothing, which the step-to-step change cannot show
+    level = [0.0, 1.0, 1.0, 1.0, 1.0, 2.0, 3.0, 4.0]
+    distance = [[abs(level[s] - level[k]) for s in range(n)] for k in range(n)]
+    k = budget_steps(n, 0.5, 1)
+    best = min((sorted({0, n - 1, *mid}) for mid in itertools.combinations(range(1, n - 1), k - 2)),
+               key=lambda m: _exact_cost(m, distance))
+    proxy = select_steps(change, 0.5, 1)
+    exact = select_steps(change, 0.5, 1, distance=distance)
+    assert len(exact) == k and _exact_cost(exact, distance) == pytest.approx(_exact_cost(best, distance))
+    assert _exact_cost(proxy, distance) > _exact_cost(exact, distance)
+    assert exact != proxy
+    # the search space carries the matrix row by row, and the method's mask follows it
+    from mindiesd_tune.accel.methods.schedule import mask
+
+    ctx = SpaceContext(num_inference_steps=n, step_change=tuple(change),
+                       residual_distance=tuple(x for row in distance for x in row))
+    assert mask(ctx, 0.5, 1) == exact
+    assert mask(dataclasses.replace(ctx, residual_distance=None), 0.5, 1) == proxy
+    with pytest.raises(ValueError, match="8 x 8"):
+        select_steps(change, 0.5, 1, distance=distance[:-1])
+
+
 def test_full_budget_and_rescaling():
     assert select_steps(CURVE, 1.0, 1) == list(range(20))
     assert rescale([0, 2, 5, 9], 10) == [0, 2, 5, 9]
@@ -54,6 +86,25 @@ def test_full_budget_and_rescaling():
 
 
 # ---------------------------------------------------------------- the method on a model
+
+
+def test_calibration_measures_the_distance_between_every_pair_of_steps(tiny_flux, monkeypatch):
+    from mindiesd_tune.accel.cache import stats as stats_module
+
+    gen = tiny_flux.generation
+    n = gen["num_inference_steps"]
+    stats = step_statistics(tiny_flux.pipe, "a red circle", **gen)
+    d = np.asarray(stats.residual_distance)
+    assert d.shape == (n, n)
+    assert np.allclose(np.diag(d), 0) and np.allclose(d, d.T)
+    assert (d[~np.eye(n, dtype=bool)] > 0).all()
+    assert stats.to_dict()["residual_distance"] == stats.residual_distance
+    # a model larger than the sample: a subset of the elements, the same at every step
+    monkeypatch.setattr(stats_module, "DISTANCE_SAMPLES", 16)
+    small = np.asarray(step_statistics(tiny_flux.pipe, "a red circle", **gen).residual_distance)
+    assert small.shape == (n, n) and np.allclose(np.diag(small), 0) and (small[~np.eye(n, dtype=bool)] > 0).all()
+    assert not np.allclose(small, d)
+
 
 
 def test_neutral_schedule_is_the_baseline_bit_for_bit_and_remove_restores(tiny_flux):
@@ -80,13 +131,16 @@ def test_schedule_is_sampled_with_its_mask_and_survives_a_profile_round_trip(tin
     gen = tiny_flux.generation
     stats = step_statistics(tiny_flux.pipe, "a red circle", **gen)
     ctx = describe(tiny_flux.pipe, gen, stats)
-    assert len(ctx.step_change) == len(ctx.mag_ratios) == gen["num_inference_steps"]
+    n = gen["num_inference_steps"]
+    assert len(ctx.step_change) == len(ctx.mag_ratios) == n
+    # the measured distances reach the space row by row, and the mask is chosen on them
+    assert np.allclose(np.reshape(ctx.residual_distance, (n, n)), stats.residual_distance)
     assert SpaceContext.from_dict(ctx.to_dict()) == ctx
     study = optuna.create_study()
     study.enqueue_trial({**neutral_params("dit-image", ctx), "cache.method": "schedule", "cache.budget": 0.5,
                          "cache.warmup_steps": 1, "cache.taylor_order": 0})
     config = suggest(study.ask(), "dit-image", ctx)
-    assert config.cache.compute_steps == select_steps(ctx.step_change, 0.5, 1)
+    assert config.cache.compute_steps == select_steps(ctx.step_change, 0.5, 1, stats.residual_distance)
     prof = Profile(model={"name": "tiny-flux-random", "family": "dit-image", "pipeline": "FluxPipeline"},
                    generation=dict(gen), accel=config)
     loaded = load_profile(prof.save(tmp_path / "p.yaml"))

@@ -54,6 +54,10 @@ class SpaceContext:
             (``StepStatistics.step_change()``); the ``schedule`` entry places its computed
             steps on it, and first-block presets derive their thresholds from it. None: not
             calibrated.
+        residual_distance: the mean absolute difference between the block stack residuals of
+            every pair of steps (``StepStatistics.residual_distance``), row by row (step k's
+            row, column s at ``k * steps + s``); the ``schedule`` entry minimises the reuse
+            error it measures. None: not measured (the entry falls back on ``step_change``).
         first_block_change: per step, the first block residual's change since the previous
             step (what a first-block threshold is compared with). None: not calibrated.
         world_size: ranks one trial spans (a rank group); None or 1: one process, no mesh.
@@ -74,6 +78,7 @@ class SpaceContext:
     dtype: str | None = None
     mag_ratios: tuple[float, ...] | None = None
     step_change: tuple[float, ...] | None = None
+    residual_distance: tuple[float, ...] | None = None
     first_block_change: tuple[float, ...] | None = None
     world_size: int | None = None
     meshes: tuple[str, ...] | None = None
@@ -254,13 +259,15 @@ def describe(pipe, generation: dict | None = None, stats=None, world_size: int =
     except UnsupportedModelError:
         pass
     steps = (generation or {}).get("num_inference_steps")
-    thresholds = mag_ratios = step_change = first_change = None
+    thresholds = mag_ratios = step_change = first_change = distance = None
     if stats is not None and stats.values("first_block_residual_change").size:
         thresholds = tuple(float(x) for x in stats.threshold_range())
         first_change = tuple(stats.per_step("first_block_residual_change"))
     if stats is not None and stats.values("residual_change").size:
         mag_ratios = tuple(stats.mag_ratios)
         step_change = tuple(stats.step_change())
+        if stats.residual_distance is not None and len(stats.residual_distance) == len(step_change):
+            distance = tuple(float(x) for row in stats.residual_distance for x in row)
     tokens = sparse_token_count(pipe, generation)
     param = next(iter(model.parameters()), None)
     device = param.device.type if param is not None else None
@@ -273,7 +280,8 @@ def describe(pipe, generation: dict | None = None, stats=None, world_size: int =
         meshes = tuple(m.describe() for m in found if m.world_size in (1, world_size))
     return SpaceContext(n_blocks, steps, tuple(compatible_schedulers(pipe)), branches, thresholds, None,
                         cache_mixin=hasattr(model, "enable_cache"), sparse_tokens=tokens or 0, device=device, dtype=dtype,
-                        mag_ratios=mag_ratios, step_change=step_change, first_block_change=first_change,
+                        mag_ratios=mag_ratios, step_change=step_change, residual_distance=distance,
+                        first_block_change=first_change,
                         world_size=world_size, meshes=meshes)
 
 

@@ -1,8 +1,9 @@
 """Calibrated step schedule: which denoising steps to compute for a compute budget.
 
-From a baseline call's per-step change of the block stack's residual (``StepStatistics.
-step_change()``), choose the steps to compute so that, reusing the residual of the last
-computed step on the others, the change accumulated while reusing is smallest. This is the
+From a baseline call's block stack residuals, choose the steps to compute so that, reusing the
+residual of the last computed step on the others, the error made while reusing is smallest:
+measured exactly for every pair of steps (``StepStatistics.residual_distance``), or bounded
+by the change accumulated step after step (``StepStatistics.step_change()``). This is the
 idea behind MagCache's accumulated error and cache-dit's ``steps_computation_mask``, fixed
 ahead of the call instead of decided during it: the schedule costs nothing at run time and a
 profile that stores it reproduces the same steps on every call.
@@ -44,18 +45,26 @@ def budget_steps(n_steps: int, budget: float, warmup_steps: int = 1) -> int:
     return min(n_steps, max(forced, int(math.floor(budget * n_steps + 0.5))))
 
 
-def select_steps(change: Sequence[float], budget: float, warmup_steps: int = 1) -> list[int]:
+def select_steps(change: Sequence[float], budget: float, warmup_steps: int = 1,
+                 distance: Sequence[Sequence[float]] | None = None) -> list[int]:
     """The steps to compute, in order, for ``budget`` (a fraction of the steps, in (0, 1]).
 
     ``change[i]`` is how much the residual moved from step i-1 to step i (``change[0]`` is
     ignored). The first ``warmup_steps`` (at least one: it fills the cache) and the last step
     are always computed; the warm-up shapes the layout and the last step the fine detail, and
     both change the most. The others are chosen by dynamic programming to minimise the sum,
-    over the skipped steps, of the change accumulated since the last computed step.
+    over the skipped steps, of the error of the residual they reuse: ``distance[k][s]``, how
+    far step s's residual is from step k's (``StepStatistics.residual_distance``), where
+    measured; else the change accumulated since the last computed step, its upper bound.
+    The measured distance is absolute, not relative to step s's residual: the error a skipped
+    step adds to the output is the difference itself, and dividing by a residual that shrinks
+    over the steps would overweight the late steps.
     """
     n = len(change)
     if n == 0:
         return []
+    if distance is not None and (len(distance) != n or any(len(row) != n for row in distance)):
+        raise ValueError(f"distance must be {n} x {n}, one row and column per step of change")
     k = budget_steps(n, budget, warmup_steps)
     if k >= n:
         return list(range(n))
@@ -66,7 +75,9 @@ def select_steps(change: Sequence[float], budget: float, warmup_steps: int = 1) 
     forced = set(range(min(n, max(1, warmup_steps)))) | {n - 1}
 
     def gap_cost(j: int, i: int) -> float:
-        # steps j+1 .. i-1 reuse step j's residual; each is off by the change accumulated since j
+        # steps j+1 .. i-1 reuse step j's residual
+        if distance is not None:
+            return sum(float(distance[j][s]) for s in range(j + 1, i))
         return sum(cum[s] - cum[j] for s in range(j + 1, i))
 
     inf = math.inf

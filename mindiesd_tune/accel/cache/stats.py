@@ -5,6 +5,8 @@ reached by another. ``step_statistics`` runs the pipeline once, unaccelerated, a
 per step and CFG branch how much the first block's output and residual and the model output
 changed since the previous step (relative L1, the measure the threshold methods use), with
 percentiles as ``cache_dit.summary(details=True)`` prints them, and MagCache's magnitude ratios.
+It also records, for every pair of steps, how far apart the block stack's residuals are: the
+error a calibrated schedule makes when it reuses one step's residual on another.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from .state import BranchStates, CacheHook, bypass_hooks, install_hooks
 HOOK_NAME = "mindiesd_step_statistics"
 PERCENTILES = (5, 10, 25, 50, 75, 90, 95)
 FIELDS = ("first_block_change", "first_block_residual_change", "output_change", "residual_change")
+# The pairwise residual distances are measured on this many elements of the residual, drawn once
+# per call by a seeded generator (the same elements at every step): enough for a mean absolute
+# difference, while the kept samples stay a few MB whatever the model's size.
+DISTANCE_SAMPLES = 65536
 
 
 @dataclass
@@ -32,6 +38,7 @@ class _Trace:
     stack_res: torch.Tensor | None = None
     output: torch.Tensor | None = None
     rows: list = field(default_factory=list)
+    samples: list = field(default_factory=list)  # per step, the sampled elements of the stack's residual
 
     def reset(self) -> None:
         pass  # kept for the whole call; read after it
@@ -42,6 +49,9 @@ class StepStatistics:
     """One row per (branch, step): relative changes since the branch's previous step."""
 
     rows: list[dict]
+    # residual_distance[k][s]: mean |r_s - r_k| over the sampled elements of the block stack's
+    # residual r, mean over the CFG branches; None when the model's blocks were not found
+    residual_distance: list[list[float]] | None = None
 
     def values(self, name: str, skip_steps: int = 1) -> np.ndarray:
         vals = [r[name] for r in self.rows if r["step"] >= skip_steps and r.get(name) is not None]
@@ -95,7 +105,8 @@ class StepStatistics:
 
     def to_dict(self) -> dict:
         return {"rows": self.rows, "percentiles": {n: self.percentiles(n) for n in FIELDS},
-                "mag_ratios": self.mag_ratios, "step_change": self.step_change()}
+                "mag_ratios": self.mag_ratios, "step_change": self.step_change(),
+                "residual_distance": self.residual_distance}
 
 
 def _first_tensor(out):
@@ -109,6 +120,28 @@ def _first_tensor(out):
 def _magnitude_ratio(res: torch.Tensor, prev: torch.Tensor) -> float:
     """diffusers' MagCache calibration formula: mean over tokens of the ratio of their norms."""
     return (torch.linalg.norm(res.float(), dim=-1) / (torch.linalg.norm(prev.float(), dim=-1) + 1e-8)).mean().item()
+
+
+def _sample(res: torch.Tensor) -> torch.Tensor:
+    flat = res.detach().reshape(-1)
+    if flat.numel() > DISTANCE_SAMPLES:
+        # the same seed every step draws the same elements, so steps compare like with like
+        g = torch.Generator(device="cpu").manual_seed(0)
+        idx = torch.randint(flat.numel(), (DISTANCE_SAMPLES,), generator=g).to(flat.device)
+        flat = flat[idx]
+    return flat.float().cpu()
+
+
+def _distance_matrix(traces) -> list[list[float]] | None:
+    """Mean absolute difference between every pair of steps' sampled residuals, mean over branches."""
+    mats = []
+    for t in traces:
+        if t.samples and len({s.numel() for s in t.samples}) == 1:
+            x = torch.stack(t.samples).double()
+            mats.append(torch.cdist(x, x, p=1) / x.shape[1])
+    if not mats or len({m.shape for m in mats}) != 1:
+        return None
+    return torch.stack(mats).mean(0).tolist()
 
 
 class _TraceHook(CacheHook):
@@ -149,6 +182,7 @@ class _LastBlockHook(_TraceHook):
         row["residual_change"] = None if st.stack_res is None else relative_l1(res, st.stack_res)
         row["mag_ratio"] = None if st.stack_res is None else _magnitude_ratio(res, st.stack_res)
         st.stack_res = res
+        st.samples.append(_sample(res))
         return out
 
 
@@ -195,6 +229,7 @@ def step_statistics(pipe, prompt: str | list[str], seed: int = 0, output_type: s
     finally:
         remove()
     rows = []
-    for branch, trace in states.branches().items():
+    branches = states.branches()
+    for branch, trace in branches.items():
         rows += [{"branch": branch, **r} for r in trace.rows]
-    return StepStatistics(rows)
+    return StepStatistics(rows, _distance_matrix(branches.values()))

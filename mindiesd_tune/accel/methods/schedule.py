@@ -20,10 +20,10 @@ PRESET_WARMUP = 2
 class ScheduleCacheConfig:
     """Calibrated schedule: compute a fixed set of steps, chosen on the model's own per-step change.
 
-    A baseline call measures how much the block stack's residual changes from step to step
-    (``StepStatistics.step_change()``). For a compute budget (the fraction of steps computed),
-    the steps to compute are chosen so that the change accumulated while the residual is
-    reused is smallest (``accel.cache.schedule.select_steps``): where the model changes fast
+    A baseline call measures how far apart the block stack's residuals of every two steps are
+    (``StepStatistics.residual_distance``). For a compute budget (the fraction of steps
+    computed), the steps to compute are chosen so that the error of the residuals reused is
+    smallest (``accel.cache.schedule.select_steps``): where the model changes fast
     (the first steps, the last ones) steps are computed close together, where it drifts
     slowly far apart. On the other steps the whole block stack is skipped and the residual
     of the last computed step is added to its input (or its Taylor extrapolation). The mask
@@ -76,7 +76,10 @@ def _calibrated(ctx) -> bool:
 def mask(ctx, budget: float, warmup_steps: int) -> list[int]:
     from ..cache.schedule import select_steps
 
-    return select_steps(list(ctx.step_change), budget, warmup_steps)
+    n = len(ctx.step_change)
+    flat = ctx.residual_distance
+    distance = [flat[k * n:(k + 1) * n] for k in range(n)] if flat is not None and len(flat) == n * n else None
+    return select_steps(list(ctx.step_change), budget, warmup_steps, distance)
 
 
 def suggest(trial, ctx) -> dict:

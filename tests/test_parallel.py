@@ -230,19 +230,20 @@ def test_valid_meshes_and_supported_axes(demo_flux):
     assert valid_meshes(demo_flux.pipe, demo_flux.generation, 4)[0].describe() == "single"
 
 
-def _cfg_calls_scenario(rank, world):
+def _cfg_calls_scenario(rank, world, model="demo-flux"):
     """Denoiser calls each rank computes per pipeline call under cfg2, guided and unguided."""
     from mindiesd_tune.accel.parallel import install_parallel
     from mindiesd_tune.models import load
 
-    loaded = load("demo-flux", device="cpu")
+    loaded = load(model, device="cpu")
     pipe = loaded.pipe
-    unguided = {**loaded.generation, "true_cfg_scale": 1.0}
+    unguided = {**loaded.generation, "true_cfg_scale" if model == "demo-flux" else "guidance_scale": 1.0}
     ref_unguided = _latents(loaded, unguided)
     undo = install_parallel(pipe, ParallelConfig(cfg=2))
     calls = []
     # the first block runs only when a call is computed (a skipped branch returns a placeholder)
-    hook = pipe.transformer.transformer_blocks[0].register_forward_pre_hook(lambda *a: calls.append(1))
+    blocks = pipe.transformer.transformer_blocks if model == "demo-flux" else pipe.transformer.blocks
+    hook = blocks[0].register_forward_pre_hook(lambda *a: calls.append(1))
     _latents(loaded)
     guided_calls = len(calls)
     calls.clear()
@@ -254,10 +255,12 @@ def _cfg_calls_scenario(rank, world):
             "probe_removed": "encode_prompt" not in pipe.__dict__}
 
 
-def test_true_cfg_splits_from_the_first_step_when_the_spec_probes_the_branches():
-    # FluxPipeline encodes the negative prompt exactly when true CFG is on, so each rank runs
-    # one branch in every step, the first included; with guidance off both run every step whole
-    results = run_ranks(_cfg_calls_scenario, 2)
+@pytest.mark.parametrize("model", ["demo-flux", "demo-wan"])
+def test_cfg_splits_from_the_first_step_when_the_spec_says_whether_both_branches_run(model):
+    # FluxPipeline encodes the negative prompt exactly when true CFG is on (the spec's probe);
+    # WanPipeline's do_classifier_free_guidance says so before the loop (the spec's flag). So
+    # each rank runs one branch in every step, the first included; unguided, every step whole
+    results = run_ranks(_cfg_calls_scenario, 2, model)
     for r in results:
         assert r["guided_calls"] == STEPS, r
         assert r["unguided_calls"] == STEPS and r["unguided_diff"] == 0.0, r

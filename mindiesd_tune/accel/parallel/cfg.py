@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from diffusers.hooks.hooks import HookRegistry, ModelHook, StateManager
@@ -125,18 +125,23 @@ class _SeparateCFGHook(ModelHook):
 
     _is_stateful = True
 
-    def __init__(self, group, rank: int, counter: CommCounter, probed: bool = False):
+    def __init__(self, group, rank: int, counter: CommCounter, probed: bool = False,
+                 flag: Callable[[], bool] | None = None):
         super().__init__()
         self.group, self.rank, self.counter = group, rank, counter
         self.probed = probed  # the branch probe is counted: two calls mean both branches run
+        self.flag = flag  # else the pipeline's own word, read at the first cond call
         self.context = _Context(_CallState)
         self.state = _CallState()
 
     def new_forward(self, module, *args, **kwargs):
         name, st = self.context.name(), self.state
         run = self.fn_ref.original_forward
-        if self.probed and name == "cond" and not st.saw_cond:
-            st.paired = st.probed >= 2  # known before the first step: no whole first step
+        if name == "cond" and not st.saw_cond:
+            if self.probed:
+                st.paired = st.probed >= 2  # known before the first step: no whole first step
+            elif self.flag is not None:
+                st.paired = bool(self.flag())
         if name not in ("cond", "uncond") or (name == "cond" and not st.paired):
             st.saw_cond = st.saw_cond or name == "cond"
             out = run(*args, **kwargs)
@@ -177,15 +182,20 @@ class _SeparateCFGHook(ModelHook):
 
 
 def install_cfg_parallel(model: torch.nn.Module, mode: str, group, rank: int, degree: int, counter: CommCounter,
-                         pipe=None, probe: str | None = None):
+                         pipe=None, probe: str | None = None, flag: str | None = None):
     """Put the CFG split of ``mode`` (``batched`` / ``separate``) on ``model``; returns the remover.
 
     ``probe``: for ``separate``, the ``pipe`` method called once per branch before the loop
     (``PipelineSpec.branch_probe``); its calls are counted through an instance attribute.
+    ``flag``: else the ``pipe`` attribute saying whether both branches run (``PipelineSpec.branch_flag``).
     """
     probing = mode == "separate" and probe is not None and pipe is not None and callable(getattr(pipe, probe, None))
+    flagged = None
+    if mode == "separate" and not probing and flag is not None and pipe is not None and hasattr(type(pipe), flag):
+        def flagged() -> bool:
+            return bool(getattr(pipe, flag))
     if mode == "separate":
-        hook = _SeparateCFGHook(group, rank, counter, probed=probing)
+        hook = _SeparateCFGHook(group, rank, counter, probed=probing, flag=flagged)
     elif mode == "batched":
         hook = _BatchedCFGHook(model, group, rank, degree, counter)
     else:

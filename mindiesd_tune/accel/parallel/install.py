@@ -206,7 +206,8 @@ def install_parallel(pipe, config: ParallelConfig, mesh: Meshes | None = None) -
             undo.append(install_context_parallel(model, meshes))
         if mode is not None:
             undo.append(install_cfg_parallel(model, mode, meshes.group("cfg"), meshes.local_rank("cfg"), config.cfg, counter,
-                                             pipe=pipe, probe=pipeline_spec(pipe).branch_probe))
+                                             pipe=pipe, probe=pipeline_spec(pipe).branch_probe,
+                                             flag=pipeline_spec(pipe).branch_flag))
         if shared_calls:
             previous = cache_state.change_reduction
             cache_state.change_reduction = _change_reduction(meshes, mode == "batched", counter)

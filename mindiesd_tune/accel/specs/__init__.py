@@ -108,11 +108,16 @@ class PipelineSpec:
             time for the negative prompt exactly when true CFG is on). CFG parallel counts its
             calls to know from the first step whether an unconditional call follows; None:
             that is learned from the first step, which then runs whole on every rank.
+        branch_flag: for ``separate`` pipelines without a probe, a pipeline attribute that is
+            true exactly when an unconditional call follows each conditional one, set before
+            the loop (WanPipeline's ``do_classifier_free_guidance``); read at the first
+            conditional call to the same end.
     """
 
     cfg: str
     scheduler_args: tuple[str, ...] = ()
     branch_probe: str | None = None
+    branch_flag: str | None = None
 
     def __post_init__(self):
         if self.cfg not in CFG_MODES:

@@ -28,7 +28,8 @@ def _token_grid(pipe, generation):
 
 
 # both branches as separate calls, each in its own cache context; the default scheduler gets no sigmas
-_WAN = PipelineSpec("separate")
+# the uncond call of every step is gated on this property, fixed for the call (guidance_scale > 1)
+_WAN = PipelineSpec("separate", branch_flag="do_classifier_free_guidance")
 
 SPEC = register_denoiser(DenoiserSpec(
     name="WanTransformer3DModel",

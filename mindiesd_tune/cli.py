@@ -691,7 +691,7 @@ def run(
         loaded = load(model, device=_rank_device(device), allow_download=allow_download)
     allowed = (".gif", ".webp", ".mp4") if loaded.is_video else (".png", ".jpg", ".jpeg", ".webp")
     if suffix not in allowed:
-        raise UserError(f"{out}: use one of {', '.join(allowed)} for a {'video' if loaded.is_video else 'image'}")
+        raise UserError(f"{out}: use one of {', '.join(allowed)} for {'a video' if loaded.is_video else 'an image'}")
     generation = dict(loaded.generation)
     overrides: dict = {}
     if prof is not None:
@@ -826,11 +826,13 @@ def main(argv: list[str] | None = None) -> None:
     if not in_rank_group():
         return _main(argv)
     # a rank of a group `run` or `bench` launched: rank 0 speaks, every rank's exit code is noted
-    from .accel.parallel.launch import die_with_parent, rank, record_exit
+    from .accel.parallel.launch import die_with_parent, rank, rank_stderr, record_exit
 
     die_with_parent()
     if rank() != 0:
+        # rank 0 speaks; another rank's errors are kept for when only that rank failed
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
+        sys.stderr = rank_stderr()
     try:
         _main(argv)
     except SystemExit as e:

@@ -98,3 +98,5 @@ def test_run_and_bench_launch_the_rank_group(tmp_path):
     # a failing rank group's exit code comes back: an output the model cannot write is a user error
     d = _cli("run", "demo-flux", "--profile", mesh, "--prompt", "a red circle", "--out", tmp_path / "mesh.gif")
     assert d.returncode == 2 and "mindiesd-tune: error:" in d.stderr
+    # one line from rank 0; neither the other rank's copy nor the launcher's failure report
+    assert d.stderr.count("error:") == 1 and "Traceback" not in d.stderr and "ChildFailedError" not in d.stderr, d.stderr

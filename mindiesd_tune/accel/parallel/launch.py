@@ -2,8 +2,9 @@
 
 ``mindiesd-tune run`` and ``bench`` start their own rank group when a profile's mesh spans
 several ranks, and ``tune --devices`` one per evaluator; each is
-``python -m torch.distributed.run --standalone --nproc-per-node N -m MODULE ...`` with
-``MINDIESD_TUNE_RANK_GROUP=1`` in the ranks, so that they do not launch again.
+``python -m torch.distributed.run --standalone --nproc-per-node N -m MODULE ...`` (run by
+``_launcher``, which keeps the launcher's failure report off stderr: rank 0 says what went
+wrong) with ``MINDIESD_TUNE_RANK_GROUP=1`` in the ranks, so that they do not launch again.
 
 torchrun starts every rank in its own session, so stopping the launcher's process group does
 not reach them: the launcher is asked to stop them (SIGTERM, which it forwards), and each rank
@@ -52,7 +53,8 @@ def threads_per_rank(nproc: int) -> int:
 
 
 def torchrun_command(nproc: int, module: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+    # torch.distributed.run's launcher, through a module that drops its failure report (``_launcher``)
+    return [sys.executable, "-m", f"{__package__}._launcher", "--standalone", f"--nproc-per-node={nproc}",
             "--max-restarts=0", "-m", module, *args]
 
 
@@ -92,10 +94,23 @@ def run_cli_group(nproc: int, argv: list[str]) -> int:
             stop(proc)
             raise
         codes = {int(p.stem.removeprefix("exit-")): int(p.read_text() or 1) for p in Path(folder).glob("exit-*")}
-    if codes.get(0):
-        return codes[0]
-    failing = [c for r, c in sorted(codes.items()) if c]
-    return failing[0] if failing else (1 if code else 0)
+        if codes.get(0):
+            return codes[0]
+        failing = [(r, c) for r, c in sorted(codes.items()) if c]
+        if failing:
+            err = Path(folder, f"stderr-{failing[0][0]}")
+            if err.is_file():
+                sys.stderr.write(err.read_text())
+    return failing[0][1] if failing else (1 if code else 0)
+
+
+def rank_stderr():
+    """In a rank other than 0 of a CLI group: a file for its stderr, printed by the launching
+    command only when that rank failed and rank 0 did not (rank 0 says the same otherwise)."""
+    folder = os.environ.get(EXIT_DIR_ENV)
+    if not folder or not os.path.isdir(folder):
+        return sys.stderr
+    return open(Path(folder, f"stderr-{rank()}"), "w", buffering=1)  # noqa: SIM115  (for the life of the process)
 
 
 def record_exit(code: int) -> None:

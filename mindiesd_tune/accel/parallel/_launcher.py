@@ -1,0 +1,42 @@
+"""torch.distributed.run, as the rank groups mindiesd-tune starts run it: the same launcher
+(``parse_args`` and ``run``), without its failure report.
+
+When a rank fails, torchrun logs every stopped rank and raises ``ChildFailedError``, whose
+traceback and table repeat on stderr what rank 0 already said in one line. Here the launcher's
+own logs stay quiet unless they are errors of the launcher itself, the report is dropped, and
+the first failing rank's exit code is the launcher's; a rank killed by a signal is named in one
+line, since no rank could say so (but not SIGTERM, which is how the launcher stops the
+ranks left when one failed).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    try:
+        run(parse_args(sys.argv[1:] if argv is None else argv))
+    except ChildFailedError as e:
+        failures = sorted(e.failures.items())
+        for rank, failure in failures:
+            # a signal: the rank could not report it; SIGTERM is the launcher stopping the others
+            if failure.exitcode < 0 and failure.exitcode != -signal.SIGTERM:
+                try:
+                    name = signal.Signals(-failure.exitcode).name
+                except ValueError:
+                    name = f"signal {-failure.exitcode}"
+                print(f"mindiesd-tune: error: rank {rank} was killed by {name}", file=sys.stderr)
+        codes = [f.exitcode for _, f in failures if f.exitcode > 0]
+        return codes[0] if codes else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

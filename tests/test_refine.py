@@ -17,6 +17,8 @@ DISTS = {
     "cache.method": CategoricalDistribution(["none", "first_block"]),
     "cache.threshold": FloatDistribution(0.01, 1.0, log=True),
     "cache.warmup_steps": IntDistribution(0, 4),
+    "quant.scheme": CategoricalDistribution(["none", "w8a16"]),
+    "quant.precision.denoiser": CategoricalDistribution([None, "bfloat16"]),
 }
 
 
@@ -212,3 +214,40 @@ def test_a_point_one_notch_safer_of_a_miss_bisects_toward_it_instead_of_stopping
     best = _add(study, safer.params, speedup=2.2, queued=True, refined_from=preset.number)
     [r] = refinements(study, best, [FLOOR])
     assert r.why == "bolder" and safer.params["cache.threshold"] < r.params["cache.threshold"] < 0.5
+
+
+def _with_quant(params, precision=None):
+    return {**params, "quant.scheme": "none", "quant.precision.denoiser": precision}
+
+
+def test_a_single_section_win_is_laid_over_the_best_trial_whichever_finished_last():
+    bf16 = _with_quant({"cache.method": "none"}, "bfloat16")  # the precision section alone
+    for win_first in (False, True):
+        study = _study()
+        _add(study, _with_quant({"cache.method": "none"}))  # the baseline
+        if win_first:
+            win = _add(study, bf16, speedup=1.1, queued=True)
+            assert refinements(study, win, [FLOOR]) == []  # the best trial so far: no cache to lay it over yet
+        best = _add(study, _with_quant(_point(0.3)), speedup=2.0, queued=True)
+        if not win_first:
+            win = _add(study, bf16, speedup=1.1, queued=True)
+        points = refinements(study, best if win_first else win, [FLOOR])
+        combined = [p for p in points if "combined" in p.why]
+        assert len(combined) == 1, points
+        c = combined[0]
+        assert c.params == _with_quant(_point(0.3), "bfloat16") and c.refined_from == best.number
+        assert c.why.startswith(f"combined with trial {win.number}")
+        if win_first:  # the best trial also gets its bolder neighbour
+            assert any(p.why == "bolder" for p in points)
+        _add(study, c.params, speedup=2.2, queued=True, refined_from=best.number)
+        assert not [p for p in refinements(study, best, [FLOOR]) if "combined" in p.why]  # not twice
+
+
+def test_a_win_within_noise_or_below_a_floor_is_not_combined():
+    study = _study()
+    best = _add(study, _with_quant(_point(0.3)), speedup=2.0, queued=True)
+    noisy = _add(study, _with_quant({"cache.method": "none"}, "bfloat16"), speedup=1.01, queued=True)  # low end 0.99
+    assert refinements(study, noisy, [FLOOR]) == []
+    missed = _add(study, _with_quant({"cache.method": "none"}, "bfloat16"), speedup=1.2, miss=1.0)
+    assert refinements(study, missed, [FLOOR]) == []
+    assert not [p for p in refinements(study, best, [FLOOR]) if "combined" in p.why]

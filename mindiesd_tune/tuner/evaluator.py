@@ -291,11 +291,11 @@ class Evaluator:
                 if max_s is not None and spent + spent / len(parts) > max_s:
                     break
                 p, s = pairs[(len(parts) - first) % len(pairs)]
-                parts.append(self._compare(config, p, s, repeats)[0])
+                parts.append(self._compare(config, p, s, repeats, warmup=0)[0])  # warm since the first pass
                 pooled = Comparison.pooled(parts)
         return pooled
 
-    def _compare(self, config: accel.AccelConfig, prompt: str, seed: int, repeats: int):
+    def _compare(self, config: accel.AccelConfig, prompt: str, seed: int, repeats: int, warmup: int | None = None):
         """The baseline and ``config`` interleaved on one prompt -> (comparison, last candidate output,
         counters of the last candidate call). The config is applied and removed untimed around each call."""
         handles: list = []
@@ -306,7 +306,7 @@ class Evaluator:
 
         comparison, _, out = compare_interleaved(
             lambda: self.generate(prompt, seed), lambda: self.generate(prompt, seed, handles[-1].call_overrides), self.device,
-            self.warmup, repeats, candidate_setup=setup,
+            self.warmup if warmup is None else warmup, repeats, candidate_setup=setup,
         )
         self._baseline_timings.append(comparison.baseline)
         return comparison, out, handles[-1].stats()

@@ -19,9 +19,14 @@ numeric choices, a factor ``LOG_FACTOR`` on a log float, ``LINEAR_NOTCH`` of a l
 range. A bolder step that would pass a known floor miss on the same line stops halfway to it,
 so the line bisects the boundary. A line ends when the move would be shorter than
 ``MIN_MOVE`` of the range (or than one step), would leave the distribution, or would reach a
-point already tried or queued. Refinement points are trials like any other: they count
-against the budget. Random search does without them: it is the baseline a search is
-compared with.
+point already tried or queued.
+
+Sections are independent methods (caching, precision, step count, mesh), so speed-ups found in
+different sections are combined: a feasible trial that sets one section only and is faster than
+the baseline beyond its interval (a *single-section win*, such as the bf16 denoiser alone) is
+laid over the best feasible trial where that trial leaves the section off, whichever of the two
+finished last. Refinement points are trials like any other: they count against the budget.
+Random search does without them: it is the baseline a search is compared with.
 """
 
 from __future__ import annotations
@@ -79,9 +84,19 @@ def refinements(study: optuna.Study, trial: optuna.trial.FrozenTrial, floors: It
         return []
     floors = set(floors)
     if trial.state == TrialState.COMPLETE and "latency_s" in trial.user_attrs and is_feasible(trial):
-        if is_neutral_point(trial) or not _best_so_far(study, trial):
+        if is_neutral_point(trial):
             return []
+        if not _best_so_far(study, trial):
+            # a single-section win goes onto the best trial, which may have finished before it
+            best = _best_feasible(study)
+            wins = [t for t in _single_section_wins(study) if t.number == trial.number]
+            point = _combination(study, best, wins) if best is not None and wins else None
+            return [point] if point is not None else []
         direction, why = +1, "bolder"
+        bolder = next((p for m, k, line in _knobs(study, trial)
+                       if (p := _neighbour(study, trial, m, k, line, direction, why)) is not None), None)
+        combined = _combination(study, trial, _single_section_wins(study))
+        return [p for p in (bolder, combined) if p is not None]
     elif _misses_floor(trial, floors) and "fixed_params" in trial.system_attrs:  # a preset or refinement point
         direction, why = -1, "safer"
     else:
@@ -92,6 +107,61 @@ def refinements(study: optuna.Study, trial: optuna.trial.FrozenTrial, floors: It
         if point is not None:
             return [point]
     return []
+
+
+def _active_sections(trial: optuna.trial.FrozenTrial) -> dict[str, str] | None:
+    """The sections the trial's configuration sets (not at their neutral value), each with its
+    one-line text; None when its configuration cannot be read (a plugin's method no longer
+    registered)."""
+    from ..accel.config import AccelConfig
+    from ..search_spaces import config_from_params
+
+    try:
+        stored = trial.user_attrs.get("config")  # with derived fields: a schedule's mask
+        config = AccelConfig.from_dict(stored) if stored else config_from_params(trial.params)
+        return {name: text for name, text in config.summary() if text != "off"}
+    except Exception:  # noqa: BLE001  (an unreadable point takes no part in combinations)
+        return None
+
+
+def _single_section_wins(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Completed feasible trials that set one section only and are faster than the baseline
+    beyond their interval (the interval's low end above 1)."""
+    out = []
+    for t in completed(study):
+        if "repeat_of" in t.user_attrs or not is_feasible(t):
+            continue
+        speed = speed_of(t)
+        active = _active_sections(t)
+        if active is not None and len(active) == 1 and (speed.low or 0.0) > 1.0:
+            out.append(t)
+    return out
+
+
+def _best_feasible(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    feasible = [t for t in completed(study) if is_feasible(t) and not is_neutral_point(t) and "repeat_of" not in t.user_attrs]
+    return max(feasible, key=lambda t: speed_of(t).speedup or 0.0, default=None)
+
+
+def _combination(study: optuna.Study, best: optuna.trial.FrozenTrial, wins: list) -> Refinement | None:
+    """``best``'s point with the section of the fastest of ``wins`` that ``best`` leaves off laid
+    over it (that win's parameters of the section in place of ``best``'s); None when there is none
+    new to try."""
+    mine = _active_sections(best)
+    if mine is None:
+        return None
+    for win in sorted(wins, key=lambda t: -(speed_of(t).speedup or 0.0)):
+        theirs = _active_sections(win)
+        if win.number == best.number or not theirs or set(theirs) & set(mine):
+            continue
+        ((section, text),) = theirs.items()
+        params = {k: v for k, v in best.params.items() if k.partition(".")[0] != section}
+        params.update({k: v for k, v in win.params.items() if k.partition(".")[0] == section})
+        if _known(study, params):
+            continue
+        return Refinement(params, best.number, section, section, "off", text,
+                          f"combined with trial {win.number}, {speed_of(win).speedup:.2f}x alone")
+    return None
 
 
 def _neighbour(study, trial, method: str, knob, line: _Line, direction: int, why: str) -> Refinement | None:

@@ -56,10 +56,12 @@ CONFIRM_MAX = 3
 CONFIRM_MARGIN = 0.1
 # No further point is confirmed once the confirmation took this share of the search's own time
 # (at least this long); the best point is always confirmed.
-CONFIRM_SHARE = 0.25
+CONFIRM_SHARE = 0.3
 CONFIRM_MIN_S = 60.0
 # A confirmation goes on (more interleaved rounds) until its interval is within this share of
-# its speed-up or its share of that time is spent; the best point gets half of the time.
+# its speed-up or its share of that time is spent; the best point (the profile, unless another
+# overtakes it) gets BEST_SHARE of the time, the others share the rest.
+BEST_CONFIRM_SHARE = 2 / 3
 CONFIRM_PRECISION = TuneOptions.confirm_precision
 # Identical outputs have infinite PSNR; Optuna wants finite objective values.
 PSNR_CAP = 100.0
@@ -494,7 +496,7 @@ def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str]
     interleaved rounds, every prompt, and with ``precision`` more rounds until the interval is
     within that share of the speed-up (``Evaluator.confirm``). Stored in the study's
     ``confirmed`` attribute by trial number. Within ``time_limit_s`` the best candidate gets
-    half of the time (all of it alone) and the others share what is left; no candidate is
+    BEST_CONFIRM_SHARE of the time (all of it alone) and the others share what is left; no candidate is
     started once the limit has been spent, and those left stay unconfirmed."""
     found = confirmations(study)
     todo = confirmation_candidates(study)
@@ -511,7 +513,7 @@ def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str]
                 log(f"confirmation used its {time_limit_s:.0f} s; trial(s) {', '.join(str(u.number) for u in todo[i:])} "
                     "stay unconfirmed")
                 break
-            max_s = max(0.0, left / 2 if i == 0 and len(todo) > 1 else left / (len(todo) - i))
+            max_s = max(0.0, left * BEST_CONFIRM_SHARE if i == 0 and len(todo) > 1 else left / (len(todo) - i))
         outcome = worker.confirm(t.user_attrs.get("config") or config_from_params(t.params).to_dict(), repeats,
                                  precision=precision, max_s=max_s)
         if outcome.kind == INTERRUPTED:

@@ -243,10 +243,10 @@ def test_a_single_section_win_is_laid_over_the_best_trial_whichever_finished_las
         assert not [p for p in refinements(study, best, [FLOOR]) if "combined" in p.why]  # not twice
 
 
-def test_a_win_within_noise_or_below_a_floor_is_not_combined():
+def test_a_gain_within_noise_or_below_a_floor_is_not_combined():
     study = _study()
     best = _add(study, _with_quant(_point(0.3)), speedup=2.0, queued=True)
-    noisy = _add(study, _with_quant({"cache.method": "none"}, "bfloat16"), speedup=1.01, queued=True)  # low end 0.99
+    noisy = _add(study, _with_quant({"cache.method": "none"}, "bfloat16"), speedup=1.01, queued=True)  # within noise
     assert refinements(study, noisy, [FLOOR]) == []
     missed = _add(study, _with_quant({"cache.method": "none"}, "bfloat16"), speedup=1.2, miss=1.0)
     assert refinements(study, missed, [FLOOR]) == []

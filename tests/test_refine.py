@@ -241,6 +241,19 @@ def test_a_single_section_win_is_laid_over_the_best_trial_whichever_finished_las
             assert any(p.why == "bolder" for p in points)
         _add(study, c.params, speedup=2.2, queued=True, refined_from=best.number)
         assert not [p for p in refinements(study, best, [FLOOR]) if "combined" in p.why]  # not twice
+        assert c.user_attrs == {"refined_from": best.number, "combined": True}
+
+
+def test_a_combination_that_misses_the_floor_is_dropped_not_walked_back():
+    study = _study()
+    best = _add(study, _with_quant(_point(0.3)), speedup=2.0, queued=True)
+    _add(study, _with_quant({"cache.method": "none"}, "bfloat16"), speedup=1.1, queued=True)
+    [c] = [p for p in refinements(study, best, [FLOOR]) if "combined" in p.why]
+    study.add_trial(optuna.trial.create_trial(
+        state=COMPLETE, params=c.params, distributions={k: DISTS[k] for k in c.params}, values=[0.45, 39.0],
+        user_attrs={"latency_s": 0.45, "speedup": 2.2, "speedup_low": 2.1, "speedup_high": 2.3, **c.user_attrs},
+        system_attrs={"fixed_params": c.params}, constraints={FLOOR: 1.0}))
+    assert refinements(study, study.trials[-1], [FLOOR]) == []
 
 
 def test_a_gain_within_noise_or_below_a_floor_is_not_combined():

@@ -68,10 +68,11 @@ class Refinement:
     old: Any
     new: Any
     why: str
+    combined: bool = False  # two sections' wins laid together, not a move along a knob
 
     @property
     def user_attrs(self) -> dict[str, Any]:
-        return {"refined_from": self.refined_from}
+        return {"refined_from": self.refined_from, **({"combined": True} if self.combined else {})}
 
     def note(self) -> str:
         return (f"refining trial {self.refined_from} ({self.method}): "
@@ -99,6 +100,8 @@ def refinements(study: optuna.Study, trial: optuna.trial.FrozenTrial, floors: It
         combined = _combination(study, trial, _single_section_wins(study))
         return [p for p in (bolder, combined) if p is not None]
     elif _misses_floor(trial, floors) and "fixed_params" in trial.system_attrs:  # a preset or refinement point
+        if trial.user_attrs.get("combined"):
+            return []  # the two wins do not add up; walking either back leads to the trials they came from
         direction, why = -1, "safer"
     else:
         return []
@@ -163,7 +166,7 @@ def _combination(study: optuna.Study, best: optuna.trial.FrozenTrial, wins: list
         if _known(study, params):
             continue
         return Refinement(params, best.number, section, section, "off", text,
-                          f"combined with trial {win.number}, {speed_of(win).speedup:.2f}x alone")
+                          f"combined with trial {win.number}, {speed_of(win).speedup:.2f}x alone", combined=True)
     return None
 
 

@@ -182,6 +182,9 @@ def main() -> None:
     ap.add_argument("--table", type=Path, default=None,
                     help="JSON file of the measured table: read if it exists (no measuring), else written")
     ap.add_argument("--no-live", action="store_true", help="skip the live study (overhead part)")
+    ap.add_argument("--without-presets", action="store_true",
+                    help="replayed studies queue only the baseline: the samplers' own search, where the presets "
+                         "alone would already reach the table's front")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -200,6 +203,11 @@ def main() -> None:
     # the objectives are relative: the baseline sits at 1.0, a point must be faster to count
     ref = (1.05, parse_floor(args.floor).value)
     marks = sorted({n for n in (10, 20, args.trials) if n <= args.trials})
+    if args.without_presets:
+        import mindiesd_tune.tuner.study as study_module
+
+        full = study_module.presets
+        study_module.presets = lambda family, ctx: full(family, ctx)[:1]  # the baseline is always trial 0
     rows = []
     for sampler in ("random", "tpe", "nsga2", "gp"):
         hvs = {n: [] for n in marks}

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from parallel_ranks import run_ranks
 from PIL import Image
@@ -100,3 +101,17 @@ def test_run_and_bench_launch_the_rank_group(tmp_path):
     assert d.returncode == 2 and "mindiesd-tune: error:" in d.stderr
     # one line from rank 0; neither the other rank's copy nor the launcher's failure report
     assert d.stderr.count("error:") == 1 and "Traceback" not in d.stderr and "ChildFailedError" not in d.stderr, d.stderr
+
+
+@pytest.mark.parametrize("recorded, expected", [(2, 0), (1, 1)])
+def test_a_rank_dying_in_teardown_after_its_command_ended_does_not_fail_the_group(monkeypatch, recorded, expected):
+    import signal
+
+    from mindiesd_tune.accel.parallel import launch
+
+    # a stand-in launcher: the ranks note their exit codes, then the group dies as a C++ teardown abort would
+    script = ("import os, signal; d = os.environ['MINDIESD_TUNE_RANK_EXIT_DIR']\n"
+              f"for r in range({recorded}): open(os.path.join(d, f'exit-{{r}}'), 'w').write('0')\n"
+              f"os.kill(os.getpid(), {int(signal.SIGABRT)})")
+    monkeypatch.setattr(launch, "torchrun_command", lambda nproc, module, *args: [sys.executable, "-c", script])
+    assert launch.run_cli_group(2, ["run"]) == expected

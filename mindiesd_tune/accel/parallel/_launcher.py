@@ -12,8 +12,12 @@ ranks left when one failed).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
+from pathlib import Path
+
+from .launch import EXIT_DIR_ENV
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,9 +29,12 @@ def main(argv: list[str] | None = None) -> int:
         run(parse_args(sys.argv[1:] if argv is None else argv))
     except ChildFailedError as e:
         failures = sorted(e.failures.items())
+        done = os.environ.get(EXIT_DIR_ENV)  # where a CLI rank notes the end of its command
         for rank, failure in failures:
-            # a signal: the rank could not report it; SIGTERM is the launcher stopping the others
-            if failure.exitcode < 0 and failure.exitcode != -signal.SIGTERM:
+            # a signal: the rank could not report it; SIGTERM is the launcher stopping the others;
+            # a rank that noted its exit code had finished its command and died in teardown
+            finished = done is not None and Path(done, f"exit-{rank}").is_file()
+            if failure.exitcode < 0 and failure.exitcode != -signal.SIGTERM and not finished:
                 try:
                     name = signal.Signals(-failure.exitcode).name
                 except ValueError:

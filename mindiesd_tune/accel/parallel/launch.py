@@ -84,7 +84,9 @@ def stop(proc: subprocess.Popen, pids: list[int] = (), timeout: float = 30.0) ->
 
 def run_cli_group(nproc: int, argv: list[str]) -> int:
     """Run ``mindiesd-tune ARGV`` in ``nproc`` ranks and wait -> rank 0's exit code (any
-    failing rank's when rank 0's is 0). Ctrl-C stops the whole group."""
+    failing rank's when rank 0's is 0). The codes the ranks record when their command ends
+    decide: a rank that recorded 0 and then died while the interpreter shut down (a C++
+    library's teardown aborting) finished its work. Ctrl-C stops the whole group."""
     with tempfile.TemporaryDirectory(prefix="mindiesd-ranks-") as folder:
         env = group_env(nproc, {EXIT_DIR_ENV: folder})
         proc = subprocess.Popen(torchrun_command(nproc, "mindiesd_tune.cli", *argv), env=env)
@@ -97,6 +99,8 @@ def run_cli_group(nproc: int, argv: list[str]) -> int:
         if codes.get(0):
             return codes[0]
         failing = [(r, c) for r, c in sorted(codes.items()) if c]
+        if not failing and len(codes) == nproc:
+            return 0
         if failing:
             err = Path(folder, f"stderr-{failing[0][0]}")
             if err.is_file():

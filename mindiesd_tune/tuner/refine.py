@@ -94,23 +94,25 @@ def refinements(study: optuna.Study, trial: optuna.trial.FrozenTrial, floors: It
             wins = [t for t in _single_section_wins(study) if t.number == trial.number]
             point = _combination(study, best, wins) if best is not None and wins else None
             return [point] if point is not None else []
-        direction, why = +1, "bolder"
-        bolder = next((p for m, k, line in _knobs(study, trial)
-                       if (p := _neighbour(study, trial, m, k, line, direction, why)) is not None), None)
+        bolder = _first_neighbour(study, trial, +1, "bolder")
         combined = _combination(study, trial, _single_section_wins(study))
         return [p for p in (bolder, combined) if p is not None]
     elif _misses_floor(trial, floors) and "fixed_params" in trial.system_attrs:  # a preset or refinement point
         if trial.user_attrs.get("combined"):
             return []  # the two wins do not add up; walking either back leads to the trials they came from
-        direction, why = -1, "safer"
-    else:
-        return []
-    # the first knob that can move: a point at the edge of one line may still move along another
+        safer = _first_neighbour(study, trial, -1, "safer")
+        return [safer] if safer is not None else []
+    return []
+
+
+def _first_neighbour(study, trial, direction: int, why: str) -> Refinement | None:
+    """The neighbour along the first knob that can move: a point at the edge of one line may
+    still move along another."""
     for method, knob, line in _knobs(study, trial):
         point = _neighbour(study, trial, method, knob, line, direction, why)
         if point is not None:
-            return [point]
-    return []
+            return point
+    return None
 
 
 def _active_sections(trial: optuna.trial.FrozenTrial) -> dict[str, str] | None:

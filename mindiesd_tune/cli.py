@@ -139,6 +139,7 @@ def tune(
                                             "speed-up's 95 percent interval is within this share of it (0: one fixed pass)"),
     clip_model: Optional[str] = typer.Option(None, help="CLIP for the clip metric: demo-clip, NAME:/path/weights, local-dir:/path (default demo-clip for demo models)"),
     interleave: bool = typer.Option(True, help="time the baseline alternately with every trial, so speed-ups are ratios from one run"),
+    compile_: bool = typer.Option(True, "--compile/--no-compile", help="search regional torch.compile where it can build kernels for the device (its compile time is set-up, not latency)"),
     baseline_cache: Optional[Path] = typer.Option(None, help="folder caching baseline outputs across studies (default ~/.cache/mindiesd-tune/baselines; --no-baseline-cache to compute per study)"),
     no_baseline_cache: bool = typer.Option(False, "--no-baseline-cache", help="compute the baseline outputs afresh"),
     workers: int = typer.Option(1, min=1, help="evaluator workers on this machine, each on its own device or device group"),
@@ -181,7 +182,7 @@ def tune(
             allow_download=allow_download, workers=workers, devices=devices, storage=storage, study_name=study_name, pick_how=pick,
             prune_margin=prune_margin if prune_margin > 0 else None, isolate=isolate, quiet=quiet,
             confirm_precision=confirm_precision or None,
-            clip_model=clip_model, interleave=interleave,
+            clip_model=clip_model, interleave=interleave, compile=compile_,
             baseline_cache=None if cache is None else str(cache),
             log=lambda line: con.print(line, markup=False),
         )

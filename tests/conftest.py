@@ -6,6 +6,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import tempfile  # noqa: E402
 
 os.environ.setdefault("MINDIESD_TUNE_BASELINES", tempfile.mkdtemp(prefix="mindiesd-baselines-"))
+# Studies leave torch.compile out: compiling costs seconds to tens of seconds a trial here, and the
+# tests that search it (test_accel_compile.py) turn it back on.
+os.environ["MINDIESD_TUNE_COMPILE"] = "0"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

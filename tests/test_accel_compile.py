@@ -1,4 +1,4 @@
-"""`compile:` (regional torch.compile) through accel.apply and Handle.remove() on a tiny model."""
+"""`compile:` (regional torch.compile) through accel.apply and Handle.remove(), and as a searched section."""
 
 import os
 import shutil
@@ -41,11 +41,15 @@ def _frames_compiled() -> int:
     return counters["frames"]["ok"]
 
 
+def _compiled(block) -> bool:
+    return "forward" in vars(block)
+
+
 def test_neutral_compile_is_exact(model):
     with torch.inference_mode():
         base = generate(model)
         with accel.apply(model.pipe, {"compile": {"mode": "none"}}):
-            assert all(getattr(b, "_compiled_call_impl", None) is None for b in _blocks(model))
+            assert not any(_compiled(b) for b in _blocks(model))
             out = generate(model)
     assert np.array_equal(out, base)
 
@@ -59,14 +63,14 @@ def test_regional_compile_matches_eager_and_remove_restores_it(model):
         base = generate(model)
         frames = _frames_compiled()
         handle = accel.apply(model.pipe, {"compile": {"mode": "default", "dynamic": False}})
-        assert all(b._compiled_call_impl is not None for b in blocks)
+        assert all(_compiled(b) for b in blocks)
         compiled = generate(model)
         # the blocks really ran through Dynamo: at least one graph per block class
         assert _frames_compiled() - frames >= len({type(b) for b in blocks})
         again = generate(model)  # compiled once, then reused: deterministic call to call
         handle.remove()
 
-        assert all(b._compiled_call_impl is None for b in blocks)
+        assert not any(_compiled(b) for b in blocks)
         frames = _frames_compiled()
         restored = generate(model)
         assert _frames_compiled() == frames  # eager again: nothing goes through Dynamo
@@ -76,20 +80,88 @@ def test_regional_compile_matches_eager_and_remove_restores_it(model):
     assert not handle.active and getattr(model.pipe, "_mindiesd_accel_handle", None) is None
 
 
-def test_uncompile_returns_a_compiled_module_to_eager_calls_on_this_torch():
-    # the one private use (nn.Module._compiled_call_impl): fails here first on a torch that moves it
-    from mindiesd_tune.accel.methods.compile import uncompile
+@pytest.mark.slow
+@needs_compiler
+def test_compile_under_a_step_cache_traces_the_blocks_only(model):
+    # Compiled with the cache hooks inside the graph, Dynamo met a new hook state (step, branch,
+    # skip or not) on every call and recompiled until its limit, then ran eagerly. Installed
+    # first, only the blocks' own forwards are compiled: the graphs are made on the first call
+    # and every later apply/remove round (as a study's interleaved timing does) reuses them.
+    n = model.generation["num_inference_steps"]
+    cache = {"method": "schedule", "compute_steps": [0, n - 1], "budget": 0.5}
+    with torch.inference_mode():
+        with accel.apply(model.pipe, {"cache": cache}):
+            eager = generate(model)
+        outs, frames = [], []
+        for _ in range(3):
+            with accel.apply(model.pipe, {"cache": cache, "compile": {"mode": "default"}}) as handle:
+                outs.append(generate(model))
+                frames.append(_frames_compiled())
+                assert handle.stats()["cached_steps"] > 0  # the cache still skips steps around the compiled blocks
+    assert frames[1] == frames[0] and frames[2] == frames[0]
+    assert np.abs(outs[0] - eager).max() <= COMPILE_ATOL
+    assert np.array_equal(outs[1], outs[0]) and np.array_equal(outs[2], outs[0])
 
-    graphs = []
 
-    def backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
+def test_remove_puts_back_a_forward_another_library_had_installed(monkeypatch, model):
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)  # what is compiled is not the point here
+    block = _blocks(model)[0]
+    theirs = block.forward  # a bound method, stored on the instance as a hooking library does
+    block.forward = theirs
+    try:
+        handle = accel.apply(model.pipe, {"compile": {"mode": "default"}})
+        handle.remove()
+        assert vars(block)["forward"] is theirs
+    finally:
+        vars(block).pop("forward", None)
 
-    m, x = torch.nn.Linear(2, 2), torch.ones(1, 2)
-    eager = m(x)
-    m.compile(backend=backend)
-    assert torch.equal(m(x), eager) and len(graphs) == 1  # compile() wraps __call__ on this torch
-    uncompile(m)
-    torch._dynamo.reset()  # a still-compiled call would now compile again
-    assert torch.equal(m(x), eager) and len(graphs) == 1
+
+def test_compile_is_searched_where_inductor_builds_kernels(monkeypatch):
+    from mindiesd_tune.accel.methods import compile as compile_entry
+    from mindiesd_tune.search_spaces import SpaceContext, neutral_params, offered, presets
+
+    monkeypatch.setenv(compile_entry.COMPILE_ENV, "1")
+    monkeypatch.setattr(compile_entry, "has_compiler", lambda device: device in ("cpu", "cuda"))
+    ctx = SpaceContext(device="cpu")
+    assert offered("compile", "dit-image", ctx) == ["regional"]
+    assert neutral_params("dit-image", ctx)["compile.mode"] == "none"
+    points = presets("dit-image", ctx)
+    assert {"compile.mode": "default"}.items() <= points[-1].items()
+    assert all(p["compile.mode"] == "none" for p in points[:-1])
+    # left out: --no-compile, the environment, an NPU, a rank group, a UNet
+    for family, context in (("dit-image", SpaceContext(device="cpu", compile=False)),
+                            ("dit-image", SpaceContext(device="npu")),
+                            ("dit-image", SpaceContext(device="cpu", world_size=2)),
+                            ("unet-image", ctx)):
+        assert offered("compile", family, context) == []
+    monkeypatch.setenv(compile_entry.COMPILE_ENV, "0")
+    assert offered("compile", "dit-image", ctx) == []
+
+
+def test_the_evaluator_drops_earlier_graphs_before_a_trial_that_compiles(monkeypatch):
+    from mindiesd_tune.accel.config import AccelConfig
+    from mindiesd_tune.tuner import evaluator
+
+    resets = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(1))
+    evaluator._fresh_compile(AccelConfig.from_dict({"cache": {"method": "first_block", "threshold": 0.1}}))
+    assert resets == []
+    evaluator._fresh_compile(AccelConfig.from_dict({"compile": {"mode": "default"}}))
+    assert resets == [1]
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_a_study_runs_its_compile_preset(monkeypatch, tmp_path):
+    from mindiesd_tune.accel.methods.compile import COMPILE_ENV
+    from mindiesd_tune.tuner import TuneOptions, parse_budget, run_study
+    from mindiesd_tune.tuner.pick import speed_of
+
+    monkeypatch.setenv(COMPILE_ENV, "1")
+    out = run_study("tiny-flux-random", parse_budget("12t"), tmp_path / "run",
+                    TuneOptions(isolate=False, quiet=True, confirm_precision=None, log=lambda line: None))
+    torch._dynamo.reset()
+    compiled = [t for t in out.study.trials if t.params.get("compile.mode") == "default"]
+    assert compiled, "the compile preset was not queued"
+    assert all(t.state.name == "COMPLETE" for t in compiled[:1])
+    assert speed_of(compiled[0]).speedup is not None  # timed, interleaved with the baseline

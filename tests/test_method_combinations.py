@@ -70,6 +70,12 @@ def eager_compile(monkeypatch):
         return compile_(fn, *args, backend="eager", **kwargs)
 
     monkeypatch.setattr(torch, "compile", eager)
+    # the toys must take compile.regional whatever a study here may search (conftest turns it
+    # off) and whether or not a C++ compiler is installed (the eager backend needs none)
+    from mindiesd_tune.accel.methods import compile as compile_entry
+
+    monkeypatch.setenv(compile_entry.COMPILE_ENV, "1")
+    monkeypatch.setattr(compile_entry, "has_compiler", lambda device: True)
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
@@ -141,13 +147,14 @@ def test_apply_installs_in_declared_order_and_removes_in_reverse(monkeypatch, ti
                          cache=FirstBlockCacheConfig(threshold=0.1), steps=StepsConfig(num_inference_steps=2))
     apply(tiny_flux.pipe, config).remove()
     installed = [key for what, key in calls if what == "install"]
-    # the sections' order; quant's and parallel's neutral entries install too (the load dtype, one device)
-    assert installed == ["steps.steps", "cache.first_block", "sparse.local", "quant.none", "parallel.mesh",
-                         "compile.regional"]
+    # the sections' order, except compile's own order (first: the other hooks wrap the compiled
+    # blocks); quant's and parallel's neutral entries install too (the load dtype, one device)
+    assert installed == ["compile.regional", "steps.steps", "cache.first_block", "sparse.local", "quant.none",
+                         "parallel.mesh"]
     assert [key for what, key in calls if what == "remove"] == installed[::-1]
 
     calls.clear()
     patch(registry.get_method("sparse", "local"), order=5)  # an entry's own order goes before its section's
     apply(tiny_flux.pipe, config).remove()
-    assert [key for what, key in calls if what == "install"] == ["sparse.local", "steps.steps", "cache.first_block",
-                                                                  "quant.none", "parallel.mesh", "compile.regional"]
+    assert [key for what, key in calls if what == "install"] == ["compile.regional", "sparse.local", "steps.steps",
+                                                                  "cache.first_block", "quant.none", "parallel.mesh"]

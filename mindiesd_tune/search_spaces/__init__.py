@@ -63,6 +63,8 @@ class SpaceContext:
         world_size: ranks one trial spans (a rank group); None or 1: one process, no mesh.
         meshes: the meshes (``ParallelConfig.describe()`` names, ``single`` first) the rank
             group can run on this model and workload; ``parallel.mesh`` samples among them.
+        compile: False: the study leaves torch.compile out (``tune --no-compile``); None: it is
+            searched where inductor can build kernels for the device.
     """
 
     n_blocks: int | None = None
@@ -82,6 +84,7 @@ class SpaceContext:
     first_block_change: tuple[float, ...] | None = None
     world_size: int | None = None
     meshes: tuple[str, ...] | None = None
+    compile: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for a worker process to send and a study to record."""

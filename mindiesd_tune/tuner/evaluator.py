@@ -25,6 +25,16 @@ RETIME_EVERY = 4
 CONFIRM_MAX_FACTOR = 8
 
 
+def _fresh_compile(config: accel.AccelConfig) -> None:
+    """Before a config that compiles: drop the graphs earlier trials compiled. Dynamo keeps
+    every graph with its guards on the block's code, so each config a study compiled (another
+    cache hook, quantised weights, another attention backend) would count towards its recompile
+    limit, and the compile section refuses to go past it (a failed trial). The first, untimed
+    call of the trial compiles afresh; later calls of the same trial reuse it."""
+    if config.compile.mode != "none":
+        torch._dynamo.reset()
+
+
 class TrialAborted(BaseException):
     """The running trial was aborted (a second Ctrl-C). A BaseException, as KeyboardInterrupt is,
     so that no ``except Exception`` in a pipeline or an accelerator swallows it on its way out."""
@@ -221,6 +231,7 @@ class Evaluator:
         """
         t_start = time.perf_counter()
         self.baseline  # noqa: B018  (computed once, before any timing)
+        _fresh_compile(config)
         p0, s0 = self.workload.prompts[0], self.workload.seeds[0]
         busy = self.busy()
         # an even number of rounds: as many AB as BA, so a machine that slows down (or speeds up)
@@ -280,6 +291,7 @@ class Evaluator:
         busy machine the interval narrows with more pairs where a fixed count leaves it wide.
         """
         self.baseline  # noqa: B018
+        _fresh_compile(config)
         pairs = list(zip(self.workload.prompts, self.workload.seeds))
         started = time.monotonic()
         with torch.inference_mode():

@@ -41,6 +41,8 @@ class TuneOptions:
             ``random`` is pure random search after the presets, the baseline a search is
             compared with.
         pick_how: which trial becomes the profile: ``fastest``, ``knee`` or ``trial:N``.
+        compile: search regional torch.compile where inductor can build kernels for the
+            device (False: leave it out, as ``MINDIESD_TUNE_COMPILE=0`` does for every study).
         prune_margin: a trial whose first prompt misses a floor by more than this share is
             pruned before it is timed; None never prunes.
 
@@ -113,6 +115,7 @@ class TuneOptions:
     clip_model: str | None = None
     interleave: bool = True
     confirm_precision: float | None = 0.1
+    compile: bool = True
     baseline_cache: str | None = None
     heartbeat_interval: int = HEARTBEAT_INTERVAL
     grace_period: int = GRACE_PERIOD

@@ -8,6 +8,7 @@ aborts the running trials (failed as interrupted, their points queued again).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import math
@@ -350,6 +351,8 @@ class _StudyRun:
         (trial 0); on the run's own resumed study the points of trials a killed process left
         running. Both need the model's family and space, known once a worker has loaded it."""
         self.space = SpaceContext.from_dict(self.info.get("space"))  # block/step counts, schedulers, centred thresholds
+        if not self.opts.compile:
+            self.space = dataclasses.replace(self.space, compile=False)
         if not self.study.trials:
             points = presets(self.info["model"]["family"], self.space)
             # in a rank group the meshes come right after the baseline: what the group is for,

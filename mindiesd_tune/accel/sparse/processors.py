@@ -38,6 +38,14 @@ def qkv_projections(model: str) -> Callable:
 class SparseProcessor:
     """Base of the sparse processors; denoiser specs name subclasses in ``SparseSpec.processors``."""
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Inside a compiled block (compile.regional) the processor runs eagerly: traced, its
+        # per-layer index, counters and workspace lookups would make Dynamo recompile the block
+        # for every layer and step. The block's other operations stay compiled around it.
+        if "__call__" in cls.__dict__:
+            cls.__call__ = torch.compiler.disable(cls.__call__)
+
     def __init__(self, original, attend: SparseAttention, layer: int):
         self.original, self.attend, self.layer = original, attend, layer
 

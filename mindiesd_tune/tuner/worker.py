@@ -229,8 +229,10 @@ def _child_main(conn, spec_dict: dict) -> None:
     _thread_lock_for_progress_bars()
     if os.environ.get("DIFFUSERS_VERBOSITY") == "error":
         # the CLI asked for quiet loading (no --verbose): torch's pytree deprecation warnings on
-        # torchao's import are library noise here as in the driver
+        # torchao's import are library noise here as in the driver, as is inductor's "No CUDA
+        # runtime is found" on a CPU machine when a compile trial first builds its kernels
         logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     spec = WorkerSpec(**spec_dict)
     try:
         if spec.threads:

@@ -209,7 +209,11 @@ class AttentionCounter:
     """Counts the blocks' attention computations per call, whatever skips them.
 
     Caches replace a block's or an attention module's ``forward``, which module forward hooks
-    would still see; the query projection inside only runs when attention is computed.
+    would still see; the query projection inside only runs when attention is computed. Installed
+    for untimed counting calls only: inside a compiled block (a profile with ``compile``) its
+    hooks break the graph, so they would slow the timed calls of that row alone. They run
+    eagerly there (``torch.compiler.disable``): traced, their counting would make Dynamo
+    recompile the block on every call.
     """
 
     def __init__(self, pipe):
@@ -221,9 +225,11 @@ class AttentionCounter:
         self.handles = [t.register_forward_pre_hook(self._attn) for t in targets]
         self.handles.append(model.register_forward_pre_hook(self._call))
 
+    @torch.compiler.disable
     def _attn(self, *_):
         self.computed += self.active
 
+    @torch.compiler.disable
     def _call(self, *_):
         self.calls += self.active
 
@@ -258,21 +264,13 @@ def run_row(model: str, cand: Candidate, prompts: list[str], *, repeats: int = 3
     gen = {**loaded.generation, **(generation or {})}
     pipe = loaded.pipe
     row: dict[str, Any] = {"model": model, "method": cand.method, "params": cand.params, "held_out_prompts": len(prompts)}
-    counter = AttentionCounter(pipe)
 
     def call(prompt, seed, kwargs):
         out = pipe(prompt=prompt, generator=torch.Generator("cpu").manual_seed(seed), output_type="np", **kwargs)
         return (out.frames if loaded.is_video else out.images)[0]
 
     def candidate_setup():
-        teardown = cand.setup(pipe) if cand.setup is not None else (lambda: None)
-        counter.active = True
-
-        def off():
-            counter.active = False
-            teardown()
-
-        return off
+        return cand.setup(pipe) if cand.setup is not None else (lambda: None)
 
     cand_kwargs = {**gen, **cand.call_kwargs}
     pairs: list[float] = []
@@ -299,16 +297,29 @@ def run_row(model: str, cand: Candidate, prompts: list[str], *, repeats: int = 3
             # switched off, the method must leave the pipeline as it found it
             restored = bool(np.array_equal(call(prompts[0], HELDOUT_SEED, gen), reference))
     except Exception as e:  # a peer that does not support this model
-        counter.remove()
         return {**row, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]}
-    counter.remove()
+    counter = AttentionCounter(pipe)
+    try:  # attention computed: one untimed call per prompt, the counter's hooks on only then
+        with torch.inference_mode():
+            for i, prompt in enumerate(prompts):
+                teardown = candidate_setup()
+                counter.active = True
+                try:
+                    call(prompt, HELDOUT_SEED + i, cand_kwargs)
+                finally:
+                    counter.active = False
+                    teardown()
+    except Exception:  # noqa: BLE001  (a method that cannot be set up twice, having leaked: no count)
+        counter.calls = 0
+    finally:
+        counter.remove()
     q1, med, q3 = quartiles(pairs)
     calls = counter.calls or 1
     row.update({
         "speedup": med, "speedup_q1": q1, "speedup_q3": q3, "pairs": len(pairs),
         "latency_s": statistics.median(cand_s), "baseline_s": statistics.median(base_s),
         "psnr": _mean(psnr), "ssim": float(np.mean(ssim)),
-        "attn_computed": counter.computed / calls, "attn_total": counter.per_call,
+        "attn_computed": counter.computed / calls if counter.calls else None, "attn_total": counter.per_call,
         "restored": restored,
     })
     return row
@@ -351,7 +362,7 @@ def human(row: dict) -> str:
     head = f"{row['method']:<28} {_params_text(row['params'])[:34]:<34}"
     if "error" in row:
         return f"{head} {row['error']}"
-    attn = f"{row['attn_computed']:.1f}/{row['attn_total']}"
+    attn = f"{row['attn_computed']:.1f}/{row['attn_total']}" if row["attn_computed"] is not None else "-"
     return (f"{head} {row['speedup']:>6.2f}x {row['speedup_q1']:>5.2f}-{row['speedup_q3']:<5.2f} {row['latency_s']:>7.3f} "
             f"{row['baseline_s']:>7.3f} {row['psnr']:>6.1f} {row['ssim']:>6.3f} {attn:>9} {row['held_out_prompts']:>7} "
             f"{'yes' if row['restored'] else 'NO'}")

@@ -22,7 +22,7 @@ DRIFT_LEVEL_SHARE = 0.15
 # Without interleaving the baseline is re-timed every this many trials, every trial when busy.
 RETIME_EVERY = 4
 # a confirmation that has not reached its precision stops after this many times its first pass
-CONFIRM_MAX_FACTOR = 8
+CONFIRM_MAX_FACTOR = 16
 
 
 def _fresh_compile(config: accel.AccelConfig) -> None:

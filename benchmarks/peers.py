@@ -183,11 +183,18 @@ def profile_candidate(profile) -> Candidate:
     prof = load_profile(profile)
 
     def setup(pipe):
-        return apply_profile(pipe, prof).remove
+        # the baseline runs on the same pipeline between the profile's calls: a precision or
+        # quant section must be able to put the original weights back
+        return apply_profile(pipe, prof, keep_original=True).remove
 
     params = {"cache": prof.accel.cache.method, **_changed(prof.accel.cache)}
     if prof.accel.sparse.method != "none":
         params.update({"sparse": prof.accel.sparse.method, **_changed(prof.accel.sparse)})
+    quant = _changed(prof.accel.quant)
+    if quant:
+        params["quant"] = quant
+    if prof.accel.compile.mode != "none":
+        params["compile"] = prof.accel.compile.mode
     return Candidate("mindiesd_tune_profile", params, setup, prof.call_kwargs())
 
 
@@ -298,6 +305,9 @@ def run_row(model: str, cand: Candidate, prompts: list[str], *, repeats: int = 3
             restored = bool(np.array_equal(call(prompts[0], HELDOUT_SEED, gen), reference))
     except Exception as e:  # a peer that does not support this model
         return {**row, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]}
+    # Dynamo does not guard on hooks added to a module it has compiled (skip_nnmodule_hook_guards),
+    # so a compiled profile would run past the counter's hooks: its graphs are dropped and rebuilt
+    torch._dynamo.reset()
     counter = AttentionCounter(pipe)
     try:  # attention computed: one untimed call per prompt, the counter's hooks on only then
         with torch.inference_mode():

@@ -138,16 +138,18 @@ def test_compile_is_searched_where_inductor_builds_kernels(monkeypatch):
     assert offered("compile", "dit-image", ctx) == []
 
 
-def test_the_evaluator_drops_earlier_graphs_before_a_trial_that_compiles(monkeypatch):
+def test_the_evaluator_drops_earlier_graphs_before_a_trial_that_compiles_and_fails_past_the_limit(monkeypatch):
     from mindiesd_tune.accel.config import AccelConfig
     from mindiesd_tune.tuner import evaluator
 
     resets = []
     monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(1))
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", False)  # put back after the test
     evaluator._fresh_compile(AccelConfig.from_dict({"cache": {"method": "first_block", "threshold": 0.1}}))
-    assert resets == []
+    assert resets == [] and not torch._dynamo.config.fail_on_recompile_limit_hit
     evaluator._fresh_compile(AccelConfig.from_dict({"compile": {"mode": "default"}}))
-    assert resets == [1]
+    # and past the recompile limit a trial fails rather than timing eager blocks as compiled ones
+    assert resets == [1] and torch._dynamo.config.fail_on_recompile_limit_hit
 
 
 @pytest.mark.slow

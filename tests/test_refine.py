@@ -264,3 +264,20 @@ def test_a_gain_within_noise_or_below_a_floor_is_not_combined():
     missed = _add(study, _with_quant({"cache.method": "none"}, "bfloat16"), speedup=1.2, miss=1.0)
     assert refinements(study, missed, [FLOOR]) == []
     assert not [p for p in refinements(study, best, [FLOOR]) if "combined" in p.why]
+
+
+def test_a_combination_of_declared_conflicts_is_not_proposed(monkeypatch):
+    # as compile beside a method that hooks the attention inside the blocks: the trial would
+    # fail before running, so refinement does not spend a trial number on it
+    import dataclasses
+
+    from mindiesd_tune.accel.methods import get_method, registry
+
+    quant = dataclasses.replace(get_method("quant", "none"), conflicts=("cache.first_block",))
+    monkeypatch.setitem(registry._METHODS["quant"], "none", quant)
+    monkeypatch.setitem(registry._BY_CONFIG, quant.config, quant)
+    study = _study()
+    best = _add(study, _with_quant(_point(0.3)), speedup=2.0, queued=True)
+    win = _add(study, _with_quant({"cache.method": "none"}, "bfloat16"), speedup=1.2, queued=True)
+    assert not [p for p in refinements(study, win, [FLOOR]) if "combined" in p.why]
+    assert best.number < win.number

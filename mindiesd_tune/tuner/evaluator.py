@@ -29,10 +29,15 @@ def _fresh_compile(config: accel.AccelConfig) -> None:
     """Before a config that compiles: drop the graphs earlier trials compiled. Dynamo keeps
     every graph with its guards on the block's code, so each config a study compiled (another
     cache hook, quantised weights, another attention backend) would count towards its recompile
-    limit, and the compile section refuses to go past it (a failed trial). The first, untimed
-    call of the trial compiles afresh; later calls of the same trial reuse it."""
+    limit. The first, untimed call of the trial compiles afresh; later calls of the same trial
+    reuse it.
+
+    Past that limit Dynamo runs the frame eagerly with a warning, which a deployment may prefer
+    to an error; here it would time eager blocks under a compile label, so in the evaluator's
+    process it fails the trial instead."""
     if config.compile.mode != "none":
         torch._dynamo.reset()
+        torch._dynamo.config.fail_on_recompile_limit_hit = True
 
 
 class TrialAborted(BaseException):

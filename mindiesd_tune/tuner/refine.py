@@ -165,11 +165,26 @@ def _combination(study: optuna.Study, best: optuna.trial.FrozenTrial, wins: list
         ((section, text),) = theirs.items()
         params = {k: v for k, v in best.params.items() if k.partition(".")[0] != section}
         params.update({k: v for k, v in win.params.items() if k.partition(".")[0] == section})
-        if _known(study, params):
+        if _known(study, params) or _conflicting(params):
             continue
         return Refinement(params, best.number, section, section, "off", text,
                           f"combined with trial {win.number}, {speed_of(win).speedup:.2f}x alone", combined=True)
     return None
+
+
+def _conflicting(params: dict) -> bool:
+    """Whether the point's methods declare a conflict (compile beside a method hooking the
+    attention inside the blocks): the trial would fail before it ran."""
+    from ..accel.config import ConflictError
+    from ..search_spaces import config_from_params
+
+    try:
+        config_from_params(params)
+    except ConflictError:
+        return True
+    except Exception:  # noqa: BLE001  (anything else is the trial's to report)
+        return False
+    return False
 
 
 def _neighbour(study, trial, method: str, knob, line: _Line, direction: int, why: str) -> Refinement | None:

@@ -20,6 +20,7 @@ import signal
 import threading
 import time
 import traceback
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -233,6 +234,8 @@ def _child_main(conn, spec_dict: dict) -> None:
         # runtime is found" on a CPU machine when a compile trial first builds its kernels
         logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        # inductor's cache asking torchao's tensor subclasses for a hash when a quantised trial compiles
+        warnings.filterwarnings("ignore", message=".*_stable_hash_for_caching")
     spec = WorkerSpec(**spec_dict)
     try:
         if spec.threads:

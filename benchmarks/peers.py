@@ -190,9 +190,11 @@ def profile_candidate(profile) -> Candidate:
     params = {"cache": prof.accel.cache.method, **_changed(prof.accel.cache)}
     if prof.accel.sparse.method != "none":
         params.update({"sparse": prof.accel.sparse.method, **_changed(prof.accel.sparse)})
+    if _changed(prof.accel.steps):
+        params["steps"] = _changed(prof.accel.steps)
     quant = _changed(prof.accel.quant)
-    if quant:
-        params["quant"] = quant
+    if quant or prof.accel.quant.scheme != "none":
+        params["quant"] = {"scheme": prof.accel.quant.scheme, **quant}
     if prof.accel.compile.mode != "none":
         params["compile"] = prof.accel.compile.mode
     return Candidate("mindiesd_tune_profile", params, setup, prof.call_kwargs())

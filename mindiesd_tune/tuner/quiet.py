@@ -31,15 +31,19 @@ def ignoring(category: type[Warning] = Warning, message: str = "") -> Iterator[N
 
 
 def quiet_process_when_asked() -> None:
-    """In a process the tuner starts for itself (a rank of a group), when the CLI asked for quiet
-    output (no --verbose): the libraries' deprecation notices, which each rank would print on
-    the driver's terminal, are noise there as they are in the driver. Process-wide on purpose:
-    the process is ours and lives for the study."""
+    """In a process the tuner starts for itself (an evaluator worker, a rank of a group), when
+    the CLI asked for quiet output (no --verbose): the libraries' deprecation notices, which each
+    such process would print on the driver's terminal, are noise there as they are in the
+    driver. Process-wide on purpose: the process is ours and lives for the study."""
     import logging
     import os
 
     if os.environ.get("DIFFUSERS_VERBOSITY") != "error":
         return
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's enums, at import
+    # inductor on a CPU machine, when a compile trial first builds its kernels
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found"
+    # inductor's cache asking torchao's tensor subclasses for a hash when a quantised trial compiles
+    warnings.filterwarnings("ignore", message=".*_stable_hash_for_caching")
     # e.g. diffusers' context-parallel hooks calling a deprecated torch collective on every call
     warnings.filterwarnings("ignore", module=r"(diffusers|transformers|huggingface_hub|accelerate)(\..*)?$")

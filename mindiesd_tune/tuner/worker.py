@@ -13,18 +13,17 @@ as an ``interrupted`` TrialOutcome and the worker evaluates nothing more.
 from __future__ import annotations
 
 import importlib
-import logging
 import multiprocessing as mp
 import os
 import signal
 import threading
 import time
 import traceback
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .outcome import OK, PRUNED, TrialOutcome
+from .quiet import quiet_process_when_asked
 
 _START_LOCK = threading.Lock()  # children inherit os.environ at start; set it one child at a time
 
@@ -228,14 +227,7 @@ class InProcessWorker:
 def _child_main(conn, spec_dict: dict) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it finishes the current trial
     _thread_lock_for_progress_bars()
-    if os.environ.get("DIFFUSERS_VERBOSITY") == "error":
-        # the CLI asked for quiet loading (no --verbose): torch's pytree deprecation warnings on
-        # torchao's import are library noise here as in the driver, as is inductor's "No CUDA
-        # runtime is found" on a CPU machine when a compile trial first builds its kernels
-        logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-        # inductor's cache asking torchao's tensor subclasses for a hash when a quantised trial compiles
-        warnings.filterwarnings("ignore", message=".*_stable_hash_for_caching")
+    quiet_process_when_asked()
     spec = WorkerSpec(**spec_dict)
     try:
         if spec.threads:

@@ -326,12 +326,11 @@ def run_row(model: str, cand: Candidate, prompts: list[str], *, repeats: int = 3
     finally:
         counter.remove()
     q1, med, q3 = quartiles(pairs)
-    calls = counter.calls or 1
     row.update({
         "speedup": med, "speedup_q1": q1, "speedup_q3": q3, "pairs": len(pairs),
         "latency_s": statistics.median(cand_s), "baseline_s": statistics.median(base_s),
         "psnr": _mean(psnr), "ssim": float(np.mean(ssim)),
-        "attn_computed": counter.computed / calls if counter.calls else None, "attn_total": counter.per_call,
+        "attn_computed": counter.computed / counter.calls if counter.calls else None, "attn_total": counter.per_call,
         "restored": restored,
     })
     return row

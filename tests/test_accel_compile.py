@@ -1,21 +1,16 @@
 """`compile:` (regional torch.compile) through accel.apply and Handle.remove(), and as a searched section."""
 
-import os
-import shutil
-
 import numpy as np
 import pytest
 import torch
 
 from conftest import generate
 from mindiesd_tune import accel
+from mindiesd_tune.accel.methods.compile import has_compiler
 from mindiesd_tune.models import load
 
 # Inductor on the CPU writes C++ and builds it; without a compiler there is nothing to test here.
-needs_compiler = pytest.mark.skipif(
-    not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++")),
-    reason="torch.compile on the CPU needs a C++ compiler",
-)
+needs_compiler = pytest.mark.skipif(not has_compiler("cpu"), reason="torch.compile on the CPU needs a C++ compiler")
 
 # The compiled blocks fuse and reorder the same float32 arithmetic, so their output may differ
 # from eager by rounding (a few float32 ulps per op, observed ~5e-7 after 10 steps on outputs in

@@ -183,7 +183,7 @@ def _conflicting(params: dict) -> bool:
     except ConflictError:
         return True
     except Exception:  # noqa: BLE001  (anything else is the trial's to report)
-        return False
+        pass
     return False
 
 

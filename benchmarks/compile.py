@@ -4,8 +4,8 @@
     python benchmarks/compile.py --models demo-flux --rounds 15 --json
 
 Rows, each a speed-up of B over A from interleaved rounds in one run (A, B, then B, A, ...;
-each round's two calls back to back), with the median of the per-round ratios and its 95%
-bootstrap interval:
+each round's two calls back to back), with the tuner's speed-up of the per-round ratios
+(``metrics.speed_interval``) and its 95% interval:
 
 - ``compile``: eager blocks (A) against compiled ones (B);
 - ``schedule``: the baseline against the ``schedule`` preset (budget 0.35, warm-up 2, the mask

@@ -19,8 +19,10 @@ Peers run through their own APIs, each over a small grid around its published de
   moves a speed-up on this machine.
 
 Every row loads the pipeline afresh and times (baseline, candidate) pairs, alternating which
-goes first, ``--repeats`` times per prompt after one untimed pair. ``speedup`` is the median
-of the per-pair ratios baseline/candidate, ``q1``-``q3`` their interquartile range;
+goes first, ``--repeats`` times per prompt after one untimed pair. ``speedup`` is the tuner's
+speed-up of the per-pair ratios baseline/candidate (``metrics.speed_interval``: their
+Hodges-Lehmann centre) with its 95% interval ``speedup_low``-``speedup_high``, and ``q1``-``q3``
+the ratios' interquartile range;
 ``latency_s`` and ``baseline_s`` are the medians of each side. The method is switched on
 before and off after every candidate call, untimed. Quality (PSNR, SSIM, mean over prompts)
 is against the baseline output of the same prompt and seed, on ``--prompts`` held-out prompts
@@ -59,7 +61,7 @@ import torch  # noqa: E402
 from mindiesd_tune import accel, apply_profile, load_profile  # noqa: E402
 from mindiesd_tune.errors import UserError  # noqa: E402
 from mindiesd_tune.metrics import fidelity  # noqa: E402
-from mindiesd_tune.metrics.latency import compare_interleaved, quartiles  # noqa: E402
+from mindiesd_tune.metrics.latency import compare_interleaved, quartiles, speed_interval  # noqa: E402
 from mindiesd_tune.models import load, shapes  # noqa: E402
 from mindiesd_tune.models.prompts import DEMO_IMAGE_PROMPTS as DEFAULT_PROMPTS  # noqa: E402
 from mindiesd_tune.models.prompts import DEMO_VIDEO_PROMPTS as DEFAULT_VIDEO_PROMPTS  # noqa: E402
@@ -325,9 +327,11 @@ def run_row(model: str, cand: Candidate, prompts: list[str], *, repeats: int = 3
         counter.calls = 0
     finally:
         counter.remove()
-    q1, med, q3 = quartiles(pairs)
+    q1, _, q3 = quartiles(pairs)
+    speed, low, high = speed_interval(pairs)
     row.update({
-        "speedup": med, "speedup_q1": q1, "speedup_q3": q3, "pairs": len(pairs),
+        "speedup": speed, "speedup_low": low, "speedup_high": high, "speedup_q1": q1, "speedup_q3": q3,
+        "pairs": len(pairs),
         "latency_s": statistics.median(cand_s), "baseline_s": statistics.median(base_s),
         "psnr": _mean(psnr), "ssim": float(np.mean(ssim)),
         "attn_computed": counter.computed / counter.calls if counter.calls else None, "attn_total": counter.per_call,
@@ -358,14 +362,14 @@ def best_per_floor(rows: list[dict], floors) -> list[dict]:
 def _brief(row: dict | None) -> dict | None:
     if row is None:
         return None
-    return {k: row[k] for k in ("method", "params", "speedup", "speedup_q1", "speedup_q3", "psnr", "ssim")}
+    return {k: row[k] for k in ("method", "params", "speedup", "speedup_low", "speedup_high", "psnr", "ssim")}
 
 
 def _params_text(params: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in params.items())
 
 
-HEADER = (f"{'method':<28} {'params':<34} {'speedup':>7} {'q1-q3':>11} {'lat s':>7} {'base s':>7} {'psnr':>6} "
+HEADER = (f"{'method':<28} {'params':<34} {'speedup':>7} {'95% interval':>11} {'lat s':>7} {'base s':>7} {'psnr':>6} "
           f"{'ssim':>6} {'attn':>9} {'prompts':>7} restored")
 
 
@@ -374,7 +378,7 @@ def human(row: dict) -> str:
     if "error" in row:
         return f"{head} {row['error']}"
     attn = f"{row['attn_computed']:.1f}/{row['attn_total']}" if row["attn_computed"] is not None else "-"
-    return (f"{head} {row['speedup']:>6.2f}x {row['speedup_q1']:>5.2f}-{row['speedup_q3']:<5.2f} {row['latency_s']:>7.3f} "
+    return (f"{head} {row['speedup']:>6.2f}x {row['speedup_low']:>5.2f}-{row['speedup_high']:<5.2f} {row['latency_s']:>7.3f} "
             f"{row['baseline_s']:>7.3f} {row['psnr']:>6.1f} {row['ssim']:>6.3f} {attn:>9} {row['held_out_prompts']:>7} "
             f"{'yes' if row['restored'] else 'NO'}")
 
@@ -456,7 +460,7 @@ def run(args, floors) -> int:
         best, peer, ours = summary["best"], summary["best_peer"], summary["profile"]
         line = f"# floor {summary['floor']}: "
         line += (f"fastest {best['method']} {_params_text(best['params'])} {best['speedup']:.2f}x "
-                 f"[{best['speedup_q1']:.2f}-{best['speedup_q3']:.2f}] at {best['psnr']:.1f} dB" if best else "no row meets it")
+                 f"[{best['speedup_low']:.2f}-{best['speedup_high']:.2f}] at {best['psnr']:.1f} dB" if best else "no row meets it")
         if peer is not None and peer != best:
             line += f"; fastest peer {peer['method']} {peer['speedup']:.2f}x"
         if ours is None:

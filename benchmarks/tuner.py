@@ -39,6 +39,7 @@ import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import mindiesd_tune.tuner.study as study_module  # noqa: E402
 from mindiesd_tune.accel.config import AccelConfig  # noqa: E402
 from mindiesd_tune.metrics import LatencyStats  # noqa: E402
 from mindiesd_tune.search_spaces import SpaceContext, presets, suggest  # noqa: E402
@@ -203,13 +204,19 @@ def main() -> None:
     # the objectives are relative: the baseline sits at 1.0, a point must be faster to count
     ref = (1.05, parse_floor(args.floor).value)
     marks = sorted({n for n in (10, 20, args.trials) if n <= args.trials})
+    full = study_module.presets
+    only_baseline = lambda family, ctx: full(family, ctx)[:1]  # noqa: E731  (the baseline is always trial 0)
     if args.without_presets:
-        import mindiesd_tune.tuner.study as study_module
-
-        full = study_module.presets
-        study_module.presets = lambda family, ctx: full(family, ctx)[:1]  # the baseline is always trial 0
+        study_module.presets = only_baseline
     rows = []
-    for sampler in ("random", "tpe", "nsga2", "gp"):
+    # ``random search``: what a user without the tuner would run, Optuna's random sampler from the
+    # baseline on, no presets and no refinement; the other arms are the tuner's study with that sampler
+    arms = [("random", "random", study_module.presets), ("tpe", "tpe", study_module.presets),
+            ("nsga2", "nsga2", study_module.presets), ("gp", "gp", study_module.presets)]
+    if not args.without_presets:
+        arms.append(("random search", "random", only_baseline))
+    for name, sampler, queued in arms:
+        study_module.presets = queued
         hvs = {n: [] for n in marks}
         for seed in range(args.seeds):
             with tempfile.TemporaryDirectory() as d:
@@ -218,14 +225,20 @@ def main() -> None:
                                 worker_factory="benchmarks.tuner:table_factory", quiet=True, log=lambda s: None)
                 for n in hvs:
                     hvs[n].append(front_hv(out.study, n, ref))
-        row = {"part": "search", "sampler": sampler, "points": len(table["rows"]),
+        row = {"part": "search", "sampler": name, "points": len(table["rows"]),
                **{f"hv@{n}": round(statistics.mean(v), 5) for n, v in hvs.items()},
                **{f"hv@{n}_sd": round(statistics.stdev(v), 5) if len(v) > 1 else 0.0 for n, v in hvs.items()}}
         rows.append(row)
+    study_module.presets = full
     rnd = rows[0]
+    bare = next((r for r in rows if r["sampler"] == "random search"), None)
     for r in rows:
         for n in marks:
             r[f"vs_random@{n}"] = round(r[f"hv@{n}"] / rnd[f"hv@{n}"], 3) if rnd[f"hv@{n}"] else None
+            if bare is not None:
+                # beats random search by more than one standard deviation of both, over the seeds
+                spread = max(r[f"hv@{n}_sd"], bare[f"hv@{n}_sd"])
+                r[f"beats_random_search@{n}"] = r[f"hv@{n}"] - bare[f"hv@{n}"] > spread
 
     if not args.no_live:
         with tempfile.TemporaryDirectory() as d:
@@ -242,11 +255,13 @@ def main() -> None:
           f"{args.seeds} seeds ({time.perf_counter() - t0:.0f}s)")
     last = marks[-1]
     heads = " ".join(f"{f'hv@{n}':>8s}" for n in marks)
-    print(f"{'sampler':8s} {heads} {f'sd@{last}':>7s}   {'vs random @' + '/@'.join(map(str, marks)):>24s}")
+    print(f"{'sampler':13s} {heads} {f'sd@{last}':>7s}   {'vs random @' + '/@'.join(map(str, marks)):>24s}"
+          + ("   beats random search by > 1 sd @" + "/@".join(map(str, marks)) if "random search" in {r.get("sampler") for r in rows} else ""))
     for r in [r for r in rows if r["part"] == "search"]:
         vs = "/".join(f"{r[f'vs_random@{n}']:.2f}" if r[f"vs_random@{n}"] else "-" for n in marks)
         hv = " ".join(f"{r[f'hv@{n}']:8.4f}" for n in marks)
-        print(f"{r['sampler']:8s} {hv} {r[f'hv@{last}_sd']:7.3f}   {vs:>24s}")
+        beats = "/".join("yes" if r[f"beats_random_search@{n}"] else "no" for n in marks) if f"beats_random_search@{last}" in r else ""
+        print(f"{r['sampler']:13s} {hv} {r[f'hv@{last}_sd']:7.3f}   {vs:>24s}   {beats}")
     if args.no_live:
         return
     o = rows[-1]

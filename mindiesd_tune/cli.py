@@ -434,8 +434,8 @@ def bench(
     Timing goes on past --repeats rounds per prompt until the speed-up's 95% interval is within
     --precision of it (or --max-seconds ran out), as the tuner's confirmation does.
 
-    The JSON object has the fields baseline_s, profile_s, speedup (the median ratio of interleaved
-    baseline/profile calls on every prompt) with its interval speedup_low/speedup_high, rounds
+    The JSON object has the fields baseline_s, profile_s, speedup (the central ratio of interleaved
+    baseline/profile calls on every prompt, as the tuner's) with its interval speedup_low/speedup_high, rounds
     (the interleaved pairs timed), the spread
     and CPU time of each side, one field per quality metric (an identical output's PSNR is the
     string "inf"), plus tuned_speedup(_low/_high), what the profile recorded when it was frozen.
@@ -477,7 +477,7 @@ def bench(
     generation = resolve(loaded.pipe, measured_at, _options(height, width, frames, steps, guidance, true_cfg, negative_prompt))
     typer.echo(f"bench: workload {describe(generation, prompts, seed_list)}", err=True)
     # quality from one pass over every prompt; the speed-up as the tuner confirms one: the baseline
-    # and the profile interleaved, ``repeats`` rounds on every prompt, the median ratio and its interval
+    # and the profile interleaved, ``repeats`` rounds on every prompt, the central ratio and its interval
     ev = Evaluator(loaded, Workload(prompts, seed_list, generation), warmup=warmup, repeats=1)
     from .accel.parallel.launch import in_rank_group
 

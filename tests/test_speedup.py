@@ -26,7 +26,13 @@ class FakeClock:
         return self.t
 
 
-def test_speedup_is_the_median_paired_ratio_with_an_interval_and_cpu_time():
+def hodges_lehmann(ratios):
+    """The median of all pairwise means of the log ratios (each with itself too), exponentiated."""
+    logs = np.log(ratios)
+    return float(np.exp(np.median([(a + b) / 2 for i, a in enumerate(logs) for b in logs[i:]])))
+
+
+def test_speedup_is_the_central_paired_ratio_with_an_interval_and_cpu_time():
     clock, cpu = FakeClock(), FakeClock()
     costs = iter([4.0, 2.0, 2.1, 4.4, 3.8, 2.0, 2.0, 4.0, 4.2, 2.2])  # AB BA AB BA AB, load wobbling
 
@@ -38,7 +44,7 @@ def test_speedup_is_the_median_paired_ratio_with_an_interval_and_cpu_time():
 
     cmp, *_ = compare_interleaved(side, side, warmup=0, repeats=5, clock=clock, cpu_clock=cpu)
     ratios = [4.0 / 2.0, 4.4 / 2.1, 3.8 / 2.0, 4.0 / 2.0, 4.2 / 2.2]
-    assert cmp.speedup == pytest.approx(float(np.median(ratios)))
+    assert cmp.speedup == pytest.approx(hodges_lehmann(ratios))
     assert cmp.speedup_low <= cmp.speedup <= cmp.speedup_high
     assert min(ratios) - 1e-9 <= cmp.speedup_low and cmp.speedup_high <= max(ratios) + 1e-9
     assert cmp.speedup_low < cmp.speedup_high  # the load wobbled: the interval is not a point
@@ -50,7 +56,30 @@ def test_a_baseline_against_itself_reads_one_within_its_interval():
     ratios = list(1.0 + rng.normal(0, 0.05, size=9))
     med, low, high = speed_interval(ratios)
     assert low <= 1.0 <= high and low <= med <= high
-    assert speed_interval(ratios) == (med, low, high)  # seeded: the same samples, the same interval
+    assert speed_interval(ratios) == (med, low, high)  # the same samples, the same interval
+
+
+def test_one_round_hit_by_load_moves_the_speedup_no_more_than_it_moves_the_median():
+    steady = [2.0, 2.05, 1.95, 2.02, 1.98, 2.01, 1.99, 2.03, 1.97]
+    med, low, high = speed_interval(steady + [6.0])  # a burst slowed one baseline call threefold
+    assert med == pytest.approx(hodges_lehmann(steady + [6.0]))
+    assert abs(med - 2.0) <= abs(float(np.median(steady + [6.0])) - 2.0) + 0.01
+    assert low < 2.0 < high and high / med > med / low  # the interval reaches further on the burst's side
+
+
+def test_the_interval_narrows_with_more_rounds_and_covers_the_true_ratio():
+    rng = np.random.default_rng(3)
+    widths, covered = [], 0
+    for n in (12, 48):
+        for _ in range(40):
+            ratios = list(2.0 * np.exp(rng.normal(0, 0.25, size=n)))  # a busy machine's spread of log ratios
+            med, low, high = speed_interval(ratios)
+            covered += low <= 2.0 <= high
+            widths.append((n, np.log(high / low)))
+    assert covered >= 0.9 * 80  # a 95% interval
+    wide = np.mean([w for n, w in widths if n == 12])
+    narrow = np.mean([w for n, w in widths if n == 48])
+    assert narrow < wide * 0.7  # four times the rounds: about half the width
 
 
 def fake(out, model="fake", budget="10t", **kw):
@@ -261,3 +290,24 @@ def test_confirmation_stops_starting_points_once_its_time_is_spent(tmp_path, mon
     # narrowed to the study's precision; the best point may take most of the time
     assert SlowWorker.asked[0][0] == study_module.CONFIRM_PRECISION
     assert 60.0 < SlowWorker.asked[0][1] <= 100.0 * study_module.BEST_CONFIRM_SHARE and len(SlowWorker.asked) > 1
+
+
+def test_the_best_preset_alone_is_confirmed_beside_the_pick_and_set_against_it(tmp_path):
+    from mindiesd_tune.tuner.pick import best_preset, is_preset
+
+    lines = []
+    outcome = run_study("fake", parse_budget("12t"), tmp_path, worker_factory="fakes:make_fake", isolate=False,
+                        floors=[parse_floor("psnr>=40")], progress=False, log=lines.append)
+    study = outcome.study
+    conf = confirmations(study)
+    preset = best_preset(study, conf)
+    chosen = study.trials[outcome.profile.study["trial"]]
+    assert preset is not None and is_preset(preset) and not is_preset(chosen)  # refinement went past the presets
+    confirmed_order = [int(line.split()[2].rstrip(":")) for line in lines if line.startswith("confirmed trial")]
+    assert confirmed_order[:2] == [chosen.number, preset.number]  # second: the time left may not reach the third
+    mine, theirs = speed_of(chosen, conf), speed_of(preset, conf)
+    assert mine.confirmed and theirs.confirmed and mine.low > theirs.high
+    line = next(line for line in lines if line.startswith("preset:"))
+    assert f"trial {preset.number} at {theirs.text()}" in line and "faster beyond both intervals" in line
+    assert f"{mine.speedup / theirs.speedup:.2f}x of it" in line
+    assert outcome.against_preset in (tmp_path / "report.html").read_text()

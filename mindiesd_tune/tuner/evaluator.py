@@ -77,7 +77,7 @@ class TrialResult:
     outputs: list[np.ndarray] = field(repr=False)
     eval_seconds: float = 0.0
     baseline_latency: Any = None  # metrics.LatencyStats of the baseline, timed interleaved with this trial
-    speedup: float | None = None  # median of the baseline/trial ratios of the same interleaved run
+    speedup: float | None = None  # central baseline/trial ratio of the same interleaved run (metrics.speed_interval)
     speedup_iqr: float | None = None
     speedup_low: float | None = None  # the speed-up's interval (metrics.speed_interval)
     speedup_high: float | None = None
@@ -240,7 +240,7 @@ class Evaluator:
         p0, s0 = self.workload.prompts[0], self.workload.seeds[0]
         busy = self.busy()
         # an even number of rounds: as many AB as BA, so a machine that slows down (or speeds up)
-        # through the trial biases neither side of the median ratio
+        # through the trial biases neither side of the ratios
         repeats = balanced(self.repeats * 2 if busy else self.repeats)
         self._trials += 1
         with torch.inference_mode():

@@ -1,7 +1,7 @@
 """Choosing the profile among finished trials: fastest feasible, the knee of the front, or a trial.
 
-The one definition of speed-up is ``speed_of``: the median ratio of baseline and candidate calls
-timed interleaved in the same window, with its interval; the confirmed re-measurement where the
+The one definition of speed-up is ``speed_of``: the central ratio (``metrics.speed_interval``) of
+baseline and candidate calls timed interleaved in the same window, with its interval; the confirmed re-measurement where the
 study stored one. The study's first objective, the front, the pick, the console line, the table,
 the report and the profile all read it.
 """
@@ -36,6 +36,44 @@ def is_neutral_point(trial: optuna.trial.FrozenTrial) -> bool:
 
 def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     return next((t for t in completed(study) if is_neutral_point(t)), None)
+
+
+PRESET = "preset"  # user attribute of the trials queued from the presets, before the sampler
+
+
+def is_preset(trial: optuna.trial.FrozenTrial) -> bool:
+    return bool(trial.user_attrs.get(PRESET))
+
+
+def best_preset(study: optuna.Study, confirmed: dict | None = None) -> optuna.trial.FrozenTrial | None:
+    """The fastest preset that meets every constraint, not the baseline: what a user who ran the
+    presets alone would deploy. Its confirmed speed where ``confirmed`` holds it."""
+    base = baseline_trial(study)
+    found = [t for t in completed(study) if is_preset(t) and is_feasible(t) and not is_neutral_point(t)
+             and "repeat_of" not in t.user_attrs]
+    found = [t for t in found if (speed_of(t, confirmed, base).speedup or 0) > 1.0]
+    return max(found, key=lambda t: speed_of(t, confirmed, base).speedup, default=None)
+
+
+def against_best_preset(study: optuna.Study, chosen: optuna.trial.FrozenTrial | None) -> str | None:
+    """One line setting the pick beside the best preset alone, both as confirmed; None when there
+    is no such preset, the pick is one, or either was not confirmed."""
+    conf = confirmations(study)
+    preset = best_preset(study, conf)
+    if chosen is None or preset is None or is_preset(chosen) or is_neutral_point(chosen):
+        return None
+    mine, theirs = speed_of(chosen, conf), speed_of(preset, conf)
+    if not (mine.confirmed and theirs.confirmed and mine.speedup and theirs.speedup):
+        return None
+    ratio = mine.speedup / theirs.speedup
+    if ratio <= 1.0:
+        verdict = "not faster"
+    elif (mine.low or 0.0) > (theirs.high or math.inf):
+        verdict = "faster beyond both intervals"
+    else:
+        verdict = "faster, but the intervals overlap"
+    return (f"best preset alone: trial {preset.number} at {theirs.text()} (confirmed); "
+            f"the pick reads {ratio:.2f}x of it, {verdict}")
 
 
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:

@@ -100,8 +100,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def closing_lines(study: optuna.Study, reason: str, loop_seconds: float, stop_reason: str) -> list[str]:
-    """The study's end: how the trials went, the Pareto front, the pick and why, time per trial."""
+def closing_lines(study: optuna.Study, reason: str, loop_seconds: float, stop_reason: str,
+                  against_preset: str | None = None) -> list[str]:
+    """The study's end: how the trials went, the Pareto front, the pick and why (beside the best
+    preset alone, when both were confirmed), time per trial."""
     s = summary(study)
     run = s["done"] - s["repeats"] + s["failed"] + s["pruned"]
     try:
@@ -115,6 +117,7 @@ def closing_lines(study: optuna.Study, reason: str, loop_seconds: float, stop_re
         + f"; ended: {stop_reason or 'stopped'}",
         f"front:     {front} trial(s) on the latency/quality Pareto front",
         f"pick:      {reason}",
+        *([f"preset:    {against_preset}"] if against_preset else []),
         f"time:      {_duration(loop_seconds)} tuning, {per}",
     ]
     return lines

@@ -31,7 +31,18 @@ from .budget import Budget
 from .objectives import Constraints
 from .options import OTHER_OBJECTIVES, SAMPLERS, TuneOptions
 from .outcome import FAILED, INTERRUPTED, PRUNED
-from .pick import baseline_trial, completed, confirmations, is_feasible, is_neutral_point, pick, speed_of
+from .pick import (
+    PRESET,
+    against_best_preset,
+    baseline_trial,
+    best_preset,
+    completed,
+    confirmations,
+    is_feasible,
+    is_neutral_point,
+    pick,
+    speed_of,
+)
 from .progress import ProgressUI, closing_lines, header_lines
 from .quiet import ignoring
 from .refine import refinements, refines
@@ -93,6 +104,7 @@ class StudyOutcome:
     reason: str = ""
     stop_reason: str = ""  # why the study ended: a budget, an interrupt or an exhausted search space
     kept_path: Path | None = None  # the profile.yaml that was there before, moved aside
+    against_preset: str | None = None  # the pick beside the best preset alone, both confirmed (pick.against_best_preset)
 
 
 def default_out_dir(model: str) -> Path:
@@ -362,7 +374,8 @@ class _StudyRun:
             # and CFG parallel is exact, so a short budget still measures it
             meshed = [p for p in points[1:] if p.get("parallel.mesh", "single") != "single"]
             for params in points[:1] + meshed + [p for p in points[1:] if p not in meshed]:
-                self.study.enqueue_trial(params, skip_if_exists=True)  # another machine may be doing the same
+                # another machine may be doing the same
+                self.study.enqueue_trial(params, user_attrs={PRESET: True}, skip_if_exists=True)
         elif not self.external:
             _requeue_interrupted(self.study, self.opts.log)
 
@@ -448,7 +461,8 @@ class _StudyRun:
         outcome = write_outputs(study, self.out_dir, opts.pick_how)
         outcome.interrupted = self.interrupted
         if not opts.quiet:
-            for line in closing_lines(study, outcome.reason, loop_seconds, study.user_attrs.get("stop_reason", "")):
+            for line in closing_lines(study, outcome.reason, loop_seconds, study.user_attrs.get("stop_reason", ""),
+                                      outcome.against_preset):
                 opts.log(line)
         return outcome
 
@@ -478,7 +492,7 @@ def _forget_failed_start(study: optuna.Study, out_dir: Path, made_dir: bool) -> 
 def confirmation_candidates(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Feasible points faster than the baseline on or near the front: the best speed-up and those
     within CONFIRM_MARGIN of it or whose interval reaches the best one's, one per point, at most
-    CONFIRM_MAX, fastest first."""
+    CONFIRM_MAX, fastest first; and the fastest preset (``best_preset``) second, wherever it reads."""
     conf = confirmations(study)
     feasible = [t for t in completed(study) if is_feasible(t) and not is_neutral_point(t)
                 and "repeat_of" not in t.user_attrs and str(t.number) not in conf]
@@ -493,7 +507,14 @@ def confirmation_candidates(study: optuna.Study) -> list[optuna.trial.FrozenTria
     unique: dict = {}
     for t in near:
         unique.setdefault(t.user_attrs.get("config_id") or tuple(sorted(t.params.items())), t)
-    return list(unique.values())[:CONFIRM_MAX]
+    todo = list(unique.values())[:CONFIRM_MAX]
+    # the best preset alone is what the search has to beat: it is confirmed beside the best point,
+    # right after it (the time left for the others may run out), so the two are compared alike
+    preset = best_preset(study)
+    if preset is None or str(preset.number) in conf or todo[0].number == preset.number:
+        return todo
+    others = [t for t in todo[1:] if t.number != preset.number]
+    return [todo[0], preset, *others][:max(CONFIRM_MAX, 2)]
 
 
 def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str], None] = print,
@@ -835,13 +856,15 @@ def write_outputs(study: optuna.Study, out_dir: Path, pick_how: str | None = Non
     table_path = write_trials_table(df, out_dir / "trials.csv", metrics=METRIC_DIRECTIONS)
     chosen_no = chosen.number if chosen is not None else None
     base = baseline_trial(study)
+    against = against_best_preset(study, chosen)
     report_path = write_report(
-        df, study.user_attrs, out_dir / "report.html", chosen_no, reason, study.study_name, metrics=METRIC_DIRECTIONS,
+        df, study.user_attrs, out_dir / "report.html", chosen_no, reason if against is None else f"{reason}; {against}",
+        study.study_name, metrics=METRIC_DIRECTIONS,
         importances=param_importances(study, study.user_attrs.get("objective", "psnr")),
         baseline_no=base.number if base is not None else None, samples_dir=samples_dir,
     )
     return StudyOutcome(study, out_dir, profile, profile_path, report_path, table_path, reason=reason,
-                        stop_reason=study.user_attrs.get("stop_reason", ""), kept_path=kept)
+                        stop_reason=study.user_attrs.get("stop_reason", ""), kept_path=kept, against_preset=against)
 
 
 def freeze_profile(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Profile:

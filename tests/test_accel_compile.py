@@ -133,6 +133,31 @@ def test_compile_is_searched_where_inductor_builds_kernels(monkeypatch):
     assert offered("compile", "dit-image", ctx) == []
 
 
+def test_the_space_never_proposes_compile_beside_a_method_it_conflicts_with(monkeypatch):
+    import optuna
+
+    from mindiesd_tune.accel.methods import compile as compile_entry
+    from mindiesd_tune.search_spaces import SpaceContext, suggest
+
+    monkeypatch.setenv(compile_entry.COMPILE_ENV, "1")
+    monkeypatch.setattr(compile_entry, "has_compiler", lambda device: True)
+    ctx = SpaceContext(device="cpu")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    conflicting, compiled = 0, 0
+    for _ in range(300):
+        trial = study.ask()
+        config = suggest(trial, "dit-image", ctx)
+        study.tell(trial, 0.0)
+        method = config.cache.method if config.cache is not None else "none"
+        if f"cache.{method}" in compile_entry.COMPILE_CONFLICTS:
+            conflicting += 1
+            assert "compile.mode" not in trial.params  # not sampled: the section stays off
+            assert config.compile is None or config.compile.mode == "none"
+        elif "compile.mode" in trial.params:
+            compiled += trial.params["compile.mode"] != "none"
+    assert conflicting > 20 and compiled > 20  # both kinds were drawn
+
+
 def test_the_evaluator_drops_earlier_graphs_before_a_trial_that_compiles_and_fails_past_the_limit(monkeypatch):
     from mindiesd_tune.accel.config import AccelConfig
     from mindiesd_tune.tuner import evaluator

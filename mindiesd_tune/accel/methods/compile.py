@@ -97,16 +97,19 @@ def presets(ctx) -> list[dict]:
     return [{"compile.mode": "default"}]
 
 
+# Methods with hooks on the attention modules inside the blocks: Dynamo traces the hooks'
+# per-call state with the block and recompiles until its limit (run on demo-flux, where the
+# limit was hit; the tiny test models have too few blocks to reach it). The diffusers
+# adapters all count attention calls there, and PAB, FasterCache and TaylorSeer cache there.
+COMPILE_CONFLICTS = ("cache.attention_cache", "cache.diffusers_faster", "cache.diffusers_first_block",
+                     "cache.diffusers_mag", "cache.diffusers_pab", "cache.diffusers_taylorseer")
+
+
 # installed first, before the hooks of every other section wrap the compiled forward;
 # the profile still writes the section last
 register_method(Method(
     section="compile", name="regional", config=CompileConfig, install=install, suggest=suggest,
     applies=applies, presets=presets, order=0,
-    # Methods with hooks on the attention modules inside the blocks: Dynamo traces the hooks'
-    # per-call state with the block and recompiles until its limit (run on demo-flux, where the
-    # limit was hit; the tiny test models have too few blocks to reach it). The diffusers
-    # adapters all count attention calls there, and PAB, FasterCache and TaylorSeer cache there.
-    conflicts=("cache.attention_cache", "cache.diffusers_faster", "cache.diffusers_first_block",
-               "cache.diffusers_mag", "cache.diffusers_pab", "cache.diffusers_taylorseer"),
+    conflicts=COMPILE_CONFLICTS,
     show=lambda cfg: field_text(cfg, head=cfg.mode, skip="mode"), example=CompileConfig(mode="default"),
 ))

@@ -435,10 +435,10 @@ def bench(
     --precision of it (or --max-seconds ran out), as the tuner's confirmation does.
 
     The JSON object has the fields baseline_s, profile_s, speedup (the central ratio of interleaved
-    baseline/profile calls on every prompt, as the tuner's) with its interval speedup_low/speedup_high, rounds
-    (the interleaved pairs timed), the spread
-    and CPU time of each side, one field per quality metric (an identical output's PSNR is the
-    string "inf"), plus tuned_speedup(_low/_high), what the profile recorded when it was frozen.
+    baseline/profile calls on every prompt, as the tuner's) with its interval
+    speedup_low/speedup_high, rounds (the interleaved pairs timed), the spread and CPU time of each
+    side, one field per quality metric (an identical output's PSNR is the string "inf"), plus
+    tuned_speedup(_low/_high), what the profile recorded when it was frozen.
     """
 
     from .deploy import ProfileMismatchError, check_profile

@@ -2,11 +2,11 @@
 
 On CUDA a call is timed with CUDA events (GPU time between two points of the stream); on an
 Ascend NPU the host waits for the device (``torch.npu.synchronize``) before reading the clock;
-the CPU runs eagerly and needs no synchronisation. A speed-up is the central ratio (Hodges-Lehmann,
-``speed_interval``) of baseline and candidate calls made one right after the other
-(``compare_interleaved``), so drift in clocks, thermals or other load touches both sides alike;
-its interval says how far to trust it. On the CPU each call's process CPU time is recorded beside its wall
-time: a busy machine stretches the wall time of a call, not the CPU time it needs.
+the CPU runs eagerly and needs no synchronisation. A speed-up is the central ratio
+(Hodges-Lehmann, ``speed_interval``) of baseline and candidate calls made one right after the
+other (``compare_interleaved``), so drift in clocks, thermals or other load touches both sides
+alike; its interval says how far to trust it. On the CPU each call's process CPU time is recorded
+beside its wall time: a busy machine stretches the wall time of a call, not the CPU time it needs.
 """
 
 from __future__ import annotations

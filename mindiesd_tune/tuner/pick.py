@@ -1,8 +1,8 @@
 """Choosing the profile among finished trials: fastest feasible, the knee of the front, or a trial.
 
 The one definition of speed-up is ``speed_of``: the central ratio (``metrics.speed_interval``) of
-baseline and candidate calls timed interleaved in the same window, with its interval; the confirmed re-measurement where the
-study stored one. The study's first objective, the front, the pick, the console line, the table,
+baseline and candidate calls timed interleaved in the same window, with its interval; the
+confirmed re-measurement where the study stored one. The study's first objective, the front, the pick, the console line, the table,
 the report and the profile all read it.
 """
 

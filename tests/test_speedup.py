@@ -311,3 +311,22 @@ def test_the_best_preset_alone_is_confirmed_beside_the_pick_and_set_against_it(t
     assert f"trial {preset.number} at {theirs.text()}" in line and "faster beyond both intervals" in line
     assert f"{mine.speedup / theirs.speedup:.2f}x of it" in line
     assert outcome.against_preset in (tmp_path / "report.html").read_text()
+
+
+def test_confirmation_leaves_out_a_point_whose_interval_does_not_reach_the_best_speedup():
+    from mindiesd_tune.tuner import study as study_module
+
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    dists = {"cache.method": optuna.distributions.CategoricalDistribution(["none", "schedule", "first_block", "block_cache"])}
+
+    def add(method, speedup, low, high):
+        study.add_trial(optuna.trial.create_trial(
+            params={"cache.method": method}, distributions=dists, values=[1 / speedup, 40.0], constraints={"psnr": -1.0},
+            user_attrs={"latency_s": 1 / speedup, "speedup": speedup, "speedup_low": low, "speedup_high": high,
+                        "baseline_latency": {"median_s": 1.0}, "config_id": method}))
+
+    add("none", 1.0, 0.9, 1.1)
+    add("schedule", 2.52, 1.88, 3.32)  # the best first look, wide on a busy machine
+    add("first_block", 1.44, 1.18, 2.36)  # overlaps the best one's interval, never reaches its speed-up
+    add("block_cache", 2.0, 1.6, 2.6)  # may be as fast as the best
+    assert [t.params["cache.method"] for t in study_module.confirmation_candidates(study)] == ["schedule", "block_cache"]

@@ -10,7 +10,8 @@ order reversed every other round) and every time is the median over rounds of ra
 wall time for the whole pipeline call, so load from other work touches every side alike.
 
 Columns: ``speedup`` over the same-hardware baseline (the tuner's speed-up of the per-round
-ratios, ``metrics.speed_interval``, with ``speedup_low``/``speedup_high`` its 95% interval), ``speedup_1t`` over one thread (likewise),
+ratios, ``metrics.speed_interval``, with ``speedup_low``/``speedup_high`` its 95% interval),
+``speedup_1t`` over one thread (likewise),
 ``ideal_speedup`` over one thread from the stage shares of the one-thread call
 (``measure_stages``: the denoiser's share split by ``cfg x ulysses x ring``, the decode's by
 ``vae``, the rest serial), ``of_ideal`` = speedup_1t / ideal_speedup, ``psnr`` of rank 0's

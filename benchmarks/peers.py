@@ -369,7 +369,7 @@ def _params_text(params: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in params.items())
 
 
-HEADER = (f"{'method':<28} {'params':<34} {'speedup':>7} {'95% interval':>11} {'lat s':>7} {'base s':>7} {'psnr':>6} "
+HEADER = (f"{'method':<28} {'params':<34} {'speedup':>7} {'interval':>11} {'lat s':>7} {'base s':>7} {'psnr':>6} "
           f"{'ssim':>6} {'attn':>9} {'prompts':>7} restored")
 
 

@@ -206,13 +206,11 @@ def main() -> None:
     marks = sorted({n for n in (10, 20, args.trials) if n <= args.trials})
     full = study_module.presets
     only_baseline = lambda family, ctx: full(family, ctx)[:1]  # noqa: E731  (the baseline is always trial 0)
-    if args.without_presets:
-        study_module.presets = only_baseline
+    queued = only_baseline if args.without_presets else full
     rows = []
     # ``random search``: what a user without the tuner would run, Optuna's random sampler from the
     # baseline on, no presets and no refinement; the other arms are the tuner's study with that sampler
-    arms = [("random", "random", study_module.presets), ("tpe", "tpe", study_module.presets),
-            ("nsga2", "nsga2", study_module.presets), ("gp", "gp", study_module.presets)]
+    arms = [(sampler, sampler, queued) for sampler in ("random", "tpe", "nsga2", "gp")]
     if not args.without_presets:
         arms.append(("random search", "random", only_baseline))
     for name, sampler, queued in arms:

@@ -84,8 +84,8 @@ def test_the_interval_narrows_with_more_rounds_and_covers_the_true_ratio():
 
 def fake(out, model="fake", budget="10t", **kw):
     kw.setdefault("floors", [parse_floor("psnr>=40")])
-    return run_study(model, parse_budget(budget), out, worker_factory="fakes:make_fake", isolate=False,
-                     log=lambda s: None, **kw)
+    kw.setdefault("log", lambda s: None)
+    return run_study(model, parse_budget(budget), out, worker_factory="fakes:make_fake", isolate=False, **kw)
 
 
 def test_objective_front_and_pick_follow_the_speedup_not_the_absolute_latency(tmp_path):
@@ -296,8 +296,7 @@ def test_the_best_preset_alone_is_confirmed_beside_the_pick_and_set_against_it(t
     from mindiesd_tune.tuner.pick import best_preset, is_preset
 
     lines = []
-    outcome = run_study("fake", parse_budget("12t"), tmp_path, worker_factory="fakes:make_fake", isolate=False,
-                        floors=[parse_floor("psnr>=40")], progress=False, log=lines.append)
+    outcome = fake(tmp_path, budget="12t", progress=False, log=lines.append)
     study = outcome.study
     conf = confirmations(study)
     preset = best_preset(study, conf)

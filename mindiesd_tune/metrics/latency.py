@@ -71,7 +71,7 @@ def speed_interval(ratios: Sequence[float], level: float = INTERVAL_LEVEL) -> tu
     every pair of log ratios (each with itself included), exponentiated. It is the median ratio's
     robust cousin: a few rounds that a burst of load hit move it no more than they move the
     median, but it uses every round's size, not only its rank. Beside a CPU-bound process on
-    2 cores, 36 rounds gave a ±9% interval where the median's bootstrap interval was ±15%
+    2 cores, 36 rounds gave a ±9.5% interval where the median's bootstrap interval was ±15%
     (80 rounds of demo-flux against its schedule preset, subsampled). The interval is the
     distribution-free one that goes with it: order statistics of those pairwise averages placed
     by the Wilcoxon signed-rank statistic (normal approximation), so the same samples always give

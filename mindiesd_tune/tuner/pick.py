@@ -49,10 +49,10 @@ def best_preset(study: optuna.Study, confirmed: dict | None = None) -> optuna.tr
     """The fastest preset that meets every constraint, not the baseline: what a user who ran the
     presets alone would deploy. Its confirmed speed where ``confirmed`` holds it."""
     base = baseline_trial(study)
-    found = [t for t in completed(study) if is_preset(t) and is_feasible(t) and not is_neutral_point(t)
-             and "repeat_of" not in t.user_attrs]
-    found = [t for t in found if (speed_of(t, confirmed, base).speedup or 0) > 1.0]
-    return max(found, key=lambda t: speed_of(t, confirmed, base).speedup, default=None)
+    speeds = {t.number: speed_of(t, confirmed, base).speedup or 0.0 for t in completed(study)
+              if is_preset(t) and is_feasible(t) and not is_neutral_point(t) and "repeat_of" not in t.user_attrs}
+    faster = [t for t in completed(study) if speeds.get(t.number, 0.0) > 1.0]
+    return max(faster, key=lambda t: speeds[t.number], default=None)
 
 
 def against_best_preset(study: optuna.Study, chosen: optuna.trial.FrozenTrial | None) -> str | None:

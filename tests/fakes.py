@@ -38,9 +38,16 @@ class FakeEvaluator:
         cand = LatencyStats(latency, 0.0, latency, [latency] * rounds, 1000, latency)
         return Comparison(base, cand, speedup, 0.0, speedup * (1 - width), speedup * (1 + width), [speedup] * rounds)
 
-    def confirm(self, config, repeats, precision=None, max_s=None):
+    def confirm(self, config, repeats, precision=None, max_s=None, prior_ratios=None):
         self.confirmed.append(config)
         return self._comparison(self._latency(config.cache), 0.01, 2 * repeats)
+
+    def versus(self, reference, config, repeats, precision=None, max_s=None):
+        """``config`` against ``reference``: the ratio of their latencies, ±1%."""
+        ref = self._latency(reference.cache)
+        cmp = self._comparison(self._latency(config.cache) * self.scale / ref, 0.01, 2 * repeats)
+        return Comparison(LatencyStats(ref, 0.0, ref, [ref] * 2 * repeats), cmp.candidate, cmp.speedup, 0.0,
+                          cmp.speedup_low, cmp.speedup_high, cmp.ratios)
 
     def evaluate(self, config, constraints=None, margin=None):
         time.sleep(3600 if self.hang else 0.01)

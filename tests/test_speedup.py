@@ -211,9 +211,9 @@ def _scripted_compare(spreads):
 
     calls = []
 
-    def compare(config, prompt, seed, repeats, warmup=None):
+    def compare(config, prompt, seed, repeats, warmup=None, reference=None):
         w = spreads[min(len(calls), len(spreads) - 1)]
-        calls.append(prompt)
+        calls.append(prompt if reference is None else (prompt, reference))
         ratios = [2 - w, 2 + w, 2 - w / 2, 2 + w / 2]
         stats = LatencyStats(1.0, 0.0, 1.0, [1.0] * 4)
         return Comparison.of(stats, stats, ratios), None, {}
@@ -242,6 +242,33 @@ def test_confirmation_goes_on_until_its_interval_is_narrow_enough(tiny_evaluator
     calls.clear()
     tiny_evaluator.confirm(cached(), 4, precision=0.1, max_s=0.0)  # no time for more than the first pass
     assert len(calls) == len(prompts)
+    calls.clear()
+    # a top-up: rounds measured before count towards the precision; the result holds only the new ones
+    topped = tiny_evaluator.confirm(cached(), 4, precision=0.1, prior_ratios=[2.0] * 200)
+    assert len(calls) == len(prompts) and len(topped.ratios) == 4 * len(prompts)
+
+
+def test_one_setting_timed_against_another_until_the_faster_one_is_known(tiny_evaluator, monkeypatch):
+    from mindiesd_tune.accel import AccelConfig
+
+    prompts = tiny_evaluator.workload.prompts
+    reference = AccelConfig()
+    compare, calls = _scripted_compare([1.5, 1.5, 1.5, 0.3])  # ratios about 2: wide, then narrower
+    monkeypatch.setattr(tiny_evaluator, "_compare", compare)
+    cmp = tiny_evaluator.versus(reference, cached(), 4, precision=0.01)
+    assert all(c[1] is reference for c in calls)  # the reference, not the baseline, on the other side
+    assert cmp.speedup_low > 1.0 and len(calls) > len(prompts)  # it stopped once 1.0 left the interval,
+    assert cmp.relative_spread > 0.01  # long before the precision
+
+
+def test_a_setting_timed_against_another_on_the_tiny_pipeline_leaves_it_as_it_was(tiny_evaluator):
+    from mindiesd_tune.accel import AccelConfig
+
+    before = tiny_evaluator.generate(tiny_evaluator.workload.prompts[0], tiny_evaluator.workload.seeds[0])
+    cmp = tiny_evaluator.versus(AccelConfig(), cached(), 2)
+    assert len(cmp.ratios) == 2 * len(tiny_evaluator.workload.prompts) and cmp.speedup_low <= cmp.speedup <= cmp.speedup_high
+    after = tiny_evaluator.generate(tiny_evaluator.workload.prompts[0], tiny_evaluator.workload.seeds[0])
+    np.testing.assert_array_equal(np.asarray(before), np.asarray(after))
 
 
 def test_the_baseline_against_itself_on_a_machine_getting_busier_reads_one_with_balanced_rounds():
@@ -283,17 +310,67 @@ def test_confirmation_stops_starting_points_once_its_time_is_spent(tmp_path, mon
     found = study_module.confirm_front(study, SlowWorker(), 6, log=notes.append, time_limit_s=0.0)
     assert len(SlowWorker.calls) == 1 and len(found) == 1  # the best point is always confirmed
     assert any("stay unconfirmed" in n for n in notes)
+
+
+def test_the_pick_is_topped_up_to_the_precision_then_timed_against_the_best_preset(tmp_path):
+    """Every candidate gets one pass; the point the pick falls on gets the rounds that narrow its
+    interval, pooled with its first ones; then it is timed head to head against the best preset."""
+    import json
+
+    from mindiesd_tune.tuner import study as study_module
+    from mindiesd_tune.tuner.outcome import TrialOutcome
+    from mindiesd_tune.tuner.pick import VERSUS_PRESET, against_best_preset, best_preset, pick
+
+    study = fake(tmp_path, budget="12t", progress=False).study
     study.set_user_attr("confirmed", {})
-    SlowWorker.calls.clear()
-    SlowWorker.asked.clear()
-    study_module.confirm_front(study, SlowWorker(), 6, log=notes.append, time_limit_s=100.0)
-    # narrowed to the study's precision; the best point may take most of the time
-    assert SlowWorker.asked[0][0] == study_module.CONFIRM_PRECISION
-    assert 60.0 < SlowWorker.asked[0][1] <= 100.0 * study_module.BEST_CONFIRM_SHARE and len(SlowWorker.asked) > 1
+    study.set_user_attr(VERSUS_PRESET, None)
+    first_seen = {json.dumps(study_module._config_of(t), sort_keys=True): t.user_attrs["speedup"] for t in study.trials
+                  if "speedup" in t.user_attrs}
+
+    def payload(speedup, ratios):
+        n = len(ratios)
+        return {"baseline": {"median_s": 1.0, "samples": [1.0] * n}, "candidate": {"median_s": 1 / speedup, "samples": [1 / speedup] * n},
+                "speedup": speedup, "speedup_low": None, "speedup_high": None, "ratios": ratios}
+
+    class Worker:
+        confirms, versus_calls = [], []
+
+        def confirm(self, config, repeats, precision=None, max_s=None, prior_ratios=None):
+            s = first_seen[json.dumps(config, sort_keys=True)]
+            self.confirms.append((config, precision, max_s, prior_ratios))
+            # a busy first pass (±30%), a quiet top-up
+            ratios = [s * f for f in (0.7, 1.3, 1.0, 0.85, 1.15, 1.0)] if prior_ratios is None else [s] * 60
+            return TrialOutcome("ok", result=payload(s, ratios))
+
+        def versus(self, reference, config, repeats, precision=None, max_s=None):
+            self.versus_calls.append((reference, config, precision, max_s))
+            return TrialOutcome("ok", result=payload(1.3, [1.25, 1.35, 1.3, 1.28, 1.32, 1.3]))
+
+    w = Worker()
+    found = study_module.confirm_front(study, w, 6, time_limit_s=100.0)
+    todo_first = [c for c in w.confirms if c[3] is None]
+    assert len(todo_first) >= 2 and all(c[1] is None for c in todo_first)  # first passes: no precision asked
+    topups = [c for c in w.confirms if c[3] is not None]
+    chosen, _ = pick(study)
+    assert len(topups) == 1 and topups[0][0] == study_module._config_of(chosen)
+    assert topups[0][1] == study_module.CONFIRM_PRECISION and 0.0 < topups[0][2] <= 100.0
+    entry = found[str(chosen.number)]
+    assert entry["rounds"] == 66 and len(entry["ratios"]) == 66  # pooled with the first pass
+    assert entry["speedup"] == pytest.approx(speed_interval(entry["ratios"])[0])
+    mine = speed_of(chosen, found)
+    assert max(mine.high / mine.speedup - 1, 1 - mine.low / mine.speedup) <= study_module.CONFIRM_PRECISION
+    preset = best_preset(study, found)
+    assert w.versus_calls == [(study_module._config_of(preset), study_module._config_of(chosen),
+                               study_module.CONFIRM_PRECISION, w.versus_calls[0][3])]
+    vs = study.user_attrs[VERSUS_PRESET]
+    assert vs["pick"] == chosen.number and vs["preset"] == preset.number and vs["rounds"] == 6
+    line = against_best_preset(study, chosen)
+    assert f"runs {vs['speedup']:.2f}x [{vs['speedup_low']:.2f}-{vs['speedup_high']:.2f}] as fast" in line
+    assert "faster beyond timing noise" in line
 
 
 def test_the_best_preset_alone_is_confirmed_beside_the_pick_and_set_against_it(tmp_path):
-    from mindiesd_tune.tuner.pick import best_preset, is_preset
+    from mindiesd_tune.tuner.pick import VERSUS_PRESET, against_best_preset, best_preset, is_preset
 
     lines = []
     outcome = fake(tmp_path, budget="12t", progress=False, log=lines.append)
@@ -307,9 +384,14 @@ def test_the_best_preset_alone_is_confirmed_beside_the_pick_and_set_against_it(t
     mine, theirs = speed_of(chosen, conf), speed_of(preset, conf)
     assert mine.confirmed and theirs.confirmed and mine.low > theirs.high
     line = next(line for line in lines if line.startswith("preset:"))
-    assert f"trial {preset.number} at {theirs.text()}" in line and "faster beyond both intervals" in line
-    assert f"{mine.speedup / theirs.speedup:.2f}x of it" in line
+    # the fake's head-to-head ratio is the ratio of the two latencies
+    assert f"trial {preset.number} at {theirs.text()}" in line and "faster beyond timing noise" in line
+    assert f"timed head to head, the pick runs {mine.speedup / theirs.speedup:.2f}x [" in line
     assert outcome.against_preset in (tmp_path / "report.html").read_text()
+    # without the head-to-head timing, the two confirmed intervals are set side by side
+    study.set_user_attr(VERSUS_PRESET, None)
+    line = against_best_preset(study, chosen)
+    assert f"the pick reads {mine.speedup / theirs.speedup:.2f}x of it, faster beyond both intervals" in line
 
 
 def test_confirmation_leaves_out_a_point_whose_interval_does_not_reach_the_best_speedup():

@@ -236,7 +236,23 @@ class Comparison:
 
     def as_dict(self) -> dict:
         return {"baseline": self.baseline.as_dict(), "candidate": self.candidate.as_dict(), "speedup": self.speedup,
-                "speedup_iqr": self.speedup_iqr, "speedup_low": self.speedup_low, "speedup_high": self.speedup_high}
+                "speedup_iqr": self.speedup_iqr, "speedup_low": self.speedup_low, "speedup_high": self.speedup_high,
+                "ratios": list(self.ratios) if self.ratios is not None else None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Comparison":
+        """``as_dict``'s inverse (what a worker process sent back). The ratios come along, so two
+        halves of one measurement pool (``pooled``) into exactly the one measurement."""
+        def stats(side: dict) -> LatencyStats:
+            return LatencyStats(side["median_s"], side.get("iqr_s", 0.0), side.get("min_s", side["median_s"]),
+                                list(side.get("samples") or [side["median_s"]]), side.get("peak_memory_bytes"),
+                                side.get("cpu_s"))
+
+        base, cand = stats(d["baseline"]), stats(d["candidate"])
+        ratios = list(d["ratios"]) if d.get("ratios") else None
+        if d.get("speedup_low") is None and ratios:
+            return cls.of(base, cand, ratios)
+        return cls(base, cand, d["speedup"], d.get("speedup_iqr", 0.0), d.get("speedup_low"), d.get("speedup_high"), ratios)
 
 
 def compare_interleaved(
@@ -248,12 +264,15 @@ def compare_interleaved(
     clock: Callable[[], float] | None = None,
     candidate_setup: Callable[[], Callable[[], Any]] | None = None,
     cpu_clock: Callable[[], float] | None = None,
+    baseline_setup: Callable[[], Callable[[], Any]] | None = None,
 ) -> tuple[Comparison, Any, Any]:
     """Time ``baseline`` and ``candidate`` alternately (AB, BA, AB, ...) and return their ratio.
 
     Returns the comparison and the last output of each. Peak memory is taken per side.
     ``candidate_setup``, when given, runs untimed before every candidate call and returns the
-    teardown that runs untimed after it: ``lambda: accel.apply(pipe, cfg).remove``.
+    teardown that runs untimed after it: ``lambda: accel.apply(pipe, cfg).remove``;
+    ``baseline_setup`` the same for the baseline side, when that side is itself a setting (one
+    setting timed against another).
     """
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
@@ -264,8 +283,11 @@ def compare_interleaved(
     outs: dict[str, Any] = {"baseline": None, "candidate": None}
     samples: dict[str, list[float]] = {"baseline": [], "candidate": []}
     peaks: dict[str, int | None] = {"baseline": None, "candidate": None}
+    setups = {"baseline": baseline_setup, "candidate": candidate_setup}
+
     def run(side: str, timed: bool) -> None:
-        teardown = candidate_setup() if side == "candidate" and candidate_setup is not None else None
+        setup = setups[side]
+        teardown = setup() if setup is not None else None
         try:
             synchronize(device)
             reset_peak_memory(device)

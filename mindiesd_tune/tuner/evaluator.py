@@ -286,7 +286,7 @@ class Evaluator:
         )
 
     def confirm(self, config: accel.AccelConfig, repeats: int, precision: float | None = None,
-                max_s: float | None = None) -> Comparison:
+                max_s: float | None = None, prior_ratios: list[float] | None = None) -> Comparison:
         """The full measurement of a promising point: ``repeats`` interleaved rounds against the
         baseline on every prompt, pooled into one speed-up and its interval.
 
@@ -294,38 +294,85 @@ class Evaluator:
         prompts taking turns, until the pooled interval is that narrow, the next batch would end
         after ``max_s`` seconds, or ``CONFIRM_MAX_FACTOR`` times the first pass's rounds ran: on a
         busy machine the interval narrows with more pairs where a fixed count leaves it wide.
+        ``prior_ratios``: rounds of the same point measured earlier, counted towards the precision
+        (a top-up); the result holds only this call's rounds, for the caller to pool.
         """
         self.baseline  # noqa: B018
         _fresh_compile(config)
+        prior = list(prior_ratios or [])
+
+        def done(pooled: Comparison) -> bool:
+            ratios = prior + list(pooled.ratios or [])
+            return Comparison.of(pooled.baseline, pooled.candidate, ratios).relative_spread <= precision
+
+        return self._sequential(lambda p, s, warm: self._compare(config, p, s, repeats, warmup=warm)[0],
+                                done if precision is not None else None, max_s)
+
+    def versus(self, reference: accel.AccelConfig, config: accel.AccelConfig, repeats: int,
+               precision: float | None = None, max_s: float | None = None) -> Comparison:
+        """``config`` timed against another setting, ``reference`` (the best preset), in place of
+        the baseline: interleaved rounds on every prompt, each side applied and removed untimed
+        around its calls. The result's ``baseline`` is the reference and its speed-up is how much
+        faster ``config`` runs than it. Two settings that share the machine's load round by round
+        are told apart in far fewer rounds than their two speed-ups, each with its own interval.
+
+        With ``precision`` rounds go on, as in ``confirm``, until the interval is that narrow or
+        leaves out 1.0 (which of the two is faster is then known), or ``max_s`` is spent.
+        """
+        self.baseline  # noqa: B018
+        # both sides' graphs live at once: the first pass compiles each, later rounds reuse them
+        _fresh_compile(config if config.compile.mode != "none" else reference)
+
+        def done(pooled: Comparison) -> bool:
+            return pooled.relative_spread <= precision or not (pooled.speedup_low <= 1.0 <= pooled.speedup_high)
+
+        return self._sequential(lambda p, s, warm: self._compare(config, p, s, repeats, warmup=warm, reference=reference)[0],
+                                done if precision is not None else None, max_s)
+
+    def _sequential(self, compare, done, max_s: float | None) -> Comparison:
+        """One pass of ``compare(prompt, seed, warmup)`` over every prompt, then, while ``done`` (if
+        given) says no, more batches, the prompts taking turns, as long as the next one would end
+        within ``max_s`` and under ``CONFIRM_MAX_FACTOR`` times the first pass."""
         pairs = list(zip(self.workload.prompts, self.workload.seeds))
         started = time.monotonic()
         with torch.inference_mode():
-            parts = [self._compare(config, p, s, repeats)[0] for p, s in pairs]
+            parts = [compare(p, s, None) for p, s in pairs]
             pooled = Comparison.pooled(parts)
             first = len(parts)
-            while precision is not None and pooled.relative_spread > precision and len(parts) < CONFIRM_MAX_FACTOR * first:
+            while done is not None and not done(pooled) and len(parts) < CONFIRM_MAX_FACTOR * first:
                 spent = time.monotonic() - started
                 if max_s is not None and spent + spent / len(parts) > max_s:
                     break
                 p, s = pairs[(len(parts) - first) % len(pairs)]
-                parts.append(self._compare(config, p, s, repeats, warmup=0)[0])  # warm since the first pass
+                parts.append(compare(p, s, 0))  # warm since the first pass
                 pooled = Comparison.pooled(parts)
         return pooled
 
-    def _compare(self, config: accel.AccelConfig, prompt: str, seed: int, repeats: int, warmup: int | None = None):
-        """The baseline and ``config`` interleaved on one prompt -> (comparison, last candidate output,
-        counters of the last candidate call). The config is applied and removed untimed around each call."""
+    def _compare(self, config: accel.AccelConfig, prompt: str, seed: int, repeats: int, warmup: int | None = None,
+                 reference: accel.AccelConfig | None = None):
+        """The baseline (or the ``reference`` setting) and ``config`` interleaved on one prompt ->
+        (comparison, last candidate output, counters of the last candidate call). Each setting is
+        applied and removed untimed around each of its calls."""
         handles: list = []
+        ref_handles: list = []
 
         def setup():
             handles.append(accel.apply(self.pipe, config))
             return handles[-1].remove
 
+        def ref_setup():
+            ref_handles.append(accel.apply(self.pipe, reference))
+            return ref_handles[-1].remove
+
         comparison, _, out = compare_interleaved(
-            lambda: self.generate(prompt, seed), lambda: self.generate(prompt, seed, handles[-1].call_overrides), self.device,
+            (lambda: self.generate(prompt, seed, ref_handles[-1].call_overrides)) if reference is not None
+            else (lambda: self.generate(prompt, seed)),
+            lambda: self.generate(prompt, seed, handles[-1].call_overrides), self.device,
             self.warmup if warmup is None else warmup, repeats, candidate_setup=setup,
+            baseline_setup=ref_setup if reference is not None else None,
         )
-        self._baseline_timings.append(comparison.baseline)
+        if reference is None:
+            self._baseline_timings.append(comparison.baseline)
         return comparison, out, handles[-1].stats()
 
     def _prune_early(self, constraints, margin, first_scores, counters, first, t_start=None) -> None:

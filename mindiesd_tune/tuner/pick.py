@@ -55,9 +55,14 @@ def best_preset(study: optuna.Study, confirmed: dict | None = None) -> optuna.tr
     return max(faster, key=lambda t: speeds[t.number], default=None)
 
 
+# study attribute: the pick timed head to head against the best preset alone (study.confirm_front)
+VERSUS_PRESET = "versus_preset"
+
+
 def against_best_preset(study: optuna.Study, chosen: optuna.trial.FrozenTrial | None) -> str | None:
-    """One line setting the pick beside the best preset alone, both as confirmed; None when there
-    is no such preset, the pick is one, or either was not confirmed."""
+    """One line setting the pick beside the best preset alone, both as confirmed, and as timed
+    head to head where the study did (``VERSUS_PRESET``); None when there is no such preset, the
+    pick is one, or either was not confirmed."""
     conf = confirmations(study)
     preset = best_preset(study, conf)
     if chosen is None or preset is None or is_preset(chosen) or is_neutral_point(chosen):
@@ -65,6 +70,14 @@ def against_best_preset(study: optuna.Study, chosen: optuna.trial.FrozenTrial | 
     mine, theirs = speed_of(chosen, conf), speed_of(preset, conf)
     if not (mine.confirmed and theirs.confirmed and mine.speedup and theirs.speedup):
         return None
+    line = f"best preset alone: trial {preset.number} at {theirs.text()} (confirmed); "
+    vs = study.user_attrs.get(VERSUS_PRESET) or {}
+    if vs.get("pick") == chosen.number and vs.get("preset") == preset.number and vs.get("speedup"):
+        # one ratio per round, both settings under the same load: the direct answer
+        r, low, high = vs["speedup"], vs["speedup_low"], vs["speedup_high"]
+        verdict = ("faster beyond timing noise" if low > 1.0 else "slower beyond timing noise" if high < 1.0
+                   else "not told apart from it beyond timing noise")
+        return line + f"timed head to head, the pick runs {r:.2f}x [{low:.2f}-{high:.2f}] as fast ({vs['rounds']} rounds), {verdict}"
     ratio = mine.speedup / theirs.speedup
     if ratio <= 1.0:
         verdict = "not faster"
@@ -72,8 +85,7 @@ def against_best_preset(study: optuna.Study, chosen: optuna.trial.FrozenTrial | 
         verdict = "faster beyond both intervals"
     else:
         verdict = "faster, but the intervals overlap"
-    return (f"best preset alone: trial {preset.number} at {theirs.text()} (confirmed); "
-            f"the pick reads {ratio:.2f}x of it, {verdict}")
+    return line + f"the pick reads {ratio:.2f}x of it, {verdict}"
 
 
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:

@@ -1,6 +1,6 @@
 """Trials that span several ranks: a group of rank processes per evaluator, the model loaded in each.
 
-``RankGroupWorker`` has ``ProcessWorker``'s interface (``start``, ``evaluate``, ``confirm``,
+``RankGroupWorker`` has ``ProcessWorker``'s interface (``start``, ``evaluate``, ``confirm``, ``versus``,
 ``abort``, ``close``). It launches N ranks through ``torch.distributed.run`` (the launcher in
 its own session), and rank 0 connects back to the driver (``multiprocessing.connection``, with
 a random authkey) and runs the usual evaluator (``worker.build_evaluator`` and the messages of
@@ -385,8 +385,12 @@ class RankGroupWorker:
         return self._call(("eval", config_dict, constraints_spec, margin))
 
     def confirm(self, config_dict: dict, repeats: int, precision: float | None = None,
-                max_s: float | None = None) -> TrialOutcome:
-        return self._call(("confirm", config_dict, repeats, precision, max_s))
+                max_s: float | None = None, prior_ratios: list[float] | None = None) -> TrialOutcome:
+        return self._call(("confirm", config_dict, repeats, precision, max_s, prior_ratios))
+
+    def versus(self, reference_dict: dict, config_dict: dict, repeats: int, precision: float | None = None,
+               max_s: float | None = None) -> TrialOutcome:
+        return self._call(("versus", reference_dict, config_dict, repeats, precision, max_s))
 
     def abort(self) -> None:
         """Kill the group and with it the running trial; does not wait (safe from a signal handler)."""

@@ -24,7 +24,7 @@ import optuna
 
 from ..accel.config import AccelConfig
 from ..errors import UserError
-from ..metrics import METRIC_DIRECTIONS
+from ..metrics import METRIC_DIRECTIONS, Comparison
 from ..profile import Profile
 from ..search_spaces import SpaceContext, config_from_params, presets, suggest
 from .budget import Budget
@@ -33,6 +33,7 @@ from .options import OTHER_OBJECTIVES, SAMPLERS, TuneOptions
 from .outcome import FAILED, INTERRUPTED, PRUNED
 from .pick import (
     PRESET,
+    VERSUS_PRESET,
     against_best_preset,
     baseline_trial,
     best_preset,
@@ -66,17 +67,14 @@ RELATIVE_LATENCY = "latency_over_baseline"
 # those whose speed-up reaches within this share of the best one's, or whose interval reaches it.
 CONFIRM_MAX = 3
 CONFIRM_MARGIN = 0.1
-# No further point is confirmed once the confirmation took this share of the search's own time
-# (at least this long); the best point is always confirmed.
-CONFIRM_SHARE = 0.4
+# The confirmation (every candidate's first pass, the pick's top-up to the precision, the pick
+# against the best preset) takes at most this share of the search's own time (at least this
+# long); the best point's first pass is always measured. A quiet machine reaches the precision
+# in a few batches and never spends the share. Beside a CPU-bound process on 2 cores a ±10%
+# interval took about 50 rounds of demo-flux (2 to 3 s each); at 40% of a 10-minute search, four
+# first passes left the pick at -11%/+18% when it was not the first one measured.
+CONFIRM_SHARE = 0.5
 CONFIRM_MIN_S = 60.0
-# A confirmation goes on (more interleaved rounds) until its interval is within this share of
-# its speed-up or its share of that time is spent; the best point (the profile, unless another
-# overtakes it) gets BEST_SHARE of the time, the others share the rest. A quiet machine reaches
-# the precision in a few batches and never spends the share; beside a CPU-bound process on 2
-# cores a ±10% interval took about 50 rounds (36 in 2/3 of 30% of a 10-minute search left it
-# at -8%/+12%).
-BEST_CONFIRM_SHARE = 3 / 4
 CONFIRM_PRECISION = TuneOptions.confirm_precision
 # Identical outputs have infinite PSNR; Optuna wants finite objective values.
 PSNR_CAP = 100.0
@@ -445,7 +443,8 @@ class _StudyRun:
         if not self.interrupted:
             # even rounds: as many AB as BA; bounded by the time the search itself took
             confirm_front(study, pool[0], max(2 * opts.repeats, 6), log=self.ui.note,
-                          time_limit_s=max(CONFIRM_MIN_S, CONFIRM_SHARE * loop_seconds), precision=opts.confirm_precision)
+                          time_limit_s=max(CONFIRM_MIN_S, CONFIRM_SHARE * loop_seconds), precision=opts.confirm_precision,
+                          how=opts.pick_how)
         for w in pool:
             w.close()
         busy = loop_seconds * len(pool)
@@ -520,48 +519,121 @@ def confirmation_candidates(study: optuna.Study) -> list[optuna.trial.FrozenTria
     return [todo[0], preset, *others][:max(CONFIRM_MAX, 2)]
 
 
+def _config_of(t: optuna.trial.FrozenTrial) -> dict:
+    return t.user_attrs.get("config") or config_from_params(t.params).to_dict()
+
+
+def _confirmed_entry(cmp: Comparison) -> dict:
+    """What the study stores of a confirmation: the pooled figures and the per-round ratios (a
+    later top-up pools with them)."""
+    b, c = cmp.baseline, cmp.candidate
+    return {
+        "speedup": cmp.speedup, "speedup_low": cmp.speedup_low, "speedup_high": cmp.speedup_high,
+        "latency_s": c.median_s, "latency_iqr_s": c.iqr_s, "cpu_s": c.cpu_s,
+        "baseline_s": b.median_s, "baseline_iqr_s": b.iqr_s, "baseline_cpu_s": b.cpu_s,
+        "rounds": len(c.samples), "ratios": list(cmp.ratios) if cmp.ratios else None,
+        "samples": {"baseline": list(b.samples), "candidate": list(c.samples)},
+    }
+
+
+def _pooled_entry(before: dict, payload: dict) -> dict:
+    """A stored confirmation and a top-up of the same point as one measurement."""
+    return _confirmed_entry(Comparison.pooled([Comparison.from_dict(_as_payload(before)), Comparison.from_dict(payload)]))
+
+
 def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str], None] = print,
-                  time_limit_s: float | None = None, precision: float | None = CONFIRM_PRECISION) -> dict:
-    """Re-measure the confirmation candidates in the worker (it holds the loaded pipeline): more
-    interleaved rounds, every prompt, and with ``precision`` more rounds until the interval is
-    within that share of the speed-up (``Evaluator.confirm``). Stored in the study's
-    ``confirmed`` attribute by trial number. Within ``time_limit_s`` the best candidate gets
-    BEST_CONFIRM_SHARE of the time (all of it alone) and the others share what is left; no candidate is
-    started once the limit has been spent, and those left stay unconfirmed."""
+                  time_limit_s: float | None = None, precision: float | None = CONFIRM_PRECISION,
+                  how: str = "fastest") -> dict:
+    """Re-measure the confirmation candidates in the worker (it holds the loaded pipeline), in
+    three steps, within ``time_limit_s`` (no step started once it is spent):
+
+    1. every candidate: ``repeats`` interleaved rounds against the baseline on every prompt, the
+       best first (always measured), the best preset second, and no other started once the time is
+       spent (those left stay unconfirmed);
+    2. the point the pick now falls on (``pick(study, how)``): topped up with more rounds, pooled
+       with its first ones, until its interval is within ``precision`` of its speed-up, with the
+       time left but for what step 3 needs. The precision goes where the profile's figures come
+       from, whichever candidate that turns out to be;
+    3. that point timed head to head against the best preset alone (``Evaluator.versus``), until
+       the ratio's interval leaves out 1.0 or is within ``precision``; stored as ``VERSUS_PRESET``.
+
+    Stored in the study's ``confirmed`` attribute by trial number, after each measurement."""
     found = confirmations(study)
     todo = confirmation_candidates(study)
     if not todo:
         return found
-    aim = f", until within ±{precision:.0%}" if precision else ""
+    aim = f"; then the pick's until within ±{precision:.0%}" if precision else ""
     log(f"confirming {len(todo)} point(s) near the front: {repeats} interleaved rounds on every prompt{aim} ...")
     started = time.monotonic()
+
+    def left() -> float | None:
+        return None if time_limit_s is None else time_limit_s - (time.monotonic() - started)
+
+    first_pass_s: dict[int, float] = {}
     for i, t in enumerate(todo):
-        max_s = None
-        if time_limit_s is not None:
-            left = time_limit_s - (time.monotonic() - started)
-            if i and left <= 0:
-                log(f"confirmation used its {time_limit_s:.0f} s; trial(s) {', '.join(str(u.number) for u in todo[i:])} "
-                    "stay unconfirmed")
-                break
-            max_s = max(0.0, left * BEST_CONFIRM_SHARE if i == 0 and len(todo) > 1 else left / (len(todo) - i))
-        outcome = worker.confirm(t.user_attrs.get("config") or config_from_params(t.params).to_dict(), repeats,
-                                 precision=precision, max_s=max_s)
-        if outcome.kind == INTERRUPTED:
+        if i and left() is not None and left() <= 0:
+            log(f"confirmation used its {time_limit_s:.0f} s; trial(s) {', '.join(str(u.number) for u in todo[i:])} "
+                "stay unconfirmed")
             break
+        t0 = time.monotonic()
+        outcome = worker.confirm(_config_of(t), repeats)
+        first_pass_s[t.number] = time.monotonic() - t0
+        if outcome.kind == INTERRUPTED:
+            return found
         if not outcome.ok:
             log(f"trial {t.number} could not be re-measured ({outcome.reason}); it stays unconfirmed")
             continue
-        payload = outcome.result
-        b, c = payload["baseline"], payload["candidate"]
-        found[str(t.number)] = {
-            "speedup": payload["speedup"], "speedup_low": payload["speedup_low"], "speedup_high": payload["speedup_high"],
-            "latency_s": c["median_s"], "latency_iqr_s": c["iqr_s"], "cpu_s": c.get("cpu_s"),
-            "baseline_s": b["median_s"], "baseline_iqr_s": b["iqr_s"], "baseline_cpu_s": b.get("cpu_s"),
-            "rounds": len(c["samples"]),
-        }
+        found[str(t.number)] = _confirmed_entry(Comparison.from_dict(outcome.result))
         log(f"confirmed trial {t.number}: {speed_of(t, found).text()} (first measured {speed_of(t).text()})")
         study.set_user_attr("confirmed", found)
+
+    leader, _ = pick(study, how)
+    preset = best_preset(study, found)
+    head_to_head = (leader is not None and preset is not None and leader.number != preset.number
+                    and str(leader.number) in found and str(preset.number) in found
+                    and _config_of(leader) != _config_of(preset))
+    mine = found.get(str(leader.number)) if leader is not None else None
+    if precision and mine is not None and Comparison.from_dict(_as_payload(mine)).relative_spread > precision:
+        # what step 3 needs: about one pass of the leader's own (two settings cost no more than
+        # the baseline and one)
+        reserve = first_pass_s.get(leader.number, 0.0) if head_to_head else 0.0
+        budget = None if left() is None else left() - reserve
+        if budget is None or budget > 0:
+            outcome = worker.confirm(_config_of(leader), repeats, precision=precision, max_s=budget,
+                                     prior_ratios=mine["ratios"])
+            if outcome.kind == INTERRUPTED:
+                return found
+            if outcome.ok:
+                found[str(leader.number)] = _pooled_entry(mine, outcome.result)
+                study.set_user_attr("confirmed", found)
+                log(f"topped up trial {leader.number}: {speed_of(leader, found).text()} over {found[str(leader.number)]['rounds']} rounds")
+            else:
+                log(f"trial {leader.number} could not be topped up ({outcome.reason})")
+        leader, _ = pick(study, how)  # its pooled figures may have moved it
+        preset = best_preset(study, found)
+    if head_to_head and leader is not None and preset is not None and leader.number != preset.number \
+            and str(leader.number) in found and (left() is None or left() > 0 or precision is None):
+        budget = None if left() is None else max(0.0, left())
+        outcome = worker.versus(_config_of(preset), _config_of(leader), repeats, precision=precision, max_s=budget)
+        if outcome.ok:
+            r = Comparison.from_dict(outcome.result)
+            study.set_user_attr(VERSUS_PRESET, {
+                "pick": leader.number, "preset": preset.number, "speedup": r.speedup, "speedup_low": r.speedup_low,
+                "speedup_high": r.speedup_high, "rounds": len(r.candidate.samples)})
+            log(f"head to head, trial {leader.number} runs {r.speedup:.2f}x [{r.speedup_low:.2f}-{r.speedup_high:.2f}] "
+                f"as fast as the best preset, trial {preset.number}")
+        elif outcome.kind != INTERRUPTED:
+            log(f"trial {leader.number} could not be timed against the best preset ({outcome.reason})")
     return found
+
+
+def _as_payload(entry: dict) -> dict:
+    """A stored confirmation in ``Comparison.as_dict``'s shape."""
+    samples = entry.get("samples") or {}
+    return {"baseline": {"median_s": entry["baseline_s"], "samples": samples.get("baseline"), "cpu_s": entry.get("baseline_cpu_s")},
+            "candidate": {"median_s": entry["latency_s"], "samples": samples.get("candidate"), "cpu_s": entry.get("cpu_s")},
+            "speedup": entry["speedup"], "speedup_low": entry.get("speedup_low"), "speedup_high": entry.get("speedup_high"),
+            "ratios": entry.get("ratios")}
 
 
 def _check_ranks(study: optuna.Study, ranks: int) -> None:

@@ -143,23 +143,45 @@ def evaluate_message(evaluator, config_dict: dict, constraints_spec: dict | None
 
 
 def confirm_message(evaluator, config_dict: dict, repeats: int, precision: float | None = None,
-                    max_s: float | None = None) -> TrialOutcome:
+                    max_s: float | None = None, prior_ratios: list[float] | None = None) -> TrialOutcome:
     """Re-measure one point in full -> ``ok`` with the comparison (``Comparison.as_dict()``), or
     ``failed`` / ``interrupted`` with the reason. ``precision`` / ``max_s``: go on until the
-    interval is that narrow, within that time (``Evaluator.confirm``)."""
+    interval is that narrow, within that time; ``prior_ratios``: a top-up (``Evaluator.confirm``)."""
     from ..accel.config import AccelConfig
-    from .evaluator import TrialAborted
 
     if not hasattr(evaluator, "confirm"):
         return TrialOutcome.failed(f"{type(evaluator).__name__} cannot re-measure a point")
+    # only what was asked for: an evaluator may not take the sequential arguments
+    more = {k: v for k, v in (("precision", precision), ("max_s", max_s), ("prior_ratios", prior_ratios)) if v is not None}
+    return _measured(lambda: evaluator.confirm(AccelConfig.from_dict(config_dict), repeats, **more))
+
+
+def versus_message(evaluator, reference_dict: dict, config_dict: dict, repeats: int, precision: float | None = None,
+                   max_s: float | None = None) -> TrialOutcome:
+    """One point timed against another (``Evaluator.versus``) -> ``ok`` with the comparison, whose
+    baseline side is the reference; ``failed`` where the evaluator cannot."""
+    from ..accel.config import AccelConfig
+
+    if not hasattr(evaluator, "versus"):
+        return TrialOutcome.failed(f"{type(evaluator).__name__} cannot time one point against another")
+    more = {k: v for k, v in (("precision", precision), ("max_s", max_s)) if v is not None}
+    return _measured(lambda: evaluator.versus(AccelConfig.from_dict(reference_dict), AccelConfig.from_dict(config_dict),
+                                              repeats, **more))
+
+
+def _measured(call) -> TrialOutcome:
+    from .evaluator import TrialAborted
+
     try:
-        # only what was asked for: an evaluator may not take the sequential arguments
-        more = {k: v for k, v in (("precision", precision), ("max_s", max_s)) if v is not None}
-        return TrialOutcome(OK, result=evaluator.confirm(AccelConfig.from_dict(config_dict), repeats, **more).as_dict())
+        return TrialOutcome(OK, result=call().as_dict())
     except TrialAborted:
         return TrialOutcome.interrupted(INTERRUPTED)
     except Exception as e:  # noqa: BLE001  (a point that cannot be re-measured stays unconfirmed)
         return TrialOutcome.failed(f"{type(e).__name__}: {_first_line(e)}")
+
+
+# the child's answers to the driver's re-measurements, by message name
+MEASURES = {"confirm": confirm_message, "versus": versus_message}
 
 
 def _free_device_memory() -> None:
@@ -203,11 +225,18 @@ class InProcessWorker:
         return evaluate_message(ev, config_dict, constraints_spec, margin)
 
     def confirm(self, config_dict: dict, repeats: int, precision: float | None = None,
-                max_s: float | None = None) -> TrialOutcome:
+                max_s: float | None = None, prior_ratios: list[float] | None = None) -> TrialOutcome:
         if self._aborted:
             return TrialOutcome.interrupted(INTERRUPTED)
         self.start()
-        return confirm_message(self._ev, config_dict, repeats, precision, max_s)
+        return confirm_message(self._ev, config_dict, repeats, precision, max_s, prior_ratios)
+
+    def versus(self, reference_dict: dict, config_dict: dict, repeats: int, precision: float | None = None,
+               max_s: float | None = None) -> TrialOutcome:
+        if self._aborted:
+            return TrialOutcome.interrupted(INTERRUPTED)
+        self.start()
+        return versus_message(self._ev, reference_dict, config_dict, repeats, precision, max_s)
 
     def abort(self) -> None:
         """Stop the running trial at its next denoising step (an evaluator without an ``abort``
@@ -249,8 +278,8 @@ def _child_main(conn, spec_dict: dict) -> None:
             return
         if msg[0] == "stop":
             return
-        if msg[0] == "confirm":
-            conn.send(confirm_message(evaluator, *msg[1:]))
+        if msg[0] in MEASURES:
+            conn.send(MEASURES[msg[0]](evaluator, *msg[1:]))
             continue
         _, config_dict, constraints_spec, margin = msg
         conn.send(evaluate_message(evaluator, config_dict, constraints_spec, margin))
@@ -354,12 +383,19 @@ class ProcessWorker:
             return TrialOutcome.failed(f"WorkerDied: {e}; it will be restarted")
 
     def confirm(self, config_dict: dict, repeats: int, precision: float | None = None,
-                max_s: float | None = None) -> TrialOutcome:
+                max_s: float | None = None, prior_ratios: list[float] | None = None) -> TrialOutcome:
+        return self._measure(("confirm", config_dict, repeats, precision, max_s, prior_ratios))
+
+    def versus(self, reference_dict: dict, config_dict: dict, repeats: int, precision: float | None = None,
+               max_s: float | None = None) -> TrialOutcome:
+        return self._measure(("versus", reference_dict, config_dict, repeats, precision, max_s))
+
+    def _measure(self, msg: tuple) -> TrialOutcome:
         if self._aborted:
             return TrialOutcome.interrupted(INTERRUPTED)
         try:
             self.start()
-            self._conn.send(("confirm", config_dict, repeats, precision, max_s))
+            self._conn.send(msg)
             return self._recv()
         except (WorkerDied, OSError) as e:
             if self._aborted:

@@ -45,6 +45,7 @@ from mindiesd_tune.metrics import LatencyStats  # noqa: E402
 from mindiesd_tune.search_spaces import SpaceContext, presets, suggest  # noqa: E402
 from mindiesd_tune.tuner import parse_budget, parse_floor, run_study  # noqa: E402
 from mindiesd_tune.tuner.evaluator import TrialResult  # noqa: E402
+from mindiesd_tune.tuner.pick import PRESET  # noqa: E402
 from mindiesd_tune.tuner.worker import WorkerSpec, build_evaluator  # noqa: E402
 
 PSNR_CAP = 100.0
@@ -79,8 +80,15 @@ def measure_table(model: str, points: int, seed: int = 0) -> dict:
         if key not in seen:
             seen.add(key)
             candidates.append((dict(trial.params), config))
+    rows = measure_rows(ev, candidates)
+    return {"info": info, "rows": rows, "distributions": dists}
+
+
+def measure_rows(ev, candidates: list) -> list[dict]:
+    """One measured row per (flat parameters, config) pair, with the tuner's evaluator."""
     rows = []
     for params, config in candidates:
+        config = config if isinstance(config, AccelConfig) else AccelConfig.from_dict(config)
         r = ev.evaluate(config)
         speed = r.speedup if r.speedup else None
         rows.append({"params": params, "config": config.to_dict(), "latency_s": r.latency.median_s, "speedup": speed,
@@ -88,7 +96,48 @@ def measure_table(model: str, points: int, seed: int = 0) -> dict:
         print(f"  measured {len(rows)}/{len(candidates)}: {r.latency.median_s:.3f}s "
               f"{f'{speed:.2f}x' if speed else '-'} psnr {r.metrics['psnr']:.3g} "
               f"{params.get('cache.method')}/{params.get('sparse.method')}", file=sys.stderr)
-    return {"info": info, "rows": rows, "distributions": dists}
+    return rows
+
+
+def _key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def extend_table(table: dict, model: str, seeds: int, trials: int, floor: str, rounds: int) -> int:
+    """Measure the points the tuner's own study derives rather than samples (its presets, front
+    refinements and combinations) that the table does not hold exactly, replaying the default
+    study over ``seeds`` and measuring again until it derives nothing new or ``rounds`` ran.
+
+    A table of the presets and random draws answers a refinement or a combination (schedule
+    with the bf16 denoiser and compiled blocks) by the nearest random row, which may lack the
+    very setting it combines; the sampled points of every arm, random search's included, are
+    still answered by the nearest row. Returns the number of rows added."""
+    table_file = Path(tempfile.mkdtemp()) / "table.json"
+    os.environ[TABLE_ENV] = str(table_file)
+    ev, added = None, 0
+    for _ in range(rounds):
+        table_file.write_text(json.dumps(table, default=float))
+        known = {_key(r["params"]) for r in table["rows"]}
+        new: dict[str, tuple] = {}
+        for seed in range(seeds):
+            with tempfile.TemporaryDirectory() as d:
+                out = run_study(model, parse_budget(f"{trials}t"), Path(d) / "s", seed=seed, floors=[parse_floor(floor)],
+                                prune_margin=None, isolate=False, worker_factory="benchmarks.tuner:table_factory",
+                                quiet=True, log=lambda s: None)
+            for t in out.study.trials:
+                derived = t.user_attrs.get(PRESET) or "refined_from" in t.user_attrs
+                if derived and "config" in t.user_attrs and _key(t.params) not in known:
+                    new.setdefault(_key(t.params), (dict(t.params), t.user_attrs["config"]))
+                    for k, dist in t.distributions.items():
+                        table["distributions"].setdefault(k, optuna.distributions.distribution_to_json(dist))
+        if not new:
+            break
+        print(f"extending the table by {len(new)} derived point(s)", file=sys.stderr)
+        if ev is None:
+            ev, _ = build_evaluator(WorkerSpec(model=model, warmup=1, repeats=2))
+        table["rows"].extend(measure_rows(ev, list(new.values())))
+        added += len(new)
+    return added
 
 
 METHOD_KEYS = ("cache.method", "sparse.method")
@@ -183,6 +232,9 @@ def main() -> None:
     ap.add_argument("--table", type=Path, default=None,
                     help="JSON file of the measured table: read if it exists (no measuring), else written")
     ap.add_argument("--no-live", action="store_true", help="skip the live study (overhead part)")
+    ap.add_argument("--extend", type=int, default=0, metavar="ROUNDS",
+                    help="measure the presets, refinements and combinations the default study derives and the table "
+                         "lacks, replaying and measuring up to ROUNDS times (written back to --table)")
     ap.add_argument("--without-presets", action="store_true",
                     help="replayed studies queue only the baseline: the samplers' own search, where the presets "
                          "alone would already reach the table's front")
@@ -198,6 +250,8 @@ def main() -> None:
         table = measure_table(args.model, args.points)
         if args.table is not None:
             args.table.write_text(json.dumps(table, default=float))
+    if args.extend and extend_table(table, args.model, args.seeds, args.trials, args.floor, args.extend) and args.table:
+        args.table.write_text(json.dumps(table, default=float))
     table_file = Path(tempfile.mkdtemp()) / "table.json"
     table_file.write_text(json.dumps(table, default=float))
     os.environ[TABLE_ENV] = str(table_file)

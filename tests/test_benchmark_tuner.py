@@ -1,0 +1,41 @@
+"""benchmarks/tuner.py: the replay table holds, measured, the points the tuner's study derives."""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import optuna
+
+from benchmarks import tuner as bench
+
+MODEL = "tiny-flux-random"
+
+
+def derived_missing(table: dict, seed: int = 0) -> set:
+    """Presets, refinements and combinations a replayed default study runs that the table lacks."""
+    f = Path(tempfile.mkdtemp()) / "table.json"
+    f.write_text(json.dumps(table, default=float))
+    os.environ[bench.TABLE_ENV] = str(f)
+    known = {bench._key(r["params"]) for r in table["rows"]}
+    with tempfile.TemporaryDirectory() as d:
+        out = bench.run_study(MODEL, bench.parse_budget("12t"), Path(d) / "s", seed=seed, floors=[bench.parse_floor("psnr>=30")],
+                              prune_margin=None, isolate=False, worker_factory="benchmarks.tuner:table_factory", quiet=True,
+                              log=lambda s: None)
+    return {bench._key(t.params) for t in out.study.trials
+            if (t.user_attrs.get(bench.PRESET) or "refined_from" in t.user_attrs) and bench._key(t.params) not in known}
+
+
+def test_extending_the_table_measures_what_the_study_derives(monkeypatch):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    monkeypatch.setenv(bench.TABLE_ENV, "")
+    table = bench.measure_table(MODEL, 2)
+    # the presets are measured rows; what refinement derives from them may not be
+    before = len(table["rows"])
+    assert all(r["speedup"] is None or r["speedup"] > 0 for r in table["rows"])
+    added = bench.extend_table(table, MODEL, seeds=1, trials=12, floor="psnr>=30", rounds=3)
+    assert added > 0 and len(table["rows"]) == before + added
+    assert not derived_missing(table), "after extending, every derived point of the replay is a measured row"
+    new = table["rows"][before:]
+    assert all(set(r) >= {"params", "config", "latency_s", "speedup", "metrics"} for r in new)
+    assert all(k in table["distributions"] for r in new for k in r["params"])

@@ -9,12 +9,15 @@ Two parts, both printed as a table (or JSON rows with --json):
    for 3 seeds, and the hypervolume of the feasible front (relative latency, 1 / the
    interleaved speed-up, against quality: the study's own objectives) after 10, 20 and 40
    trials is reported next to random search's. Answering from a table makes 4 samplers x 3 seeds x
-   40 trials affordable on a CPU; every number in it was measured on the model.
+   40 trials affordable on a CPU; every number in it was measured on the model. ``--extend``
+   adds, measured, the points the tuner's study derives (presets, refinements, combinations) that
+   the table lacks, so they are not answered by a random row that lacks what they combine.
 2. Overhead: a short live study; the share of its trial loop's wall time spent outside the
    evaluator (sampling, storage, hand-over to the worker process, outputs), with the start-up
    (model load, baseline outputs) reported beside it.
 
     python benchmarks/tuner.py [--model demo-flux] [--points 96] [--json]
+    python benchmarks/tuner.py --table benchmarks/tables/demo-flux.json --seeds 8 --no-live   # replay the shipped table
     python benchmarks/tuner.py --model tiny-flux-random --points 6 --seeds 2 --trials 10 --no-live   # a smoke run
 
 The space is the tuner's, calibrated as a study calibrates it (one baseline call): the
@@ -141,6 +144,7 @@ def extend_table(table: dict, model: str, seeds: int, trials: int, floor: str, r
 
 
 METHOD_KEYS = ("cache.method", "sparse.method")
+OFF = (None, "none")
 
 
 class TableEvaluator:
@@ -149,7 +153,8 @@ class TableEvaluator:
     Distance: a different cache or sparse method costs more than every other difference
     together (a row of the same method pair is always preferred); within it, numeric parameters
     are compared on their distribution's normalised (log where the space is log) scale and
-    other categorical ones cost 1 when they differ.
+    other categorical ones cost 1 when they differ, as does a parameter the row lacks that the
+    proposal sets to something other than off.
     """
 
     def __init__(self, table: dict):
@@ -171,7 +176,9 @@ class TableEvaluator:
         return (v - lo) / (hi - lo) if hi > lo else 0.0
 
     def distance(self, proposal: dict, row: dict) -> float:
-        dist = 0.0
+        # a setting the row was measured without (a row from before the space offered it) is a
+        # difference unless the proposal leaves it off too
+        dist = float(sum(1 for key, value in proposal.items() if key not in row and value not in OFF))
         for key, value in row.items():
             mine = proposal.get(key)
             if key in METHOD_KEYS:

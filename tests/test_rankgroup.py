@@ -71,6 +71,9 @@ def test_a_rank_killed_mid_trial_fails_that_trial_only(group):
     assert set(second).isdisjoint(first)
     confirmed = group.confirm(_mesh("cfg2"), 2)
     assert confirmed.kind == "ok" and confirmed.result["speedup"] > 0, confirmed.reason
+    # one setting against another (the pick against the best preset), each side's mesh mirrored
+    versus = group.versus(_mesh("cfg2"), _mesh("cfg2"), 2)
+    assert versus.kind == "ok" and len(versus.result["ratios"]) == 2, versus.reason  # 2 rounds, 1 prompt
     group.close()
     deadline = time.monotonic() + 60
     while any(_alive(p) for p in second) and time.monotonic() < deadline:

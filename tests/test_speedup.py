@@ -181,6 +181,13 @@ def test_a_busier_machine_is_timed_with_more_rounds_and_cpu_time_is_recorded(tin
     monkeypatch.setattr(ev, "busy", lambda: True)
     busy = ev.evaluate(cached())
     assert busy.timing == {"repeats": 4, "busy": True} and busy.latency.repeats == 4
+    monkeypatch.setattr(ev, "busy", lambda: False)
+    from mindiesd_tune.accel import AccelConfig
+    from mindiesd_tune.tuner.evaluator import NEUTRAL_MIN_ROUNDS
+
+    # the baseline against itself: enough rounds for a 95% interval, not the range of four
+    base = ev.evaluate(AccelConfig())
+    assert NEUTRAL_MIN_ROUNDS >= 6 and base.timing["repeats"] == NEUTRAL_MIN_ROUNDS == base.latency.repeats
 
 
 def test_busy_means_the_baseline_drifted_in_spread_or_level():

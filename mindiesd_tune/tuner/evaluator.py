@@ -21,6 +21,11 @@ DRIFT_SPREAD_FACTOR = 2.0
 DRIFT_LEVEL_SHARE = 0.15
 # Without interleaving the baseline is re-timed every this many trials, every trial when busy.
 RETIME_EVERY = 4
+# Below 6 rounds the 95% interval of the speed-up is the range of the rounds, which covers the
+# true ratio less often (87.5% at 4: all four rounds one way by chance one time in eight; beside
+# a CPU-bound process the baseline trial once read 1.28x [1.06-1.54] against itself so). The
+# unaccelerated point is timed with at least this many rounds.
+NEUTRAL_MIN_ROUNDS = 6
 # a confirmation that has not reached its precision stops after this many times its first pass
 CONFIRM_MAX_FACTOR = 16
 
@@ -242,6 +247,10 @@ class Evaluator:
         # an even number of rounds: as many AB as BA, so a machine that slows down (or speeds up)
         # through the trial biases neither side of the ratios
         repeats = balanced(self.repeats * 2 if busy else self.repeats)
+        if config.is_neutral:
+            # the baseline against itself is the study's check on its own timing: enough rounds
+            # for its interval to be a 95% one
+            repeats = max(repeats, NEUTRAL_MIN_ROUNDS)
         self._trials += 1
         with torch.inference_mode():
             handle = accel.apply(self.pipe, config)

@@ -106,6 +106,23 @@ def _key(params: dict) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
+def replay(model: str, trials: int, seed: int, floor: str, sampler: str = "tpe") -> list:
+    """The trials of a study of ``trials`` trials answered from the table ``TABLE_ENV`` names
+    (read before its run folder goes)."""
+    with tempfile.TemporaryDirectory() as d:
+        return run_study(model, parse_budget(f"{trials}t"), Path(d) / "s", sampler=sampler, seed=seed,
+                         floors=[parse_floor(floor)], prune_margin=None, isolate=False,
+                         worker_factory="benchmarks.tuner:table_factory", quiet=True, log=lambda s: None).study.trials
+
+
+def derived_unmeasured(trials, table: dict) -> list:
+    """The trials a study derived rather than sampled (presets, refinements, combinations) whose
+    parameters no row of ``table`` holds exactly."""
+    known = {_key(r["params"]) for r in table["rows"]}
+    return [t for t in trials if (t.user_attrs.get(PRESET) or "refined_from" in t.user_attrs)
+            and "config" in t.user_attrs and _key(t.params) not in known]
+
+
 def extend_table(table: dict, model: str, seeds: int, trials: int, floor: str, rounds: int) -> int:
     """Measure the points the tuner's own study derives rather than samples (its presets, front
     refinements and combinations) that the table does not hold exactly, replaying the default
@@ -120,25 +137,19 @@ def extend_table(table: dict, model: str, seeds: int, trials: int, floor: str, r
     ev, added = None, 0
     for _ in range(rounds):
         table_file.write_text(json.dumps(table, default=float))
-        known = {_key(r["params"]) for r in table["rows"]}
-        new: dict[str, tuple] = {}
+        new: dict[str, optuna.trial.FrozenTrial] = {}
         for seed in range(seeds):
-            with tempfile.TemporaryDirectory() as d:
-                out = run_study(model, parse_budget(f"{trials}t"), Path(d) / "s", seed=seed, floors=[parse_floor(floor)],
-                                prune_margin=None, isolate=False, worker_factory="benchmarks.tuner:table_factory",
-                                quiet=True, log=lambda s: None)
-            for t in out.study.trials:
-                derived = t.user_attrs.get(PRESET) or "refined_from" in t.user_attrs
-                if derived and "config" in t.user_attrs and _key(t.params) not in known:
-                    new.setdefault(_key(t.params), (dict(t.params), t.user_attrs["config"]))
-                    for k, dist in t.distributions.items():
-                        table["distributions"].setdefault(k, optuna.distributions.distribution_to_json(dist))
+            for t in derived_unmeasured(replay(model, trials, seed, floor), table):
+                new.setdefault(_key(t.params), t)
+        for t in new.values():
+            for k, dist in t.distributions.items():
+                table["distributions"].setdefault(k, optuna.distributions.distribution_to_json(dist))
         if not new:
             break
         print(f"extending the table by {len(new)} derived point(s)", file=sys.stderr)
         if ev is None:
             ev, _ = build_evaluator(WorkerSpec(model=model, warmup=1, repeats=2))
-        table["rows"].extend(measure_rows(ev, list(new.values())))
+        table["rows"].extend(measure_rows(ev, [(dict(t.params), t.user_attrs["config"]) for t in new.values()]))
         added += len(new)
     return added
 
@@ -220,9 +231,9 @@ def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> 
     return hv
 
 
-def front_hv(study: optuna.Study, upto: int, ref) -> float:
+def front_hv(trials: list, upto: int, ref) -> float:
     pts = []
-    for t in study.trials[:upto]:
+    for t in trials[:upto]:
         if t.state == optuna.trial.TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values()):
             pts.append((t.values[0], min(t.values[1], PSNR_CAP)))
     return hypervolume(pts, ref)
@@ -278,12 +289,9 @@ def main() -> None:
         study_module.presets = queued
         hvs = {n: [] for n in marks}
         for seed in range(args.seeds):
-            with tempfile.TemporaryDirectory() as d:
-                out = run_study(args.model, parse_budget(f"{args.trials}t"), Path(d) / "s", sampler=sampler, seed=seed,
-                                floors=[parse_floor(args.floor)], prune_margin=None, isolate=False,
-                                worker_factory="benchmarks.tuner:table_factory", quiet=True, log=lambda s: None)
-                for n in hvs:
-                    hvs[n].append(front_hv(out.study, n, ref))
+            trials = replay(args.model, args.trials, seed, args.floor, sampler)
+            for n in hvs:
+                hvs[n].append(front_hv(trials, n, ref))
         row = {"part": "search", "sampler": name, "points": len(table["rows"]),
                **{f"hv@{n}": round(statistics.mean(v), 5) for n, v in hvs.items()},
                **{f"hv@{n}_sd": round(statistics.stdev(v), 5) if len(v) > 1 else 0.0 for n, v in hvs.items()}}

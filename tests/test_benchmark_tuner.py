@@ -12,18 +12,12 @@ from benchmarks import tuner as bench
 MODEL = "tiny-flux-random"
 
 
-def derived_missing(table: dict, seed: int = 0) -> set:
+def derived_missing(table: dict, seed: int = 0) -> list:
     """Presets, refinements and combinations a replayed default study runs that the table lacks."""
     f = Path(tempfile.mkdtemp()) / "table.json"
     f.write_text(json.dumps(table, default=float))
     os.environ[bench.TABLE_ENV] = str(f)
-    known = {bench._key(r["params"]) for r in table["rows"]}
-    with tempfile.TemporaryDirectory() as d:
-        out = bench.run_study(MODEL, bench.parse_budget("12t"), Path(d) / "s", seed=seed, floors=[bench.parse_floor("psnr>=30")],
-                              prune_margin=None, isolate=False, worker_factory="benchmarks.tuner:table_factory", quiet=True,
-                              log=lambda s: None)
-    return {bench._key(t.params) for t in out.study.trials
-            if (t.user_attrs.get(bench.PRESET) or "refined_from" in t.user_attrs) and bench._key(t.params) not in known}
+    return bench.derived_unmeasured(bench.replay(MODEL, 12, seed, "psnr>=30"), table)
 
 
 def test_extending_the_table_measures_what_the_study_derives(monkeypatch):

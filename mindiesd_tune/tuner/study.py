@@ -70,9 +70,8 @@ CONFIRM_MARGIN = 0.1
 # The confirmation (every candidate's first pass, the pick's top-up to the precision, the pick
 # against the best preset) takes at most this share of the search's own time (at least this
 # long); the best point's first pass is always measured. A quiet machine reaches the precision
-# in a few batches and never spends the share. Beside a CPU-bound process on 2 cores a ±10%
-# interval took about 50 rounds of demo-flux (2 to 3 s each); at 40% of a 10-minute search, four
-# first passes left the pick at -11%/+18% when it was not the first one measured.
+# in a few batches and never spends the share; beside a CPU-bound process on 2 cores a ±10%
+# interval of demo-flux took 24 to 42 rounds (2 to 3 s each), within half a 10-minute search.
 CONFIRM_SHARE = 0.5
 CONFIRM_MIN_S = 60.0
 CONFIRM_PRECISION = TuneOptions.confirm_precision
@@ -588,15 +587,11 @@ def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str]
         study.set_user_attr("confirmed", found)
 
     leader, _ = pick(study, how)
-    preset = best_preset(study, found)
-    head_to_head = (leader is not None and preset is not None and leader.number != preset.number
-                    and str(leader.number) in found and str(preset.number) in found
-                    and _config_of(leader) != _config_of(preset))
     mine = found.get(str(leader.number)) if leader is not None else None
     if precision and mine is not None and Comparison.from_dict(_as_payload(mine)).relative_spread > precision:
-        # what step 3 needs: about one pass of the leader's own (two settings cost no more than
-        # the baseline and one)
-        reserve = first_pass_s.get(leader.number, 0.0) if head_to_head else 0.0
+        # kept for step 3: about one pass of the leader's own (two settings cost no more than the
+        # baseline and one)
+        reserve = first_pass_s.get(leader.number, 0.0) if _head_to_head(study, how, found) else 0.0
         budget = None if left() is None else left() - reserve
         if budget is None or budget > 0:
             outcome = worker.confirm(_config_of(leader), repeats, precision=precision, max_s=budget,
@@ -609,12 +604,11 @@ def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str]
                 log(f"topped up trial {leader.number}: {speed_of(leader, found).text()} over {found[str(leader.number)]['rounds']} rounds")
             else:
                 log(f"trial {leader.number} could not be topped up ({outcome.reason})")
-        leader, _ = pick(study, how)  # its pooled figures may have moved it
-        preset = best_preset(study, found)
-    if head_to_head and leader is not None and preset is not None and leader.number != preset.number \
-            and str(leader.number) in found and (left() is None or left() > 0 or precision is None):
-        budget = None if left() is None else max(0.0, left())
-        outcome = worker.versus(_config_of(preset), _config_of(leader), repeats, precision=precision, max_s=budget)
+    pair = _head_to_head(study, how, found)  # the pooled figures may have moved the pick
+    if pair is not None and (left() is None or left() > 0):
+        leader, preset = pair
+        outcome = worker.versus(_config_of(preset), _config_of(leader), repeats, precision=precision,
+                                max_s=None if left() is None else max(0.0, left()))
         if outcome.ok:
             r = Comparison.from_dict(outcome.result)
             study.set_user_attr(VERSUS_PRESET, {
@@ -625,6 +619,18 @@ def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str]
         elif outcome.kind != INTERRUPTED:
             log(f"trial {leader.number} could not be timed against the best preset ({outcome.reason})")
     return found
+
+
+def _head_to_head(study: optuna.Study, how: str, found: dict):
+    """(the point the pick falls on, the best preset alone) when both are confirmed and are two
+    different settings; None otherwise."""
+    leader, _ = pick(study, how)
+    preset = best_preset(study, found)
+    if leader is None or preset is None or leader.number == preset.number:
+        return None
+    if str(leader.number) not in found or str(preset.number) not in found or _config_of(leader) == _config_of(preset):
+        return None
+    return leader, preset
 
 
 def _as_payload(entry: dict) -> dict:

@@ -177,7 +177,7 @@ def test_video_outputs_are_animated_thumbnails(tmp_path):
 
 
 def test_tuner_saves_an_animated_webp_beside_the_frame_strip(tmp_path):
-    from mindiesd_tune.tuner.study import _save_sample
+    from mindiesd_tune.tuner.outputs import _save_sample
 
     video = np.random.default_rng(0).integers(0, 255, (5, 8, 12, 3), dtype=np.uint8)
     _save_sample(tmp_path / "trial-0003.png", video)

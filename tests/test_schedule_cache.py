@@ -156,7 +156,7 @@ def test_schedule_is_sampled_with_its_mask_and_survives_a_profile_round_trip(tin
 
 def test_magcache_is_sampled_with_the_studys_ratios_and_the_profile_carries_them(tmp_path, tiny_flux):
     from mindiesd_tune.tuner import parse_budget, run_study
-    from mindiesd_tune.tuner.study import freeze_profile
+    from mindiesd_tune.tuner.outputs import freeze_profile
 
     outcome = run_study("tiny-flux-random", parse_budget("4t"), tmp_path, repeats=1, isolate=False, sampler="random",
                         worker_factory="calibrated_factory:mag_only", log=lambda s: None)
@@ -267,7 +267,7 @@ def test_budgets_that_choose_one_mask_are_one_configuration():
 
 
 def test_a_trial_installing_an_earlier_trials_configuration_is_answered_from_storage():
-    from mindiesd_tune.tuner.study import _same_params
+    from mindiesd_tune.tuner.search import _same_params
 
     study = optuna.create_study(directions=["minimize", "maximize"])
     first = study.ask()

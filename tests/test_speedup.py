@@ -293,7 +293,7 @@ def test_the_baseline_against_itself_on_a_machine_getting_busier_reads_one_with_
 
 
 def test_confirmation_stops_starting_points_once_its_time_is_spent(tmp_path, monkeypatch):
-    from mindiesd_tune.tuner import study as study_module
+    from mindiesd_tune.tuner import confirm as study_module
     from mindiesd_tune.tuner.outcome import TrialOutcome
 
     monkeypatch.setattr(study_module, "CONFIRM_MARGIN", 1.0)  # every faster point is a candidate
@@ -314,9 +314,14 @@ def test_confirmation_stops_starting_points_once_its_time_is_spent(tmp_path, mon
 
     notes = []
     assert len(study_module.confirmation_candidates(study)) > 1
+    # the cap is the budget's: with no time left nothing starts, not even the best point
     found = study_module.confirm_front(study, SlowWorker(), 6, log=notes.append, time_limit_s=0.0)
-    assert len(SlowWorker.calls) == 1 and len(found) == 1  # the best point is always confirmed
+    assert SlowWorker.calls == [] and found == {}
     assert any("stay unconfirmed" in n for n in notes)
+    # with time left the first pass is given the time that is left as its cap
+    study_module.confirm_front(study, SlowWorker(), 6, log=notes.append, time_limit_s=50.0)
+    assert SlowWorker.calls and all(0 < max_s <= 50.0 for _, max_s in SlowWorker.asked)
+    assert any(n.startswith("confirmation: ") and "interleaved rounds" in n for n in notes)
 
 
 def test_the_pick_is_topped_up_to_the_precision_then_timed_against_the_best_preset(tmp_path):
@@ -324,7 +329,7 @@ def test_the_pick_is_topped_up_to_the_precision_then_timed_against_the_best_pres
     interval, pooled with its first ones; then it is timed head to head against the best preset."""
     import json
 
-    from mindiesd_tune.tuner import study as study_module
+    from mindiesd_tune.tuner import confirm as study_module
     from mindiesd_tune.tuner.outcome import TrialOutcome
     from mindiesd_tune.tuner.pick import VERSUS_PRESET, against_best_preset, best_preset, pick
 
@@ -402,7 +407,7 @@ def test_the_best_preset_alone_is_confirmed_beside_the_pick_and_set_against_it(t
 
 
 def test_confirmation_leaves_out_a_point_whose_interval_does_not_reach_the_best_speedup():
-    from mindiesd_tune.tuner import study as study_module
+    from mindiesd_tune.tuner import confirm as study_module
 
     study = optuna.create_study(directions=["minimize", "maximize"])
     dists = {"cache.method": optuna.distributions.CategoricalDistribution(["none", "schedule", "first_block", "block_cache"])}

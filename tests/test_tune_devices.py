@@ -14,8 +14,9 @@ from conftest import cli
 from mindiesd_tune.errors import UserError
 from mindiesd_tune.tuner import TuneOptions, parse_budget, run_study
 from mindiesd_tune.tuner.budget import Budget
+from mindiesd_tune.tuner.outputs import freeze_profile
+from mindiesd_tune.tuner.pool import worker_specs
 from mindiesd_tune.tuner.progress import header_lines
-from mindiesd_tune.tuner.study import freeze_profile, worker_specs
 from mindiesd_tune.tuner.worker import WorkerSpec
 
 MARK = "MINDIESD_TUNE_TEST_MARK"

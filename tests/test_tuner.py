@@ -78,13 +78,13 @@ def test_cheap_first_evaluation_prunes_with_a_reason(tmp_path):
 
 
 def test_time_budget_ends_the_study(tmp_path):
-    t0 = time.monotonic()
-    outcome = fake_study(tmp_path, "4s")
-    elapsed = time.monotonic() - t0
-    # it runs until the deadline, however many trials this machine manages by then, and the
-    # trial under way when time runs out still finishes (generous: fake trials take 10 ms)
-    assert 4 <= elapsed < 60
+    outcome = fake_study(tmp_path, "10s")
+    # the search stops when the plan has no room for another trial, however many this machine
+    # ran by then (tuner.plan's own tests check the arithmetic against a fake clock)
+    assert outcome.stop_reason == "time budget spent"
     assert len(outcome.study.trials) >= 1 and (tmp_path / "profile.yaml").is_file()
+    timing = outcome.study.user_attrs["timing"]
+    assert timing["budget_seconds"] == 10 and timing["wall_seconds"] > 0 and "confirm_seconds" in timing
 
 
 def test_failures_are_isolated_and_the_worker_restarted(tmp_path):

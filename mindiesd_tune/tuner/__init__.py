@@ -3,10 +3,11 @@
 from .budget import Budget, parse_budget
 from .evaluator import Evaluator, TrialPrunedEarly, TrialResult, Workload
 from .objectives import Constraints, QualityFloor, parse_floor, parse_memory
-from .options import TuneOptions
+from .options import SAMPLERS, TuneOptions
+from .outputs import StudyOutcome, export, write_outputs
 from .pick import pick
 from .storage import load_run
-from .study import SAMPLERS, StudyOutcome, export, run_study, write_outputs
+from .study import plan_study, run_study
 from .worker import InProcessWorker, ProcessWorker, WorkerSpec
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "parse_floor",
     "parse_memory",
     "pick",
+    "plan_study",
     "run_study",
     "write_outputs",
 ]

@@ -241,7 +241,9 @@ class Evaluator:
         """
         t_start = time.perf_counter()
         self.baseline  # noqa: B018  (computed once, before any timing)
-        _fresh_compile(config)
+        screened = self._take_screened(config)
+        if screened is None:
+            _fresh_compile(config)  # after a screen its graphs are this config's: kept
         p0, s0 = self.workload.prompts[0], self.workload.seeds[0]
         busy = self.busy()
         # an even number of rounds: as many AB as BA, so a machine that slows down (or speeds up)
@@ -253,14 +255,10 @@ class Evaluator:
             repeats = max(repeats, NEUTRAL_MIN_ROUNDS)
         self._trials += 1
         with torch.inference_mode():
-            handle = accel.apply(self.pipe, config)
-            try:
-                first = self.generate(p0, s0, handle.call_overrides)
-                scores = [self.score(first, 0)]
-                if constraints is not None and prune_margin is not None and len(self.workload.prompts) > 1:
-                    self._prune_early(constraints, prune_margin, scores[0], handle.stats(), first, t_start)
-            finally:
-                handle.remove()
+            if screened is not None:  # the screen's untimed look on the first prompt stands
+                first, scores = screened[0], [dict(screened[1])]
+            else:
+                first, scores = self._look(config, constraints, prune_margin, t_start)
             if self.interleave:
                 comparison, first, counters = self._compare(config, p0, s0, repeats)
                 latency = comparison.candidate
@@ -293,6 +291,50 @@ class Evaluator:
             speedup_low=comparison.speedup_low, speedup_high=comparison.speedup_high,
             timing={"repeats": repeats, "busy": busy},
         )
+
+    def _look(self, config: accel.AccelConfig, constraints, prune_margin, t_start: float):
+        """One untimed call on the first prompt with ``config`` applied, scored; raises
+        TrialPrunedEarly when it misses a floor by more than the margin -> (output, [scores])."""
+        p0, s0 = self.workload.prompts[0], self.workload.seeds[0]
+        handle = accel.apply(self.pipe, config)
+        try:
+            first = self.generate(p0, s0, handle.call_overrides)
+            scores = [self.score(first, 0)]
+            if constraints is not None and prune_margin is not None and len(self.workload.prompts) > 1:
+                self._prune_early(constraints, prune_margin, scores[0], handle.stats(), first, t_start)
+        finally:
+            handle.remove()
+        return first, scores
+
+    def screen(self, config: accel.AccelConfig, constraints=None, prune_margin: float | None = None) -> TrialResult:
+        """The cheap first look at a point: one untimed call on the first prompt (scored, and
+        pruned early as in ``evaluate``), then one interleaved timing pair on it, the untimed
+        call having warmed the candidate. The result's metrics are the first prompt's and its
+        speed-up is one ratio: a screen ranks, it is never reported as a speed-up.
+
+        A following ``evaluate`` of the same config reuses the look instead of repeating it.
+        """
+        t_start = time.perf_counter()
+        self.baseline  # noqa: B018
+        _fresh_compile(config)
+        p0, s0 = self.workload.prompts[0], self.workload.seeds[0]
+        with torch.inference_mode():
+            first, scores = self._look(config, constraints, prune_margin, t_start)
+            comparison, _, counters = self._compare(config, p0, s0, 1, warmup=0)
+        self._screened = (config.identity(), first, scores[0])
+        return TrialResult(
+            comparison.candidate, dict(scores[0]), counters, [first], time.perf_counter() - t_start,
+            baseline_latency=comparison.baseline, speedup=comparison.speedup, speedup_iqr=comparison.speedup_iqr,
+            speedup_low=comparison.speedup_low, speedup_high=comparison.speedup_high,
+            timing={"repeats": 1, "busy": False, "screen": True},
+        )
+
+    def _take_screened(self, config: accel.AccelConfig):
+        """The screen's (output, scores) of the first prompt when it screened this config last."""
+        screened, self._screened = getattr(self, "_screened", None), None
+        if screened is None or screened[0] != config.identity():
+            return None
+        return screened[1], screened[2]
 
     def confirm(self, config: accel.AccelConfig, repeats: int, precision: float | None = None,
                 max_s: float | None = None, prior_ratios: list[float] | None = None) -> Comparison:
@@ -345,9 +387,16 @@ class Evaluator:
         pairs = list(zip(self.workload.prompts, self.workload.seeds))
         started = time.monotonic()
         with torch.inference_mode():
-            parts = [compare(p, s, None) for p, s in pairs]
+            # the first pass stops at ``max_s`` too, between prompts, once one prompt is measured:
+            # the time given is a cap, and what was measured by then is the result
+            parts = []
+            for p, s in pairs:
+                spent = time.monotonic() - started
+                if parts and max_s is not None and spent + spent / len(parts) > max_s:
+                    break
+                parts.append(compare(p, s, None))
             pooled = Comparison.pooled(parts)
-            first = len(parts)
+            first = len(pairs)
             while done is not None and not done(pooled) and len(parts) < CONFIRM_MAX_FACTOR * first:
                 spent = time.monotonic() - started
                 if max_s is not None and spent + spent / len(parts) > max_s:

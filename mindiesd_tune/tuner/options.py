@@ -45,6 +45,9 @@ class TuneOptions:
             device (False: leave it out, as ``MINDIESD_TUNE_COMPILE=0`` does for every study).
         prune_margin: a trial whose first prompt misses a floor by more than this share is
             pruned before it is timed; None never prunes.
+        screening: screen each trial first (one untimed call on the first prompt, one timing
+            pair) and time in full only the points that may reach the front (``tuner.screen``);
+            False times every trial in full.
 
     The workload every trial runs:
         prompts: the fixed prompts (None: the model's defaults).
@@ -67,7 +70,11 @@ class TuneOptions:
         baseline_cache: folder of the on-disk baseline store; None computes the baseline per study.
 
     Where the study lives and who evaluates it:
-        resume: continue the study in the run folder.
+        resume: continue the study in the run folder, with the workload, floors, objective,
+            pick rule and space it was made with (``tuner.resume``).
+        given: the names of the options the caller set on purpose (the CLI's explicit flags);
+            on a resume a given option that differs from the study's is refused. None: every
+            option that differs from its default counts as given.
         storage: an Optuna storage URL several machines share (None: a file in the run folder).
         study_name: the study's name in the storage (None: the run's own, else the model's name).
         workers: evaluator workers on this machine, each on its own device or device group.
@@ -116,6 +123,7 @@ class TuneOptions:
     interleave: bool = True
     confirm_precision: float | None = 0.1
     compile: bool = True
+    screening: bool = True
     baseline_cache: str | None = None
     heartbeat_interval: int = HEARTBEAT_INTERVAL
     grace_period: int = GRACE_PERIOD
@@ -125,6 +133,7 @@ class TuneOptions:
     generation: dict[str, Any] | None = None
     seeds: list[int] | None = None
     console: Any = None
+    given: frozenset[str] | None = None
 
     def with_fields(self, **fields) -> "TuneOptions":
         """A copy with ``fields`` laid over these options; a name that is no option is a TypeError."""

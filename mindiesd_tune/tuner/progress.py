@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -54,7 +55,34 @@ def summary(study: optuna.Study) -> dict:
         "pruned": sum(t.state == TrialState.PRUNED for t in trials),
         "repeats": sum("repeat_of" in t.user_attrs for t in done),  # answered from storage, not counted
         "best": best,
+        "screened": sum("screen" in t.user_attrs for t in trials),
+        "screened_out": sum(t.state == TrialState.PRUNED and "screen" in t.user_attrs for t in trials),
+        "full": sum(t.user_attrs.get("fidelity") == "full" and t.state == TrialState.COMPLETE
+                    and "repeat_of" not in t.user_attrs for t in trials),
+        "confirmed": len(conf),
     }
+
+
+def fidelity_line(study: optuna.Study) -> str:
+    """How far each trial got: screened, pruned (at the screen or on the first prompt's quality),
+    timed in full, confirmed."""
+    s = summary(study)
+    return (f"{s['screened']} screened, {s['pruned']} pruned ({s['screened_out']} by their screen), "
+            f"{s['full']} timed in full, {s['confirmed']} confirmed")
+
+
+def phases_line(timing: dict) -> str | None:
+    """The share of the budget each phase used, from the study's ``timing`` attribute."""
+    wall = timing.get("wall_seconds")
+    if not wall:
+        return None
+    parts = [("baseline", timing.get("startup_seconds")), ("screening", timing.get("screen_seconds")),
+             ("full timing", timing.get("full_seconds")), ("confirmation", timing.get("confirm_seconds")),
+             ("outputs", timing.get("output_seconds"))]
+    budget = timing.get("budget_seconds")
+    of = f" of the {_duration(budget)} budget" if budget else ""
+    shares = ", ".join(f"{name} {100 * (v or 0) / wall:.0f}%" for name, v in parts)
+    return f"{_duration(wall)} from loaded to outputs on disk{of}: {shares}"
 
 
 def header_lines(model: str, info: dict, budget: Budget, floors: list[str], max_memory_bytes: int | None,
@@ -116,10 +144,14 @@ def closing_lines(study: optuna.Study, reason: str, loop_seconds: float, stop_re
         + (f" ({s['repeats']} answered from earlier trials)" if s["repeats"] else "")
         + f"; ended: {stop_reason or 'stopped'}",
         f"front:     {front} trial(s) on the latency/quality Pareto front",
+        f"fidelity:  {fidelity_line(study)}",
         f"pick:      {reason}",
         *([f"preset:    {against_preset}"] if against_preset else []),
-        f"time:      {_duration(loop_seconds)} tuning, {per}",
+        f"time:      {_duration(loop_seconds)} searching, {per}",
     ]
+    phases = phases_line(study.user_attrs.get("timing") or {})
+    if phases:
+        lines.append(f"budget:    {phases}")
     return lines
 
 
@@ -169,7 +201,36 @@ class ProgressUI:
         with self._lock:
             self.note(trial_line(self._study, t))
 
-    def refresh(self, study: optuna.Study, started: float) -> None:
+    @contextlib.contextmanager
+    def phase(self, name: str, cap_s: float | None = None):
+        """A phase after the search (confirmation, outputs): a spinner with its elapsed time and
+        cap on a terminal, a line at its start and end elsewhere."""
+        cap = f" (at most {_duration(cap_s)})" if cap_s is not None else ""
+        t0 = time.monotonic()
+        if not self.bar:
+            if not self.quiet:
+                self.log(f"{name}: started{cap}")
+            try:
+                yield
+            finally:
+                if not self.quiet:
+                    self.log(f"{name}: ended after {_duration(time.monotonic() - t0)}")
+            return
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        progress = Progress(SpinnerColumn(), TextColumn(f"[bold]{name}[/bold]{cap}"), TimeElapsedColumn(),
+                            console=self.console, transient=True)
+        outer, self._progress = self._progress, progress
+        progress.add_task(name, total=None)
+        with progress:
+            try:
+                yield
+            finally:
+                self._progress = outer
+
+    def refresh(self, study: optuna.Study, started: float, search_end: float | None = None) -> None:
+        """Redraw the bar; ``search_end`` (the plan's) is when the search hands over to the
+        confirmation, the ETA shown."""
         if self._progress is None:
             return
         s = summary(study)
@@ -179,8 +240,11 @@ class ProgressUI:
         n = s["done"] - s["repeats"] + s["failed"] + s["pruned"]
         what = f"{n}/{self.budget.trials} trials" if self.budget.trials is not None else f"{n} trials"
         eta = self.eta(n, elapsed)
+        by_time = self.budget.seconds is not None and (self.budget.trials is None or eta == self.budget.seconds - elapsed)
+        if search_end is not None:
+            eta = max(0.0, min(eta if eta is not None else float("inf"), search_end - time.monotonic()))
         eta_text = _duration(eta) if eta is not None else "-"
-        if self.budget.seconds is not None and (self.budget.trials is None or eta == self.budget.seconds - elapsed):
+        if by_time:
             self._progress.update(self._task, completed=min(elapsed, self.budget.seconds), what=what, eta=eta_text,
                                   stats=stats)
         else:

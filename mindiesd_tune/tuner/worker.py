@@ -50,6 +50,20 @@ class WorkerSpec:
     generation: dict[str, Any] = field(default_factory=dict)  # the user's call settings over the model's
     seeds: list[int] | None = None  # one per prompt, or each prompt with every seed (workload.pair)
 
+    @classmethod
+    def from_options(cls, model: str, opts, metrics: tuple) -> "WorkerSpec":
+        """The spec of a study's workers: every field a ``TuneOptions`` shares by name, with the
+        options' factory and a copy of their lists, so an option added to both reaches the worker
+        without being copied here by hand."""
+        from dataclasses import fields
+
+        mine = {f.name for f in fields(cls)} - {"model", "env", "threads", "metrics", "factory"}
+        given = {name: getattr(opts, name) for name in mine if hasattr(opts, name)}
+        given["generation"] = dict(given.get("generation") or {})
+        given["seeds"] = list(given["seeds"]) if given.get("seeds") else None
+        given["prompts"] = list(given["prompts"]) if given.get("prompts") else None
+        return cls(model=model, factory=opts.worker_factory, metrics=tuple(metrics), **given)
+
 
 def build_evaluator(spec: WorkerSpec):
     """Load the model and its workload -> (Evaluator, info about the model and machine)."""
@@ -61,6 +75,7 @@ def build_evaluator(spec: WorkerSpec):
     from .evaluator import Evaluator, Workload
 
     loaded = load(spec.model, device=spec.device, dtype=spec.dtype, allow_download=spec.allow_download, seed=0)
+    loaded_at = time.perf_counter()  # the study's budget counts from here (``ready_seconds``)
     generation = resolve(loaded.pipe, loaded.generation, spec.generation)  # a size it cannot take stops here
     prompts = list(spec.prompts) if spec.prompts else list(default_prompts(loaded.source == "builtin", loaded.is_video))
     workload = Workload(*pair(prompts, spec.seeds, spec.seed), generation)
@@ -86,8 +101,11 @@ def build_evaluator(spec: WorkerSpec):
         "baseline_metrics": baseline_metrics,
         "baseline_seconds": time.perf_counter() - t0,
         "is_video": loaded.is_video,
-        "space": _space(loaded, workload),
     }
+    t_call = time.perf_counter()
+    info["space"] = _space(loaded, workload)  # one baseline call on the first prompt, timed for the plan
+    info["call_seconds"] = time.perf_counter() - t_call
+    info["ready_seconds"] = time.perf_counter() - loaded_at  # the baseline and the plan's call, after loading
     return ev, info
 
 
@@ -114,9 +132,12 @@ def _factory(spec: WorkerSpec):
 INTERRUPTED = "interrupted: the trial was aborted (a second Ctrl-C)"
 
 
-def evaluate_message(evaluator, config_dict: dict, constraints_spec: dict | None, margin: float | None) -> TrialOutcome:
+def evaluate_message(evaluator, config_dict: dict, constraints_spec: dict | None, margin: float | None,
+                     stage: str = "full") -> TrialOutcome:
     """Run one trial -> ``ok`` with the result, ``pruned`` with its reason and the partial result
-    (metrics and sample, no latency), or ``failed`` / ``interrupted`` with the reason."""
+    (metrics and sample, no latency), or ``failed`` / ``interrupted`` with the reason.
+    ``stage``: ``full`` (``Evaluator.evaluate``) or ``screen`` (``Evaluator.screen``, the cheap
+    first look; an evaluator without one is evaluated in full)."""
     import torch
 
     from ..accel.config import AccelConfig
@@ -126,7 +147,8 @@ def evaluate_message(evaluator, config_dict: dict, constraints_spec: dict | None
     try:
         config = AccelConfig.from_dict(config_dict)
         constraints = Constraints.from_spec(constraints_spec) if constraints_spec else None
-        result = evaluator.evaluate(config, constraints, margin)
+        run = evaluator.screen if stage == "screen" and hasattr(evaluator, "screen") else evaluator.evaluate
+        result = run(config, constraints, margin)
         if result.has_nan:
             return TrialOutcome.failed("FloatingPointError: the output contains NaN or inf")
         return TrialOutcome(OK, result=result.to_message())
@@ -201,6 +223,11 @@ def _first_line(e: BaseException) -> str:
 class InProcessWorker:
     """Evaluates in this process. No isolation: a crash takes the study with it."""
 
+    @property
+    def screens(self) -> bool:
+        """Whether ``evaluate(stage="screen")`` is the cheap first look (``Evaluator.screen``)."""
+        return hasattr(self._ev, "screen")
+
     def __init__(self, spec: WorkerSpec, evaluator=None, info: dict | None = None):
         self.spec = spec
         self._ev, self._info = evaluator, info
@@ -216,13 +243,13 @@ class InProcessWorker:
         return self._info
 
     def evaluate(self, config_dict: dict, constraints_spec: dict | None = None,
-                 margin: float | None = None) -> TrialOutcome:
+                 margin: float | None = None, stage: str = "full") -> TrialOutcome:
         if self._aborted:
             return TrialOutcome.interrupted(INTERRUPTED)
         self.start()
         ev = self._ev  # close() may drop it from another thread while this trial runs
         self._arm(ev)  # an abort that came while the evaluator was loading
-        return evaluate_message(ev, config_dict, constraints_spec, margin)
+        return evaluate_message(ev, config_dict, constraints_spec, margin, stage)
 
     def confirm(self, config_dict: dict, repeats: int, precision: float | None = None,
                 max_s: float | None = None, prior_ratios: list[float] | None = None) -> TrialOutcome:
@@ -270,7 +297,7 @@ def _child_main(conn, spec_dict: dict) -> None:
         msg = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {_first_line(e)}"
         conn.send(("error", msg, traceback.format_exc()))
         return
-    conn.send(("ready", info))
+    conn.send(("ready", {**info, "screens": hasattr(evaluator, "screen")}))
     while True:
         try:
             msg = conn.recv()
@@ -281,8 +308,8 @@ def _child_main(conn, spec_dict: dict) -> None:
         if msg[0] in MEASURES:
             conn.send(MEASURES[msg[0]](evaluator, *msg[1:]))
             continue
-        _, config_dict, constraints_spec, margin = msg
-        conn.send(evaluate_message(evaluator, config_dict, constraints_spec, margin))
+        _, config_dict, constraints_spec, margin, *stage = msg
+        conn.send(evaluate_message(evaluator, config_dict, constraints_spec, margin, *stage))
 
 
 def _thread_lock_for_progress_bars() -> None:
@@ -305,6 +332,10 @@ class WorkerStartError(RuntimeError):
 
 class ProcessWorker:
     """The evaluator in a spawned child process; restarted when it dies."""
+
+    @property
+    def screens(self) -> bool:
+        return bool(self._info and self._info.get("screens"))
 
     def __init__(self, spec: WorkerSpec, start_timeout: float = 3600.0):
         self.spec = spec
@@ -368,12 +399,12 @@ class ProcessWorker:
                 raise WorkerDied(f"the evaluator process did not answer within {timeout:.0f}s")
 
     def evaluate(self, config_dict: dict, constraints_spec: dict | None = None,
-                 margin: float | None = None) -> TrialOutcome:
+                 margin: float | None = None, stage: str = "full") -> TrialOutcome:
         if self._aborted:
             return TrialOutcome.interrupted(INTERRUPTED)
         try:
             self.start()
-            self._conn.send(("eval", config_dict, constraints_spec, margin))
+            self._conn.send(("eval", config_dict, constraints_spec, margin, stage))
             return self._recv()
         except (WorkerDied, OSError) as e:
             if self._aborted:  # killed on purpose: neither a failure of the point nor a reason to restart

@@ -1,0 +1,207 @@
+"""The confirmation phase: the points near the front re-measured in full before the pick.
+
+Every candidate gets one pass of interleaved rounds on every prompt, the point the pick then
+falls on is topped up to the precision, and that point is timed head to head against the best
+preset alone. All of it within the time the study's plan gives the phase (``tuner.plan``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import optuna
+
+from ..metrics import Comparison
+from ..search_spaces import config_from_params
+from .options import TuneOptions
+from .outcome import INTERRUPTED
+from .pick import VERSUS_PRESET, best_preset, completed, confirmations, is_feasible, is_neutral_point, pick, speed_of
+
+# At most this many points on or near the front are re-measured before the pick, those whose
+# speed-up reaches within this share of the best one's, or whose interval reaches it.
+CONFIRM_MAX = 3
+CONFIRM_MARGIN = 0.1
+CONFIRM_PRECISION = TuneOptions.confirm_precision
+
+
+def confirmation_candidates(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Feasible points faster than the baseline on or near the front: the best speed-up and those
+    within CONFIRM_MARGIN of it or whose interval reaches the best speed-up, one per point, at most
+    CONFIRM_MAX, fastest first; and the fastest preset (``best_preset``) second, wherever it reads."""
+    conf = confirmations(study)
+    feasible = [t for t in completed(study) if is_feasible(t) and not is_neutral_point(t)
+                and "repeat_of" not in t.user_attrs and str(t.number) not in conf]
+    speeds = {t.number: speed_of(t) for t in feasible}
+    faster = sorted((t for t in feasible if (speeds[t.number].speedup or 0) > 1.0),
+                    key=lambda t: -speeds[t.number].speedup)
+    if not faster:
+        return []
+    best = speeds[faster[0].number]
+    # a point whose interval does not reach the best one's speed-up is not a contender: its
+    # rounds go to the best point instead (beside a CPU-bound process a 1.44x [1.18-2.36] point
+    # took a fifth of the time while the best one, 2.52x [1.88-3.32], stopped at ±12%)
+    near = [t for t in faster if speeds[t.number].speedup >= (1 - CONFIRM_MARGIN) * best.speedup
+            or (speeds[t.number].high or 0) >= best.speedup]
+    unique: dict = {}
+    for t in near:
+        unique.setdefault(t.user_attrs.get("config_id") or tuple(sorted(t.params.items())), t)
+    todo = list(unique.values())[:CONFIRM_MAX]
+    # the best preset alone is what the search has to beat: it is confirmed beside the best point,
+    # right after it (the time left for the others may run out), so the two are compared alike
+    preset = best_preset(study)
+    if preset is None or str(preset.number) in conf or todo[0].number == preset.number:
+        return todo
+    others = [t for t in todo[1:] if t.number != preset.number]
+    return [todo[0], preset, *others][:max(CONFIRM_MAX, 2)]
+
+
+def _config_of(t: optuna.trial.FrozenTrial) -> dict:
+    return t.user_attrs.get("config") or config_from_params(t.params).to_dict()
+
+
+def _confirmed_entry(cmp: Comparison) -> dict:
+    """What the study stores of a confirmation: the pooled figures and the per-round ratios (a
+    later top-up pools with them)."""
+    b, c = cmp.baseline, cmp.candidate
+    return {
+        "speedup": cmp.speedup, "speedup_low": cmp.speedup_low, "speedup_high": cmp.speedup_high,
+        "latency_s": c.median_s, "latency_iqr_s": c.iqr_s, "cpu_s": c.cpu_s,
+        "baseline_s": b.median_s, "baseline_iqr_s": b.iqr_s, "baseline_cpu_s": b.cpu_s,
+        "rounds": len(c.samples), "ratios": list(cmp.ratios) if cmp.ratios else None,
+        "samples": {"baseline": list(b.samples), "candidate": list(c.samples)},
+    }
+
+
+def _pooled_entry(before: dict, payload: dict) -> dict:
+    """A stored confirmation and a top-up of the same point as one measurement."""
+    return _confirmed_entry(Comparison.pooled([Comparison.from_dict(_as_payload(before)), Comparison.from_dict(payload)]))
+
+
+def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str], None] = print,
+                  time_limit_s: float | None = None, precision: float | None = CONFIRM_PRECISION,
+                  how: str = "fastest", round_s: float | None = None) -> dict:
+    """Re-measure the confirmation candidates in the worker (it holds the loaded pipeline), in
+    three steps, within ``time_limit_s`` (no step started once it is spent):
+
+    1. every candidate: ``repeats`` interleaved rounds against the baseline on every prompt, the
+       best first (always measured), the best preset second, and no other started once the time is
+       spent (those left stay unconfirmed);
+    2. the point the pick now falls on (``pick(study, how)``): topped up with more rounds, pooled
+       with its first ones, until its interval is within ``precision`` of its speed-up, with the
+       time left but for what step 3 needs. The precision goes where the profile's figures come
+       from, whichever candidate that turns out to be;
+    3. that point timed head to head against the best preset alone (``Evaluator.versus``), until
+       the ratio's interval leaves out 1.0 or is within ``precision``; stored as ``VERSUS_PRESET``.
+
+    ``time_limit_s`` is a cap: each measurement is given the time left (a first pass stops
+    between prompts when the next would end after it), and the phase ends with the rounds it
+    got, which the last line says. ``round_s``, one round's expected time, lets a short cap ask
+    for fewer rounds per prompt rather than overrun.
+
+    Stored in the study's ``confirmed`` attribute by trial number, after each measurement."""
+    found = confirmations(study)
+    todo = confirmation_candidates(study)
+    if not todo:
+        return found
+    aim = f"; then the pick's until within ±{precision:.0%}" if precision else ""
+    log(f"confirming {len(todo)} point(s) near the front: {repeats} interleaved rounds on every prompt{aim} ...")
+    started = time.monotonic()
+
+    def left() -> float | None:
+        return None if time_limit_s is None else time_limit_s - (time.monotonic() - started)
+
+    def fitting(rounds: int) -> int:
+        """Rounds per prompt that fit the time left (at least two, even), at most ``rounds``."""
+        if left() is None or not round_s:
+            return rounds
+        prompts = len(study.user_attrs.get("workload", {}).get("prompts") or [None])
+        fit = int(left() // (round_s * prompts))
+        return max(2, min(rounds, fit - fit % 2))
+
+    first_pass_s: dict[int, float] = {}
+    rounds = 0
+    for i, t in enumerate(todo):
+        if left() is not None and left() <= 0:
+            log(f"confirmation used its {time_limit_s:.0f} s; trial(s) {', '.join(str(u.number) for u in todo[i:])} "
+                "stay unconfirmed")
+            break
+        t0 = time.monotonic()
+        outcome = worker.confirm(_config_of(t), fitting(repeats), **_cap(left()))
+        first_pass_s[t.number] = time.monotonic() - t0
+        if outcome.kind == INTERRUPTED:
+            return found
+        if not outcome.ok:
+            log(f"trial {t.number} could not be re-measured ({outcome.reason}); it stays unconfirmed")
+            continue
+        found[str(t.number)] = _confirmed_entry(Comparison.from_dict(outcome.result))
+        rounds += found[str(t.number)]["rounds"]
+        log(f"confirmed trial {t.number}: {speed_of(t, found).text()} over {found[str(t.number)]['rounds']} rounds "
+            f"(first measured {speed_of(t).text()})")
+        study.set_user_attr("confirmed", found)
+
+    leader, _ = pick(study, how)
+    mine = found.get(str(leader.number)) if leader is not None else None
+    if precision and mine is not None and Comparison.from_dict(_as_payload(mine)).relative_spread > precision:
+        # kept for step 3: about one pass of the leader's own (two settings cost no more than the
+        # baseline and one)
+        reserve = first_pass_s.get(leader.number, 0.0) if _head_to_head(study, how, found) else 0.0
+        budget = None if left() is None else left() - reserve
+        if budget is None or budget > 0:
+            outcome = worker.confirm(_config_of(leader), fitting(repeats), precision=precision, max_s=budget,
+                                     prior_ratios=mine["ratios"])
+            if outcome.kind == INTERRUPTED:
+                return found
+            if outcome.ok:
+                rounds += len(Comparison.from_dict(outcome.result).ratios or [])
+                found[str(leader.number)] = _pooled_entry(mine, outcome.result)
+                study.set_user_attr("confirmed", found)
+                log(f"topped up trial {leader.number}: {speed_of(leader, found).text()} over {found[str(leader.number)]['rounds']} rounds")
+            else:
+                log(f"trial {leader.number} could not be topped up ({outcome.reason})")
+    pair = _head_to_head(study, how, found)  # the pooled figures may have moved the pick
+    if pair is not None and (left() is None or left() > 0):
+        leader, preset = pair
+        outcome = worker.versus(_config_of(preset), _config_of(leader), fitting(repeats), precision=precision,
+                                max_s=None if left() is None else max(0.0, left()))
+        if outcome.ok:
+            r = Comparison.from_dict(outcome.result)
+            rounds += len(r.candidate.samples)
+            study.set_user_attr(VERSUS_PRESET, {
+                "pick": leader.number, "preset": preset.number, "speedup": r.speedup, "speedup_low": r.speedup_low,
+                "speedup_high": r.speedup_high, "rounds": len(r.candidate.samples)})
+            log(f"head to head, trial {leader.number} runs {r.speedup:.2f}x [{r.speedup_low:.2f}-{r.speedup_high:.2f}] "
+                f"as fast as the best preset, trial {preset.number}")
+        elif outcome.kind != INTERRUPTED:
+            log(f"trial {leader.number} could not be timed against the best preset ({outcome.reason})")
+    spent = time.monotonic() - started
+    cap = f" of its {time_limit_s:.0f} s" if time_limit_s is not None else ""
+    log(f"confirmation: {rounds} interleaved rounds in {spent:.0f} s{cap}")
+    study.set_user_attr("confirmation", {"rounds": rounds, "seconds": round(spent, 3), "cap_seconds": time_limit_s})
+    return found
+
+
+def _cap(left: float | None) -> dict:
+    """A first pass's time cap, where there is one (an evaluator may not take it otherwise)."""
+    return {} if left is None else {"max_s": max(0.0, left)}
+
+
+def _head_to_head(study: optuna.Study, how: str, found: dict):
+    """(the point the pick falls on, the best preset alone) when both are confirmed and are two
+    different settings; None otherwise."""
+    leader, _ = pick(study, how)
+    preset = best_preset(study, found)
+    if leader is None or preset is None or leader.number == preset.number:
+        return None
+    if str(leader.number) not in found or str(preset.number) not in found or _config_of(leader) == _config_of(preset):
+        return None
+    return leader, preset
+
+
+def _as_payload(entry: dict) -> dict:
+    """A stored confirmation in ``Comparison.as_dict``'s shape."""
+    samples = entry.get("samples") or {}
+    return {"baseline": {"median_s": entry["baseline_s"], "samples": samples.get("baseline"), "cpu_s": entry.get("baseline_cpu_s")},
+            "candidate": {"median_s": entry["latency_s"], "samples": samples.get("candidate"), "cpu_s": entry.get("cpu_s")},
+            "speedup": entry["speedup"], "speedup_low": entry.get("speedup_low"), "speedup_high": entry.get("speedup_high"),
+            "ratios": entry.get("ratios")}

@@ -110,8 +110,12 @@ def _console(quiet: bool = False):
 
 @app.command()
 def tune(
+    ctx: typer.Context,
     model: str = typer.Argument(..., help="built-in name (see `models`), a diffusers folder, or a cached hub id"),
-    budget: str = typer.Option("90s", "--budget", "-b", help="time (90s, 30m, 2h), trial count (40t) or both (30m+40t); whichever ends first"),
+    budget: str = typer.Option("90s", "--budget", "-b", help="wall clock from the end of model loading to the outputs on disk "
+                               "(90s, 30m, 2h), a trial count (40t) or both (30m+40t); whichever ends first"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="load the model, time the baseline, print what the budget buys and exit, writing nothing"),
+    screening: bool = typer.Option(True, "--screening/--no-screening", help="screen each trial (one untimed look, one timing pair) and time in full only those that may reach the front"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (default runs/<model>-<time>)"),
     objective: str = typer.Option("psnr", help="second axis of the front: psnr, ssim, ms_ssim, lpips (minimised), clip, or weight_bytes (minimised)"),
     quality_floor: List[str] = typer.Option([DEFAULT_FLOOR], "--quality-floor", help="METRIC>=VALUE, or METRIC>=Fx relative to the baseline; repeatable"),
@@ -153,11 +157,12 @@ def tune(
     verbose: bool = typer.Option(False, "--verbose", help=_VERBOSE_HELP),
 ):
     """Tune MODEL within a budget; write profile.yaml, report.html and trials.csv."""
-    from .tuner import TuneOptions, parse_budget, parse_floor, parse_memory, run_study
+    from .tuner import TuneOptions, parse_budget, parse_floor, parse_memory, plan_study, run_study
     from .tuner.study import default_out_dir
 
     out = out if out is not None else default_out_dir(model)
-    check_writable(out, "--out", folder=True)
+    if not dry_run:
+        check_writable(out, "--out", folder=True)
     check_storage_writable(storage)
     cache = None if no_baseline_cache else (baseline_cache or _default_baseline_cache())
     if cache is not None:
@@ -182,10 +187,14 @@ def tune(
             allow_download=allow_download, workers=workers, devices=devices, storage=storage, study_name=study_name, pick_how=pick,
             prune_margin=prune_margin if prune_margin > 0 else None, isolate=isolate, quiet=quiet,
             confirm_precision=confirm_precision or None,
-            clip_model=clip_model, interleave=interleave, compile=compile_,
+            clip_model=clip_model, interleave=interleave, compile=compile_, screening=screening,
             baseline_cache=None if cache is None else str(cache),
-            log=lambda line: con.print(line, markup=False),
+            log=lambda line: con.print(line, markup=False), given=_given_options(ctx),
         )
+        if dry_run:
+            for line in plan_study(model, b, how):
+                con.print(line, markup=False)
+            return
         outcome = run_study(model, b, out, how)
     _print_outcome(outcome, quiet)
     if outcome.interrupted:
@@ -193,6 +202,24 @@ def tune(
         # object torch and diffusers made (seconds on a loaded machine) and has nothing to free
         gc.freeze()
         raise typer.Exit(130)
+
+
+# tune's parameters that set a study option of another name (tuner.resume.STUDY_OPTIONS)
+_OPTION_OF = {"quality_floor": "floors", "max_memory": "max_memory_bytes", "max_weight_bytes": "max_weight_bytes",
+              "pick": "pick_how", "prompt": "prompts", "prompts_file": "prompts", "compile_": "compile",
+              **{k: "generation" for k in ("height", "width", "frames", "steps", "guidance", "true_cfg", "negative_prompt")}}
+
+
+def _given_options(ctx: typer.Context) -> frozenset[str]:
+    """The study options set on the command line, not left at their defaults: on a resume these
+    are checked against the study's own."""
+    given = set()
+    for name in ctx.params:
+        source = ctx.get_parameter_source(name)
+        # by name: typer may bring its own copy of click's ParameterSource
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            given.add(_OPTION_OF.get(name, name))
+    return frozenset(given)
 
 
 @app.command()

@@ -77,6 +77,34 @@ class FakeEvaluator:
                            speedup_high=cmp.speedup_high)
 
 
+class ScreeningFake(FakeEvaluator):
+    """The fake with a screen (``Evaluator.screen``): the first prompt's metrics and one ratio,
+    the full evaluation's own figures; what it screened and evaluated in full is kept."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.screened, self.full = [], []
+
+    def screen(self, config, constraints=None, margin=None):
+        self.screened.append(config)
+        result = self._slow_quant(config, FakeEvaluator.evaluate(self, config, constraints, margin))
+        result.timing = {"repeats": 1, "screen": True}
+        return result
+
+    def evaluate(self, config, constraints=None, margin=None):
+        self.full.append(config)
+        return self._slow_quant(config, super().evaluate(config, constraints, margin))
+
+    @staticmethod
+    def _slow_quant(config, result):
+        """A quantised point runs 1.6x slower than the baseline at 45 dB: worse than a cached one
+        on both axes, what a screen drops."""
+        if config.quant.scheme != "none":
+            result.speedup, result.speedup_low, result.speedup_high = 0.6, 0.59, 0.61
+            result.metrics["psnr"] = 45.0
+        return result
+
+
 def make_fake(spec):
     info = {
         "model": {"name": spec.model, "family": "dit-image", "pipeline": "FakePipeline", "fingerprint": "f" * 16},
@@ -86,8 +114,9 @@ def make_fake(spec):
         "baseline_seconds": 0.0,
         "is_video": False,
     }
-    return FakeEvaluator(spec.model == "fake-faulty", 1e-3 if spec.model == "fake-fast" else 1.0,
-                         hang=spec.model == "fake-hang", flat=spec.model == "fake-flat"), info
+    kind = ScreeningFake if spec.model == "fake-screened" else FakeEvaluator
+    return kind(spec.model == "fake-faulty", 1e-3 if spec.model == "fake-fast" else 1.0,
+                hang=spec.model == "fake-hang", flat=spec.model == "fake-flat"), info
 
 
 SLOW_STEP_S = 1.0  # per denoising step of a slow trial: at least 20 steps make it last 20 s on any machine
@@ -106,16 +135,34 @@ def make_slow_tiny(spec):
     ev, info = build_evaluator(spec)
     slow = threading.Event()
     find_denoiser(ev.pipe).register_forward_pre_hook(lambda module, args: time.sleep(SLOW_STEP_S) if slow.is_set() else None)
-    evaluate, calls = ev.evaluate, []
+    calls = []
 
-    def evaluate_slowly(*args, **kwargs):
-        calls.append(1)
-        if len(calls) > 1:
-            slow.set()
-            Path(os.environ["MINDIESD_TEST_SLOW_MARKER"]).write_text("a slow trial started")
-        return evaluate(*args, **kwargs)
+    def slowly(run):
+        def call(*args, **kwargs):
+            calls.append(1)
+            if len(calls) > 1:
+                slow.set()
+                Path(os.environ["MINDIESD_TEST_SLOW_MARKER"]).write_text("a slow trial started")
+            return run(*args, **kwargs)
+        return call
 
-    ev.evaluate = evaluate_slowly
+    # a trial's first call is its screen: the second trial is slow from its first step
+    ev.evaluate, ev.screen = slowly(ev.evaluate), slowly(ev.screen)
+    return ev, info
+
+
+def make_slow_confirm(spec):
+    """The fake, whose confirmation sleeps (an hour: only an abort ends it) after leaving the
+    marker, so a test can interrupt the study mid-confirmation."""
+    from pathlib import Path
+
+    ev, info = make_fake(spec)
+
+    def confirm_slowly(*args, **kwargs):
+        Path(os.environ["MINDIESD_TEST_SLOW_MARKER"]).write_text("the confirmation started")
+        time.sleep(3600)
+
+    ev.confirm = confirm_slowly
     return ev, info
 
 

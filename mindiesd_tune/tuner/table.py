@@ -22,6 +22,9 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         rows.append({
             "trial": t.number,
             "state": t.state.name.lower(),
+            # how far it got: screen (dropped by its screen), full (timed in full); confirmed below
+            "fidelity": t.user_attrs.get("fidelity"),
+            "screen_ratio": (t.user_attrs.get("screen") or {}).get("speedup"),
             "latency_s": speed.latency_s,
             "speedup": speed.speedup,
             "speedup_iqr": t.user_attrs.get("speedup_iqr"),

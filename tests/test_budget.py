@@ -1,0 +1,175 @@
+"""The budget is a promise: the plan's arithmetic against a fake clock, screening before full
+timing, a resume that keeps the study, and the outputs after a Ctrl-C in the confirmation.
+
+No assertion here depends on how fast the machine is: the plan runs on an injected clock, the
+studies on the fake evaluator (tests/fakes.py), whose costs are known.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from mindiesd_tune.errors import UserError
+from mindiesd_tune.tuner import load_run, parse_budget, parse_floor, run_study
+from mindiesd_tune.tuner.plan import USEFUL_TRIALS, Costs, Plan
+
+TESTS = Path(__file__).parent
+TrialState = optuna.trial.TrialState
+
+
+class Clock:
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _plan(budget_s=600.0, call_s=2.0, prompts=2, clock=None):
+    clock = clock or Clock()
+    return Plan(Costs(call_s, prompts), start=clock.t, budget_s=budget_s, clock=clock), clock
+
+
+def test_the_phases_share_the_budget_and_end_with_it():
+    plan, clock = _plan()
+    assert plan.end == clock.t + 600
+    # outputs last, confirmation before them, the search before that
+    assert plan.search_end + plan.confirm_s + plan.output_s == pytest.approx(plan.end)
+    assert plan.search_end > plan.start and plan.confirm_s > 0 and plan.output_s > 0
+    clock.t = plan.search_end + 5  # the search ran over by 5 s: the confirmation is that much shorter
+    assert plan.confirm_left() == pytest.approx(plan.confirm_s - 5)
+    clock.t = plan.end
+    assert plan.confirm_left() == 0.0
+
+
+def test_the_planner_stops_scheduling_when_the_time_left_is_below_a_trials_cost():
+    plan, clock = _plan()
+    assert plan.room_for("trial")  # nothing measured yet: the estimate, with the whole search ahead
+    for _ in range(5):
+        plan.record("screen", 6.0)
+    plan.record("full", 30.0)
+    cost = plan.trial_s()  # a screen, and the share of screens promoted times a full timing
+    assert cost == pytest.approx(6.0 + (1 / 5) * 30.0)
+    clock.t = plan.search_end - cost - 0.1
+    assert plan.room_for("trial")
+    clock.t = plan.search_end - cost + 0.1
+    assert not plan.room_for("trial")
+    # a screened point goes on to full timing only when that fits too
+    clock.t = plan.search_end - 29
+    assert plan.room_for("screen") and not plan.room_for("full")
+
+
+def test_a_budget_that_buys_too_few_trials_says_so_and_names_one_that_would_do():
+    small, _ = _plan(budget_s=120.0)
+    lines = small.lines()
+    assert lines[0].startswith("plan:") and "one call 2.0 s" in lines[0] and "confirmation round" in lines[0]
+    assert small.trials_bought() < USEFUL_TRIALS
+    warning = [line for line in lines if "too few for a useful study" in line]
+    assert warning and "--budget " in warning[0]
+    advised = float(warning[0].split("--budget ")[1].rstrip("m")) * 60
+    enough, _ = _plan(budget_s=advised)
+    assert enough.trials_bought() >= USEFUL_TRIALS
+    assert not [line for line in enough.lines() if "too few" in line]
+
+
+def test_without_a_time_budget_nothing_is_held_back():
+    plan = Plan(Costs(1.0, 2), start=0.0, budget_s=None)
+    assert plan.search_end is None and plan.room_for("trial") and plan.room_for("full")
+    assert plan.confirm_left(search_seconds=300.0) == 150.0  # half the search's time
+
+
+def fake_study(out, budget="12t", model="fake", **kw):
+    kw.setdefault("isolate", False)
+    kw.setdefault("floors", [parse_floor("psnr>=40")])
+    kw.setdefault("prune_margin", None)
+    return run_study(model, parse_budget(budget), out, worker_factory="fakes:make_fake", log=lambda s: None, **kw)
+
+
+def test_trials_are_screened_first_and_only_candidates_for_the_front_are_timed_in_full(tmp_path):
+    outcome = fake_study(tmp_path, "24t", model="fake-screened")
+    trials = outcome.study.trials
+    base = trials[0]
+    assert base.user_attrs["fidelity"] == "full" and "screen" not in base.user_attrs  # the timing check: in full
+    others = [t for t in trials[1:] if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "repeat_of" not in t.user_attrs]
+    assert others and all("screen" in t.user_attrs for t in others)
+    screened_out = [t for t in others if t.state == TrialState.PRUNED]
+    assert screened_out, "some points of the fake's space are slower and worse than one timed in full"
+    for t in screened_out:
+        assert t.user_attrs["prune_reason"].startswith("screened at") and t.user_attrs["fidelity"] == "screen"
+        assert "latency_s" not in t.user_attrs  # a screen's ratio is never stored as a speed-up
+    full = [t for t in others if t.state == TrialState.COMPLETE]
+    assert full and all(t.user_attrs["fidelity"] == "full" for t in full)
+    text = (tmp_path / "trials.csv").read_text()
+    assert "fidelity" in text.splitlines()[0]
+
+
+def test_screening_off_times_every_trial_in_full(tmp_path):
+    outcome = fake_study(tmp_path, "10t", model="fake-screened", screening=False)
+    assert not [t for t in outcome.study.trials if "screen" in t.user_attrs]
+
+
+def test_a_resume_runs_the_stored_study_and_refuses_another_one(tmp_path):
+    def ran(study):  # as the trial budget counts them: not queued, not answered from storage
+        return sum(t.state != TrialState.WAITING and not t.user_attrs.get("over_budget")
+                   and "repeat_of" not in t.user_attrs for t in study.trials)
+
+    first = fake_study(tmp_path, "4t", floors=[parse_floor("psnr>=45")], prompts=["a", "b"], objective="ssim")
+    assert first.study.user_attrs["options"]["floors"] == ["psnr>=45"]
+    before = ran(first.study)
+    # given nothing, the resume takes the study's floors, objective and prompts, not the defaults
+    again = fake_study(tmp_path, "3t", floors=None, resume=True, given=frozenset())
+    assert again.study.user_attrs["floors"] == ["psnr>=45"] and again.profile.study["objective"] == "ssim"
+    assert ran(again.study) == before + 3  # its own trial budget, not the first run's spent one
+    # the same value again is no conflict; another value is refused, naming the stored one
+    fake_study(tmp_path, "1t", floors=[parse_floor("psnr>=45")], resume=True, given=frozenset({"floors"}))
+    with pytest.raises(UserError, match=r"--quality-floor psnr>=30: the study in .* was made with psnr>=45"):
+        fake_study(tmp_path, "1t", floors=[parse_floor("psnr>=30")], resume=True, given=frozenset({"floors"}))
+    with pytest.raises(UserError, match=r"--prompt/--prompts c: the study .* was made with a, b"):
+        fake_study(tmp_path, "1t", prompts=["c"], resume=True, given=frozenset({"prompts"}))
+    # the budget and the workers are this call's: a resume may change them
+    fake_study(tmp_path, "2t", workers=2, resume=True, given=frozenset({"workers"}))
+
+
+SCRIPT = """
+import functools, sys
+import mindiesd_tune.tuner as tuner
+tuner.run_study = functools.partial(tuner.run_study, worker_factory=sys.argv.pop(1))
+from mindiesd_tune.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_ctrl_c_in_the_confirmation_writes_the_three_outputs(tmp_path):
+    out, marker = tmp_path / "run", tmp_path / "confirming"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MINDIESD_TEST_SLOW_MARKER": str(marker),
+           "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    args = ["fakes:make_slow_confirm", "tune", "fake", "--budget", "10m+6t", "--out", str(out), "--isolate",
+            "--no-baseline-cache", "--quality-floor", "psnr>=30"]
+    p = subprocess.Popen([sys.executable, "-c", SCRIPT, *args], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert p.poll() is None, p.communicate()[1]
+            assert time.monotonic() < deadline, "the confirmation did not start"
+            time.sleep(0.1)
+        p.send_signal(signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=120)  # the confirmation itself would sleep an hour
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    assert "stopping the confirmation" in stdout
+    for name in ("profile.yaml", "report.html", "trials.csv"):
+        assert (out / name).is_file(), name
+    assert "unconfirmed" in (out / "profile.yaml").read_text() or "confirmed: false" in (out / "profile.yaml").read_text()
+    study = load_run(out)
+    assert study.user_attrs["stop_reason"] == "interrupted"

@@ -112,6 +112,7 @@ def make_fake(spec):
         "hardware": {"device": "cpu", "name": "fake", "count": 1, "torch": "x", "diffusers": "x"},
         "baseline_metrics": {"psnr": float("inf"), "ssim": 1.0},
         "baseline_seconds": 0.0,
+        "call_seconds": 0.01,  # what a fake call costs (its evaluate sleeps that long): the plan's price
         "is_video": False,
     }
     kind = ScreeningFake if spec.model == "fake-screened" else FakeEvaluator

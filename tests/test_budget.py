@@ -50,7 +50,10 @@ def test_the_phases_share_the_budget_and_end_with_it():
 
 def test_the_planner_stops_scheduling_when_the_time_left_is_below_a_trials_cost():
     plan, clock = _plan()
-    assert plan.room_for("trial")  # nothing measured yet: the estimate, with the whole search ahead
+    assert plan.room_for("trial")  # nothing measured yet: the estimate from one call, the whole search ahead
+    clock.t = plan.search_end - plan.trial_s() + 0.1
+    assert not plan.room_for("trial")  # the estimate alone stops it too
+    clock.t = plan.start
     for _ in range(5):
         plan.record("screen", 6.0)
     plan.record("full", 30.0)
@@ -173,3 +176,29 @@ def test_ctrl_c_in_the_confirmation_writes_the_three_outputs(tmp_path):
     assert "unconfirmed" in (out / "profile.yaml").read_text() or "confirmed: false" in (out / "profile.yaml").read_text()
     study = load_run(out)
     assert study.user_attrs["stop_reason"] == "interrupted"
+
+
+def test_a_screen_is_one_look_and_one_timing_pair_and_the_full_evaluation_reuses_the_look():
+    from mindiesd_tune.accel import AccelConfig, BlockCacheConfig
+    from mindiesd_tune.tuner.worker import WorkerSpec, build_evaluator
+
+    ev, info = build_evaluator(WorkerSpec(model="tiny-flux-random", prompts=("a red circle", "a blue square"), warmup=0,
+                                          repeats=2, device="cpu"))
+    assert info["call_seconds"] > 0 and info["ready_seconds"] >= info["call_seconds"]  # what the plan is priced from
+    calls = []
+    generate = ev.generate
+    ev.generate = lambda prompt, seed, overrides=None: calls.append(prompt) or generate(prompt, seed, overrides)
+    config = AccelConfig(cache=BlockCacheConfig(block_start=1, step_interval=2))
+    screened = ev.screen(config)
+    # the untimed look, then one baseline and one candidate call, all on the first prompt
+    assert calls == ["a red circle"] * 3
+    assert screened.timing["screen"] and len(screened.latency.samples) == 1 and screened.speedup > 0
+    assert set(screened.metrics) >= {"psnr", "ssim"}
+    calls.clear()
+    full = ev.evaluate(config)
+    # no second look: the timed rounds (2 pairs) and the other prompt's call
+    assert calls.count("a red circle") == 4 and calls.count("a blue square") == 1
+    assert len(full.outputs) == 2 and full.speedup is not None
+    calls.clear()
+    ev.evaluate(config)  # a second evaluation without a screen looks again
+    assert calls.count("a red circle") == 5

@@ -206,6 +206,29 @@ def _headline(chosen: pd.Series | None, chosen_no: int | None, reason: str, ms: 
             + f"<div class='note'>{_e(reason)}</div></div>")
 
 
+def _fidelity_text(df: pd.DataFrame) -> str | None:
+    """Trials screened, dropped by their screen, timed in full and confirmed."""
+    if df.empty or "fidelity" not in df:
+        return None
+    screened = int(df["screen_ratio"].notna().sum()) if "screen_ratio" in df else 0
+    dropped = int(((df["fidelity"] == "screen") & (df["state"] == "pruned")).sum())
+    full = int(((df["fidelity"] == "full") & (df["state"] == "complete")).sum())
+    confirmed = int((df["confirmed"] == True).sum()) if "confirmed" in df else 0  # noqa: E712  (a column of objects)
+    return f"{screened} screened ({dropped} dropped by their screen), {full} timed in full, {confirmed} confirmed"
+
+
+def _phases_text(timing: dict) -> str | None:
+    """Each phase's seconds, from the end of loading (the budget's start)."""
+    parts = [("baseline", "startup_seconds"), ("screening", "screen_seconds"), ("full timing", "full_seconds"),
+             ("confirmation", "confirm_seconds"), ("outputs", "output_seconds")]
+    shown = [f"{name} {timing[key]:.0f} s" for name, key in parts if timing.get(key) is not None]
+    if not shown:
+        return None
+    load = f"; loading {timing['load_seconds']:.0f} s, outside the budget" if timing.get("load_seconds") is not None else ""
+    of = f" of {timing['budget_seconds']:.0f} s" if timing.get("budget_seconds") else ""
+    return ", ".join(shown) + of + load
+
+
 def _meta_html(df: pd.DataFrame, attrs: dict, title: str) -> str:
     model = attrs.get("model", {}) or {}
     hw = attrs.get("hardware", {}) or {}
@@ -229,6 +252,8 @@ def _meta_html(df: pd.DataFrame, attrs: dict, title: str) -> str:
         ("sampler", attrs.get("sampler")),
         ("storage", attrs.get("storage")),
         ("trials", ", ".join(f"{v} {_state(k)}" for k, v in counts.items()) + (f" in {total:.0f} s" if total else "")),
+        ("how far they got", _fidelity_text(df)),
+        ("budget used", _phases_text(attrs.get("timing") or {})),
         ("created", attrs.get("created")),
     ]
     machine = [

@@ -320,7 +320,8 @@ class Evaluator:
         p0, s0 = self.workload.prompts[0], self.workload.seeds[0]
         with torch.inference_mode():
             first, scores = self._look(config, constraints, prune_margin, t_start)
-            comparison, _, counters = self._compare(config, p0, s0, 1, warmup=0)
+            # one round says nothing of the baseline's spread: kept out of the busy-machine check
+            comparison, _, counters = self._compare(config, p0, s0, 1, warmup=0, record=False)
         self._screened = (config.identity(), first, scores[0])
         return TrialResult(
             comparison.candidate, dict(scores[0]), counters, [first], time.perf_counter() - t_start,
@@ -407,7 +408,7 @@ class Evaluator:
         return pooled
 
     def _compare(self, config: accel.AccelConfig, prompt: str, seed: int, repeats: int, warmup: int | None = None,
-                 reference: accel.AccelConfig | None = None):
+                 reference: accel.AccelConfig | None = None, record: bool = True):
         """The baseline (or the ``reference`` setting) and ``config`` interleaved on one prompt ->
         (comparison, last candidate output, counters of the last candidate call). Each setting is
         applied and removed untimed around each of its calls."""
@@ -429,7 +430,7 @@ class Evaluator:
             self.warmup if warmup is None else warmup, repeats, candidate_setup=setup,
             baseline_setup=ref_setup if reference is not None else None,
         )
-        if reference is None:
+        if reference is None and record:
             self._baseline_timings.append(comparison.baseline)
         return comparison, out, handles[-1].stats()
 

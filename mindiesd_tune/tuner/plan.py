@@ -150,8 +150,7 @@ class Plan:
         if left is None:
             return True
         need = self.trial_s() if phase == "trial" else self.expected(phase)
-        # the first step of a kind has only the estimate: let it start while any time is left
-        return left > 0 and (left >= need or not self.observed.get(phase if phase != "trial" else "screen"))
+        return left > 0 and left >= need
 
     # -- the plan line ----------------------------------------------------------------------------
     def trials_bought(self, elapsed: float = 0.0) -> int:

@@ -81,7 +81,7 @@ def phases_line(timing: dict) -> str | None:
              ("outputs", timing.get("output_seconds"))]
     budget = timing.get("budget_seconds")
     of = f" of the {_duration(budget)} budget" if budget else ""
-    shares = ", ".join(f"{name} {100 * (v or 0) / wall:.0f}%" for name, v in parts)
+    shares = ", ".join(f"{name} {100 * v / wall:.0f}%" for name, v in parts if v is not None)
     return f"{_duration(wall)} from loaded to outputs on disk{of}: {shares}"
 
 

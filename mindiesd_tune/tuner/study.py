@@ -12,6 +12,7 @@ had finished (``_Interrupts``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import logging
@@ -209,7 +210,8 @@ class _StudyRun:
             opts.log(f"loading {self.model} and computing the baseline outputs ...")
             t0 = time.monotonic()
             try:
-                self.info = self.pool[0].start()
+                with _spinner(opts, f"loading {self.model} and computing the baseline outputs"):
+                    self.info = self.pool[0].start()
             except WorkerStartError as e:
                 raise UserError(str(e)) from None
         except BaseException:
@@ -399,6 +401,19 @@ class _Interrupts:
             return
         note("quitting at once; `mindiesd-tune report RUN_DIR` rebuilds the outputs from the stored study")
         os._exit(INTERRUPTED_EXIT)
+
+
+def _spinner(opts: TuneOptions, what: str):
+    """A spinner with the elapsed time while ``what`` runs, on a terminal (elsewhere the line
+    before it says what is happening, and the header after it how long it took)."""
+    con = opts.console
+    if opts.quiet or con is None or not con.is_terminal or opts.progress is False:
+        return contextlib.nullcontext()
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(SpinnerColumn(), TextColumn(what), TimeElapsedColumn(), console=con, transient=True)
+    progress.add_task(what, total=None)
+    return progress
 
 
 def _saved_options(storage, name: str) -> dict | None:

@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	HF_HUB_OFFLINE=1 $(BIN)/mindiesd-tune tune demo-flux --budget 90s --out runs/demo-flux
+	HF_HUB_OFFLINE=1 $(BIN)/mindiesd-tune tune demo-flux --budget 4m --out runs/demo-flux
 
 test: venv
 	$(BIN)/ruff check .

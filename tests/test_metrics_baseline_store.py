@@ -88,3 +88,19 @@ def test_the_evaluator_reads_the_baseline_from_the_store(tiny_flux, tmp_path, mo
     second = Evaluator(tiny_flux, workload, baseline_store=store)
     monkeypatch.setattr(second, "generate", lambda *a: pytest.fail("the stored baseline should have been used"))
     assert np.array_equal(second.baseline[0], computed[0])
+
+
+def test_the_key_names_the_library_versions_so_an_upgrade_recomputes_the_baseline(tmp_path, monkeypatch):
+    import numpy as np
+
+    from mindiesd_tune.metrics import BaselineKey, BaselineStore
+    from mindiesd_tune.metrics import baseline_store as module
+
+    store = BaselineStore(tmp_path)
+    key = BaselineKey.for_workload("f" * 16, ["a"], [0], {"height": 8})
+    assert dict(key.versions).get("torch") and dict(key.versions).get("diffusers")
+    store.put(key, [np.zeros((2, 2, 3))])
+    assert key in store
+    monkeypatch.setattr(module, "_versions", lambda: (("diffusers", "99.0"), ("torch", "99.0")))
+    upgraded = BaselineKey.for_workload("f" * 16, ["a"], [0], {"height": 8})
+    assert upgraded.digest != key.digest and upgraded not in store

@@ -40,6 +40,18 @@ def default_root() -> Path:
     return Path(cache) / "mindiesd-tune" / "baselines"
 
 
+def _versions() -> tuple[tuple[str, str], ...]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in ("torch", "diffusers", "transformers"):
+        try:
+            out.append((name, version(name)))
+        except PackageNotFoundError:
+            continue
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class BaselineKey:
     """Everything that decides the baseline outputs."""
@@ -53,6 +65,9 @@ class BaselineKey:
     num_inference_steps: int | None = None
     extra: tuple[tuple[str, str], ...] = ()  # other call settings, as sorted (name, JSON value)
     device: str = "cpu"  # device type: kernels differ in the last bits between cpu, cuda and npu
+    # the libraries that compute the outputs: an upgrade may change their last bits, so a resumed
+    # study recomputes its baseline after one rather than scoring against the old outputs
+    versions: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         if len(self.prompts) != len(self.seeds):
@@ -64,12 +79,14 @@ class BaselineKey:
         named = {k: gen.pop(k, None) for k in _NAMED}
         extra = tuple(sorted((k, json.dumps(v, sort_keys=True, default=str)) for k, v in gen.items() if v is not None))
         device = str(device).split(":")[0]
-        return cls(fingerprint, tuple(str(p) for p in prompts), tuple(int(s) for s in seeds), **named, extra=extra, device=device)
+        return cls(fingerprint, tuple(str(p) for p in prompts), tuple(int(s) for s in seeds), **named, extra=extra, device=device,
+                   versions=_versions())
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["prompts"], d["seeds"] = list(self.prompts), list(self.seeds)
         d["extra"] = {k: json.loads(v) for k, v in self.extra}
+        d["versions"] = dict(self.versions)
         return d
 
     @property
@@ -192,4 +209,5 @@ def _key_from_dict(d: dict) -> BaselineKey:
     return BaselineKey(
         d["fingerprint"], tuple(d["prompts"]), tuple(d["seeds"]), d.get("height"), d.get("width"),
         d.get("num_frames"), d.get("num_inference_steps"), extra, d.get("device", "cpu"),
+        tuple(sorted((d.get("versions") or {}).items())),
     )

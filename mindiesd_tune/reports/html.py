@@ -210,7 +210,8 @@ def _fidelity_text(df: pd.DataFrame) -> str | None:
     """Trials screened, dropped by their screen, timed in full and confirmed."""
     if df.empty or "fidelity" not in df:
         return None
-    screened = int(df["screen_ratio"].notna().sum()) if "screen_ratio" in df else 0
+    ratio = df["screen_ratio"].notna() if "screen_ratio" in df else False
+    screened = int((ratio | (df["fidelity"] == "screen")).sum())
     dropped = int(((df["fidelity"] == "screen") & (df["state"] == "pruned")).sum())
     full = int(((df["fidelity"] == "full") & (df["state"] == "complete")).sum())
     confirmed = int((df["confirmed"] == True).sum()) if "confirmed" in df else 0  # noqa: E712  (a column of objects)

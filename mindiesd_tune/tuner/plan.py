@@ -180,8 +180,12 @@ class Plan:
             return out
         n = self.trials_bought(elapsed)
         rounds = int(self.confirm_s // max(c.round_s, 1e-9))
-        out.append(f"           the budget buys ~{n} {unit} trials in {_secs(self.search_end - self.start - elapsed)} of search, "
-                   f"~{rounds} confirmation rounds in {_secs(self.confirm_s)}, {_secs(self.output_s)} for the outputs")
+        search = self.search_end - self.start - elapsed
+        confirm = f"~{rounds} confirmation rounds in {_secs(self.confirm_s)}, {_secs(self.output_s)} for the outputs"
+        if search <= 0:
+            out.append(f"           the budget leaves no time to search after the baseline ({_secs(elapsed)}); {confirm}")
+        else:
+            out.append(f"           the budget buys ~{n} {unit} trials in {_secs(search)} of search, {confirm}")
         if n < USEFUL_TRIALS:
             out.append(f"           too few for a useful study: {USEFUL_TRIALS} {unit} trials need about "
                        f"--budget {_budget_text(self.budget_for(USEFUL_TRIALS, elapsed))}")

@@ -55,7 +55,8 @@ def summary(study: optuna.Study) -> dict:
         "pruned": sum(t.state == TrialState.PRUNED for t in trials),
         "repeats": sum("repeat_of" in t.user_attrs for t in done),  # answered from storage, not counted
         "best": best,
-        "screened": sum("screen" in t.user_attrs for t in trials),
+        # a trial pruned on its first prompt's quality during its screen has no screen figures
+        "screened": sum("screen" in t.user_attrs or t.user_attrs.get("fidelity") == "screen" for t in trials),
         "screened_out": sum(t.state == TrialState.PRUNED and "screen" in t.user_attrs for t in trials),
         "full": sum(t.user_attrs.get("fidelity") == "full" and t.state == TrialState.COMPLETE
                     and "repeat_of" not in t.user_attrs for t in trials),

@@ -148,7 +148,9 @@ main(sys.argv[1:])
 """
 
 
-def test_ctrl_c_in_the_confirmation_writes_the_three_outputs(tmp_path):
+def _in_confirmation(tmp_path: Path, sig: int):
+    """A fake study whose confirmation sleeps, sent ``sig`` once it confirms -> (process, output
+    folder, stdout, stderr)."""
     out, marker = tmp_path / "run", tmp_path / "confirming"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MINDIESD_TEST_SLOW_MARKER": str(marker),
            "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -162,12 +164,29 @@ def test_ctrl_c_in_the_confirmation_writes_the_three_outputs(tmp_path):
             assert p.poll() is None, p.communicate()[1]
             assert time.monotonic() < deadline, "the confirmation did not start"
             time.sleep(0.1)
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
         stdout, stderr = p.communicate(timeout=120)  # the confirmation itself would sleep an hour
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
+    return p, out, stdout, stderr
+
+
+def test_a_study_killed_in_its_confirmation_is_rebuilt_by_report(tmp_path, capsys):
+    from conftest import cli
+
+    p, out, _, _ = _in_confirmation(tmp_path, signal.SIGKILL)
+    assert p.returncode == -signal.SIGKILL and not (out / "profile.yaml").exists()
+    code, stdout, stderr = cli(capsys, "report", str(out))
+    assert code == 0, stderr
+    for name in ("profile.yaml", "report.html", "trials.csv"):
+        assert (out / name).is_file(), name
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_in_the_confirmation_writes_the_three_outputs(tmp_path, sig):
+    p, out, stdout, stderr = _in_confirmation(tmp_path, sig)
     assert p.returncode == 130, stderr
     assert "Traceback" not in stderr, stderr
     assert "stopping the confirmation" in stdout

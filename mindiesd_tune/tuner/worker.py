@@ -280,8 +280,23 @@ class InProcessWorker:
         self._ev = None
 
 
+def _exit_with_parent() -> None:
+    """End this process when the driver dies, however it died (a ``kill -9`` runs no atexit that
+    would stop a daemon child): an orphan would hold the model, the CPU and the driver's pipes."""
+    parent = mp.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()  # returns when the parent's sentinel closes: the parent is gone
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def _child_main(conn, spec_dict: dict) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it finishes the current trial
+    _exit_with_parent()
     _thread_lock_for_progress_bars()
     quiet_process_when_asked()
     spec = WorkerSpec(**spec_dict)

@@ -126,17 +126,17 @@ def test_a_resume_runs_the_stored_study_and_refuses_another_one(tmp_path):
     assert first.study.user_attrs["options"]["floors"] == ["psnr>=45"]
     before = ran(first.study)
     # given nothing, the resume takes the study's floors, objective and prompts, not the defaults
-    again = fake_study(tmp_path, "3t", floors=None, resume=True, given=frozenset())
+    again = fake_study(tmp_path, "7t", floors=None, resume=True, given=frozenset())
     assert again.study.user_attrs["floors"] == ["psnr>=45"] and again.profile.study["objective"] == "ssim"
-    assert ran(again.study) == before + 3  # its own trial budget, not the first run's spent one
+    assert before == 4 and ran(again.study) == 7  # a trial budget counts the whole study's trials
     # the same value again is no conflict; another value is refused, naming the stored one
-    fake_study(tmp_path, "1t", floors=[parse_floor("psnr>=45")], resume=True, given=frozenset({"floors"}))
+    fake_study(tmp_path, "8t", floors=[parse_floor("psnr>=45")], resume=True, given=frozenset({"floors"}))
     with pytest.raises(UserError, match=r"--quality-floor psnr>=30: the study in .* was made with psnr>=45"):
         fake_study(tmp_path, "1t", floors=[parse_floor("psnr>=30")], resume=True, given=frozenset({"floors"}))
     with pytest.raises(UserError, match=r"--prompt/--prompts c: the study .* was made with a, b"):
         fake_study(tmp_path, "1t", prompts=["c"], resume=True, given=frozenset({"prompts"}))
     # the budget and the workers are this call's: a resume may change them
-    fake_study(tmp_path, "2t", workers=2, resume=True, given=frozenset({"workers"}))
+    fake_study(tmp_path, "10t", workers=2, resume=True, given=frozenset({"workers"}))
 
 
 SCRIPT = """

@@ -57,7 +57,6 @@ class _Shared:
     refine: bool = False  # queue front refinements after each trial (tuner.refine)
     screening: bool = True  # screen each trial before timing it in full (tuner.screen)
     maximize: bool = True  # the objective's direction
-    earlier: frozenset = frozenset()  # trials that ran before this call (a resume): none of its budget
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     eval_seconds: float = 0.0  # inside the evaluator (model calls, timing, scoring), as it reports
@@ -88,7 +87,7 @@ class _Shared:
             if (t.state == TrialState.WAITING or t.user_attrs.get("over_budget") or t.user_attrs.get("interrupted")
                     or "repeat_of" in t.user_attrs or (t.state == TrialState.FAIL and t.number in requeued)):
                 continue
-            if t.number not in self.earlier and (below is None or t.number < below):
+            if below is None or t.number < below:
                 n += 1
         return n
 

@@ -180,8 +180,6 @@ class _StudyRun:
             sampler=make_sampler(opts.sampler, opts.seed, self.budget.trials),
             load_if_exists=opts.resume or self.external,  # an explicit storage is how other machines join a study
         )
-        self.earlier = frozenset(t.number for t in study.get_trials(deepcopy=False)
-                                 if t.state != optuna.trial.TrialState.WAITING) if opts.resume else frozenset()
         _check_ranks(study, ranks_per_worker(opts, opts.device))
         write_run_json(out_dir, self.url, name)
         if study.metric_names is None:  # optuna-dashboard and plot_pareto_front label their axes with these
@@ -281,7 +279,7 @@ class _StudyRun:
             study, self.info["model"]["family"], opts.objective, self.constraints, self.info["baseline_metrics"],
             self.budget.trials, self.plan, opts.prune_margin, samples, ui.trial_done, space=self.space, note=ui.note,
             heartbeat_s=_heartbeat_interval(study), refine=refines(opts.sampler), screening=self.plan.costs.screening,
-            maximize=bool(METRIC_DIRECTIONS.get(opts.objective)), earlier=self.earlier)
+            maximize=bool(METRIC_DIRECTIONS.get(opts.objective)))
         self.notify = ui.note
         if self.interrupted:  # a Ctrl-C while the points were queued
             shared.stop.set()

@@ -99,7 +99,10 @@ def test_trials_are_screened_first_and_only_candidates_for_the_front_are_timed_i
     trials = outcome.study.trials
     base = trials[0]
     assert base.user_attrs["fidelity"] == "full" and "screen" not in base.user_attrs  # the timing check: in full
-    others = [t for t in trials[1:] if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "repeat_of" not in t.user_attrs]
+    ran = [t for t in trials[1:] if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "repeat_of" not in t.user_attrs]
+    presets = [t for t in ran if t.user_attrs.get("preset")]
+    assert presets and all("screen" not in t.user_attrs and t.state == TrialState.COMPLETE for t in presets)  # anchors
+    others = [t for t in ran if not t.user_attrs.get("preset")]
     assert others and all("screen" in t.user_attrs for t in others)
     screened_out = [t for t in others if t.state == TrialState.PRUNED]
     assert screened_out, "some points of the fake's space are slower and worse than one timed in full"
@@ -221,3 +224,15 @@ def test_a_screen_is_one_look_and_one_timing_pair_and_the_full_evaluation_reuses
     calls.clear()
     ev.evaluate(config)  # a second evaluation without a screen looks again
     assert calls.count("a red circle") == 5
+
+
+def test_the_screen_drops_a_point_dominated_by_the_baseline_only_where_the_baseline_is_best():
+    from mindiesd_tune.tuner.screen import verdict
+
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    slow = {"speedup": 0.5, "metrics": {"psnr": 40.0}}
+    assert verdict(study, slow, "psnr", True).startswith("screened at 0.50x: no faster than the baseline")
+    # fewer weight bytes or a higher CLIP score can put a slower point on the front
+    assert verdict(study, {**slow, "metrics": {}}, "weight_bytes", False) is None
+    assert verdict(study, {**slow, "metrics": {"clip": 0.3}}, "clip", True) is None
+    assert verdict(study, {"speedup": 1.2, "metrics": {"psnr": 40.0}}, "psnr", True) is None  # may reach the front

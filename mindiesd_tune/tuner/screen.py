@@ -4,8 +4,9 @@ A screen is one untimed call on the first prompt and one interleaved timing pair
 (``Evaluator.screen``): a quality on one prompt and one speed ratio. One ratio is noisy (beside
 a CPU-bound process on 2 cores, single demo-flux ratios ranged from 1.35 to 6.14 around 2.5),
 so a screened point is dropped only when even an optimistic reading of it cannot reach the
-front: its ratio stretched by the timing noise is still no faster than the baseline, or still
-slower than a point timed in full that is at least as good on the objective.
+front: its ratio stretched by the timing noise is still no faster than the baseline (where the
+baseline is the best point on the objective, as on PSNR), or still slower than a point timed in
+full that is at least as good on the objective.
 
 Optuna's pruning API (``Trial.report`` / ``should_prune``) refuses multi-objective studies
 (NotImplementedError in Optuna 5), so the screen's figures are stored as the trial's ``screen``
@@ -29,6 +30,10 @@ SCREEN_Z = 2.0
 # least ever assumed (a quiet GPU's ratios can look identical over six rounds).
 DEFAULT_LOG_SD = 0.15
 MIN_LOG_SD = 0.05
+# Objectives on which the baseline (the output against itself) is as good as any point can be: a
+# point no faster than the baseline is dominated by it. Not so for the CLIP score (a point can
+# score higher) or the weight bytes (a slower quantised point has fewer).
+BASELINE_IS_BEST = ("psnr", "ssim", "ms_ssim", "lpips")
 
 
 def timing_noise(study: optuna.Study) -> float:
@@ -51,7 +56,7 @@ def verdict(study: optuna.Study, screen: dict, objective: str, maximize: bool, m
     if not ratio:
         return None
     optimistic = ratio * math.exp(SCREEN_Z * timing_noise(study))
-    if optimistic <= 1.0:
+    if optimistic <= 1.0 and objective in BASELINE_IS_BEST:
         return f"screened at {ratio:.2f}x: no faster than the baseline within timing noise"
     quality = (screen.get("metrics") or {}).get(objective)
     if quality is None or not meets_floors:

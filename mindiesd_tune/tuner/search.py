@@ -21,7 +21,7 @@ from ..search_spaces import SpaceContext, suggest
 from .objectives import Constraints
 from .outcome import FAILED, INTERRUPTED, PRUNED
 from .outputs import _save_sample
-from .pick import baseline_trial
+from .pick import PRESET, baseline_trial
 from .plan import Plan
 from .quiet import ignoring
 from .refine import refinements
@@ -295,11 +295,14 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> bool:
 
 
 def _evaluate(shared: _Shared, trial: optuna.Trial, worker, config):
-    """Screen the point (where the worker can and it is not the unaccelerated one), tell Optuna a
+    """Screen the point (where the worker can, and it is neither the unaccelerated one nor a preset), tell Optuna a
     PRUNED trial when the screen says it cannot reach the front, else time it in full -> the full
     outcome, the screen's when it failed or was pruned on quality, or None when told already."""
     spec = shared.constraints.spec()
-    if shared.screening and getattr(worker, "screens", False) and not config.is_neutral:
+    # the presets are the study's anchors (the best one is confirmed and set against the pick):
+    # each is timed in full, never dropped on one noisy ratio
+    anchor = config.is_neutral or trial.user_attrs.get(PRESET)
+    if shared.screening and getattr(worker, "screens", False) and not anchor:
         t0 = time.perf_counter()
         outcome = worker.evaluate(config.to_dict(), spec, shared.prune_margin, stage="screen")
         shared.plan.record("screen", time.perf_counter() - t0)

@@ -1,13 +1,53 @@
-"""Study set-up, objectives and constraints, workers, budget and the choice of the profile."""
+"""Study set-up, objectives and constraints, workers, budget and the choice of the profile.
 
-from .budget import Budget, parse_budget
-from .evaluator import Evaluator, TrialPrunedEarly, TrialResult, Workload
-from .objectives import Constraints, QualityFloor, parse_floor, parse_memory
-from .options import TuneOptions
+Exports resolve on first use: the command line parses budgets, floors and options through
+``tuner.budget``, ``tuner.objectives`` and ``tuner.options`` without importing torch, Optuna
+or the evaluator, so a mistake on the command line is answered at once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+# Imported now, not lazily: the function shares its name with the submodule, and importing the
+# submodule later (the study does) would otherwise leave ``tuner.pick`` the module.
 from .pick import pick
-from .storage import load_run
-from .study import SAMPLERS, StudyOutcome, export, run_study, write_outputs
-from .worker import InProcessWorker, ProcessWorker, WorkerSpec
+
+_EXPORTS = {
+    "Budget": ".budget",
+    "parse_budget": ".budget",
+    "Evaluator": ".evaluator",
+    "TrialPrunedEarly": ".evaluator",
+    "TrialResult": ".evaluator",
+    "Workload": ".evaluator",
+    "Constraints": ".objectives",
+    "QualityFloor": ".objectives",
+    "parse_floor": ".objectives",
+    "parse_memory": ".objectives",
+    "TuneOptions": ".options",
+    "load_run": ".storage",
+    "SAMPLERS": ".study",
+    "StudyOutcome": ".study",
+    "export": ".study",
+    "run_study": ".study",
+    "write_outputs": ".study",
+    "InProcessWorker": ".worker",
+    "ProcessWorker": ".worker",
+    "WorkerSpec": ".worker",
+}
+
+if TYPE_CHECKING:
+    from .budget import Budget, parse_budget
+    from .evaluator import Evaluator, TrialPrunedEarly, TrialResult, Workload
+    from .objectives import Constraints, QualityFloor, parse_floor, parse_memory
+    from .options import TuneOptions
+    from .storage import load_run
+    from .study import SAMPLERS, StudyOutcome, export, run_study, write_outputs
+    from .worker import InProcessWorker, ProcessWorker, WorkerSpec
+
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
 
 __all__ = [
     "SAMPLERS",

@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import typer
 
+from .cli_checks import check_dtype, check_media_suffix, check_model_arg, check_pick, check_tune_options, check_workload
 from .errors import UserError, require
 from .paths import check_storage_writable, check_writable
 
@@ -153,23 +154,33 @@ def tune(
     verbose: bool = typer.Option(False, "--verbose", help=_VERBOSE_HELP),
 ):
     """Tune MODEL within a budget; write profile.yaml, report.html and trials.csv."""
-    from .tuner import TuneOptions, parse_budget, parse_floor, parse_memory, run_study
-    from .tuner.study import default_out_dir
+    # the arguments are checked before torch, Optuna or the model is imported (cli_checks)
+    from .tuner.budget import parse_budget
+    from .tuner.objectives import parse_floor, parse_memory
 
-    out = out if out is not None else default_out_dir(model)
+    b = parse_budget(budget)
+    floors = [parse_floor(f) for f in quality_floor]
+    mem = parse_memory(max_memory, "--max-memory") if max_memory else None
+    weights = parse_memory(max_weight_bytes, "--max-weight-bytes") if max_weight_bytes else None
+    check_pick(pick)
+    check_dtype(dtype)
+    check_tune_options(objective=objective, sampler=sampler, workers=workers, devices=devices,
+                       confirm_precision=confirm_precision or None, isolate=isolate)
+    given_prompts, _ = check_workload(prompts_file, seeds)
+    check_model_arg(model, allow_download)
+    if out is None:
+        from .tuner.study import default_out_dir
+
+        out = default_out_dir(model)
     check_writable(out, "--out", folder=True)
     check_storage_writable(storage)
     cache = None if no_baseline_cache else (baseline_cache or _default_baseline_cache())
     if cache is not None:
         check_writable(cache, "--baseline-cache", folder=True)
-    b = parse_budget(budget)
-    floors = [parse_floor(f) for f in quality_floor]
-    mem = parse_memory(max_memory, "--max-memory") if max_memory else None
-    weights = parse_memory(max_weight_bytes, "--max-weight-bytes") if max_weight_bytes else None
-    _check_pick(pick)
-    from .workload import parse_seeds, read_prompts
+    from .tuner import TuneOptions, run_study
+    from .workload import parse_seeds
 
-    prompts = (read_prompts(prompts_file) if prompts_file is not None else []) + list(prompt)
+    prompts = (given_prompts or []) + list(prompt)
     options = _options(height, width, frames, steps, guidance, true_cfg, negative_prompt)
     con = _console(quiet)
     with _quiet_libraries(verbose):
@@ -203,18 +214,14 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help=_OUT_HELP),
 ):
     """Re-pick the profile of a finished study without running anything."""
-    from .tuner import export as _export
-
     if pick is not None:
-        _check_pick(pick)
+        check_pick(pick)
     target = _out_folder(run_dir, out)
     check_storage_writable(storage)
+    _check_run_folder(run_dir, storage)
+    from .tuner import export as _export
+
     _print_outcome(_export(run_dir, pick, storage, out_dir=target), False)
-
-
-def _check_pick(pick: str) -> None:
-    if pick not in ("fastest", "knee") and not pick.startswith("trial:"):
-        raise UserError(f"--pick {pick!r}: use fastest, knee or trial:N")
 
 
 def _out_folder(run_dir: Path, out: Path | None) -> Path:
@@ -227,6 +234,14 @@ def _out_folder(run_dir: Path, out: Path | None) -> Path:
     if run_dir.exists():  # a missing folder is load_run's to name
         check_writable(run_dir, "RUN_DIR", folder=True)
     return run_dir
+
+
+def _check_run_folder(run_dir: Path, storage: str | None) -> None:
+    """A folder without a study is named before the study's modules (torch among them) load."""
+    if storage is None:
+        from .tuner.storage import run_storage
+
+        run_storage(run_dir)
 
 
 def _default_baseline_cache() -> Path:
@@ -263,9 +278,10 @@ def report(
 ):
     """Rebuild profile.yaml, report.html and trials.csv from the study stored in RUN_DIR, with the
     study's own pick, floors and objective."""
+    target = _out_folder(run_dir, out)
+    _check_run_folder(run_dir, None)
     from .tuner import load_run, write_outputs
 
-    target = _out_folder(run_dir, out)
     outcome = write_outputs(load_run(run_dir), target, samples_dir=run_dir / "samples")
     _print_outcome(outcome, False)
 
@@ -441,17 +457,19 @@ def bench(
     tuned_speedup(_low/_high), what the profile recorded when it was frozen.
     """
 
+    from .profile import load_profile
+
+    prof = load_profile(profile)
+    given_prompts, given_seeds = check_workload(prompts_file, seeds)
+    check_dtype(dtype)
+    check_model_arg(model, allow_download)
+    _launch_ranks(prof)
     from .deploy import ProfileMismatchError, check_profile
     from .models import load
     from .models.prompts import default_prompts
-    from .profile import load_profile
     from .tuner.evaluator import Evaluator, Workload
-    from .workload import describe, pair, parse_seeds, read_prompts, resolve
+    from .workload import describe, pair, resolve
 
-    prof = load_profile(profile)
-    _launch_ranks(prof)
-    given_prompts = read_prompts(prompts_file) if prompts_file is not None else None
-    given_seeds = parse_seeds(seeds) if seeds else None
     # measure at the profile's dtype; float32 is how models load anyway, and casting warns
     wanted = dtype or (prof.model.get("dtype") if prof.model.get("dtype") != "float32" else None)
     with _quiet_libraries(verbose):
@@ -667,26 +685,30 @@ def run(
 ):
     """Generate one image or video, optionally with a profile applied (refused, unless --force,
     when the profile was tuned for another model)."""
-    import time
-
-    import torch
-
-    from .models import load
     from .profile import load_profile
-    from .tuner.evaluator import Evaluator, Workload
-    from .workload import pair, parse_seeds, read_prompts, resolve
+    from .workload import pair
 
-    prompts = (read_prompts(prompts_file) if prompts_file is not None else []) + ([prompt] if prompt else [])
+    given_prompts, given_seeds = check_workload(prompts_file, seeds)
+    prompts = (given_prompts or []) + ([prompt] if prompt else [])
     if not prompts:
         raise UserError("nothing to generate: give --prompt TEXT or --prompts FILE")
-    calls = list(zip(*pair(prompts, parse_seeds(seeds) if seeds else [seed])))
+    calls = list(zip(*pair(prompts, given_seeds or [seed])))
     check_writable(out, "--out")
+    check_media_suffix(out)
     suffix = out.suffix.lower()
     if suffix == ".mp4":  # found missing now, not after the model has run
         require("imageio.v3", "video", "writing .mp4 (or use .gif)", "imageio with imageio-ffmpeg")
     prof = load_profile(profile) if profile is not None else None
+    check_model_arg(model, allow_download)
     _launch_ranks(prof)
+    import time
+
+    import torch
+
     from .accel.parallel.launch import rank
+    from .models import load
+    from .tuner.evaluator import Evaluator, Workload
+    from .workload import resolve
 
     with _quiet_libraries(verbose):
         loaded = load(model, device=_rank_device(device), allow_download=allow_download)

@@ -424,7 +424,8 @@ def bench(
     warmup: int = typer.Option(1, min=0, help="untimed calls before timing"),
     precision: float = typer.Option(0.1, min=0.0, help="time more rounds, prompts taking turns, until the speed-up's "
                                     "interval is within this share of it (0: exactly --repeats rounds per prompt)"),
-    max_seconds: float = typer.Option(300.0, "--max-seconds", min=0.0, help="stop adding rounds after about this long"),
+    max_seconds: float = typer.Option(300.0, "--max-seconds", min=0.0, help="cap in seconds on the measurement, counted once the model has loaded (the load time is "
+                                      "printed apart): no model call starts past it but the first round's"),
     device: Optional[str] = typer.Option(None, help="cuda, npu or cpu (default: the best available)"),
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: the profile's dtype)"),
     force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
@@ -448,7 +449,10 @@ def bench(
     unless --force; one tuned on another machine only warns. Each model call is a line on stderr.
 
     Timing goes on past --repeats rounds per prompt until the speed-up's 95% interval is within
-    --precision of it (or --max-seconds ran out), as the tuner's confirmation does.
+    --precision of it, as the tuner's confirmation does. --max-seconds caps all of the measurement,
+    quality included (the quality is scored on the interleaved calls' own outputs), but not the
+    model's loading: no call starts after it, so bench ends at most one model call past it, with
+    the rounds it has (at least one) and saying how many.
 
     The JSON object has the fields baseline_s, profile_s, speedup (the central ratio of interleaved
     baseline/profile calls on every prompt, as the tuner's) with its interval
@@ -472,8 +476,12 @@ def bench(
 
     # measure at the profile's dtype; float32 is how models load anyway, and casting warns
     wanted = dtype or (prof.model.get("dtype") if prof.model.get("dtype") != "float32" else None)
+    import time
+
+    t_load = time.perf_counter()
     with _quiet_libraries(verbose):
         loaded = load(model, device=_rank_device(device), dtype=wanted, allow_download=allow_download)
+    load_s = time.perf_counter() - t_load
     mismatches = check_profile(loaded.pipe, prof)
     _refuse_another_model(loaded, prof, profile, mismatches, force)
     if mismatches:
@@ -494,6 +502,7 @@ def bench(
     measured_at = {**loaded.generation, **{k: v for k, v in prof.generation.items() if v is not None}}
     generation = resolve(loaded.pipe, measured_at, _options(height, width, frames, steps, guidance, true_cfg, negative_prompt))
     typer.echo(f"bench: workload {describe(generation, prompts, seed_list)}", err=True)
+    typer.echo(f"bench: model loaded in {load_s:.1f} s (not counted in --max-seconds)", err=True)
     # quality from one pass over every prompt; the speed-up as the tuner confirms one: the baseline
     # and the profile interleaved, ``repeats`` rounds on every prompt, the central ratio and its interval
     ev = Evaluator(loaded, Workload(prompts, seed_list, generation), warmup=warmup, repeats=1)
@@ -518,14 +527,16 @@ def bench(
 def _bench_measure(ev, prof, model, profile, prompts, repeats, mismatches, precision=None, max_s=None):
     import warnings
 
+    from .bench import measure
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with _call_lines(ev, "baseline"):
-            base_metrics = ev.baseline_metrics
-        with _call_lines(ev, "profile"):
-            tuned = ev.evaluate(prof.accel)
         with _call_lines(ev, "interleaved"):
-            cmp = ev.confirm(prof.accel, repeats, precision=precision, max_s=max_s)
+            m = measure(ev, prof.accel, repeats, precision=precision, max_s=max_s)
+    cmp, tuned, base_metrics = m.comparison, m, m.base_metrics
+    ended = "stopped at the --max-seconds cap" if m.capped else "done"
+    typer.echo(f"bench: {ended} after {m.rounds} interleaved round(s); quality on {m.prompts_scored} of "
+               f"{len(prompts)} prompt(s)", err=True)
     baseline_s, profile_s = cmp.baseline.median_s, cmp.candidate.median_s
     result = {
         "model": model,
@@ -533,7 +544,10 @@ def _bench_measure(ev, prof, model, profile, prompts, repeats, mismatches, preci
         "device": str(ev.device),
         "prompts": len(prompts),
         "repeats": repeats,
-        "rounds": len(cmp.ratios or []),  # interleaved pairs timed, over every prompt
+        "rounds": m.rounds,  # interleaved pairs timed, over every prompt
+        "rounds_by_prompt": m.rounds_by_prompt,
+        "prompts_scored": m.prompts_scored,
+        "capped": m.capped,
         "baseline_s": _significant(baseline_s),
         "profile_s": _significant(profile_s),
         "speedup": _significant(cmp.speedup),
@@ -561,8 +575,9 @@ def _bench_print(result, tuned, base_metrics, cmp, json_out, model, profile, pro
         typer.echo(json.dumps(result))
         return
     metrics = list(tuned.metrics)
+    scored = "every prompt" if result["prompts_scored"] == len(prompts) else f"{result['prompts_scored']} of them"
     typer.echo(f"{model} with {profile} on {ev.device}: {len(prompts)} prompt(s); latency is the median of "
-               f"{repeats} interleaved call(s) on each, quality is against the baseline on every prompt")
+               f"{result['rounds']} interleaved round(s) over them, quality is against the baseline on {scored}")
     head = f"{'':10s}{'latency':>12s}{'speed-up':>10s}" + "".join(f"{m:>11s}" for m in metrics)
     typer.echo(head)
     typer.echo(f"{'baseline':10s}{baseline_s:>10.4g} s{1.0:>9.2f}x" + "".join(f"{_metric_text(base_metrics[m]):>11s}" for m in metrics))

@@ -168,6 +168,7 @@ def test_bench_refuses_a_profile_for_another_model_naming_the_fields(capsys, pro
     assert "bench:" not in err and out == ""  # refused before any model call
 
 
+@pytest.mark.slow
 def test_bench_force_runs_another_models_profile_showing_each_call(capsys, profiles):
     code, out, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["elsewhere"]), "--force",
                          "--repeats", "1", "--precision", "0", "--warmup", "0", "--device", "cpu")
@@ -183,6 +184,7 @@ def test_bench_force_runs_another_models_profile_showing_each_call(capsys, profi
     assert calls[-1] == "bench: done after 1 interleaved round(s); quality on 1 of 1 prompt(s)"
 
 
+@pytest.mark.slow
 def test_bench_on_another_machine_only_warns(capsys, profiles):
     code, out, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["other-machine"]), "--json",
                          "--repeats", "1", "--precision", "0", "--warmup", "0", "--device", "cpu")

@@ -86,6 +86,7 @@ def _interrupt_twice(tmp_path: Path, isolate: bool, **kw):
 
 
 @pytest.mark.parametrize("isolate", [True, False], ids=["isolated", "in-process"])
+@pytest.mark.slow
 def test_second_ctrl_c_aborts_the_running_trial(tmp_path, isolate):
     p, out, elapsed = _interrupt_twice(tmp_path, isolate)
     stderr = (tmp_path / "stderr.txt").read_text()

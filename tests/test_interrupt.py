@@ -27,6 +27,8 @@ SCRIPT = """
 import functools, sys
 import mindiesd_tune.tuner as tuner
 tuner.run_study = functools.partial(tuner.run_study, worker_factory=sys.argv.pop(1))
+import mindiesd_tune.cli as cli
+cli.check_model_arg = lambda *a, **k: None  # the factory's model ("fake") is no model the CLI knows
 from mindiesd_tune.cli import main
 main(sys.argv[1:])
 """

@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import typer
 
+from .cli_checks import check_dtype, check_media_suffix, check_model_arg, check_pick, check_tune_options, check_workload
 from .errors import UserError, require
 from .paths import check_storage_writable, check_writable
 
@@ -157,24 +158,34 @@ def tune(
     verbose: bool = typer.Option(False, "--verbose", help=_VERBOSE_HELP),
 ):
     """Tune MODEL within a budget; write profile.yaml, report.html and trials.csv."""
-    from .tuner import TuneOptions, parse_budget, parse_floor, parse_memory, plan_study, run_study
-    from .tuner.study import default_out_dir
+    # the arguments are checked before torch, Optuna or the model is imported (cli_checks)
+    from .tuner.budget import parse_budget
+    from .tuner.objectives import parse_floor, parse_memory
 
-    out = out if out is not None else default_out_dir(model)
-    if not dry_run:
+    b = parse_budget(budget)
+    floors = [parse_floor(f) for f in quality_floor]
+    mem = parse_memory(max_memory, "--max-memory") if max_memory else None
+    weights = parse_memory(max_weight_bytes, "--max-weight-bytes") if max_weight_bytes else None
+    check_pick(pick)
+    check_dtype(dtype)
+    check_tune_options(objective=objective, sampler=sampler, workers=workers, devices=devices,
+                       confirm_precision=confirm_precision or None, isolate=isolate)
+    given_prompts, _ = check_workload(prompts_file, seeds)
+    check_model_arg(model, allow_download)
+    if out is None:
+        from .tuner.study import default_out_dir
+
+        out = default_out_dir(model)
+    if not dry_run:  # a dry run writes nothing
         check_writable(out, "--out", folder=True)
     check_storage_writable(storage)
     cache = None if no_baseline_cache else (baseline_cache or _default_baseline_cache())
     if cache is not None:
         check_writable(cache, "--baseline-cache", folder=True)
-    b = parse_budget(budget)
-    floors = [parse_floor(f) for f in quality_floor]
-    mem = parse_memory(max_memory, "--max-memory") if max_memory else None
-    weights = parse_memory(max_weight_bytes, "--max-weight-bytes") if max_weight_bytes else None
-    _check_pick(pick)
-    from .workload import parse_seeds, read_prompts
+    from .tuner import TuneOptions, plan_study, run_study
+    from .workload import parse_seeds
 
-    prompts = (read_prompts(prompts_file) if prompts_file is not None else []) + list(prompt)
+    prompts = (given_prompts or []) + list(prompt)
     options = _options(height, width, frames, steps, guidance, true_cfg, negative_prompt)
     con = _console(quiet)
     with _quiet_libraries(verbose):
@@ -230,18 +241,14 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help=_OUT_HELP),
 ):
     """Re-pick the profile of a finished study without running anything."""
-    from .tuner import export as _export
-
     if pick is not None:
-        _check_pick(pick)
+        check_pick(pick)
     target = _out_folder(run_dir, out)
     check_storage_writable(storage)
+    _check_run_folder(run_dir, storage)
+    from .tuner import export as _export
+
     _print_outcome(_export(run_dir, pick, storage, out_dir=target), False)
-
-
-def _check_pick(pick: str) -> None:
-    if pick not in ("fastest", "knee") and not pick.startswith("trial:"):
-        raise UserError(f"--pick {pick!r}: use fastest, knee or trial:N")
 
 
 def _out_folder(run_dir: Path, out: Path | None) -> Path:
@@ -254,6 +261,14 @@ def _out_folder(run_dir: Path, out: Path | None) -> Path:
     if run_dir.exists():  # a missing folder is load_run's to name
         check_writable(run_dir, "RUN_DIR", folder=True)
     return run_dir
+
+
+def _check_run_folder(run_dir: Path, storage: str | None) -> None:
+    """A folder without a study is named before the study's modules (torch among them) load."""
+    if storage is None:
+        from .tuner.storage import run_storage
+
+        run_storage(run_dir)
 
 
 def _default_baseline_cache() -> Path:
@@ -290,9 +305,10 @@ def report(
 ):
     """Rebuild profile.yaml, report.html and trials.csv from the study stored in RUN_DIR, with the
     study's own pick, floors and objective."""
+    target = _out_folder(run_dir, out)
+    _check_run_folder(run_dir, None)
     from .tuner import load_run, write_outputs
 
-    target = _out_folder(run_dir, out)
     outcome = write_outputs(load_run(run_dir), target, samples_dir=run_dir / "samples")
     _print_outcome(outcome, False)
 
@@ -435,7 +451,8 @@ def bench(
     warmup: int = typer.Option(1, min=0, help="untimed calls before timing"),
     precision: float = typer.Option(0.1, min=0.0, help="time more rounds, prompts taking turns, until the speed-up's "
                                     "interval is within this share of it (0: exactly --repeats rounds per prompt)"),
-    max_seconds: float = typer.Option(300.0, "--max-seconds", min=0.0, help="stop adding rounds after about this long"),
+    max_seconds: float = typer.Option(300.0, "--max-seconds", min=0.0, help="cap in seconds on the measurement, counted once the model has loaded (the load time is "
+                                      "printed apart): no model call starts past it but the first round's"),
     device: Optional[str] = typer.Option(None, help="cuda, npu or cpu (default: the best available)"),
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: the profile's dtype)"),
     force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
@@ -459,7 +476,10 @@ def bench(
     unless --force; one tuned on another machine only warns. Each model call is a line on stderr.
 
     Timing goes on past --repeats rounds per prompt until the speed-up's 95% interval is within
-    --precision of it (or --max-seconds ran out), as the tuner's confirmation does.
+    --precision of it, as the tuner's confirmation does. --max-seconds caps all of the measurement,
+    quality included (the quality is scored on the interleaved calls' own outputs), but not the
+    model's loading: no call starts after it, so bench ends at most one model call past it, with
+    the rounds it has (at least one) and saying how many.
 
     The JSON object has the fields baseline_s, profile_s, speedup (the central ratio of interleaved
     baseline/profile calls on every prompt, as the tuner's) with its interval
@@ -468,21 +488,27 @@ def bench(
     tuned_speedup(_low/_high), what the profile recorded when it was frozen.
     """
 
+    from .profile import load_profile
+
+    prof = load_profile(profile)
+    given_prompts, given_seeds = check_workload(prompts_file, seeds)
+    check_dtype(dtype)
+    check_model_arg(model, allow_download)
+    _launch_ranks(prof)
     from .deploy import ProfileMismatchError, check_profile
     from .models import load
     from .models.prompts import default_prompts
-    from .profile import load_profile
     from .tuner.evaluator import Evaluator, Workload
-    from .workload import describe, pair, parse_seeds, read_prompts, resolve
+    from .workload import describe, pair, resolve
 
-    prof = load_profile(profile)
-    _launch_ranks(prof)
-    given_prompts = read_prompts(prompts_file) if prompts_file is not None else None
-    given_seeds = parse_seeds(seeds) if seeds else None
     # measure at the profile's dtype; float32 is how models load anyway, and casting warns
     wanted = dtype or (prof.model.get("dtype") if prof.model.get("dtype") != "float32" else None)
+    import time
+
+    t_load = time.perf_counter()
     with _quiet_libraries(verbose):
         loaded = load(model, device=_rank_device(device), dtype=wanted, allow_download=allow_download)
+    load_s = time.perf_counter() - t_load
     mismatches = check_profile(loaded.pipe, prof)
     _refuse_another_model(loaded, prof, profile, mismatches, force)
     if mismatches:
@@ -503,6 +529,7 @@ def bench(
     measured_at = {**loaded.generation, **{k: v for k, v in prof.generation.items() if v is not None}}
     generation = resolve(loaded.pipe, measured_at, _options(height, width, frames, steps, guidance, true_cfg, negative_prompt))
     typer.echo(f"bench: workload {describe(generation, prompts, seed_list)}", err=True)
+    typer.echo(f"bench: model loaded in {load_s:.1f} s (not counted in --max-seconds)", err=True)
     # quality from one pass over every prompt; the speed-up as the tuner confirms one: the baseline
     # and the profile interleaved, ``repeats`` rounds on every prompt, the central ratio and its interval
     ev = Evaluator(loaded, Workload(prompts, seed_list, generation), warmup=warmup, repeats=1)
@@ -527,14 +554,16 @@ def bench(
 def _bench_measure(ev, prof, model, profile, prompts, repeats, mismatches, precision=None, max_s=None):
     import warnings
 
+    from .bench import measure
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with _call_lines(ev, "baseline"):
-            base_metrics = ev.baseline_metrics
-        with _call_lines(ev, "profile"):
-            tuned = ev.evaluate(prof.accel)
         with _call_lines(ev, "interleaved"):
-            cmp = ev.confirm(prof.accel, repeats, precision=precision, max_s=max_s)
+            m = measure(ev, prof.accel, repeats, precision=precision, max_s=max_s)
+    cmp, tuned, base_metrics = m.comparison, m, m.base_metrics
+    ended = "stopped at the --max-seconds cap" if m.capped else "done"
+    typer.echo(f"bench: {ended} after {m.rounds} interleaved round(s); quality on {m.prompts_scored} of "
+               f"{len(prompts)} prompt(s)", err=True)
     baseline_s, profile_s = cmp.baseline.median_s, cmp.candidate.median_s
     result = {
         "model": model,
@@ -542,7 +571,10 @@ def _bench_measure(ev, prof, model, profile, prompts, repeats, mismatches, preci
         "device": str(ev.device),
         "prompts": len(prompts),
         "repeats": repeats,
-        "rounds": len(cmp.ratios or []),  # interleaved pairs timed, over every prompt
+        "rounds": m.rounds,  # interleaved pairs timed, over every prompt
+        "rounds_by_prompt": m.rounds_by_prompt,
+        "prompts_scored": m.prompts_scored,
+        "capped": m.capped,
         "baseline_s": _significant(baseline_s),
         "profile_s": _significant(profile_s),
         "speedup": _significant(cmp.speedup),
@@ -570,8 +602,9 @@ def _bench_print(result, tuned, base_metrics, cmp, json_out, model, profile, pro
         typer.echo(json.dumps(result))
         return
     metrics = list(tuned.metrics)
+    scored = "every prompt" if result["prompts_scored"] == len(prompts) else f"{result['prompts_scored']} of them"
     typer.echo(f"{model} with {profile} on {ev.device}: {len(prompts)} prompt(s); latency is the median of "
-               f"{repeats} interleaved call(s) on each, quality is against the baseline on every prompt")
+               f"{result['rounds']} interleaved round(s) over them, quality is against the baseline on {scored}")
     head = f"{'':10s}{'latency':>12s}{'speed-up':>10s}" + "".join(f"{m:>11s}" for m in metrics)
     typer.echo(head)
     typer.echo(f"{'baseline':10s}{baseline_s:>10.4g} s{1.0:>9.2f}x" + "".join(f"{_metric_text(base_metrics[m]):>11s}" for m in metrics))
@@ -694,26 +727,30 @@ def run(
 ):
     """Generate one image or video, optionally with a profile applied (refused, unless --force,
     when the profile was tuned for another model)."""
-    import time
-
-    import torch
-
-    from .models import load
     from .profile import load_profile
-    from .tuner.evaluator import Evaluator, Workload
-    from .workload import pair, parse_seeds, read_prompts, resolve
+    from .workload import pair
 
-    prompts = (read_prompts(prompts_file) if prompts_file is not None else []) + ([prompt] if prompt else [])
+    given_prompts, given_seeds = check_workload(prompts_file, seeds)
+    prompts = (given_prompts or []) + ([prompt] if prompt else [])
     if not prompts:
         raise UserError("nothing to generate: give --prompt TEXT or --prompts FILE")
-    calls = list(zip(*pair(prompts, parse_seeds(seeds) if seeds else [seed])))
+    calls = list(zip(*pair(prompts, given_seeds or [seed])))
     check_writable(out, "--out")
+    check_media_suffix(out)
     suffix = out.suffix.lower()
     if suffix == ".mp4":  # found missing now, not after the model has run
         require("imageio.v3", "video", "writing .mp4 (or use .gif)", "imageio with imageio-ffmpeg")
     prof = load_profile(profile) if profile is not None else None
+    check_model_arg(model, allow_download)
     _launch_ranks(prof)
+    import time
+
+    import torch
+
     from .accel.parallel.launch import rank
+    from .models import load
+    from .tuner.evaluator import Evaluator, Workload
+    from .workload import resolve
 
     with _quiet_libraries(verbose):
         loaded = load(model, device=_rank_device(device), allow_download=allow_download)

@@ -22,6 +22,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_short_form_runs_tune(run_dir):
     assert (run_dir / "profile.yaml").is_file() and (run_dir / "report.html").is_file()
 

@@ -161,3 +161,94 @@ def test_a_read_only_file_system_is_refused(tmp_path):
     why = "read-only file system" if os.geteuid() == 0 else "permission denied"
     for _args, (code, err) in zip(commands, json.loads(r.stdout.strip().splitlines()[-1])):
         one_line_error(code, err, str(ro), why)
+
+
+# ----------------------------------------------------------------------------- answered before torch
+
+# runs each argument list through the console entry point in one fresh interpreter and notes,
+# at each refusal, the exit code, stderr and whether torch had been imported by then
+BEFORE_TORCH_SCRIPT = textwrap.dedent(
+    """
+    import contextlib, io, json, sys
+    from mindiesd_tune.cli import main
+    results = []
+    for args in json.loads(sys.argv[1]):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            try:
+                main(args)
+                code = 0
+            except SystemExit as e:
+                code = e.code
+        results.append([code, err.getvalue(), "torch" in sys.modules])
+    print(json.dumps(results))
+    """
+)
+
+
+def _bad_inputs(tmp_path):
+    from test_cli_imports import _profile
+
+    from mindiesd_tune import AccelConfig
+
+    profile = str(_profile(AccelConfig()).save(tmp_path / "p.yaml"))
+    missing = str(tmp_path / "missing.txt")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    png = str(tmp_path / "x.png")
+    return [
+        (["tune", "demo-flux", "--quality-floor", "psnr>=abc"], "psnr>=abc"),
+        (["tune", "demo-flux", "--budget", "5x"], "5x"),
+        (["demo-flux", "--budget", "5x"], "5x"),
+        (["tune", "demo-flux", "--max-memory", "12XB"], "--max-memory"),
+        (["tune", "demo-flux", "--max-weight-bytes", "lots"], "--max-weight-bytes"),
+        (["tune", "demo-flux", "--dtype", "fp8"], "--dtype"),
+        (["tune", "demo-flux", "--objective", "speed"], "objective"),
+        (["tune", "demo-flux", "--sampler", "grid"], "sampler"),
+        (["tune", "demo-flux", "--pick", "best"], "--pick"),
+        (["tune", "demo-flux", "--seeds", "a,b"], "--seeds"),
+        (["tune", "demo-flux", "--workers", "2", "--devices", "3"], "--workers 2"),
+        (["tune", "demo-flux", "--prompts", missing], f"--prompts {missing}"),
+        (["tune", "demo-flux", "--out", "/proc/foo"], "/proc/foo"),
+        (["tune", "./no-such-model-folder"], "no such folder: ./no-such-model-folder"),
+        (["tune", str(tmp_path / "a" / "b")], f"no such folder: {tmp_path / 'a' / 'b'}"),
+        (["tune", "someorg/not-cached"], "no such folder: someorg/not-cached"),
+        (["no-such-model"], "unknown model 'no-such-model'"),
+        (["bench", "./no-such", "--profile", profile], "no such folder: ./no-such"),
+        (["bench", "demo-flux", "--profile", str(tmp_path / "none.yaml")], "no such profile file"),
+        (["bench", "demo-flux", "--profile", profile, "--dtype", "fp8"], "--dtype"),
+        (["bench", "demo-flux", "--profile", profile, "--prompts", missing], "--prompts"),
+        (["run", "./no-such", "-p", "x", "--out", png], "no such folder: ./no-such"),
+        (["run", "demo-flux", "-p", "x", "--out", str(tmp_path / "x.txt")], "x.txt"),
+        (["run", "demo-flux", "-p", "x", "--out", "/proc/forbidden/x.png"], "/proc/forbidden"),
+        (["run", "demo-flux", "--out", png], "nothing to generate"),
+        (["run", "demo-flux", "-p", "x", "--out", png, "--seeds", "x"], "--seeds"),
+        (["run", "demo-flux", "-p", "x", "--out", png, "--profile", str(tmp_path / "none.yaml")], "no such profile"),
+        (["export", str(empty)], "no study here"),
+        (["export", str(empty), "--pick", "best"], "--pick"),
+        (["report", str(tmp_path / "no-run")], "no study here"),
+        (["show", str(tmp_path / "none.yaml")], "no such profile file"),
+        (["validate", str(tmp_path / "none.yaml")], "no such profile file"),
+    ]
+
+
+def test_command_line_mistakes_are_answered_before_torch_is_imported(tmp_path):
+    import json
+
+    cases = _bad_inputs(tmp_path)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-c", BEFORE_TORCH_SCRIPT, json.dumps([a for a, _ in cases])],
+                       capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    results = json.loads(r.stdout.strip().splitlines()[-1])
+    for (args, needle), (code, err, torch_loaded) in zip(cases, results):
+        one_line_error(code, err, needle)
+        assert not torch_loaded, (args, err)  # and so for every case before it
+
+
+def test_the_torch_free_list_of_built_in_models_is_the_registry_s():
+    from mindiesd_tune.modelref import BUILTIN_MODELS
+    from mindiesd_tune.models import builtin_names
+
+    assert list(BUILTIN_MODELS) == builtin_names()

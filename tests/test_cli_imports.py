@@ -90,3 +90,15 @@ def test_every_registered_method_shows_and_validates_without_torch(tmp_path):
 def test_the_probe_sees_torch_when_a_command_needs_it(profiles):
     # `models` lists the built-ins, whose builders import diffusers: proof the probe can see it
     assert "torch" in _loaded(["models"])
+
+
+def test_the_modules_that_check_arguments_import_without_torch():
+    # what the commands import before they refuse a bad argument (tests/test_cli_errors.py runs them)
+    light = ["mindiesd_tune.cli", "mindiesd_tune.cli_checks", "mindiesd_tune.modelref", "mindiesd_tune.tuner",
+             "mindiesd_tune.tuner.budget", "mindiesd_tune.tuner.objectives", "mindiesd_tune.tuner.options",
+             "mindiesd_tune.tuner.storage", "mindiesd_tune.workload", "mindiesd_tune.profile"]
+    code = f"import importlib, sys\nfor m in {light!r}: importlib.import_module(m)\n" \
+           f"print('LOADED:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "LOADED:"

@@ -135,17 +135,18 @@ def test_bench_prints_one_json_object_with_baseline_profile_speedup_and_metrics(
 def test_bench_json_keeps_the_precision_of_fast_calls(capsys, profiles, monkeypatch):
     from dataclasses import replace
 
-    from mindiesd_tune.tuner import evaluator
+    import mindiesd_tune.bench
 
-    real = evaluator.Evaluator.confirm
+    real = mindiesd_tune.bench.measure
     base_s, profile_s = 1.23456789e-4, 4.5678912e-5  # a small model on a fast GPU
 
-    def confirm(self, *args, **kwargs):
-        cmp = real(self, *args, **kwargs)
-        return replace(cmp, baseline=replace(cmp.baseline, median_s=base_s), speedup=base_s / profile_s,
-                       candidate=replace(cmp.candidate, median_s=profile_s))
+    def measure(*args, **kwargs):
+        m = real(*args, **kwargs)
+        cmp = m.comparison
+        return replace(m, comparison=replace(cmp, baseline=replace(cmp.baseline, median_s=base_s), speedup=base_s / profile_s,
+                                             candidate=replace(cmp.candidate, median_s=profile_s)))
 
-    monkeypatch.setattr(evaluator.Evaluator, "confirm", confirm)
+    monkeypatch.setattr(mindiesd_tune.bench, "measure", measure)
     code, out, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["a"]), "--json",
                          "--repeats", "1", "--precision", "0", "--warmup", "0", "--device", "cpu")
     assert code == 0, err
@@ -167,6 +168,7 @@ def test_bench_refuses_a_profile_for_another_model_naming_the_fields(capsys, pro
     assert "bench:" not in err and out == ""  # refused before any model call
 
 
+@pytest.mark.slow
 def test_bench_force_runs_another_models_profile_showing_each_call(capsys, profiles):
     code, out, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["elsewhere"]), "--force",
                          "--repeats", "1", "--precision", "0", "--warmup", "0", "--device", "cpu")
@@ -176,12 +178,13 @@ def test_bench_force_runs_another_models_profile_showing_each_call(capsys, profi
     assert rows["profile"][2] == "s" and rows["profile"][3].endswith("x")
     assert "warning: the profile was tuned elsewhere: model.fingerprint" in err
     calls = [line for line in err.splitlines() if line.startswith("bench: ")]
-    assert any(line.startswith("bench: baseline call 1 (") for line in calls)
-    assert any(line.startswith("bench: profile call 1 (") for line in calls)
-    assert any(line.startswith("bench: profile done: ") for line in calls)
-    assert calls[-1].startswith("bench: interleaved done: ")  # the speed-up: baseline and profile interleaved
+    # every call is one of an interleaved round: quality is scored on the same outputs
+    assert any(line.startswith("bench: interleaved call 1 (") for line in calls)
+    assert calls[-2].startswith("bench: interleaved done: 2 call(s)")
+    assert calls[-1] == "bench: done after 1 interleaved round(s); quality on 1 of 1 prompt(s)"
 
 
+@pytest.mark.slow
 def test_bench_on_another_machine_only_warns(capsys, profiles):
     code, out, err = cli(capsys, "bench", "tiny-flux-random", "--profile", str(profiles["other-machine"]), "--json",
                          "--repeats", "1", "--precision", "0", "--warmup", "0", "--device", "cpu")

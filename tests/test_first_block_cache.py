@@ -10,6 +10,7 @@ def fbc(**kw):
 
 
 @pytest.mark.parametrize("model", ["tiny_flux", "tiny_wan"])
+@pytest.mark.slow
 def test_threshold_zero_gives_baseline_output(model, request):
     loaded = request.getfixturevalue(model)
     base = generate(loaded)
@@ -21,6 +22,7 @@ def test_threshold_zero_gives_baseline_output(model, request):
 
 
 @pytest.mark.parametrize("model", ["tiny_flux", "tiny_wan"])
+@pytest.mark.slow
 def test_remove_restores_bit_identical_output(model, request):
     loaded = request.getfixturevalue(model)
     base = generate(loaded)
@@ -34,6 +36,7 @@ def test_remove_restores_bit_identical_output(model, request):
     assert all(not b._diffusers_hook.hooks for b in blocks)
 
 
+@pytest.mark.slow
 def test_positive_threshold_on_demo_flux_skips_blocks_and_counts_them(demo_flux):
     steps = demo_flux.generation["num_inference_steps"]
     n_blocks = len(demo_flux.pipe.transformer.transformer_blocks) + len(demo_flux.pipe.transformer.single_transformer_blocks)
@@ -103,6 +106,7 @@ def test_neutral_config_installs_nothing(tiny_flux):
         assert handle.stats()["blocks_computed"] == 0
 
 
+@pytest.mark.slow
 def test_accumulate_refreshes_sooner_than_the_plain_change(tiny_flux):
     cached = {}
     for accumulate in (False, True):

@@ -27,6 +27,8 @@ SCRIPT = """
 import functools, sys
 import mindiesd_tune.tuner as tuner
 tuner.run_study = functools.partial(tuner.run_study, worker_factory=sys.argv.pop(1))
+import mindiesd_tune.cli as cli
+cli.check_model_arg = lambda *a, **k: None  # the factory's model ("fake") is no model the CLI knows
 from mindiesd_tune.cli import main
 main(sys.argv[1:])
 """
@@ -86,6 +88,7 @@ def _interrupt_twice(tmp_path: Path, isolate: bool, **kw):
 
 
 @pytest.mark.parametrize("isolate", [True, False], ids=["isolated", "in-process"])
+@pytest.mark.slow
 def test_second_ctrl_c_aborts_the_running_trial(tmp_path, isolate):
     p, out, elapsed = _interrupt_twice(tmp_path, isolate)
     stderr = (tmp_path / "stderr.txt").read_text()

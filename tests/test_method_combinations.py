@@ -90,6 +90,7 @@ def test_every_method_with_a_setting_to_combine_has_a_non_neutral_example():
 
 
 @pytest.mark.parametrize("a,b", _pairs(), ids=lambda m: m.key)
+@pytest.mark.slow
 def test_every_pair_installs_runs_and_removes_to_the_baseline(toys, eager_compile, a, b):
     toy = next((t for t in toys if a.applies(t.ctx) and b.applies(t.ctx)), None)
     if toy is None:

@@ -43,6 +43,7 @@ def test_a_failing_plugin_is_one_line_naming_it(monkeypatch):
         plugins.load_plugins()
 
 
+@pytest.mark.slow
 def test_a_method_from_one_plugin_file_goes_through_tuner_profile_cli_and_apply(toy_plugin, tmp_path, capsys, tiny_flux):
     from mindiesd_tune import apply_profile, load_profile
     from mindiesd_tune.tuner import parse_budget, run_study

@@ -76,6 +76,7 @@ def test_one_seed_per_prompt(tmp_path):
         BaselineStore(tmp_path).put(_key(), _outputs() + _outputs()[:1])
 
 
+@pytest.mark.slow
 def test_the_evaluator_reads_the_baseline_from_the_store(tiny_flux, tmp_path, monkeypatch):
     from mindiesd_tune.tuner.evaluator import Evaluator, Workload
 

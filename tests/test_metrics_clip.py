@@ -29,6 +29,7 @@ def captioned():
 
 
 @needs_demo_clip
+@pytest.mark.slow
 def test_matching_captions_score_higher_than_shuffled_ones(scorer, captioned):
     images, captions = captioned
     shuffled = [captions[i] for i in np.random.default_rng(0).permutation(len(captions))]
@@ -38,6 +39,7 @@ def test_matching_captions_score_higher_than_shuffled_ones(scorer, captioned):
 
 
 @needs_demo_clip
+@pytest.mark.slow
 def test_batching_does_not_change_the_scores(scorer, captioned):
     images, captions = captioned
     small = ClipScorer("demo-clip", batch_size=7)

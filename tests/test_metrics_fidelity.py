@@ -55,6 +55,7 @@ def test_lpips_without_backbone_weights_says_where_to_put_them(tmp_path, monkeyp
         lpips(img, img, net="squeeze")
 
 
+@pytest.mark.slow
 def test_lpips_with_backbone_weights_in_the_hub_cache(tmp_path, monkeypatch):
     # Random squeezenet weights stand in for the ImageNet ones: the plumbing, not the values, is under test.
     import torchvision

@@ -66,6 +66,7 @@ def test_fid_without_inception_weights_fails_with_the_way_out(tmp_path, monkeypa
         fid(imgs, imgs, inception_weights=tmp_path / "missing.pth")
 
 
+@pytest.mark.slow
 def test_fid_with_local_inception_weights(tmp_path):
     # Random Inception weights at a local path: FID's plumbing through torchmetrics and torch-fidelity.
     pytest.importorskip("torch_fidelity")
@@ -117,6 +118,7 @@ def test_fvd_feeds_i3d_sixteen_frame_224_clips_in_minus_one_to_one(fake_i3d):
     assert feats[:, 6:9].tolist() == [[0, 0, 1]] * 3  # rescale=False, resize=False, return_features=True
 
 
+@pytest.mark.slow
 def test_fvd_of_identical_sets_is_zero_and_counts_videos(fake_i3d):
     vids = _videos(4)
     score = fvd(vids, vids, i3d_weights=fake_i3d)
@@ -143,6 +145,7 @@ def _demo_clip():
     return ClipScorer("demo-clip")
 
 
+@pytest.mark.slow
 def test_without_i3d_videos_get_a_frechet_distance_on_clip_frames_named_as_such():
     from mindiesd_tune.metrics import fd_clip_frames
     from mindiesd_tune.models import shapes

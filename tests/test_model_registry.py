@@ -54,6 +54,7 @@ def tiny_pipelines():
 # ----------------------------------------------------------------------------- a toy denoiser
 
 
+@pytest.mark.slow
 def test_first_block_cache_runs_on_a_toy_denoiser_through_its_spec(toy):
     torch.manual_seed(0)
     model = toy.ToyDenoiser().eval()
@@ -169,6 +170,7 @@ def _forwards_per_step(pipe, denoiser, run, steps: int) -> float:
 
 
 @pytest.mark.parametrize("name", list(BUILDERS))
+@pytest.mark.slow
 def test_cfg_mode_of_the_pipeline_spec_is_what_the_pipeline_does(name, tiny_pipelines):
     tiny = tiny_pipelines[name]
     spec = pipeline_spec(tiny.pipe)
@@ -273,6 +275,7 @@ def test_specs_import_neither_torch_nor_diffusers():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_a_spec_plugin_is_found_through_the_environment_and_entry_points(tmp_path):
     code = """
         from mindiesd_tune.accel.specs import registered_denoisers

@@ -67,6 +67,7 @@ def test_missing_optional_packages_name_their_extra(capsys, monkeypatch, scored,
     import mindiesd_tune.models
 
     monkeypatch.setattr(mindiesd_tune.models, "check", lambda *a, **k: "builtin")  # "fake" is no model
+    monkeypatch.setattr("mindiesd_tune.cli.check_model_arg", lambda *a, **k: None)  # nor to the CLI
     for module, args, extra in cases:
         with monkeypatch.context() as m:
             for name in [n for n in sys.modules if n == module or n.startswith(module + ".")] + [module, module + ".v3"]:

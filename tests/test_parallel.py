@@ -116,6 +116,7 @@ def _assert_meshes(results, meshes, tol=1e-4):
 _TWO_RANK_MESHES = [{}, {"cfg": 2}, {"ulysses": 2}, {"cfg": 2, "vae": 2}]
 
 
+@pytest.mark.slow
 def test_two_ranks_demo_flux_true_cfg():
     results = run_ranks(_meshes_scenario, 2, "demo-flux", _TWO_RANK_MESHES, 0.5)
     _assert_meshes(results, _TWO_RANK_MESHES)
@@ -131,6 +132,7 @@ def test_two_ranks_demo_flux_true_cfg():
         "(its change threshold is measured on each rank's part of the call)")
 
 
+@pytest.mark.slow
 def test_two_ranks_demo_wan():
     results = run_ranks(_meshes_scenario, 2, "demo-wan", _TWO_RANK_MESHES, None)
     _assert_meshes(results, _TWO_RANK_MESHES)
@@ -170,6 +172,7 @@ def _batched_scenario(rank, world, names):
     return out
 
 
+@pytest.mark.slow
 def test_two_ranks_batched_cfg():
     names = ("sd3", "sdxl")
     results = run_ranks(_batched_scenario, 2, names)
@@ -256,6 +259,7 @@ def _cfg_calls_scenario(rank, world, model="demo-flux"):
 
 
 @pytest.mark.parametrize("model", ["demo-flux", "demo-wan"])
+@pytest.mark.slow
 def test_cfg_splits_from_the_first_step_when_the_spec_says_whether_both_branches_run(model):
     # FluxPipeline encodes the negative prompt exactly when true CFG is on (the spec's probe);
     # WanPipeline's do_classifier_free_guidance says so before the loop (the spec's flag). So

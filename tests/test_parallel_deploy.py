@@ -62,6 +62,7 @@ def _deploy_scenario(rank, world, path):
             "restored": torch.equal(call(), ref), "latents": got}
 
 
+@pytest.mark.slow
 def test_apply_profile_installs_the_mesh_in_each_rank(tmp_path):
     path = _profile(tmp_path, ParallelConfig(cfg=2))
     results = run_ranks(_deploy_scenario, 2, str(path))
@@ -77,6 +78,7 @@ def _cli(*args, timeout=600):
                           timeout=timeout, env=env)
 
 
+@pytest.mark.slow
 def test_run_and_bench_launch_the_rank_group(tmp_path):
     mesh = _profile(tmp_path, ParallelConfig(cfg=2))
     single = _profile(tmp_path, ParallelConfig(), name="single.yaml")

@@ -135,6 +135,7 @@ def test_int4_group_size_must_divide_the_layer_width(flux):
     assert left and not {id(x) for x in left} & {id(x) for _, x in chosen}
 
 
+@pytest.mark.slow
 def test_bfloat16_denoiser_alone_runs_on_demo_flux(demo_flux):
     """The pipeline hands the transformer float32 latents and embeddings; the cast component takes them."""
     pipe = demo_flux.pipe

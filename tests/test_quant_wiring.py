@@ -173,6 +173,7 @@ def weight_capped_run(tmp_path_factory):
     return out, outcome, full
 
 
+@pytest.mark.slow
 def test_a_joint_study_samples_quant_beside_caching_and_records_weights_and_setup(weight_capped_run):
     _, outcome, full = weight_capped_run
     trials = [t for t in outcome.study.trials if t.state == optuna.trial.TrialState.COMPLETE]

@@ -37,6 +37,7 @@ def group():
     worker.close()
 
 
+@pytest.mark.slow
 def test_a_rank_killed_mid_trial_fails_that_trial_only(group):
     info = group.start()
     assert info["space"]["world_size"] == 2 and "cfg2" in info["space"]["meshes"]
@@ -81,6 +82,7 @@ def test_a_rank_killed_mid_trial_fails_that_trial_only(group):
     assert not [p for p in second if _alive(p)]
 
 
+@pytest.mark.slow
 def test_a_hung_rank_fails_the_trial_within_its_timeout_and_leaves_nothing_behind():
     spec = WorkerSpec(model="demo-flux", device="cpu", repeats=2, warmup=0, prompts=["a red circle"],
                       generation={"num_inference_steps": 4}, threads=1)

@@ -88,6 +88,7 @@ def test_full_budget_and_rescaling():
 # ---------------------------------------------------------------- the method on a model
 
 
+@pytest.mark.slow
 def test_calibration_measures_the_distance_between_every_pair_of_steps(tiny_flux, monkeypatch):
     from mindiesd_tune.accel.cache import stats as stats_module
 
@@ -107,6 +108,7 @@ def test_calibration_measures_the_distance_between_every_pair_of_steps(tiny_flux
 
 
 
+@pytest.mark.slow
 def test_neutral_schedule_is_the_baseline_bit_for_bit_and_remove_restores(tiny_flux):
     base = generate(tiny_flux)
     steps = tiny_flux.generation["num_inference_steps"]
@@ -127,6 +129,7 @@ def test_neutral_schedule_is_the_baseline_bit_for_bit_and_remove_restores(tiny_f
     assert np.array_equal(generate(tiny_flux), base)
 
 
+@pytest.mark.slow
 def test_schedule_is_sampled_with_its_mask_and_survives_a_profile_round_trip(tiny_flux, tmp_path):
     gen = tiny_flux.generation
     stats = step_statistics(tiny_flux.pipe, "a red circle", **gen)
@@ -154,6 +157,7 @@ def test_schedule_is_sampled_with_its_mask_and_survives_a_profile_round_trip(tin
 # ---------------------------------------------------------------- diffusers' MagCache in a study
 
 
+@pytest.mark.slow
 def test_magcache_is_sampled_with_the_studys_ratios_and_the_profile_carries_them(tmp_path, tiny_flux):
     from mindiesd_tune.tuner import parse_budget, run_study
     from mindiesd_tune.tuner.outputs import freeze_profile

@@ -76,6 +76,7 @@ def storage_url(request, tmp_path):
     return f"journal:///{tmp_path / 'shared.log'}"
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_study_without_losing_or_repeating_trials(storage_url, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     procs = [
@@ -123,6 +124,7 @@ def _wait_for(what, check, timeout=120.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 def test_a_dead_machines_trial_is_failed_by_heartbeat_and_its_point_run_again(postgres_url, tmp_path):
     from mindiesd_tune.tuner import parse_budget, run_study
 

@@ -53,6 +53,7 @@ def rel_error(a, b) -> float:
 
 @pytest.mark.parametrize("cls", METHODS)
 @pytest.mark.parametrize("model", ["tiny_flux", "tiny_wan"])
+@pytest.mark.slow
 def test_ratio_zero_gives_baseline_output(model, cls, request):
     loaded = request.getfixturevalue(model)
     base = generate(loaded)
@@ -65,6 +66,7 @@ def test_ratio_zero_gives_baseline_output(model, cls, request):
 
 
 @pytest.mark.parametrize("model", ["tiny_flux", "tiny_wan"])
+@pytest.mark.slow
 def test_remove_restores_processors_and_bit_identical_output(model, request):
     loaded = request.getfixturevalue(model)
     transformer = loaded.pipe.transformer
@@ -90,6 +92,7 @@ def test_wan_cross_attention_is_untouched(tiny_wan):
 @pytest.mark.parametrize("ratio", [0.6, 0.8])
 @pytest.mark.parametrize("cls", [LocalWindowConfig, TopKSparseConfig])
 @pytest.mark.parametrize("model", ["tiny_flux", "tiny_wan"])
+@pytest.mark.slow
 def test_realised_density_on_a_pipeline_is_within_two_points(model, cls, ratio, request):
     # 64x64 gives Flux a 16x16 image grid and Wan a 5x8x8 video grid: 64 and 80 blocks of 4
     loaded = request.getfixturevalue(model)
@@ -101,6 +104,7 @@ def test_realised_density_on_a_pipeline_is_within_two_points(model, cls, ratio, 
 
 
 @pytest.mark.parametrize("model", ["tiny_flux", "tiny_wan"])
+@pytest.mark.slow
 def test_error_against_dense_grows_with_ratio(model, request):
     loaded = request.getfixturevalue(model)
     gen = dict(height=64, width=64, num_inference_steps=4)
@@ -115,6 +119,7 @@ def test_error_against_dense_grows_with_ratio(model, request):
 # --------------------------------------------------------------------------- schedule
 
 
+@pytest.mark.slow
 def test_dense_steps_one_and_all_dense_layers_give_baseline_output(tiny_flux):
     base = generate(tiny_flux)
     for cfg in (sparse(ratio=0.75, dense_steps=1.0), sparse(ratio=0.75, dense_layers=[0, 1, 2])):
@@ -379,6 +384,7 @@ def test_head_adaptive_probe_classifies_spatial_temporal_and_full_heads():
 
 @pytest.mark.parametrize("kernel", ["gather", "gather-small-chunks", "flex"])
 @pytest.mark.parametrize("S,text", [(256, 0), (250, 0), (256, 7), (250, 5)])
+@pytest.mark.slow
 def test_block_sparse_kernels_match_the_masked_reference(kernel, S, text, monkeypatch):
     if kernel == "gather-small-chunks":  # many chunks, the last one short
         monkeypatch.setattr(sys.modules["mindiesd_tune.kernels.attention"], "GATHER_CHUNK_BYTES", 3 * 3 * 32 * 16 * 4 * 2)
@@ -494,6 +500,7 @@ def sd3_pipeline():
 SD3_CALL = dict(height=32, width=32)  # a 16x16 latent: 8x8 patches, 16 blocks of 4 tokens
 
 
+@pytest.mark.slow
 def test_sd3_pipeline_ratio_zero_exact_sparse_counts_and_remove_restores(sd3_pipeline):
     transformer = sd3_pipeline.pipe.transformer
     before = {name: m.processor for name, m in attention_layers(transformer)}

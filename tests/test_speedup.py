@@ -172,6 +172,7 @@ def cached():
     return AccelConfig(cache=BlockCacheConfig(block_start=1, step_interval=2))
 
 
+@pytest.mark.slow
 def test_a_busier_machine_is_timed_with_more_rounds_and_cpu_time_is_recorded(tiny_evaluator, monkeypatch):
     ev = tiny_evaluator
     quiet = ev.evaluate(cached())
@@ -269,6 +270,7 @@ def test_one_setting_timed_against_another_until_the_faster_one_is_known(tiny_ev
     assert cmp.relative_spread > 0.01  # long before the precision
 
 
+@pytest.mark.slow
 def test_a_setting_timed_against_another_on_the_tiny_pipeline_leaves_it_as_it_was(tiny_evaluator):
     from mindiesd_tune.accel import AccelConfig
 
@@ -325,6 +327,7 @@ def test_confirmation_stops_starting_points_once_its_time_is_spent(tmp_path, mon
     assert any(n.startswith("confirmation: ") and "interleaved rounds" in n for n in notes)
 
 
+@pytest.mark.slow
 def test_the_pick_is_topped_up_to_the_precision_then_timed_against_the_best_preset(tmp_path):
     """Every candidate gets one pass; the point the pick falls on gets the rounds that narrow its
     interval, pooled with its first ones; then it is timed head to head against the best preset."""

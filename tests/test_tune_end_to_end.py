@@ -26,6 +26,7 @@ def run(tmp_path_factory):
     return out, outcome
 
 
+@pytest.mark.slow
 def test_outputs_are_written(run):
     out, outcome = run
     for name in ("profile.yaml", "report.html", "trials.csv", "study.db"):
@@ -109,6 +110,7 @@ def test_existing_run_folder_is_not_overwritten(run):
         run_study("tiny-flux-random", parse_budget("1t"), out, isolate=False, log=lambda s: None)
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_study_up_to_its_budget(tmp_path):
     run_study("tiny-flux-random", parse_budget("2t"), tmp_path, repeats=1, isolate=False, log=lambda s: None)
     outcome = run_study("tiny-flux-random", parse_budget("4t"), tmp_path, repeats=1, resume=True, isolate=False, log=lambda s: None)

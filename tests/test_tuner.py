@@ -31,6 +31,7 @@ def test_presets_come_first_and_trial_zero_is_the_baseline(tmp_path):
         assert t.params == preset
 
 
+@pytest.mark.slow
 def test_floors_are_optuna_constraints_and_infeasible_trials_never_win(tmp_path):
     outcome = fake_study(tmp_path, floors=[parse_floor("psnr>=50")], prune_margin=None)
     done = [t for t in outcome.study.trials if t.state == COMPLETE]
@@ -58,6 +59,7 @@ def test_memory_cap_makes_trials_infeasible(tmp_path):
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "nsga2", "gp", "random"])
+@pytest.mark.slow
 def test_samplers_are_seeded_and_reproducible(tmp_path, sampler):
     if sampler == "gp":  # past its random start-up, Optuna's GPSampler needs scipy for every point
         pytest.importorskip("scipy")
@@ -87,6 +89,7 @@ def test_time_budget_ends_the_study(tmp_path):
     assert timing["budget_seconds"] == 10 and timing["wall_seconds"] > 0 and "confirm_seconds" in timing
 
 
+@pytest.mark.slow
 def test_failures_are_isolated_and_the_worker_restarted(tmp_path):
     # warmup_steps 1 raises, 3 kills the evaluator process, 4 gives NaN; the study goes on
     outcome = fake_study(tmp_path, "4t", model="fake-faulty", isolate=True)
@@ -105,6 +108,7 @@ def test_failures_are_isolated_and_the_worker_restarted(tmp_path):
     assert [t.state for t in ran[-1:]] == [COMPLETE] and ran[-1].params["cache.warmup_steps"] == 2
 
 
+@pytest.mark.slow
 def test_pick_fastest_knee_and_trial_and_export(tmp_path):
     outcome = fake_study(tmp_path, "14t", floors=[parse_floor("psnr>=30")], prune_margin=None)
     fastest = outcome.profile.study["trial"]
@@ -118,6 +122,7 @@ def test_pick_fastest_knee_and_trial_and_export(tmp_path):
         export(tmp_path, "trial:999")
 
 
+@pytest.mark.slow
 def test_two_local_workers_share_a_journal_without_losing_or_repeating_trials(tmp_path):
     fake_study(tmp_path, "10t", workers=2, isolate=True)
     assert (tmp_path / "journal.log").is_file()
@@ -143,6 +148,7 @@ def _wait_for_trials(out: Path, n: int, timeout: float = 120) -> None:
     raise AssertionError("the study did not get going")
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_trials_and_writes_outputs(tmp_path):
     out = tmp_path / "run"
     # the default set-up: the evaluator child ignores Ctrl-C and finishes its trial
@@ -160,6 +166,7 @@ def test_ctrl_c_keeps_finished_trials_and_writes_outputs(tmp_path):
     assert states.count(COMPLETE) >= 2 and all(s in (COMPLETE, PRUNED, optuna.trial.TrialState.WAITING) for s in states)
 
 
+@pytest.mark.slow
 def test_killed_study_resumes_without_losing_or_repeating_trials(tmp_path):
     out = tmp_path / "run"
     p = _cli("tune", "tiny-flux-random", "--budget", "10m", "--out", str(out), "--repeats", "1", "--no-isolate")
@@ -182,6 +189,7 @@ def test_killed_study_resumes_without_losing_or_repeating_trials(tmp_path):
     assert all(any(p.items() <= r.items() for r in redone) for p in running), (running, redone)
 
 
+@pytest.mark.slow
 def test_progress_prints_plain_lines_without_a_terminal(tmp_path):
     lines = []
     run_study("fake", parse_budget("3t"), tmp_path, worker_factory="fakes:make_fake", isolate=False,

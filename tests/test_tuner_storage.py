@@ -43,6 +43,7 @@ def _hold_write_lock(db: Path, after_trials: int, seconds: float) -> threading.T
     return thread
 
 
+@pytest.mark.slow
 def test_resume_with_more_workers_completes_the_one_worker_sqlite_study(tmp_path):
     fake_study(tmp_path, "4t")
     assert (tmp_path / "study.db").is_file()
@@ -80,6 +81,7 @@ def with_sampler(monkeypatch, sampler):
     monkeypatch.setattr(study_module, "make_sampler", lambda *a, **k: sampler)
 
 
+@pytest.mark.slow
 def test_repeated_points_are_answered_from_storage_and_do_not_count(monkeypatch, tmp_path):
     with_sampler(monkeypatch, RepeatingSampler(lambda n: n % 2 == 1))
     # random: no front refinement, so the trials after the presets are the sampler's own
@@ -95,6 +97,7 @@ def test_repeated_points_are_answered_from_storage_and_do_not_count(monkeypatch,
     assert "stopped by" in outcome.report_path.read_text()
 
 
+@pytest.mark.slow
 def test_a_sampler_with_nothing_new_ends_the_study_as_exhausted(monkeypatch, tmp_path):
     with_sampler(monkeypatch, RepeatingSampler(lambda n: True))
     lines = []
@@ -114,6 +117,7 @@ def test_a_sampler_with_nothing_new_ends_the_study_as_exhausted(monkeypatch, tmp
     assert "search space exhausted" in (tmp_path / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_a_study_resumed_on_another_number_of_ranks_per_trial_is_refused_in_one_line(tmp_path):
     from mindiesd_tune.errors import UserError
 
@@ -127,6 +131,7 @@ def test_a_study_resumed_on_another_number_of_ranks_per_trial_is_refused_in_one_
     assert len(load_run(tmp_path).trials) == before  # nothing ran
 
 
+@pytest.mark.slow
 def test_resume_continues_the_runs_own_study_under_another_model_path(tmp_path):
     fake_study(tmp_path, "3t")
     # the same model (same fingerprint) named by another path: still the run's study, not a new one

@@ -14,6 +14,7 @@ def cached(threshold=0.2, warmup_steps=0) -> dict:
 
 
 @pytest.mark.parametrize("worker_class", [InProcessWorker, ProcessWorker])
+@pytest.mark.slow
 def test_every_kind_of_evaluation_comes_back_as_a_trial_outcome(worker_class):
     # fake-faulty: warmup_steps 1 raises, 4 gives NaN (tests/fakes.py)
     worker = worker_class(WorkerSpec(model="fake-faulty", factory="fakes:make_fake"))

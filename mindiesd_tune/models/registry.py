@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -11,6 +10,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import UserError
+from ..modelref import looks_like_hub_id
 
 VIDEO_FAMILIES = {"dit-video"}
 
@@ -122,7 +122,7 @@ def load(
             raise UserError(f"{name_or_path}: a folder, but not a diffusers pipeline (no model_index.json)")
         pipe = _from_pretrained(str(path), dtype, local_only=True)
         source = "local"
-    elif _looks_like_hub_id(name_or_path):
+    elif looks_like_hub_id(name_or_path):
         try:
             pipe = _from_pretrained(name_or_path, dtype, local_only=not allow_download)
         except UserError:
@@ -149,26 +149,9 @@ def check(name_or_path: str, allow_download: bool = False) -> str:
 
     Lets a caller refuse a bad name at once instead of after starting a worker process.
     """
-    if name_or_path in _BUILTINS:
-        return "builtin"
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        if not (path / "model_index.json").is_file():
-            raise UserError(f"{name_or_path}: a folder, but not a diffusers pipeline (no model_index.json)")
-        return "local"
-    if _looks_like_hub_id(name_or_path):
-        if allow_download:
-            return "hub"
-        from huggingface_hub import try_to_load_from_cache
+    from ..modelref import check_model
 
-        cached = try_to_load_from_cache(name_or_path, "model_index.json", cache_dir=hub_cache_dir())
-        if isinstance(cached, str):
-            return "hub"
-        raise UserError(
-            f"{name_or_path}: not in the local Hugging Face cache; pass --allow-download to fetch it "
-            f"(built-in models: {', '.join(builtin_names())})"
-        )
-    raise UserError(f"unknown model {name_or_path!r}: built-in models are {', '.join(builtin_names())}")
+    return check_model(name_or_path, allow_download, builtins=builtin_names())
 
 
 def _from_pretrained(ref: str, dtype, local_only: bool):
@@ -243,11 +226,6 @@ def _generation_defaults(pipe, family: str) -> dict[str, Any]:
     return model_generation(pipe)
 
 
-def _looks_like_hub_id(text: str) -> bool:
-    parts = text.split("/")
-    return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
-
-
 def _dtype(dtype):
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
@@ -260,9 +238,3 @@ def _dtype(dtype):
 
 def _first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [""])[0][:200]
-
-
-def hub_cache_dir() -> str:
-    return os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub"
-    )

@@ -146,6 +146,8 @@ SCRIPT = """
 import functools, sys
 import mindiesd_tune.tuner as tuner
 tuner.run_study = functools.partial(tuner.run_study, worker_factory=sys.argv.pop(1))
+import mindiesd_tune.cli as cli
+cli.check_model_arg = lambda *a, **k: None  # the factory's model ("fake") is no model the CLI knows
 from mindiesd_tune.cli import main
 main(sys.argv[1:])
 """
@@ -176,6 +178,7 @@ def _in_confirmation(tmp_path: Path, sig: int):
     return p, out, stdout, stderr
 
 
+@pytest.mark.slow
 def test_a_study_killed_in_its_confirmation_is_rebuilt_by_report(tmp_path, capsys):
     from conftest import cli
 
@@ -187,6 +190,7 @@ def test_a_study_killed_in_its_confirmation_is_rebuilt_by_report(tmp_path, capsy
         assert (out / name).is_file(), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_in_the_confirmation_writes_the_three_outputs(tmp_path, sig):
     p, out, stdout, stderr = _in_confirmation(tmp_path, sig)
@@ -200,6 +204,7 @@ def test_ctrl_c_in_the_confirmation_writes_the_three_outputs(tmp_path, sig):
     assert study.user_attrs["stop_reason"] == "interrupted"
 
 
+@pytest.mark.slow
 def test_a_screen_is_one_look_and_one_timing_pair_and_the_full_evaluation_reuses_the_look():
     from mindiesd_tune.accel import AccelConfig, BlockCacheConfig
     from mindiesd_tune.tuner.worker import WorkerSpec, build_evaluator

@@ -19,6 +19,7 @@ import logging
 import torch
 import torch.distributed as dist
 
+from .comm import settled
 from .config import ParallelError
 from .mesh import Meshes
 
@@ -65,8 +66,11 @@ def install_context_parallel(model: torch.nn.Module, meshes: Meshes):
     previous = model._parallel_config
     model._parallel_config = config
     apply_context_parallel(model, cp, plan)
+    # the output gather is left in flight by diffusers: wait for it before the output leaves the denoiser
+    waited = model.register_forward_hook(lambda module, args, out: settled(out))
 
     def remove() -> None:
+        waited.remove()
         remove_context_parallel(model, plan)
         for p in processors:
             p._parallel_config = None

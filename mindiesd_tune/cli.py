@@ -687,7 +687,9 @@ def run(
     prof = load_profile(profile) if profile is not None else None
     _launch_ranks(prof)
     from .accel.parallel.launch import rank
+    from .accel.parallel.watch import note
 
+    note(f"loading {model}")
     with _quiet_libraries(verbose):
         loaded = load(model, device=_rank_device(device), allow_download=allow_download)
     allowed = (".gif", ".webp", ".mp4") if loaded.is_video else (".png", ".jpg", ".jpeg", ".webp")
@@ -702,15 +704,18 @@ def run(
         generation.update({k: v for k, v in prof.generation.items() if v is not None})
     generation = resolve(loaded.pipe, generation, _options(height, width, frames, steps, guidance, true_cfg, negative_prompt))
     if prof is not None:
+        note(f"applying {profile}")
         overrides = _apply_warning_once(loaded.pipe, prof).call_overrides  # e.g. a reduced step count
     ev = Evaluator(loaded, Workload([p for p, _ in calls], [s for _, s in calls], generation))
     out.parent.mkdir(parents=True, exist_ok=True)
     for i, (p, s) in enumerate(calls):
         target = out if len(calls) == 1 else out.with_name(f"{out.stem}-{i}{out.suffix}")
+        note(f"call {i + 1}/{len(calls)}")
         t0 = time.perf_counter()
         with torch.inference_mode():
             arr = ev.generate(p, s, overrides)
         dt = time.perf_counter() - t0
+        note(f"writing {target.name}")
         if rank() == 0:  # every rank of a mesh holds the whole output
             _write_media(target, arr)
             typer.echo(f"{target} ({dt:.2f}s)")
@@ -827,20 +832,28 @@ def main(argv: list[str] | None = None) -> None:
     if not in_rank_group():
         return _main(argv)
     # a rank of a group `run` or `bench` launched: rank 0 speaks, every rank's exit code is noted
-    from .accel.parallel.launch import die_with_parent, rank, rank_stderr, record_exit
+    from .accel.parallel.launch import broken_group, die_with_parent, rank, rank_stderr, record_broken, record_exit
+    from .accel.parallel.watch import note
 
     die_with_parent()
     if rank() != 0:
         # rank 0 speaks; another rank's errors are kept for when only that rank failed
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
         sys.stderr = rank_stderr()
+    note("starting")
     try:
         _main(argv)
     except SystemExit as e:
         record_exit(e.code if isinstance(e.code, int) else (0 if e.code is None else 1))
         raise
-    except BaseException:
+    except BaseException as e:
         record_exit(1)
+        if broken_group(e):
+            # a peer died mid-collective: the launcher names it; a traceback here would bury that line,
+            # and tearing down a process group with a dead peer can block
+            record_broken(e)
+            sys.stdout.flush()
+            os._exit(1)
         raise
 
 

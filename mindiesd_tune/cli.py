@@ -827,34 +827,11 @@ _ARGV: list[str] = []
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: ``mindiesd-tune MODEL --budget 30m`` is short for ``tune``."""
-    from .accel.parallel.launch import in_rank_group
+    from .accel.parallel.launch import in_rank_group, run_as_rank
 
     if not in_rank_group():
         return _main(argv)
-    # a rank of a group `run` or `bench` launched: rank 0 speaks, every rank's exit code is noted
-    from .accel.parallel.launch import broken_group, die_with_parent, rank, rank_stderr, record_broken, record_exit
-    from .accel.parallel.watch import note
-
-    die_with_parent()
-    if rank() != 0:
-        # rank 0 speaks; another rank's errors are kept for when only that rank failed
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
-        sys.stderr = rank_stderr()
-    note("starting")
-    try:
-        _main(argv)
-    except SystemExit as e:
-        record_exit(e.code if isinstance(e.code, int) else (0 if e.code is None else 1))
-        raise
-    except BaseException as e:
-        record_exit(1)
-        if broken_group(e):
-            # a peer died mid-collective: the launcher names it; a traceback here would bury that line,
-            # and tearing down a process group with a dead peer can block
-            record_broken(e)
-            sys.stdout.flush()
-            os._exit(1)
-        raise
+    run_as_rank(_main, argv)
 
 
 def _main(argv: list[str] | None = None) -> None:

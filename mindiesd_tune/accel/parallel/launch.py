@@ -190,6 +190,33 @@ def record_broken(exc: BaseException) -> None:
         Path(folder, f"broken-{rank()}").write_text(f"rank {rank()}: a collective failed ({first})")
 
 
+def run_as_rank(command, argv) -> None:
+    """Run the CLI's ``command(argv)`` as a rank of a group ``run`` or ``bench`` launched: rank 0
+    speaks, another rank's errors are kept for when only that rank failed, every rank's exit code
+    is noted, and a rank whose collective broke because a peer died exits 1 quietly (the launcher
+    names the peer; a traceback here would bury that line, and tearing down a process group with
+    a dead peer can block)."""
+    from .watch import note
+
+    die_with_parent()
+    if rank() != 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
+        sys.stderr = rank_stderr()
+    note("starting")
+    try:
+        command(argv)
+    except SystemExit as e:
+        record_exit(e.code if isinstance(e.code, int) else (0 if e.code is None else 1))
+        raise
+    except BaseException as e:
+        record_exit(1)
+        if broken_group(e):
+            record_broken(e)
+            sys.stdout.flush()
+            os._exit(1)
+        raise
+
+
 def rank_stderr():
     """In a rank other than 0 of a CLI group: a file for its stderr, printed by the launching
     command only when that rank failed and rank 0 did not (rank 0 says the same otherwise)."""

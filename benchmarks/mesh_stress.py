@@ -16,7 +16,9 @@ The ranks run under glibc's heap checks (``libc_malloc_debug`` with ``glibc.mall
 and Python's debug allocator unless ``--no-malloc-check``; ``--distributed-debug`` adds
 ``TORCH_DISTRIBUTED_DEBUG=DETAIL`` (every collective checked for agreement across the ranks).
 ``--count-bytes`` wraps torch's functional collectives with ``benchmarks/parallel.py``'s byte
-counter, so that it is stressed too.
+counter, so that it is stressed too. ``--in-flight`` takes off the hook that waits for
+diffusers' output gather (``accel.parallel.context.wait_for_output``), as the mesh was before
+issue 31's fix, to see whether the crash comes back.
 
 A rank that dies ends the run at once with one line naming it, its exit signal or code and the
 call it was in; the other rank is stopped and nothing is left behind (exit status 1).
@@ -88,6 +90,8 @@ def _calls(rank: int, opts: dict, phase) -> dict:
         phase.set(f"call {i + 1}/{opts['calls']}: {model} {name}")
         cache = apply(lm.pipe, AccelConfig(cache=FirstBlockCacheConfig(threshold=0.3))) if cached else None
         undo = install_parallel(lm.pipe, ParallelConfig.parse(mesh))
+        if opts.get("in_flight"):
+            _leave_output_in_flight(lm.pipe.transformer)
         try:
             gen = {**lm.generation, "num_inference_steps": opts["steps"]}
             out = lm.pipe(prompt=PROMPT, generator=torch.Generator().manual_seed(0), output_type="pt", **gen)
@@ -103,6 +107,16 @@ def _calls(rank: int, opts: dict, phase) -> dict:
             differing.append(f"{i + 1}: {model} {name}")
         done += 1
     return {"rank": rank, "calls": done, "differing": differing, "seconds": time.perf_counter() - started}
+
+
+def _leave_output_in_flight(model) -> None:
+    """Take off the hook that waits for diffusers' output gather: the mesh as it was before the
+    fix, to measure how often the crash comes back."""
+    from mindiesd_tune.accel.parallel.context import wait_for_output
+
+    for key, hook in list(model._forward_hooks.items()):
+        if hook is wait_for_output:
+            del model._forward_hooks[key]
 
 
 def _debug_env(opts: dict) -> dict[str, str]:
@@ -154,12 +168,14 @@ def main() -> int:
     ap.add_argument("--no-malloc-check", action="store_true")
     ap.add_argument("--distributed-debug", action="store_true", help="TORCH_DISTRIBUTED_DEBUG=DETAIL in the ranks")
     ap.add_argument("--count-bytes", action="store_true", help="wrap funcol with benchmarks/parallel.py's byte counter")
+    ap.add_argument("--in-flight", action="store_true",
+                    help="leave diffusers' output gather in flight, as before the fix (to measure the crash)")
     ap.add_argument("--timeout", type=float, default=7200.0, help="seconds before the run is taken for hung")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     opts = {"models": args.models, "meshes": args.meshes, "calls": args.calls, "steps": args.steps,
             "cached": not args.no_cache, "malloc_check": not args.no_malloc_check,
-            "distributed_debug": args.distributed_debug, "count_bytes": args.count_bytes}
+            "distributed_debug": args.distributed_debug, "count_bytes": args.count_bytes, "in_flight": args.in_flight}
     try:
         result = stress(opts, args.timeout)
     except RankDied as e:

@@ -39,6 +39,11 @@ def _attention_modules(model):
     return [m for m in model.modules() if isinstance(m, (Attention, AttentionModuleMixin))]
 
 
+def wait_for_output(module, args, out):
+    """Forward hook: diffusers leaves the output gather in flight; wait before the output leaves the denoiser."""
+    return settled(out)
+
+
 def install_context_parallel(model: torch.nn.Module, meshes: Meshes):
     """Split the sequence over the ``ring`` x ``ulysses`` sub-mesh; returns the remover."""
     from diffusers.hooks.context_parallel import apply_context_parallel, remove_context_parallel
@@ -66,8 +71,7 @@ def install_context_parallel(model: torch.nn.Module, meshes: Meshes):
     previous = model._parallel_config
     model._parallel_config = config
     apply_context_parallel(model, cp, plan)
-    # the output gather is left in flight by diffusers: wait for it before the output leaves the denoiser
-    waited = model.register_forward_hook(lambda module, args, out: settled(out))
+    waited = model.register_forward_hook(wait_for_output)
 
     def remove() -> None:
         waited.remove()

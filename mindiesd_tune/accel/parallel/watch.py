@@ -142,7 +142,7 @@ def note(phase: str) -> None:
     """In a rank of a group mindiesd-tune launched: note this rank's phase (and pid) where the
     launcher and the driver look; elsewhere nothing."""
     global _LOG
-    if os.environ.get("MINDIESD_TUNE_RANK_GROUP") != "1":
+    if os.environ.get("MINDIESD_TUNE_RANK_GROUP") != "1":  # launch.GROUP_ENV (launch imports this module)
         return
     if _LOG is None:
         _LOG = PhaseLog.from_env(int(os.environ.get("RANK", "0")))

@@ -24,9 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,25 +67,41 @@ def _count_diffusers_collectives(counter: _Bytes) -> None:
     funcol.all_to_all_single, funcol.all_gather_tensor = all_to_all_single, all_gather_tensor
 
 
-def _worker(index, role, world, port, threads, models, steps, inbox, outbox):
+def _worker(*args) -> None:
+    from mindiesd_tune.accel.parallel.launch import broken_group
+
+    try:
+        _serve(*args)
+    except Exception as e:
+        if broken_group(e):  # a peer died mid-collective: the parent names it; a traceback would bury that
+            os._exit(1)
+        raise
+
+
+def _serve(index, role, world, port, threads, models, steps, inbox, outbox, phase_dir):
     """role "rank": rank ``index`` of the group; "base": one process with ``threads`` threads."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     torch.set_num_threads(threads)
     from mindiesd_tune.accel.parallel import ParallelConfig, install_parallel
+    from mindiesd_tune.accel.parallel.watch import PhaseLog
     from mindiesd_tune.metrics.latency import measure_stages
     from mindiesd_tune.models import load
 
+    phase = PhaseLog(phase_dir, _name(role, index, threads))
     diffusers_bytes = _Bytes()
     if role == "rank":
         import torch.distributed as dist
 
+        phase.set("joining the group")
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(index), WORLD_SIZE=str(world))
         dist.init_process_group("gloo", rank=index, world_size=world)
         _count_diffusers_collectives(diffusers_bytes)
+    phase.set("loading the models")
     loaded = {m: load(m, device="cpu") for m in models}
     outbox.put(("ready", None))
     while (msg := inbox.get()) is not None:
         kind, model, degrees = msg
+        phase.set(f"{kind} {model} {ParallelConfig(**(degrees or {})).describe()}")
         lm = loaded[model]
         gen = {**lm.generation, "num_inference_steps": steps}
 
@@ -94,6 +112,7 @@ def _worker(index, role, world, port, threads, models, steps, inbox, outbox):
         if kind == "stages":
             stats, image = measure_stages(lm.pipe, call, repeats=3)
             outbox.put(("stages", ({k: v.median_s for k, v in stats.items()}, image)))
+            phase.set("waiting for the next call")
             continue
         undo = install_parallel(lm.pipe, ParallelConfig(**degrees)) if degrees else None
         diffusers_bytes.bytes = 0
@@ -104,6 +123,7 @@ def _worker(index, role, world, port, threads, models, steps, inbox, outbox):
         if undo is not None:
             undo()
         outbox.put(("time", (seconds, comm, image if index == 0 else None)))
+        phase.set("waiting for the next call")
 
 
 def _psnr(a, b) -> float:
@@ -136,7 +156,130 @@ def _cpu_name() -> str:
     return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "unknown")
 
 
-def main() -> None:
+def _name(role: str, index: int, threads: int) -> str:
+    return f"rank{index}" if role == "rank" else f"base{threads}t"
+
+
+def _label(name: str) -> str:
+    return f"rank {name[4:]}" if name.startswith("rank") else f"the {name[4:-1]}-thread baseline process"
+
+
+class _Fleet:
+    """The benchmark's processes, each answering on its own queue.
+
+    Every wait for an answer is bounded and checks that all the processes are alive: a rank that
+    dies leaves the other blocked in a collective, so waiting on the survivor alone would never
+    end. ``close`` leaves no process behind (nor a zombie).
+    """
+
+    def __init__(self, args, phase_dir: str):
+        ctx = mp.get_context("spawn")
+        port, self.phase_dir = _free_port(), phase_dir
+        self.procs, self.queues = {}, {}
+        roles = [("rank", r, 1) for r in range(args.world)] + [("base", 0, 1), ("base", 1, args.world)]
+        for role, index, threads in roles:
+            name = _name(role, index, threads)
+            inbox, outbox = ctx.Queue(), ctx.Queue()
+            p = ctx.Process(target=_worker, name=name, args=(index, role, args.world, port, threads, args.models,
+                                                             args.steps, inbox, outbox, phase_dir))
+            p.start()
+            self.procs[name], self.queues[name] = p, (inbox, outbox)
+
+    def ask(self, names: list[str], msg, timeout: float) -> list:
+        for n in names:
+            self.queues[n][0].put(msg)
+        return [self.answer(n, timeout)[1] for n in names]
+
+    def answer(self, name: str, timeout: float):
+        from mindiesd_tune.accel.parallel.watch import RankDied, read_phase
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.queues[name][1].get(timeout=0.5)
+            except queue.Empty:
+                pass
+            # a rank killed by a signal is the cause; one that then exited (its collective broken) the effect
+            dead = sorted((p.exitcode, n) for n, p in self.procs.items() if p.exitcode is not None)
+            if dead:
+                code, who = min(dead, key=lambda d: (d[0] >= 0, d[1]))
+                raise RankDied.of(who, code, read_phase(self.phase_dir, who), label=_label(who))
+            if time.monotonic() > deadline:
+                raise RankDied(f"{_label(name)} did not answer within {timeout:.0f} s "
+                               f"(last phase: {read_phase(self.phase_dir, name)})")
+
+    def close(self, failed: bool) -> None:
+        from mindiesd_tune.accel.parallel.watch import kill_all
+
+        if not failed:
+            for inbox, _ in self.queues.values():
+                inbox.put(None)
+            for p in self.procs.values():
+                p.join(timeout=30)
+        kill_all(self.procs.values())
+        for inbox, outbox in self.queues.values():
+            inbox.cancel_join_thread()  # a dead reader must not hold this process at exit
+            inbox.close()
+            outbox.close()
+
+
+def _measure(args, fleet: _Fleet) -> list[dict]:
+    """Every model's rounds: the baselines and each mesh interleaved -> one row per mesh."""
+    from mindiesd_tune.accel.parallel import ParallelConfig
+
+    for name in fleet.procs:
+        assert fleet.answer(name, 600)[0] == "ready"
+    ranks = [f"rank{r}" for r in range(args.world)]
+    rows = []
+    for model in args.models:
+        stages, single_image = fleet.ask(["base1t"], ("stages", model, None), 1200)[0]
+        meshes = [ParallelConfig(**d) for d in MESHES]
+        sides = {"base1t": [], f"base{args.world}t": [], **{m.describe(): [] for m in meshes}}
+        comm, images = {}, {}
+        for r in range(args.rounds):
+            order = list(sides) if r % 2 == 0 else list(reversed(sides))
+            for side in order:
+                if side.startswith("base"):
+                    sides[side].append(fleet.ask([side], ("time", model, None), 1200)[0][0])
+                    continue
+                mesh = next(m for m in meshes if m.describe() == side)
+                if mesh.world_size != args.world:
+                    continue
+                got = fleet.ask(ranks, ("time", model, {k: v for k, v in mesh.degrees().items() if v > 1}), 1200)
+                sides[side].append(got[0][0])
+                comm[side], images[side] = got[0][1], got[0][2]
+        rows += _rows(args, model, stages, single_image, meshes, sides, comm, images)
+    return rows
+
+
+def _rows(args, model, stages, single_image, meshes, sides, comm, images) -> list[dict]:
+    from mindiesd_tune.metrics import speed_interval
+
+    base1, base_n = statistics.median(sides["base1t"]), statistics.median(sides[f"base{args.world}t"])
+    rows = []
+    for mesh in meshes:
+        times = sides[mesh.describe()]
+        if not times:
+            continue
+        degrees = {k: v for k, v in mesh.degrees().items() if v > 1}
+        ideal = _ideal(stages, degrees)
+        # per round: the baselines and the mesh ran back to back, so their ratio is paired
+        speed = speed_interval([b / m for b, m in zip(sides[f"base{args.world}t"], times)])
+        speed_1t = speed_interval([b / m for b, m in zip(sides["base1t"], times)])
+        rows.append({
+            "model": model, "mesh": mesh.describe(), "world_size": args.world, "seconds": statistics.median(times),
+            "speedup": speed[0], "speedup_low": speed[1], "speedup_high": speed[2],
+            "speedup_1t": speed_1t[0], "speedup_1t_low": speed_1t[1], "speedup_1t_high": speed_1t[2],
+            "ideal_speedup": ideal,
+            "of_ideal": speed_1t[0] / ideal, "psnr": _psnr(images[mesh.describe()], single_image),
+            "comm_bytes_per_step": comm[mesh.describe()] / args.steps,
+            "base_1t_s": base1, f"base_{args.world}t_s": base_n,
+            "denoise_share": stages["denoise_s"] / stages["total_s"], "rounds": args.rounds,
+        })
+    return rows
+
+
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="one JSON object per row")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the JSON rows to this file")
@@ -144,80 +287,30 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["demo-flux", "demo-wan"])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--phase-dir", type=Path, default=None,
+                    help="where each process notes its pid and phase (default: a temporary folder)")
     args = ap.parse_args()
-    from mindiesd_tune.accel.parallel import ParallelConfig
-    from mindiesd_tune.metrics import speed_interval
+    from mindiesd_tune.accel.parallel.watch import RankDied
 
-    ctx = mp.get_context("spawn")
-    port, procs, queues = _free_port(), {}, {}
-    roles = [("rank", r, 1) for r in range(args.world)] + [("base", 0, 1), ("base", 1, args.world)]
-    for role, index, threads in roles:
-        name = f"rank{index}" if role == "rank" else f"base{threads}t"
-        inbox, outbox = ctx.Queue(), ctx.Queue()
-        p = ctx.Process(target=_worker, args=(index, role, args.world, port, threads, args.models, args.steps, inbox, outbox))
-        p.start()
-        procs[name], queues[name] = p, (inbox, outbox)
-    rows = []
-    try:
-        for name in procs:
-            assert queues[name][1].get(timeout=600)[0] == "ready"
-        ranks = [f"rank{r}" for r in range(args.world)]
+    with tempfile.TemporaryDirectory(prefix="parallel-bench-") as tmp:
+        fleet, failed = _Fleet(args, str(args.phase_dir or tmp)), True
+        try:
+            load_before = os.getloadavg()
+            rows = _measure(args, fleet)
+            failed = False
+        except RankDied as e:
+            print(f"benchmarks/parallel.py: {e}", file=sys.stderr)
+            return 1
+        finally:
+            fleet.close(failed)
+    meta = {"cpu": _cpu_name(), "load_avg_before": load_before, "load_avg_after": os.getloadavg(), "steps": args.steps}
+    for row in rows:
+        row.update(meta)
+    _report(args, rows)
+    return 0
 
-        def run(names, msg):
-            for n in names:
-                queues[n][0].put(msg)
-            return [queues[n][1].get(timeout=1200)[1] for n in names]
 
-        load_before = os.getloadavg()
-        for model in args.models:
-            stages, single_image = run(["base1t"], ("stages", model, None))[0]
-            meshes = [ParallelConfig(**d) for d in MESHES]
-            sides = {"base1t": [], f"base{args.world}t": [], **{m.describe(): [] for m in meshes}}
-            comm, images = {}, {}
-            for r in range(args.rounds):
-                order = list(sides) if r % 2 == 0 else list(reversed(sides))
-                for side in order:
-                    if side.startswith("base"):
-                        sides[side].append(run([side], ("time", model, None))[0][0])
-                        continue
-                    mesh = next(m for m in meshes if m.describe() == side)
-                    if mesh.world_size != args.world:
-                        continue
-                    got = run(ranks, ("time", model, {k: v for k, v in mesh.degrees().items() if v > 1}))
-                    sides[side].append(got[0][0])
-                    comm[side], images[side] = got[0][1], got[0][2]
-            base1, base_n = statistics.median(sides["base1t"]), statistics.median(sides[f"base{args.world}t"])
-            for mesh in meshes:
-                times = sides[mesh.describe()]
-                if not times:
-                    continue
-                t = statistics.median(times)
-                degrees = {k: v for k, v in mesh.degrees().items() if v > 1}
-                ideal = _ideal(stages, degrees)
-                # per round: the baselines and the mesh ran back to back, so their ratio is paired
-                speed = speed_interval([b / m for b, m in zip(sides[f"base{args.world}t"], times)])
-                speed_1t = speed_interval([b / m for b, m in zip(sides["base1t"], times)])
-                rows.append({
-                    "model": model, "mesh": mesh.describe(), "world_size": args.world, "seconds": t,
-                    "speedup": speed[0], "speedup_low": speed[1], "speedup_high": speed[2],
-                    "speedup_1t": speed_1t[0], "speedup_1t_low": speed_1t[1], "speedup_1t_high": speed_1t[2],
-                    "ideal_speedup": ideal,
-                    "of_ideal": speed_1t[0] / ideal, "psnr": _psnr(images[mesh.describe()], single_image),
-                    "comm_bytes_per_step": comm[mesh.describe()] / args.steps,
-                    "base_1t_s": base1, f"base_{args.world}t_s": base_n,
-                    "denoise_share": stages["denoise_s"] / stages["total_s"], "rounds": args.rounds,
-                })
-        meta = {"cpu": _cpu_name(), "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
-                "steps": args.steps}
-        for row in rows:
-            row.update(meta)
-    finally:
-        for name in procs:
-            queues[name][0].put(None)
-        for p in procs.values():
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
+def _report(args, rows: list[dict]) -> None:
     if args.json_out:
         args.json_out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     if args.json:
@@ -235,4 +328,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

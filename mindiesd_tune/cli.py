@@ -748,10 +748,12 @@ def run(
     import torch
 
     from .accel.parallel.launch import rank
+    from .accel.parallel.watch import note
     from .models import load
     from .tuner.evaluator import Evaluator, Workload
     from .workload import resolve
 
+    note(f"loading {model}")
     with _quiet_libraries(verbose):
         loaded = load(model, device=_rank_device(device), allow_download=allow_download)
     allowed = (".gif", ".webp", ".mp4") if loaded.is_video else (".png", ".jpg", ".jpeg", ".webp")
@@ -766,15 +768,18 @@ def run(
         generation.update({k: v for k, v in prof.generation.items() if v is not None})
     generation = resolve(loaded.pipe, generation, _options(height, width, frames, steps, guidance, true_cfg, negative_prompt))
     if prof is not None:
+        note(f"applying {profile}")
         overrides = _apply_warning_once(loaded.pipe, prof).call_overrides  # e.g. a reduced step count
     ev = Evaluator(loaded, Workload([p for p, _ in calls], [s for _, s in calls], generation))
     out.parent.mkdir(parents=True, exist_ok=True)
     for i, (p, s) in enumerate(calls):
         target = out if len(calls) == 1 else out.with_name(f"{out.stem}-{i}{out.suffix}")
+        note(f"call {i + 1}/{len(calls)}")
         t0 = time.perf_counter()
         with torch.inference_mode():
             arr = ev.generate(p, s, overrides)
         dt = time.perf_counter() - t0
+        note(f"writing {target.name}")
         if rank() == 0:  # every rank of a mesh holds the whole output
             _write_media(target, arr)
             typer.echo(f"{target} ({dt:.2f}s)")
@@ -886,26 +891,11 @@ _ARGV: list[str] = []
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: ``mindiesd-tune MODEL --budget 30m`` is short for ``tune``."""
-    from .accel.parallel.launch import in_rank_group
+    from .accel.parallel.launch import in_rank_group, run_as_rank
 
     if not in_rank_group():
         return _main(argv)
-    # a rank of a group `run` or `bench` launched: rank 0 speaks, every rank's exit code is noted
-    from .accel.parallel.launch import die_with_parent, rank, rank_stderr, record_exit
-
-    die_with_parent()
-    if rank() != 0:
-        # rank 0 speaks; another rank's errors are kept for when only that rank failed
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
-        sys.stderr = rank_stderr()
-    try:
-        _main(argv)
-    except SystemExit as e:
-        record_exit(e.code if isinstance(e.code, int) else (0 if e.code is None else 1))
-        raise
-    except BaseException:
-        record_exit(1)
-        raise
+    run_as_rank(_main, argv)
 
 
 def _main(argv: list[str] | None = None) -> None:

@@ -9,19 +9,13 @@ call with its traceback.
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
-import time
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from mindiesd_tune.accel.parallel.watch import RankDied, free_port, join_ranks
 
 
 def _entry(rank, world, port, folder, fn, args):
@@ -37,19 +31,14 @@ def _entry(rank, world, port, folder, fn, args):
 
 
 def run_ranks(fn, world: int, *args, timeout: float = 600) -> list:
-    """``[fn(0, world, *args), ..., fn(world - 1, world, *args)]``, each in its own process;
-    ranks still running after ``timeout`` seconds are killed and the call fails."""
+    """``[fn(0, world, *args), ..., fn(world - 1, world, *args)]``, each in its own process; a rank
+    that dies or raises fails the call at once (its traceback, or its exit signal, in the error),
+    and ranks still running after ``timeout`` seconds are killed and the call fails."""
     with tempfile.TemporaryDirectory() as folder:
         ctx = mp.start_processes(_entry, args=(world, free_port(), folder, fn, args), nprocs=world,
                                  join=False, start_method="spawn")
-        deadline = time.monotonic() + timeout
         try:
-            while not ctx.join(timeout=1):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{world} ranks still running after {timeout:.0f} s")
-        finally:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.kill()
-                    p.join()
+            join_ranks(ctx, timeout)
+        except RankDied as e:
+            raise RuntimeError(f"{e}\n{e.details}" if e.details else str(e)) from None
         return [torch.load(os.path.join(folder, f"{r}.pt"), weights_only=False) for r in range(world)]

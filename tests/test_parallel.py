@@ -269,3 +269,29 @@ def test_cfg_splits_from_the_first_step_when_the_spec_says_whether_both_branches
         assert r["guided_calls"] == STEPS, r
         assert r["unguided_calls"] == STEPS and r["unguided_diff"] == 0.0, r
         assert r["probe_removed"], r
+
+
+def _boundary_scenario(rank, world, model):
+    """What the denoiser returns under Ulysses: its output gather must be over before the pipeline's
+    next denoiser call, or that call's all-to-alls run while it is in flight (a gloo heap corruption,
+    benchmarks/gloo_inflight_repro.py)."""
+    from torch.distributed._functional_collectives import AsyncCollectiveTensor
+
+    from mindiesd_tune.accel.parallel import install_parallel
+    from mindiesd_tune.models import load
+
+    loaded = load(model, device="cpu")
+    undo = install_parallel(loaded.pipe, ParallelConfig(ulysses=2))
+    kinds = []
+    hook = loaded.pipe.transformer.register_forward_hook(
+        lambda module, args, out: kinds.append(type(out[0] if isinstance(out, tuple) else out.sample).__name__))
+    _latents(loaded)
+    hook.remove()
+    undo()
+    return {"kinds": kinds, "async": AsyncCollectiveTensor.__name__}
+
+
+@pytest.mark.parametrize("model", ["demo-flux", "demo-wan"])
+def test_no_collective_is_in_flight_when_the_denoiser_returns(model):
+    for r in run_ranks(_boundary_scenario, 2, model):
+        assert len(r["kinds"]) == 2 * STEPS and r["async"] not in r["kinds"], r

@@ -59,7 +59,7 @@ def test_a_rank_killed_mid_trial_fails_that_trial_only(group):
     os.kill(first[2], signal.SIGKILL)  # rank 1
     trial.join(300)
     assert not trial.is_alive()
-    assert results[0].kind == "failed" and "rank" in results[0].reason, results[0]
+    assert results[0].kind == "failed" and "rank 1 was killed by SIGKILL (last phase: " in results[0].reason, results[0]
     deadline = time.monotonic() + 60
     while any(_alive(p) for p in first) and time.monotonic() < deadline:
         time.sleep(0.5)

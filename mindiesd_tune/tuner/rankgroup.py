@@ -24,13 +24,16 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import asdict, replace
 from datetime import timedelta
 from multiprocessing.connection import Client, Listener
 
+from ..accel.parallel.watch import PHASE_DIR_ENV, note, read_phase, read_pid
 from .outcome import FAILED, INTERRUPTED, OK, PRUNED, TrialOutcome
 from .quiet import quiet_process_when_asked
 from .worker import INTERRUPTED as INTERRUPTED_REASON
@@ -93,11 +96,13 @@ class Leader:
             import torch
 
             leader.send("call", prompt, seed, overrides)
+            note("meshed call")
             if leader.threads_each:
                 torch.set_num_threads(leader.threads_each)
             try:
                 return base.generate(ev, prompt, seed, overrides)
             finally:
+                note("between meshed calls")
                 if leader.threads_alone:
                     torch.set_num_threads(leader.threads_alone)
 
@@ -115,7 +120,9 @@ def follow(loaded, workload) -> None:
     ev = Evaluator(loaded, workload, warmup=0, repeats=1)
     handle = None
     while True:
+        note("waiting for rank 0")
         cmd = _broadcast()
+        note(f"following rank 0: {cmd[0]}")
         try:
             if cmd[0] == "stop":
                 return
@@ -222,6 +229,7 @@ def _rank_main() -> None:
 
     die_with_parent()
     quiet_process_when_asked()
+    note("joining the group")
     rank = int(os.environ["RANK"])
     kind = "cuda" if torch.cuda.is_available() else "cpu"
     if kind == "cuda":
@@ -247,6 +255,7 @@ def _rank_main() -> None:
             from ..models import load
             from .evaluator import Workload
 
+            note(f"loading {spec.model}")
             loaded = load(spec.model, device=spec.device, dtype=spec.dtype, allow_download=spec.allow_download, seed=0)
             w = _broadcast()
             if w is None:
@@ -277,6 +286,7 @@ class RankGroupWorker:
         self._conn = None
         self._info: dict | None = None
         self._pids: list[int] = []
+        self._phases: str | None = None  # where the ranks note their pids and phases (watch.PhaseLog)
         self.restarts = 0
         self._started = False
         self._aborted = False
@@ -304,8 +314,10 @@ class RankGroupWorker:
         key = secrets.token_bytes(32)
         listener = Listener(("127.0.0.1", 0), authkey=key)
         host, port = listener.address
+        self._phases = tempfile.mkdtemp(prefix="mindiesd-group-")
         env = group_env(self.world_size, {**spec.env, ADDRESS_ENV: f"{host}:{port}", AUTHKEY_ENV: key.hex(),
-                                          WORLD_ENV: str(threads * self.world_size), "OMP_NUM_THREADS": str(threads)})
+                                          WORLD_ENV: str(threads * self.world_size), "OMP_NUM_THREADS": str(threads),
+                                          PHASE_DIR_ENV: self._phases})
         self._proc = subprocess.Popen(torchrun_command(self.world_size, __name__), env=env, start_new_session=True,
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         if self._aborted:
@@ -337,8 +349,12 @@ class RankGroupWorker:
         return self._info
 
     def _recv(self, timeout: float | None):
+        """Rank 0's next message; ``WorkerDied`` as soon as a rank is gone (or after ``timeout``)."""
+        from ..accel.parallel.launch import pid_alive, rank_pids
+
         deadline = None if timeout is None else time.monotonic() + timeout
         conn, proc = self._conn, self._proc
+        dead_since = None
         while True:
             try:
                 if conn.poll(0.2):
@@ -346,9 +362,33 @@ class RankGroupWorker:
             except (EOFError, OSError):
                 pass
             if proc.poll() is not None:
-                raise WorkerDied(f"a rank of the group died (launcher exit code {proc.returncode})")
+                raise WorkerDied(self._death())
+            # torchrun stops the group within a second of a rank's death; this is in case it does not
+            if dead_since is None and not all(pid_alive(p) for p in rank_pids(self._phases)):
+                dead_since = time.monotonic()
+            if dead_since is not None and time.monotonic() - dead_since > 10:
+                raise WorkerDied(self._death())
             if deadline is not None and time.monotonic() > deadline:
                 raise WorkerDied(f"the rank group did not answer within {timeout:.0f}s")
+
+    def _death(self, wait_s: float = 5.0) -> str:
+        """One line on the rank that died: the launcher's (rank, exit signal, last phase) once it has
+        stopped the group, else the first rank found dead, with its last phase."""
+        from ..accel.parallel.launch import pid_alive
+
+        try:
+            self._proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            pass
+        failure = os.path.join(self._phases or "", "failure")
+        if self._phases and os.path.isfile(failure):
+            with open(failure) as f:
+                return f.read().strip()
+        for rank in range(self.world_size):
+            pid = read_pid(self._phases, rank)
+            if pid is not None and not pid_alive(pid):
+                return f"rank {rank} died (last phase: {read_phase(self._phases, rank) or 'unknown'})"
+        return f"a rank of the group died (launcher exit code {self._proc.returncode})"
 
     def _call(self, message: tuple) -> TrialOutcome:
         if self._aborted:
@@ -366,7 +406,7 @@ class RankGroupWorker:
         if outcome.kind == FAILED:
             if not outcome.reason.startswith("WorkerDied") and not self._whole():
                 # rank 0 saw the collective break (a peer died) before the launcher noticed
-                outcome = TrialOutcome.failed(f"WorkerDied: a rank of the group died ({outcome.reason}); "
+                outcome = TrialOutcome.failed(f"WorkerDied: {self._death()} ({outcome.reason}); "
                                               "the group will be restarted")
             # a rank may be stuck inside the failed call: the next trial starts from a new group
             self.close()
@@ -400,14 +440,16 @@ class RankGroupWorker:
     def _kill(self) -> None:
         import signal
 
-        for pid in self.pids:
+        from ..accel.parallel.launch import rank_pids
+
+        for pid in self.pids + (rank_pids(self._phases) if self._phases else []):
             try:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
 
     def close(self) -> None:
-        from ..accel.parallel.launch import stop
+        from ..accel.parallel.launch import rank_pids, stop
 
         if self._proc is None:
             return
@@ -419,20 +461,16 @@ class RankGroupWorker:
             except (OSError, subprocess.TimeoutExpired):
                 pass
             self._conn.close()
-        stop(self._proc, self._pids, timeout=10)
-        self._proc, self._conn, self._pids = None, None, []
+        stop(self._proc, self._pids + (rank_pids(self._phases) if self._phases else []), timeout=10)
+        if self._phases:
+            shutil.rmtree(self._phases, ignore_errors=True)
+        self._proc, self._conn, self._pids, self._phases = None, None, [], None
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie is dead, only not yet reaped
-    except OSError:
-        try:
-            os.kill(pid, 0)
-            return True
-        except (ProcessLookupError, PermissionError):
-            return False
+    from ..accel.parallel.launch import pid_alive
+
+    return pid_alive(pid)
 
 
 def _accept(listener):

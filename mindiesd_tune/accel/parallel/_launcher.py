@@ -5,8 +5,9 @@ When a rank fails, torchrun logs every stopped rank and raises ``ChildFailedErro
 traceback and table repeat on stderr what rank 0 already said in one line. Here the launcher's
 own logs stay quiet unless they are errors of the launcher itself, the report is dropped, and
 the first failing rank's exit code is the launcher's; a rank killed by a signal is named in one
-line, since no rank could say so (but not SIGTERM, which is how the launcher stops the
-ranks left when one failed).
+line with the phase it was in (``watch.PhaseLog``), since no rank could say so (but not
+SIGTERM, which is how the launcher stops the ranks left when one failed). The line is also
+written to ``failure`` in the group's phase folder, for a driver whose stderr is not a terminal.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .launch import EXIT_DIR_ENV
+from .watch import PHASE_DIR_ENV, RankDied, read_phase
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,14 +37,17 @@ def main(argv: list[str] | None = None) -> int:
             # a rank that noted its exit code had finished its command and died in teardown
             finished = done is not None and Path(done, f"exit-{rank}").is_file()
             if failure.exitcode < 0 and failure.exitcode != -signal.SIGTERM and not finished:
-                try:
-                    name = signal.Signals(-failure.exitcode).name
-                except ValueError:
-                    name = f"signal {-failure.exitcode}"
-                print(f"mindiesd-tune: error: rank {rank} was killed by {name}", file=sys.stderr)
+                _report(RankDied.of(rank, failure.exitcode, read_phase(os.environ.get(PHASE_DIR_ENV), rank)))
         codes = [f.exitcode for _, f in failures if f.exitcode > 0]
         return codes[0] if codes else 1
     return 0
+
+
+def _report(died: RankDied) -> None:
+    print(f"mindiesd-tune: error: {died}", file=sys.stderr)
+    folder = os.environ.get(PHASE_DIR_ENV)
+    if folder and os.path.isdir(folder) and not Path(folder, "failure").exists():
+        Path(folder, "failure").write_text(str(died))
 
 
 if __name__ == "__main__":

@@ -25,20 +25,9 @@ from typing import Any, Callable
 import torch
 from diffusers.hooks.hooks import HookRegistry, ModelHook, StateManager
 
-from .comm import CommCounter, all_gather
+from .comm import CommCounter, all_gather, map_tensors
 
 HOOK_NAME = "mindiesd_parallel_cfg"
-
-
-def _map_tensors(obj, fn):
-    if isinstance(obj, torch.Tensor):
-        return fn(obj)
-    if isinstance(obj, dict):
-        return type(obj)(**{k: _map_tensors(v, fn) for k, v in obj.items()}) if hasattr(obj, "to_tuple") else {
-            k: _map_tensors(v, fn) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_map_tensors(v, fn) for v in obj)
-    return obj
 
 
 def _first_tensor(out) -> torch.Tensor:
@@ -90,14 +79,14 @@ class _BatchedCFGHook(ModelHook):
         def split(t):
             return t.narrow(0, self.rank * local, local) if t.dim() and t.shape[0] == batch else t
 
-        out = self.fn_ref.original_forward(*_map_tensors(args, split), **_map_tensors(kwargs, split))
+        out = self.fn_ref.original_forward(*map_tensors(args, split), **map_tensors(kwargs, split))
 
         def gather(t):
             if not t.dim() or t.shape[0] != local:
                 return t
             return torch.cat(all_gather(t, self.group, self.counter), dim=0)
 
-        return _map_tensors(out, gather)
+        return map_tensors(out, gather)
 
 
 class _Context(StateManager):

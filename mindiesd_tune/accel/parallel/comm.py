@@ -23,6 +23,34 @@ class CommCounter:
         self.collectives += 1
 
 
+def map_tensors(obj, fn):
+    """``obj`` (a tensor, or a dict, list, tuple or diffusers output holding tensors) with ``fn`` applied to each tensor."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return type(obj)(**{k: map_tensors(v, fn) for k, v in obj.items()}) if hasattr(obj, "to_tuple") else {
+            k: map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(map_tensors(v, fn) for v in obj)
+    return obj
+
+
+def settled(obj):
+    """``obj`` with every tensor an asynchronous functional collective is still writing waited for.
+
+    diffusers' context-parallel output gather returns ``funcol``'s ``AsyncCollectiveTensor``
+    unwaited, so the denoiser's output would still be in flight when the pipeline makes its next
+    denoiser call (true CFG's ``uncond`` pass): that call's all-to-alls then run on the same gloo
+    group while the gather is outstanding, and a rank died of heap corruption there
+    (``malloc(): unaligned tcache chunk detected``, in ``_all_to_all_single`` / ``_wait_tensor``).
+    Waiting at the denoiser's boundary keeps every collective of the mesh waited on before the
+    next one starts and before its buffer leaves the denoiser.
+    """
+    from torch.distributed._functional_collectives import AsyncCollectiveTensor
+
+    return map_tensors(obj, lambda t: t.wait() if isinstance(t, AsyncCollectiveTensor) else t)
+
+
 def all_gather(tensor: torch.Tensor, group, counter: CommCounter | None = None) -> list[torch.Tensor]:
     """Every rank's ``tensor`` (same shape on all), in the group's rank order."""
     tensor = tensor.contiguous()

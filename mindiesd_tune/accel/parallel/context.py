@@ -19,6 +19,7 @@ import logging
 import torch
 import torch.distributed as dist
 
+from .comm import settled
 from .config import ParallelError
 from .mesh import Meshes
 
@@ -36,6 +37,11 @@ def _attention_modules(model):
     from diffusers.models.attention_processor import Attention
 
     return [m for m in model.modules() if isinstance(m, (Attention, AttentionModuleMixin))]
+
+
+def wait_for_output(module, args, out):
+    """Forward hook: diffusers leaves the output gather in flight; wait before the output leaves the denoiser."""
+    return settled(out)
 
 
 def install_context_parallel(model: torch.nn.Module, meshes: Meshes):
@@ -65,8 +71,10 @@ def install_context_parallel(model: torch.nn.Module, meshes: Meshes):
     previous = model._parallel_config
     model._parallel_config = config
     apply_context_parallel(model, cp, plan)
+    waited = model.register_forward_hook(wait_for_output)
 
     def remove() -> None:
+        waited.remove()
         remove_context_parallel(model, plan)
         for p in processors:
             p._parallel_config = None

@@ -97,23 +97,6 @@ def test_unwritable_outputs_are_refused_before_any_work(capsys, no_work, a_file,
     assert not Path("/proc/forbidden").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["plain-file", "run"]
 
 
-READ_ONLY_SCRIPT = textwrap.dedent(
-    """
-    import contextlib, io, json, sys
-    from mindiesd_tune.cli import main
-    results = []
-    for args in json.loads(sys.argv[1]):
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err):
-            try:
-                main(args)
-                code = 0
-            except SystemExit as e:
-                code = e.code
-        results.append([code, err.getvalue()])
-    print(json.dumps(results))
-    """
-)
 
 
 def _read_only_runner(ro: Path):
@@ -155,11 +138,11 @@ def test_a_read_only_file_system_is_refused(tmp_path):
     import json
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    r = subprocess.run([*prefix, sys.executable, "-c", READ_ONLY_SCRIPT, json.dumps(commands)],
+    r = subprocess.run([*prefix, sys.executable, "-c", BEFORE_TORCH_SCRIPT, json.dumps(commands)],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     why = "read-only file system" if os.geteuid() == 0 else "permission denied"
-    for _args, (code, err) in zip(commands, json.loads(r.stdout.strip().splitlines()[-1])):
+    for _args, (code, err, _) in zip(commands, json.loads(r.stdout.strip().splitlines()[-1])):
         one_line_error(code, err, str(ro), why)
 
 

@@ -60,8 +60,9 @@ def one_study(model: str, budget: str, out: Path, floor: str, screening: bool, g
         "within_budget": wall is not None and b.seconds is not None and wall <= b.seconds * (1 + GRACE),
         "screened": s["screened"], "pruned": s["pruned"], "screened_out": s["screened_out"], "timed_in_full": s["full"],
         "confirmed": s["confirmed"],
-        # a configuration the study looked at: screened, or timed in full without a screen
-        "configurations": s["screened"] + (0 if screening else s["full"]),
+        # a configuration the study looked at: screened, or timed in full (with or without a screen)
+        "configurations": sum("fidelity" in t.user_attrs and "repeat_of" not in t.user_attrs
+                              for t in study.get_trials(deepcopy=False)),
         "phases": {k: timing.get(k) for k in ("startup_seconds", "screen_seconds", "full_seconds", "confirm_seconds",
                                               "output_seconds")},
         "pick": outcome.reason, "speedup": (outcome.profile.measured if outcome.profile else {}).get("speedup"),

@@ -141,6 +141,7 @@ class Evaluator:
         self._baseline_timings: list = []  # the baseline's LatencyStats, trial after trial
         self._baseline_timed_at = -1  # trial count when the baseline was last timed (no interleaving)
         self._trials = 0
+        self._screened = None  # (config identity, first output, its scores) of the last screen
         # set from another thread to abort the running call at its next denoising step
         self.abort = threading.Event()
 
@@ -332,7 +333,7 @@ class Evaluator:
 
     def _take_screened(self, config: accel.AccelConfig):
         """The screen's (output, scores) of the first prompt when it screened this config last."""
-        screened, self._screened = getattr(self, "_screened", None), None
+        screened, self._screened = self._screened, None
         if screened is None or screened[0] != config.identity():
             return None
         return screened[1], screened[2]
@@ -390,17 +391,19 @@ class Evaluator:
         with torch.inference_mode():
             # the first pass stops at ``max_s`` too, between prompts, once one prompt is measured:
             # the time given is a cap, and what was measured by then is the result
+            def next_fits() -> bool:  # one more prompt's comparison, at the pace so far
+                spent = time.monotonic() - started
+                return max_s is None or spent + spent / len(parts) <= max_s
+
             parts = []
             for p, s in pairs:
-                spent = time.monotonic() - started
-                if parts and max_s is not None and spent + spent / len(parts) > max_s:
+                if parts and not next_fits():
                     break
                 parts.append(compare(p, s, None))
             pooled = Comparison.pooled(parts)
             first = len(pairs)
             while done is not None and not done(pooled) and len(parts) < CONFIRM_MAX_FACTOR * first:
-                spent = time.monotonic() - started
-                if max_s is not None and spent + spent / len(parts) > max_s:
+                if not next_fits():
                     break
                 p, s = pairs[(len(parts) - first) % len(pairs)]
                 parts.append(compare(p, s, 0))  # warm since the first pass

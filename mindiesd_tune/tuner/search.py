@@ -305,11 +305,12 @@ def _evaluate(shared: _Shared, trial: optuna.Trial, worker, config):
     if shared.screening and getattr(worker, "screens", False) and not anchor:
         t0 = time.perf_counter()
         outcome = worker.evaluate(config.to_dict(), spec, shared.prune_margin, stage="screen")
-        shared.plan.record("screen", time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        shared.plan.record("screen", seconds)
+        shared.add("screen_seconds", seconds)  # a screen pruned on quality spent its time too
         trial.set_user_attr("fidelity", "screen")
         if outcome.kind != "ok":
             return outcome
-        shared.add("screen_seconds", time.perf_counter() - t0)
         result = outcome.result
         screen = {"speedup": result.get("speedup"), "metrics": result.get("metrics"), "seconds": result.get("eval_seconds")}
         trial.set_user_attr("screen", screen)

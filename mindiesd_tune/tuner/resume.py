@@ -70,9 +70,16 @@ def _given(opts: TuneOptions, name: str) -> bool:
     return _encode(name, getattr(opts, name)) != _encode(name, default)
 
 
-def resumed(opts: TuneOptions, saved: dict, where: str) -> TuneOptions:
+# A machine joining a shared study keeps its own sampler seed: machines drawing the same points
+# would only answer each other's trials from storage.
+PER_MACHINE = ("seed",)
+
+
+def resumed(opts: TuneOptions, saved: dict, where: str, joining: bool = False) -> TuneOptions:
     """``opts`` with the study's stored options laid over them; a UserError for an option given
-    with another value than the study's."""
+    with another value than the study's. ``joining``: another machine's shared study, whose
+    per-machine options (``PER_MACHINE``) stay this machine's."""
+    saved = {k: v for k, v in saved.items() if not (joining and k in PER_MACHINE)}
     for name, flag in STUDY_OPTIONS.items():
         if name not in saved or not _given(opts, name):
             continue

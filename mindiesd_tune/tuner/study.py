@@ -172,7 +172,8 @@ class _StudyRun:
                                on_stale=requeue_stale)
         saved = _saved_options(storage, name) if (opts.resume or self.external) else None
         if saved:
-            self.opts = opts = resume.resumed(opts, saved, str(out_dir if not self.external else redact(self.url)))
+            self.opts = opts = resume.resumed(opts, saved, str(out_dir if not self.external else redact(self.url)),
+                                              joining=self.external)
             self.constraints = Constraints(tuple(opts.floors or ()), opts.max_memory_bytes, opts.max_weight_bytes)
         direction = "maximize" if METRIC_DIRECTIONS.get(opts.objective) else "minimize"
         self.study = study = optuna.create_study(

@@ -49,7 +49,7 @@ class FakeEvaluator:
         return Comparison(LatencyStats(ref, 0.0, ref, [ref] * 2 * repeats), cmp.candidate, cmp.speedup, 0.0,
                           cmp.speedup_low, cmp.speedup_high, cmp.ratios)
 
-    def evaluate(self, config, constraints=None, margin=None):
+    def evaluate(self, config, constraints=None, margin=None, rounds=None):
         time.sleep(3600 if self.hang else 0.01)
         cache = config.cache
         thr = getattr(cache, "threshold", 0.0)
@@ -91,7 +91,7 @@ class ScreeningFake(FakeEvaluator):
         result.timing = {"repeats": 1, "screen": True}
         return result
 
-    def evaluate(self, config, constraints=None, margin=None):
+    def evaluate(self, config, constraints=None, margin=None, rounds=None):
         self.full.append(config)
         return self._slow_quant(config, super().evaluate(config, constraints, margin))
 

@@ -68,6 +68,24 @@ def test_the_planner_stops_scheduling_when_the_time_left_is_below_a_trials_cost(
     assert plan.room_for("screen") and not plan.room_for("full")
 
 
+def test_the_confirmations_share_is_the_searchs_until_there_is_something_to_confirm():
+    plan, clock = _plan()
+    clock.t = plan.search_end + 10  # past the search's share: only a search with nothing to confirm goes on
+    assert not plan.room_for("trial") and plan.room_for("trial", hold_confirmation=False)
+    clock.t = plan.end - plan.output_s - plan.trial_s() + 0.1  # the outputs' share is never the search's
+    assert not plan.room_for("trial", hold_confirmation=False)
+
+
+def test_the_unaccelerated_trial_gets_fewer_rounds_where_the_budget_is_tight():
+    roomy, _ = _plan(budget_s=3600.0, call_s=1.0)
+    assert roomy.neutral_rounds() == 6
+    tight, _ = _plan(budget_s=240.0, call_s=6.7)  # demo-flux at 256 px on the 2-core dev machine
+    assert tight.neutral_rounds() == 2
+    middling, _ = _plan(budget_s=400.0, call_s=3.0)  # a tenth of its search is 5 rounds: 4, even
+    assert middling.neutral_rounds() == 4
+    assert Plan(Costs(1.0, 2), start=0.0, budget_s=None).neutral_rounds() == 6
+
+
 def test_a_budget_that_buys_too_few_trials_says_so_and_names_one_that_would_do():
     small, _ = _plan(budget_s=120.0)
     lines = small.lines()
@@ -100,10 +118,10 @@ def test_trials_are_screened_first_and_only_candidates_for_the_front_are_timed_i
     base = trials[0]
     assert base.user_attrs["fidelity"] == "full" and "screen" not in base.user_attrs  # the timing check: in full
     ran = [t for t in trials[1:] if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "repeat_of" not in t.user_attrs]
-    presets = [t for t in ran if t.user_attrs.get("preset")]
-    assert presets and all("screen" not in t.user_attrs and t.state == TrialState.COMPLETE for t in presets)  # anchors
-    others = [t for t in ran if not t.user_attrs.get("preset")]
-    assert others and all("screen" in t.user_attrs for t in others)
+    # every point but the unaccelerated one is screened first, the presets too
+    assert {bool(t.user_attrs.get("preset")) for t in ran} == {True, False}
+    others = ran
+    assert all("screen" in t.user_attrs for t in others)
     screened_out = [t for t in others if t.state == TrialState.PRUNED]
     assert screened_out, "some points of the fake's space are slower and worse than one timed in full"
     for t in screened_out:
@@ -223,12 +241,35 @@ def test_a_screen_is_one_look_and_one_timing_pair_and_the_full_evaluation_reuses
     assert set(screened.metrics) >= {"psnr", "ssim"}
     calls.clear()
     full = ev.evaluate(config)
-    # no second look: the timed rounds (2 pairs) and the other prompt's call
-    assert calls.count("a red circle") == 4 and calls.count("a blue square") == 1
+    # no second look and no warm-up: the screen's pair is the first of the 2 rounds, so one more
+    # pair, then the other prompt's call
+    assert calls.count("a red circle") == 2 and calls.count("a blue square") == 1
     assert len(full.outputs) == 2 and full.speedup is not None
+    assert full.latency.samples[0] == screened.latency.samples[0] and len(full.latency.samples) == 2
+    assert full.timing["repeats"] == 2
     calls.clear()
     ev.evaluate(config)  # a second evaluation without a screen looks again
     assert calls.count("a red circle") == 5
+
+
+def test_the_unaccelerated_point_is_only_timed_against_itself_and_its_outputs_are_the_baselines():
+    import numpy as np
+
+    from mindiesd_tune.accel import AccelConfig
+    from mindiesd_tune.tuner.worker import WorkerSpec, build_evaluator
+
+    ev, _ = build_evaluator(WorkerSpec(model="tiny-flux-random", prompts=("a red circle", "a blue square"), warmup=1,
+                                       repeats=2, device="cpu"))
+    calls = []
+    generate = ev.generate
+    ev.generate = lambda prompt, seed, overrides=None: calls.append(prompt) or generate(prompt, seed, overrides)
+    result = ev.evaluate(AccelConfig(), rounds=2)
+    # two interleaved rounds on the first prompt, no look, no warm-up (the baseline is warm), no
+    # call on the other prompt: the point installs nothing
+    assert calls == ["a red circle"] * 4
+    assert len(result.latency.samples) == 2 and result.timing["repeats"] == 2
+    assert all(np.array_equal(a, b) for a, b in zip(result.outputs, ev.baseline))
+    assert result.metrics == ev.baseline_metrics
 
 
 def test_the_screen_drops_a_point_dominated_by_the_baseline_only_where_the_baseline_is_best():

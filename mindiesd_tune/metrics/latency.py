@@ -267,6 +267,7 @@ def compare_interleaved(
     candidate_setup: Callable[[], Callable[[], Any]] | None = None,
     cpu_clock: Callable[[], float] | None = None,
     baseline_setup: Callable[[], Callable[[], Any]] | None = None,
+    first_round: int = 0,
 ) -> tuple[Comparison, Any, Any]:
     """Time ``baseline`` and ``candidate`` alternately (AB, BA, AB, ...) and return their ratio.
 
@@ -274,7 +275,8 @@ def compare_interleaved(
     ``candidate_setup``, when given, runs untimed before every candidate call and returns the
     teardown that runs untimed after it: ``lambda: accel.apply(pipe, cfg).remove``;
     ``baseline_setup`` the same for the baseline side, when that side is itself a setting (one
-    setting timed against another).
+    setting timed against another). ``first_round``: the index of the first round, so a
+    measurement that goes on from an earlier one keeps the AB/BA alternation (1 starts with BA).
     """
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
@@ -311,7 +313,7 @@ def compare_interleaved(
         for side in fns:
             run(side, timed=False)
     for r in range(repeats):
-        for side in ("baseline", "candidate") if r % 2 == 0 else ("candidate", "baseline"):
+        for side in ("baseline", "candidate") if (r + first_round) % 2 == 0 else ("candidate", "baseline"):
             run(side, timed=True)
     base = summarize(samples["baseline"], peaks["baseline"], cpu["baseline"])
     cand = summarize(samples["candidate"], peaks["candidate"], cpu["candidate"])

@@ -232,13 +232,19 @@ class Evaluator:
             self._baseline_timed_at = self._trials
         return self._baseline_timings[-1]
 
-    def evaluate(self, config: accel.AccelConfig, constraints=None, prune_margin: float | None = None) -> TrialResult:
+    def evaluate(self, config: accel.AccelConfig, constraints=None, prune_margin: float | None = None,
+                 rounds: int | None = None) -> TrialResult:
         """Apply ``config``, score the first prompt; prune early or time it and score the rest; remove.
 
         The cheap look comes first: one untimed call on the first prompt. With ``constraints``
         and ``prune_margin``, one that already misses a quality floor by more than the margin
         raises TrialPrunedEarly before anything is timed. Only then is the first prompt timed
         against the baseline (interleaved) and the remaining prompts scored.
+
+        After a ``screen`` of the same config its look stands and its timing pair is the first
+        round (the look warmed the point, the screen's pair the baseline), so no warm-up runs.
+        The unaccelerated point installs nothing: its outputs are the baseline's, so it is only
+        timed against itself, ``rounds`` rounds (default NEUTRAL_MIN_ROUNDS) with no warm-up.
         """
         t_start = time.perf_counter()
         self.baseline  # noqa: B018  (computed once, before any timing)
@@ -249,19 +255,22 @@ class Evaluator:
         busy = self.busy()
         # an even number of rounds: as many AB as BA, so a machine that slows down (or speeds up)
         # through the trial biases neither side of the ratios
-        repeats = balanced(self.repeats * 2 if busy else self.repeats)
-        if config.is_neutral:
-            # the baseline against itself is the study's check on its own timing: enough rounds
-            # for its interval to be a 95% one
-            repeats = max(repeats, NEUTRAL_MIN_ROUNDS)
+        repeats = balanced(rounds or (self.repeats * 2 if busy else self.repeats))
+        if config.is_neutral and self.interleave:
+            return self._neutral(config, rounds or max(repeats, NEUTRAL_MIN_ROUNDS), busy, t_start)
         self._trials += 1
         with torch.inference_mode():
             if screened is not None:  # the screen's untimed look on the first prompt stands
-                first, scores = screened[0], [dict(screened[1])]
+                first, scores, pair = screened[0], [dict(screened[1])], screened[2]
             else:
                 first, scores = self._look(config, constraints, prune_margin, t_start)
+                pair = None
             if self.interleave:
-                comparison, first, counters = self._compare(config, p0, s0, repeats)
+                if pair is None:
+                    comparison, first, counters = self._compare(config, p0, s0, repeats)
+                else:
+                    rest, first, counters = self._compare(config, p0, s0, repeats - 1, warmup=0, first_round=1)
+                    comparison = Comparison.pooled([pair, rest])
                 latency = comparison.candidate
             t_setup = time.perf_counter()
             handle = accel.apply(self.pipe, config)
@@ -286,11 +295,29 @@ class Evaluator:
             finally:
                 handle.remove()
         metrics = {k: _mean([s[k] for s in scores]) for k in scores[0]}
+        return self._result(latency, metrics, {**counters, **setup}, outputs, t_start, comparison,
+                            {"repeats": len(comparison.ratios or []) or repeats, "busy": busy})
+
+    def _neutral(self, config: accel.AccelConfig, rounds: int, busy: bool, t_start: float) -> TrialResult:
+        """The unaccelerated point: the baseline timed against itself (the study's check on its
+        own timing noise). It installs nothing, so its outputs and scores are the baseline's."""
+        self._trials += 1
+        p0, s0 = self.workload.prompts[0], self.workload.seeds[0]
+        with torch.inference_mode():
+            comparison, _, counters = self._compare(config, p0, s0, rounds, warmup=0)
+        t_setup = time.perf_counter()
+        accel.apply(self.pipe, config).remove()
+        setup = _setup_counters(self.pipe, time.perf_counter() - t_setup)
+        outputs = list(self.baseline)
+        metrics = dict(self.baseline_metrics)
+        return self._result(comparison.candidate, metrics, {**counters, **setup}, outputs, t_start, comparison,
+                            {"repeats": rounds, "busy": busy})
+
+    def _result(self, latency, metrics, counters, outputs, t_start, comparison, timing) -> TrialResult:
         return TrialResult(
-            latency, metrics, {**counters, **setup}, outputs, time.perf_counter() - t_start,
+            latency, metrics, counters, outputs, time.perf_counter() - t_start,
             baseline_latency=comparison.baseline, speedup=comparison.speedup, speedup_iqr=comparison.speedup_iqr,
-            speedup_low=comparison.speedup_low, speedup_high=comparison.speedup_high,
-            timing={"repeats": repeats, "busy": busy},
+            speedup_low=comparison.speedup_low, speedup_high=comparison.speedup_high, timing=timing,
         )
 
     def _look(self, config: accel.AccelConfig, constraints, prune_margin, t_start: float):
@@ -323,7 +350,7 @@ class Evaluator:
             first, scores = self._look(config, constraints, prune_margin, t_start)
             # one round says nothing of the baseline's spread: kept out of the busy-machine check
             comparison, _, counters = self._compare(config, p0, s0, 1, warmup=0, record=False)
-        self._screened = (config.identity(), first, scores[0])
+        self._screened = (config.identity(), first, scores[0], comparison)
         return TrialResult(
             comparison.candidate, dict(scores[0]), counters, [first], time.perf_counter() - t_start,
             baseline_latency=comparison.baseline, speedup=comparison.speedup, speedup_iqr=comparison.speedup_iqr,
@@ -332,11 +359,12 @@ class Evaluator:
         )
 
     def _take_screened(self, config: accel.AccelConfig):
-        """The screen's (output, scores) of the first prompt when it screened this config last."""
+        """The screen's (output, scores) of the first prompt and its timing pair when it screened
+        this config last."""
         screened, self._screened = self._screened, None
         if screened is None or screened[0] != config.identity():
             return None
-        return screened[1], screened[2]
+        return screened[1:]
 
     def confirm(self, config: accel.AccelConfig, repeats: int, precision: float | None = None,
                 max_s: float | None = None, prior_ratios: list[float] | None = None) -> Comparison:
@@ -411,7 +439,7 @@ class Evaluator:
         return pooled
 
     def _compare(self, config: accel.AccelConfig, prompt: str, seed: int, repeats: int, warmup: int | None = None,
-                 reference: accel.AccelConfig | None = None, record: bool = True):
+                 reference: accel.AccelConfig | None = None, record: bool = True, first_round: int = 0):
         """The baseline (or the ``reference`` setting) and ``config`` interleaved on one prompt ->
         (comparison, last candidate output, counters of the last candidate call). Each setting is
         applied and removed untimed around each of its calls."""
@@ -431,7 +459,7 @@ class Evaluator:
             else (lambda: self.generate(prompt, seed)),
             lambda: self.generate(prompt, seed, handles[-1].call_overrides), self.device,
             self.warmup if warmup is None else warmup, repeats, candidate_setup=setup,
-            baseline_setup=ref_setup if reference is not None else None,
+            baseline_setup=ref_setup if reference is not None else None, first_round=first_round,
         )
         if reference is None and record:
             self._baseline_timings.append(comparison.baseline)

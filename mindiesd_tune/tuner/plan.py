@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 # The confirmation's planned share of the budget (every candidate's first pass, the pick's top-up
-# to the precision, the pick against the best preset); at least two first passes where the
-# budget allows, at most MAX_CONFIRM_SHARE. Beside a CPU-bound process on 2 cores a ±10%
-# interval of demo-flux took 24 to 42 interleaved rounds; the share ends the phase either way,
-# with the rounds it got.
+# to the precision, the pick against the best preset); at least one first pass of the best point
+# where the budget allows, at most MAX_CONFIRM_SHARE. Beside a CPU-bound process on 2 cores a
+# ±10% interval of demo-flux took 24 to 42 interleaved rounds; the share ends the phase either
+# way, with the rounds it got. The share is held back only once the search has found a point to
+# confirm: until then there is nothing it could buy, and the search may use it.
 CONFIRM_SHARE = 0.2
-MAX_CONFIRM_SHARE = 0.4
+MAX_CONFIRM_SHARE = 0.3
 # Writing profile.yaml, trials.csv and report.html (plotly figures, the samples): kept back
 # from the budget, this share of it, within these bounds.
 OUTPUT_SHARE = 0.02
@@ -37,6 +38,11 @@ OUTPUT_MIN_S, OUTPUT_MAX_S = 3.0, 30.0
 USEFUL_TRIALS = 20
 # Until trials have run, the share of screened trials assumed to go on to full timing.
 PROMOTED_SHARE = 0.3
+# The unaccelerated trial (the baseline timed against itself, the study's check on its own timing
+# noise) takes at most this share of the search when it cannot have its full rounds, and never
+# fewer than MIN_NEUTRAL_ROUNDS (with two, the noise falls back to screen.DEFAULT_LOG_SD).
+NEUTRAL_SHARE = 0.1
+MIN_NEUTRAL_ROUNDS, MAX_NEUTRAL_ROUNDS = 2, 6
 # A budget with no time limit (a trial count) still runs a confirmation of this share of the
 # search's own time, at least this long.
 UNTIMED_CONFIRM_SHARE = 0.5
@@ -61,10 +67,12 @@ class Costs:
 
     @property
     def full_s(self) -> float:
-        """The rest of a full trial: warm-up pairs, the timed rounds on the first prompt and one
-        call on each other prompt (plus the untimed look when no screen did it)."""
-        look = 0 if self.screening else 1
-        return self.call_s * (look + 2 * self.warmup + 2 * self.repeats + self.prompts - 1)
+        """The rest of a full trial: the timed rounds on the first prompt and one call on each other
+        prompt. After a screen its look warmed the point and its timing pair is the first round;
+        without one, the untimed look and the warm-up pairs come first."""
+        if self.screening:
+            return self.call_s * (2 * (self.repeats - 1) + self.prompts - 1)
+        return self.call_s * (1 + 2 * self.warmup + 2 * self.repeats + self.prompts - 1)
 
     @property
     def round_s(self) -> float:
@@ -96,7 +104,7 @@ class Plan:
             self.output_s = self.confirm_s = 0.0
             return
         self.output_s = min(OUTPUT_MAX_S, max(OUTPUT_MIN_S, OUTPUT_SHARE * b))
-        self.confirm_s = min(MAX_CONFIRM_SHARE * b, max(CONFIRM_SHARE * b, 2 * self.costs.confirm_pass_s))
+        self.confirm_s = min(MAX_CONFIRM_SHARE * b, max(CONFIRM_SHARE * b, self.costs.confirm_pass_s))
 
     # -- deadlines ---------------------------------------------------------------------------
     @property
@@ -106,10 +114,16 @@ class Plan:
 
     @property
     def search_end(self) -> float | None:
+        """When the search must end once it has a point to confirm (the planned share)."""
         return None if self.end is None else self.end - self.output_s - self.confirm_s
 
-    def search_left(self) -> float | None:
-        return None if self.search_end is None else self.search_end - self.clock()
+    def search_left(self, hold_confirmation: bool = True) -> float | None:
+        """Seconds the search has from now; without ``hold_confirmation`` (nothing to confirm yet)
+        the confirmation's share is the search's too."""
+        if self.end is None:
+            return None
+        end = self.search_end if hold_confirmation else self.end - self.output_s
+        return end - self.clock()
 
     def confirm_left(self, search_seconds: float = 0.0) -> float | None:
         """Seconds the confirmation may take from now: what is left before the outputs' share (all
@@ -143,14 +157,25 @@ class Plan:
             return self.expected("full")
         return self.expected("screen") + self.promoted_share() * self.expected("full")
 
-    def room_for(self, phase: str) -> bool:
+    def room_for(self, phase: str, hold_confirmation: bool = True) -> bool:
         """Whether a step of ``phase`` ('trial', 'screen' or 'full') started now ends within the
-        search's share."""
-        left = self.search_left()
+        search's share; ``hold_confirmation=False`` when the search has found nothing to confirm
+        yet (a point it finds in the confirmation's share is confirmed in what is left of it)."""
+        left = self.search_left(hold_confirmation)
         if left is None:
             return True
         need = self.trial_s() if phase == "trial" else self.expected(phase)
         return left > 0 and left >= need
+
+    def neutral_rounds(self) -> int:
+        """Interleaved rounds of the unaccelerated trial: its full MAX_NEUTRAL_ROUNDS where they
+        take at most NEUTRAL_SHARE of the search, fewer (even, at least MIN_NEUTRAL_ROUNDS) where
+        the budget is tight."""
+        if self.search_end is None:
+            return MAX_NEUTRAL_ROUNDS
+        fit = int(NEUTRAL_SHARE * (self.search_end - self.start) // max(self.costs.round_s, 1e-9))
+        fit -= fit % 2
+        return max(MIN_NEUTRAL_ROUNDS, min(MAX_NEUTRAL_ROUNDS, fit))
 
     # -- the plan line ----------------------------------------------------------------------------
     def trials_bought(self, elapsed: float = 0.0) -> int:

@@ -421,8 +421,9 @@ class RankGroupWorker:
                 return whole
             time.sleep(0.1)
 
-    def evaluate(self, config_dict: dict, constraints_spec: dict | None = None, margin: float | None = None) -> TrialOutcome:
-        return self._call(("eval", config_dict, constraints_spec, margin))
+    def evaluate(self, config_dict: dict, constraints_spec: dict | None = None, margin: float | None = None,
+                 stage: str = "full", rounds: int | None = None) -> TrialOutcome:
+        return self._call(("eval", config_dict, constraints_spec, margin, stage, rounds))
 
     def confirm(self, config_dict: dict, repeats: int, precision: float | None = None,
                 max_s: float | None = None, prior_ratios: list[float] | None = None) -> TrialOutcome:

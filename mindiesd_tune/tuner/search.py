@@ -18,10 +18,11 @@ from typing import Callable
 import optuna
 
 from ..search_spaces import SpaceContext, suggest
+from .confirm import confirmation_candidates
 from .objectives import Constraints
 from .outcome import FAILED, INTERRUPTED, PRUNED
 from .outputs import _save_sample
-from .pick import PRESET, baseline_trial
+from .pick import baseline_trial
 from .plan import Plan
 from .quiet import ignoring
 from .refine import refinements
@@ -68,6 +69,12 @@ class _Shared:
     busy_noted: bool = False
     stop_reason: str = ""
     stale_checked: float = 0.0
+
+    def holds_confirmation(self) -> bool:
+        """Whether the search has found a point to confirm, so the confirmation's share is held
+        back from it (until then the search may use that share too)."""
+        with self.lock:
+            return bool(confirmation_candidates(self.study))
 
     def add(self, name: str, seconds: float) -> None:
         with self.lock:
@@ -160,7 +167,7 @@ def _drive(shared: _Shared, wid: str, worker) -> None:
     """One worker's ask/tell loop; returns when the budget is spent or a stop is asked for."""
     study = shared.study
     while not shared.stop.is_set():
-        if not shared.plan.room_for("trial"):
+        if not shared.plan.room_for("trial", shared.holds_confirmation()):
             with shared.lock:
                 shared.ended("time budget spent")
             return
@@ -214,7 +221,7 @@ def _refine(shared: _Shared, trial: optuna.trial.FrozenTrial) -> None:
     with shared.lock:
         if shared.max_trials is not None and shared.counted() >= shared.max_trials:
             return
-        if not shared.plan.room_for("trial"):
+        if not shared.plan.room_for("trial", bool(confirmation_candidates(shared.study))):
             return
         points = refinements(shared.study, trial, [str(f) for f in shared.constraints.floors])
         for r in points:
@@ -295,14 +302,22 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> bool:
 
 
 def _evaluate(shared: _Shared, trial: optuna.Trial, worker, config):
-    """Screen the point (where the worker can, and it is neither the unaccelerated one nor a preset), tell Optuna a
+    """Screen the point (where the worker can, and it is not the unaccelerated one), tell Optuna a
     PRUNED trial when the screen says it cannot reach the front, else time it in full -> the full
-    outcome, the screen's when it failed or was pruned on quality, or None when told already."""
+    outcome, the screen's when it failed or was pruned on quality, or None when told already.
+
+    The presets are screened like any point: the screen's margin of two standard deviations of
+    the timing noise keeps one whose ratio is noisy, and a preset that cannot reach the front is
+    no anchor worth its full timing. The unaccelerated point is timed with the rounds the plan
+    gives it (fewer where the budget is tight)."""
     spec = shared.constraints.spec()
-    # the presets are the study's anchors (the best one is confirmed and set against the pick):
-    # each is timed in full, never dropped on one noisy ratio
-    anchor = config.is_neutral or trial.user_attrs.get(PRESET)
-    if shared.screening and getattr(worker, "screens", False) and not anchor:
+    if config.is_neutral:
+        t0 = time.perf_counter()
+        outcome = worker.evaluate(config.to_dict(), spec, shared.prune_margin, rounds=shared.plan.neutral_rounds())
+        shared.add("call_seconds", time.perf_counter() - t0)
+        trial.set_user_attr("fidelity", "full")
+        return outcome
+    if shared.screening and getattr(worker, "screens", False):
         t0 = time.perf_counter()
         outcome = worker.evaluate(config.to_dict(), spec, shared.prune_margin, stage="screen")
         seconds = time.perf_counter() - t0
@@ -318,7 +333,7 @@ def _evaluate(shared: _Shared, trial: optuna.Trial, worker, config):
         meets = all(v <= 0 for k, v in floors.items() if k not in ("memory", "weight_bytes"))
         with shared.lock:  # the front the verdict reads does not change under it
             why = verdict(shared.study, screen, shared.objective, shared.maximize, meets)
-        if why is None and not shared.plan.room_for("full"):
+        if why is None and not shared.plan.room_for("full", shared.holds_confirmation()):
             why = "screened; the search's time ran out before it could be timed in full"
         if why is not None:
             trial.set_user_attr("metrics", result["metrics"])
@@ -330,7 +345,7 @@ def _evaluate(shared: _Shared, trial: optuna.Trial, worker, config):
     outcome = worker.evaluate(config.to_dict(), spec, shared.prune_margin)
     seconds = time.perf_counter() - t0
     shared.add("call_seconds", seconds)
-    if outcome.kind == "ok" and not config.is_neutral:
+    if outcome.kind == "ok":
         shared.plan.record("full", seconds)
         shared.add("full_seconds", seconds)
     trial.set_user_attr("fidelity", "full")

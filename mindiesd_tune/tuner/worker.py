@@ -139,11 +139,12 @@ INTERRUPTED = "interrupted: the trial was aborted (a second Ctrl-C)"
 
 
 def evaluate_message(evaluator, config_dict: dict, constraints_spec: dict | None, margin: float | None,
-                     stage: str = "full") -> TrialOutcome:
+                     stage: str = "full", rounds: int | None = None) -> TrialOutcome:
     """Run one trial -> ``ok`` with the result, ``pruned`` with its reason and the partial result
     (metrics and sample, no latency), or ``failed`` / ``interrupted`` with the reason.
     ``stage``: ``full`` (``Evaluator.evaluate``) or ``screen`` (``Evaluator.screen``, the cheap
-    first look; an evaluator without one is evaluated in full)."""
+    first look; an evaluator without one is evaluated in full). ``rounds``: the interleaved rounds
+    of a full evaluation, where the plan sets them (the unaccelerated trial's)."""
     import torch
 
     from ..accel.config import AccelConfig
@@ -153,8 +154,10 @@ def evaluate_message(evaluator, config_dict: dict, constraints_spec: dict | None
     try:
         config = AccelConfig.from_dict(config_dict)
         constraints = Constraints.from_spec(constraints_spec) if constraints_spec else None
-        run = evaluator.screen if stage == "screen" and hasattr(evaluator, "screen") else evaluator.evaluate
-        result = run(config, constraints, margin)
+        if stage == "screen" and hasattr(evaluator, "screen"):
+            result = evaluator.screen(config, constraints, margin)
+        else:
+            result = evaluator.evaluate(config, constraints, margin, **({"rounds": rounds} if rounds else {}))
         if result.has_nan:
             return TrialOutcome.failed("FloatingPointError: the output contains NaN or inf")
         return TrialOutcome(OK, result=result.to_message())
@@ -249,13 +252,13 @@ class InProcessWorker:
         return self._info
 
     def evaluate(self, config_dict: dict, constraints_spec: dict | None = None,
-                 margin: float | None = None, stage: str = "full") -> TrialOutcome:
+                 margin: float | None = None, stage: str = "full", rounds: int | None = None) -> TrialOutcome:
         if self._aborted:
             return TrialOutcome.interrupted(INTERRUPTED)
         self.start()
         ev = self._ev  # close() may drop it from another thread while this trial runs
         self._arm(ev)  # an abort that came while the evaluator was loading
-        return evaluate_message(ev, config_dict, constraints_spec, margin, stage)
+        return evaluate_message(ev, config_dict, constraints_spec, margin, stage, rounds)
 
     def confirm(self, config_dict: dict, repeats: int, precision: float | None = None,
                 max_s: float | None = None, prior_ratios: list[float] | None = None) -> TrialOutcome:
@@ -329,8 +332,8 @@ def _child_main(conn, spec_dict: dict) -> None:
         if msg[0] in MEASURES:
             conn.send(MEASURES[msg[0]](evaluator, *msg[1:]))
             continue
-        _, config_dict, constraints_spec, margin, *stage = msg
-        conn.send(evaluate_message(evaluator, config_dict, constraints_spec, margin, *stage))
+        _, config_dict, constraints_spec, margin, *how = msg  # how: stage, rounds
+        conn.send(evaluate_message(evaluator, config_dict, constraints_spec, margin, *how))
 
 
 def _thread_lock_for_progress_bars() -> None:
@@ -420,12 +423,12 @@ class ProcessWorker:
                 raise WorkerDied(f"the evaluator process did not answer within {timeout:.0f}s")
 
     def evaluate(self, config_dict: dict, constraints_spec: dict | None = None,
-                 margin: float | None = None, stage: str = "full") -> TrialOutcome:
+                 margin: float | None = None, stage: str = "full", rounds: int | None = None) -> TrialOutcome:
         if self._aborted:
             return TrialOutcome.interrupted(INTERRUPTED)
         try:
             self.start()
-            self._conn.send(("eval", config_dict, constraints_spec, margin, stage))
+            self._conn.send(("eval", config_dict, constraints_spec, margin, stage, rounds))
             return self._recv()
         except (WorkerDied, OSError) as e:
             if self._aborted:  # killed on purpose: neither a failure of the point nor a reason to restart

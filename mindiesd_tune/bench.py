@@ -119,24 +119,17 @@ def _enough(parts, repeats: int, precision: float | None, comparison) -> bool:
 
 
 def _quality(ev, outputs: dict[int, tuple]) -> tuple[dict[str, float], dict[str, float]]:
-    """The profile's and the baseline's metrics against the baseline, mean over the prompts measured."""
+    """The profile's and the baseline's metrics against the baseline over the prompts measured:
+    each metric's mean and its aggregates (worst prompt, confidence bound: ``tuner.quality``)."""
     from .metrics import fidelity
+    from .tuner.quality import aggregate
 
     scores, base_scores = [], []
     for i, (base_out, out) in sorted(outputs.items()):
         scores.append(fidelity(out, base_out, ev.fidelity_metrics))
         base_scores.append(fidelity(base_out, base_out, ev.fidelity_metrics))
-        if ev.clip is not None:
+        if ev.clip is not None and ev.scores_clip:
             prompt = [ev.workload.prompts[i]]
             scores[-1]["clip"] = ev.clip.score([out], prompt)
             base_scores[-1]["clip"] = ev.clip.score([base_out], prompt)
-    return _mean(scores), _mean(base_scores)
-
-
-def _mean(scores: list[dict[str, float]]) -> dict[str, float]:
-    """Each metric's mean; an infinite one (identical outputs) counts only when all are."""
-    out = {}
-    for k in scores[0]:
-        finite = [s[k] for s in scores if not math.isinf(s[k])]
-        out[k] = sum(finite) / len(finite) if finite else math.inf
-    return out
+    return aggregate(scores), aggregate(base_scores)

@@ -11,7 +11,15 @@ from typing import List, Optional
 
 import typer
 
-from .cli_checks import check_dtype, check_media_suffix, check_model_arg, check_pick, check_tune_options, check_workload
+from .cli_checks import (
+    check_dtype,
+    check_holdout,
+    check_media_suffix,
+    check_model_arg,
+    check_pick,
+    check_tune_options,
+    check_workload,
+)
 from .errors import UserError, require
 from .paths import check_storage_writable, check_writable
 
@@ -118,12 +126,15 @@ def tune(
     dry_run: bool = typer.Option(False, "--dry-run", help="load the model, time the baseline, print what the budget buys and exit, writing nothing"),
     screening: bool = typer.Option(True, "--screening/--no-screening", help="screen each trial (one untimed look, one timing pair) and time in full only those that may reach the front"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (default runs/<model>-<time>)"),
-    objective: str = typer.Option("psnr", help="second axis of the front: psnr, ssim, ms_ssim, lpips (minimised), clip, or weight_bytes (minimised)"),
-    quality_floor: List[str] = typer.Option([DEFAULT_FLOOR], "--quality-floor", help="METRIC>=VALUE, or METRIC>=Fx relative to the baseline; repeatable"),
+    objective: str = typer.Option("psnr", help="second axis of the front: psnr, ssim, ms_ssim, lpips (minimised), clip, a set distance kid_clip, kvd_clip, kvd_i3d, fvd (minimised), or weight_bytes (minimised)"),
+    quality_floor: List[str] = typer.Option([DEFAULT_FLOOR], "--quality-floor", help="METRIC[.AGG]>=VALUE (AGG over the prompts: mean, min, max, p10, p90; e.g. psnr.min>=28), or METRIC>=Fx relative to the baseline; repeatable"),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help="peak memory cap, e.g. 24GB (device memory; process RSS on the CPU)"),
     max_weight_bytes: Optional[str] = typer.Option(None, "--max-weight-bytes", help="cap on the linear layers' weights with their quantisation scales, all components, e.g. 40MB"),
     sampler: str = typer.Option("tpe", help="tpe (constrained multivariate TPE), nsga2 or gp, each refining the front along the methods' knobs; or random (pure random search)"),
-    pick: str = typer.Option("fastest", help="which trial becomes the profile: fastest, knee or trial:N"),
+    pick: str = typer.Option("fastest", help="which trial becomes the profile: fastest, knee, robust (the fastest whose bolder neighbours still meet the floors) or trial:N"),
+    holdout: str = typer.Option("2", help="prompts kept out of the search, on which the pick's quality is measured and the floors must hold: a count (0: none) or a file of prompts, one per line"),
+    judge: str = typer.Option("bound", help="a floor on a mean is judged on its one-sided 90 percent confidence bound over the prompts (bound) or on the mean itself (mean)"),
+    fvd_weights: Optional[Path] = typer.Option(None, "--fvd-weights", help="a local TorchScript I3D for the kvd_i3d and fvd set distances (never downloaded)"),
     prompt: List[str] = typer.Option([], "--prompt", "-p", help="prompt of the fixed workload; repeatable"),
     seed: int = typer.Option(0, help="seed of the sampler and of the first prompt"),
     height: Optional[int] = _W["height"],
@@ -168,6 +179,7 @@ def tune(
     weights = parse_memory(max_weight_bytes, "--max-weight-bytes") if max_weight_bytes else None
     check_pick(pick)
     check_dtype(dtype)
+    held = check_holdout(holdout, judge, fvd_weights)
     check_tune_options(objective=objective, sampler=sampler, workers=workers, devices=devices,
                        confirm_precision=confirm_precision or None, isolate=isolate)
     given_prompts, _ = check_workload(prompts_file, seeds)
@@ -199,7 +211,8 @@ def tune(
             prune_margin=prune_margin if prune_margin > 0 else None, isolate=isolate, quiet=quiet,
             confirm_precision=confirm_precision or None,
             clip_model=clip_model, interleave=interleave, compile=compile_, screening=screening,
-            baseline_cache=None if cache is None else str(cache),
+            baseline_cache=None if cache is None else str(cache), holdout=held, judge=judge,
+            fvd_weights=str(fvd_weights) if fvd_weights else None,
             log=lambda line: con.print(line, markup=False), given=_given_options(ctx),
         )
         if dry_run:

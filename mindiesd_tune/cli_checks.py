@@ -8,6 +8,7 @@ can be checked here.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .errors import UserError
@@ -29,8 +30,29 @@ def check_dtype(dtype: str | None) -> None:
 
 
 def check_pick(pick: str) -> None:
-    if pick not in ("fastest", "knee") and not pick.startswith("trial:"):
-        raise UserError(f"--pick {pick!r}: use fastest, knee or trial:N")
+    if pick not in ("fastest", "knee", "robust") and not re.fullmatch(r"trial:\d+", pick):
+        raise UserError(f"--pick {pick!r}: use fastest, knee, robust or trial:N")
+
+
+def check_holdout(holdout: str, judge: str, fvd_weights: Path | None) -> int | list[str]:
+    """``--holdout`` as a count or the prompts of a file; ``--judge`` and ``--fvd-weights`` checked."""
+    if judge not in ("bound", "mean"):
+        raise UserError(f"--judge {judge!r}: use bound or mean")
+    if fvd_weights is not None and not Path(fvd_weights).is_file():
+        raise UserError(f"--fvd-weights: no such file: {fvd_weights}")
+    text = holdout.strip()
+    if re.fullmatch(r"\d+", text):
+        return int(text)
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise UserError(f"--holdout {holdout!r}: give a count (0: none) or a file of prompts, one per line; "
+                        f"no such file: {path}")
+    from .workload import read_prompts
+
+    prompts = read_prompts(path)
+    if not prompts:
+        raise UserError(f"--holdout {path}: the file has no prompts")
+    return prompts
 
 
 def check_workload(prompts_file: Path | None, seeds: str | None) -> tuple[list[str] | None, list[int] | None]:

@@ -28,7 +28,7 @@ _GENERATION_KEYS = _GENERATION_INTS + _GENERATION_NUMBERS + _GENERATION_STRINGS
 _HARDWARE_TYPES = {"device": str, "name": str, "count": int, "torch": str, "diffusers": str, "threads": int, "cpus": int,
                    "world_size": int}
 _STUDY_TYPES = {"name": str, "trial": int, "storage": str, "created": str, "prompts": list, "seeds": list,
-                "objective": str, "floors": list, "pick": str}
+                "objective": str, "floors": list, "pick": str, "judged_on": str, "heldout_prompts": list}
 
 
 class ProfileError(UserError):

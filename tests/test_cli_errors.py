@@ -181,6 +181,14 @@ def _bad_inputs(tmp_path):
     png = str(tmp_path / "x.png")
     return [
         (["tune", "demo-flux", "--quality-floor", "psnr>=abc"], "psnr>=abc"),
+        (["tune", "demo-flux", "--quality-floor", "psnr.worst>=28"], "unknown aggregate 'worst'"),
+        (["tune", "demo-flux", "--quality-floor", "kid_clip.min<=0.1"], "takes no aggregate"),
+        (["tune", "demo-flux", "--quality-floor", "psnr.min>=x"], "psnr.min>=x"),
+        (["tune", "demo-flux", "--holdout", "-1"], "--holdout '-1'"),
+        (["tune", "demo-flux", "--holdout", missing], f"--holdout {missing!r}"),
+        (["tune", "demo-flux", "--judge", "median"], "--judge 'median'"),
+        (["tune", "demo-flux", "--fvd-weights", missing], "--fvd-weights: no such file"),
+        (["tune", "demo-flux", "--pick", "safest"], "--pick 'safest'"),
         (["tune", "demo-flux", "--budget", "5x"], "5x"),
         (["demo-flux", "--budget", "5x"], "5x"),
         (["tune", "demo-flux", "--max-memory", "12XB"], "--max-memory"),

@@ -103,7 +103,7 @@ def test_export_knee_and_back_to_fastest(capsys, run_dir):
     assert (run_dir / "profile.yaml").read_text() == original  # the same profile `tune` froze
 
 
-@pytest.mark.parametrize("pick_arg, needle", [("trial:999", "trial 999 did not complete"), ("best", "use fastest, knee or trial:N")])
+@pytest.mark.parametrize("pick_arg, needle", [("trial:999", "trial 999 did not complete"), ("best", "use fastest, knee, robust or trial:N")])
 def test_export_bad_pick_is_one_line_exit_2_and_keeps_the_profile(capsys, run_dir, pick_arg, needle):
     original = (run_dir / "profile.yaml").read_text()
     code, out, err = cli(capsys, "export", str(run_dir), "--pick", pick_arg)

@@ -16,7 +16,7 @@ from .baseline_store import BaselineEntry, BaselineKey, BaselineStore
 from .clip_score import DEMO_CLIP, ClipScorer, clip_score, default_clip_model, get_scorer
 from .errors import MetricUnavailable
 from .fidelity import FIDELITY_METRICS, fidelity, lpips, mean_over_frames, ms_ssim, psnr, ssim, to_nchw
-from .frechet import SetScore, compare, fd_clip, fd_clip_frames, fid, frechet_distance, fvd
+from .frechet import SetScore, compare, fd_clip, fd_clip_frames, fid, frechet_distance, fvd, kernel_distance
 from .latency import (
     Comparison,
     LatencyStats,
@@ -43,6 +43,9 @@ METRIC_DIRECTIONS = {
     "fvd": False,
     "fd_clip": False,
     "fd_clip_frames": False,
+    "kid_clip": False,
+    "kvd_clip": False,
+    "kvd_i3d": False,
 }
 
 __all__ = [
@@ -69,6 +72,7 @@ __all__ = [
     "fid",
     "fidelity",
     "frechet_distance",
+    "kernel_distance",
     "fvd",
     "get_scorer",
     "lpips",

@@ -29,15 +29,23 @@ VIDEO_PROMPTS = (
     "snow falling on a quiet forest path while a deer walks across it",
 )
 
-# the demo models' caption vocabulary: coloured shapes on plain backgrounds
+# the demo models' caption vocabulary: coloured shapes on plain backgrounds. Four prompts: a
+# floor is judged on the confidence bound of the mean over them (tuner.quality), and over two
+# the bound is too wide to pass anything but the baseline
 DEMO_IMAGE_PROMPTS = (
     "a red circle on a blue background",
     "a large yellow triangle at the top left on a black background",
+    "a medium white square at the right on a red background",
+    "a small green circle at the bottom on a yellow background",
 )
 DEMO_VIDEO_PROMPTS = (
     "a red circle on a blue background moving left",
     "a white square on a green background moving up",
+    "a small yellow triangle on a black background moving right",
+    "a medium blue circle on a red background moving down",
 )
+# held-out prompts get seeds from here on, apart from the tuning prompts' 0, 1, ...
+HOLDOUT_SEED = 1000
 
 
 def default_prompts(builtin: bool, video: bool) -> tuple[str, ...]:
@@ -45,3 +53,44 @@ def default_prompts(builtin: bool, video: bool) -> tuple[str, ...]:
     if builtin:
         return DEMO_VIDEO_PROMPTS if video else DEMO_IMAGE_PROMPTS
     return VIDEO_PROMPTS if video else IMAGE_PROMPTS
+
+
+def split_prompts(builtin: bool, video: bool, given: list[str] | None, holdout) -> tuple[list[str], list[str]]:
+    """(tuning prompts, held-out prompts). ``holdout``: a count, or the held-out prompts themselves.
+
+    The held-out prompts are never shown to the search: the study measures the pick's quality on
+    them at the end. A count draws them from the demo models' held-out caption stream (the
+    shapes and colours they know, in captions the tuning set does not have), or for other models
+    takes the last prompts of the varied set, which the tuning set then leaves out."""
+    from ..errors import UserError
+
+    defaults = list(default_prompts(builtin, video))
+    if isinstance(holdout, (list, tuple)):
+        held = list(holdout)
+        tuning = list(given) if given else [p for p in defaults if p not in held]
+        both = sorted(set(tuning) & set(held))
+        if both:
+            raise UserError(f"--holdout: {both[0]!r} is a tuning prompt too; held-out prompts must be unseen")
+        return tuning, held
+    n = int(holdout or 0)
+    if n < 0:
+        raise UserError(f"--holdout {n}: give a count of 0 or more, or a file of prompts")
+    if n == 0:
+        return list(given) if given else defaults, []
+    if builtin:
+        from .shapes import heldout_prompts
+
+        tuning = list(given) if given else defaults
+        held: list[str] = []
+        draw = 2 * n
+        while len(held) < n and draw < 64 * n:
+            held = [p for p in dict.fromkeys(p for p, _ in heldout_prompts(draw, video=video, seed=0))
+                    if p not in tuning][:n]
+            draw *= 2
+        return tuning, held
+    tuning = list(given) if given else defaults[:-n]
+    held = [p for p in defaults if p not in tuning][-n:]
+    if len(held) < n or not tuning:
+        raise UserError(f"--holdout {n}: the built-in prompt set has {len(defaults)} prompts, too few to keep "
+                        f"{n} out of {len(tuning)} tuning ones; give --holdout FILE with prompts like yours")
+    return tuning, held

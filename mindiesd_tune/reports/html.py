@@ -35,6 +35,7 @@ def write_report(
     importances: dict[str, Any] | None = None,
     baseline_no: int | None = 0,
     samples_dir: str | Path | None = None,
+    quality: dict[str, Any] | None = None,
 ) -> Path:
     """Render the trials table ``df`` (one row per trial) and the study's metadata ``attrs``.
 
@@ -42,7 +43,8 @@ def write_report(
     metric column, higher better except lpips/fid/fvd); ``importances`` is what
     ``tuner.importance.param_importances`` returns; samples are read from
     ``samples_dir`` (default: ``samples/`` beside ``path``) as ``trial-NNNN.png`` (image or
-    frame strip) and ``trial-NNNN.webp`` (animated video).
+    frame strip) and ``trial-NNNN.webp`` (animated video). ``quality``: the front's per-prompt
+    values, the held-out figures and the cliffs (``reports.quality``).
     """
     path = Path(path)
     samples = Path(samples_dir) if samples_dir is not None else path.parent / "samples"
@@ -69,10 +71,11 @@ def write_report(
                                  memory_cap=capped) if objective else None
     history = _plot_html(history_fig, "history") if history_fig else "<p class='note'>no objective recorded</p>"
     imp_html, imp_fig = _importances_html(importances)
+    quality_html, strip = _quality_html(quality or {}, objective)
 
     page = _PAGE.format(
         title=_e(title),
-        plotlyjs=plotly_js([f for _, f in figures] + [parallel] + [f for f in (history_fig, imp_fig) if f is not None]),
+        plotlyjs=plotly_js([f for _, f in figures] + [parallel] + [f for f in (history_fig, imp_fig, strip) if f is not None]),
         parallel=_plot_html(parallel, "parallel"),
         headline=_headline(chosen, chosen_no, reason, ms, baseline, baseline_no),
         meta=_meta_html(df, attrs, title),
@@ -80,6 +83,7 @@ def write_report(
         n_front=len(front),
         front_table=_sortable_table(front, ms, directions, chosen_no, table_id="front-table", with_front=True, compact=True),
         gallery=_gallery(front, samples, baseline_no, ms, attrs),
+        quality=quality_html,
         importances=imp_html,
         history=history,
         failed=_failed_html(df),
@@ -92,6 +96,21 @@ def write_report(
 
 
 # --------------------------------------------------------------------------- pieces
+
+
+def _quality_html(quality: dict[str, Any], objective: str | None):
+    """The quality section and its strip figure (None without per-prompt values)."""
+    from .quality import cliffs_html, heldout_table, strip_figure
+
+    if not quality or objective is None:
+        return "<p class='note'>no per-prompt values were recorded</p>", None
+    strip = strip_figure(quality, objective)
+    judged = quality.get("judged_on")
+    parts = [f"<p class='note'>floors on a mean are judged on {_e(judged)}</p>" if judged else "",
+             _plot_html(strip, "strip") if strip is not None else "",
+             "<h3>Tuning prompts and held-out prompts</h3>", heldout_table(quality, objective),
+             "<h3>Cliffs along the front's knobs</h3>", cliffs_html(quality)]
+    return "".join(parts), strip
 
 
 def plotly_js(figures=()) -> str:
@@ -494,6 +513,8 @@ error bar; the thick orange line is the chosen profile.</p>
 {front_table}
 <h2>Outputs on the front, beside the baseline</h2>
 {gallery}
+<h2>Quality prompt by prompt, held out, and cliffs</h2>
+{quality}
 <h2>Parameter importances</h2>
 {importances}
 <h2>Optimisation history</h2>

@@ -14,9 +14,21 @@ import optuna
 
 from ..metrics import Comparison
 from ..search_spaces import config_from_params
+from .objectives import Constraints
 from .options import TuneOptions
 from .outcome import INTERRUPTED
-from .pick import VERSUS_PRESET, best_preset, completed, confirmations, is_feasible, is_neutral_point, pick, speed_of
+from .pick import (
+    HELDOUT,
+    VERSUS_PRESET,
+    best_preset,
+    completed,
+    confirmations,
+    is_feasible,
+    is_neutral_point,
+    pick,
+    speed_of,
+)
+from .quality import worst
 
 # At most this many points on or near the front are re-measured before the pick, those whose
 # speed-up reaches within this share of the best one's, or whose interval reaches it.
@@ -140,6 +152,7 @@ def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str]
             f"(first measured {speed_of(t).text()})")
         study.set_user_attr("confirmed", found)
 
+    check_heldout(study, worker, how, log, left)
     leader, _ = pick(study, how)
     mine = found.get(str(leader.number)) if leader is not None else None
     if precision and mine is not None and Comparison.from_dict(_as_payload(mine)).relative_spread > precision:
@@ -179,6 +192,51 @@ def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str]
     log(f"confirmation: {rounds} interleaved rounds in {spent:.0f} s{cap}")
     study.set_user_attr("confirmation", {"rounds": rounds, "seconds": round(spent, 3), "cap_seconds": time_limit_s})
     return found
+
+
+def check_heldout(study: optuna.Study, worker, how: str, log: Callable[[str], None] = print,
+                  left: Callable[[], float | None] = lambda: None) -> dict:
+    """Measure the pick's quality on the held-out prompts (``Evaluator.heldout``) and judge the
+    floors there; a pick that misses one there is set aside (``pick`` passes over it) and the
+    next pick is checked, while time is left. Stored as the study's ``HELDOUT`` attribute by
+    trial number; returns it."""
+    results = dict(study.user_attrs.get(HELDOUT) or {})
+    if not study.user_attrs.get("holdout") or not hasattr(worker, "heldout"):
+        return results
+    floors = Constraints.from_spec({"floors": study.user_attrs.get("floors") or [],
+                                    "judge": study.user_attrs.get("judge", "bound")})
+    baseline = study.user_attrs.get("baseline_metrics") or {}
+    for _ in range(CONFIRM_MAX + 2):
+        leader, _ = pick(study, how)
+        if leader is None or is_neutral_point(leader) or str(leader.number) in results:
+            return results
+        if left() is not None and left() <= 0:
+            log(f"no time left to measure trial {leader.number} on the held-out prompts")
+            return results
+        outcome = worker.heldout(_config_of(leader))
+        if outcome.kind == INTERRUPTED:
+            return results
+        if not outcome.ok:
+            log(f"trial {leader.number} could not be measured on the held-out prompts ({outcome.reason})")
+            return results
+        m = outcome.result["metrics"]
+        meets = floors.meets(m, baseline)
+        results[str(leader.number)] = {"metrics": m, "per_prompt": outcome.result["per_prompt"],
+                                       "prompts": len(outcome.result["prompts"]), "meets": meets}
+        study.set_user_attr(HELDOUT, results)
+        figures = ", ".join(f"{f.metric} {_fmt(m.get(f.metric))} (worst {_fmt(worst(m, f.metric))})"
+                            for f in floors.floors) or "no floor"
+        n = len(outcome.result["prompts"])
+        if meets:
+            log(f"held out: trial {leader.number} meets the floors on {n} prompts the search never saw: {figures}")
+            return results
+        log(f"held out: trial {leader.number} misses the floors on {n} prompts the search never saw ({figures}); "
+            "the next candidate is checked")
+    return results
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4g}"
 
 
 def _cap(left: float | None) -> dict:

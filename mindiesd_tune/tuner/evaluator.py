@@ -14,6 +14,7 @@ import torch
 from .. import accel
 from ..metrics import FIDELITY_METRICS, Comparison, compare_interleaved, fidelity, measure
 from ..models import LoadedModel
+from .quality import aggregate
 
 # The machine got busier when the baseline's latest timing spreads this many times wider than
 # its usual spread (relative IQR), or its level moved by this share from its usual level.
@@ -87,6 +88,7 @@ class TrialResult:
     speedup_low: float | None = None  # the speed-up's interval (metrics.speed_interval)
     speedup_high: float | None = None
     timing: dict | None = None  # how it was timed: repeats, and whether the machine looked busier
+    per_prompt: list[dict[str, float]] | None = None  # each prompt's scores, in the workload's order
 
     @property
     def has_nan(self) -> bool:
@@ -106,6 +108,7 @@ class TrialResult:
             "speedup_low": self.speedup_low,
             "speedup_high": self.speedup_high,
             "timing": self.timing,
+            "per_prompt": self.per_prompt,
         }
 
 
@@ -113,14 +116,20 @@ class Evaluator:
     """Runs the workload on one pipeline; the baseline outputs are computed once and cached."""
 
     def __init__(self, loaded: LoadedModel, workload: Workload, warmup: int = 1, repeats: int = 3, baseline_store=None,
-                 metrics=("psnr", "ssim"), clip_model: str | None = None, interleave: bool = True):
-        """``metrics``: what every trial reports (psnr and ssim always; ms_ssim, lpips, clip on request).
-        ``interleave``: time the baseline alternately with each trial, so its speed-up is a ratio
-        measured in one run rather than against a baseline timed minutes earlier."""
+                 metrics=("psnr", "ssim"), clip_model: str | None = None, interleave: bool = True,
+                 fvd_weights: str | None = None, holdout: Workload | None = None):
+        """``metrics``: what every trial reports (psnr and ssim always; ms_ssim, lpips, clip on request;
+        the set distances of ``tuner.sets``). ``interleave``: time the baseline alternately with
+        each trial, so its speed-up is a ratio measured in one run rather than against a baseline
+        timed minutes earlier. ``holdout``: prompts the search never sees, on which ``heldout``
+        scores a point at the end."""
+        from .sets import NAMES as SET_NAMES
+
         self.baseline_store = baseline_store  # metrics.BaselineStore: reuse baseline outputs across studies
         self.fidelity_metrics = tuple(dict.fromkeys(("psnr", "ssim") + tuple(m for m in metrics if m in FIDELITY_METRICS)))
+        sets = tuple(m for m in metrics if m in SET_NAMES)
         self.clip = None
-        if "clip" in metrics:
+        if "clip" in metrics or any(m.endswith("_clip") for m in sets):
             from ..metrics import default_clip_model, get_scorer
             from ..metrics.clip_score import how_to_supply
 
@@ -130,7 +139,19 @@ class Evaluator:
 
                 raise UserError("clip: " + how_to_supply())
             self.clip = get_scorer(spec)
+        self.set_metrics = None  # the set distances asked for (tuner.sets)
+        if sets:
+            from .sets import SetMetrics
+
+            if len(workload.prompts) < 2:
+                from ..errors import UserError
+
+                raise UserError(f"{', '.join(sets)} compares sets of outputs: the study needs 2 or more prompts")
+            self.set_metrics = SetMetrics(sets, loaded.is_video, self.clip, fvd_weights)
+        self.scores_clip = "clip" in metrics
         self.interleave = interleave
+        self.holdout = holdout
+        self._holdout_baseline: list[np.ndarray] | None = None
         self.loaded = loaded
         self.pipe = loaded.pipe
         self.workload = workload
@@ -195,18 +216,50 @@ class Evaluator:
 
     def score(self, output: np.ndarray, index: int) -> dict[str, float]:
         """Every requested metric of one output against the baseline output of the same prompt."""
-        scores = fidelity(output, self.baseline[index], self.fidelity_metrics)
-        if self.clip is not None:
-            scores["clip"] = self.clip.score([output], [self.workload.prompts[index]])
+        return self._score(output, self.baseline[index], self.workload.prompts[index])
+
+    def _score(self, output: np.ndarray, reference: np.ndarray, prompt: str) -> dict[str, float]:
+        scores = fidelity(output, reference, self.fidelity_metrics)
+        if self.clip is not None and self.scores_clip:
+            scores["clip"] = self.clip.score([output], [prompt])
         return scores
+
+    def heldout(self, config: accel.AccelConfig) -> dict[str, Any]:
+        """``config``'s quality on the held-out prompts, which no trial ran: one call per prompt
+        with it applied, each scored against the baseline's output for that prompt (computed
+        once, on first use) -> ``{"prompts", "per_prompt", "metrics"}``, the metrics with their
+        aggregates and set distances as a trial's."""
+        w = self.holdout
+        with torch.inference_mode():
+            if self._holdout_baseline is None:
+                self._holdout_baseline = [self.generate(p, s) for p, s in zip(w.prompts, w.seeds)]
+            _fresh_compile(config)
+            handle = accel.apply(self.pipe, config)
+            try:
+                outputs = [self.generate(p, s, handle.call_overrides) for p, s in zip(w.prompts, w.seeds)]
+            finally:
+                handle.remove()
+        scores = [self._score(o, b, p) for o, b, p in zip(outputs, self._holdout_baseline, w.prompts)]
+        metrics = aggregate(scores)
+        if self.set_metrics and len(outputs) >= 2:
+            metrics.update(self.set_metrics.distances(outputs, self._holdout_baseline))
+        return {"prompts": list(w.prompts), "per_prompt": scores, "metrics": metrics}
+
+    def _baseline_scores(self) -> list[dict[str, float]]:
+        return [self.score(b, i) for i, b in enumerate(self.baseline)]
 
     @property
     def baseline_metrics(self) -> dict[str, float]:
-        """The metrics of the baseline against itself: what relative floors scale."""
+        """The metrics of the baseline against itself, with their aggregates: what relative floors scale."""
         if getattr(self, "_baseline_metrics", None) is None:
-            scores = [self.score(b, i) for i, b in enumerate(self.baseline)]
-            self._baseline_metrics = {k: _mean([s[k] for s in scores]) for k in scores[0]}
+            self._baseline_metrics = {**aggregate(self._baseline_scores()), **self.set_distances(self.baseline)}
         return self._baseline_metrics
+
+    def set_distances(self, outputs: list[np.ndarray]) -> dict[str, float]:
+        """The set-level distances asked for, of ``outputs`` to the baseline outputs (``tuner.sets``)."""
+        if not self.set_metrics:
+            return {}
+        return self.set_metrics.distances(outputs, self.baseline)
 
     def busy(self) -> bool:
         """Whether the baseline's latest timing drifted from its usual spread or level: the machine
@@ -294,8 +347,7 @@ class Evaluator:
                         scores.append(self.score(outputs[-1], i))
             finally:
                 handle.remove()
-        metrics = {k: _mean([s[k] for s in scores]) for k in scores[0]}
-        return self._result(latency, metrics, {**counters, **setup}, outputs, t_start, comparison,
+        return self._result(latency, scores, {**counters, **setup}, outputs, t_start, comparison,
                             {"repeats": len(comparison.ratios or []) or repeats, "busy": busy})
 
     def _neutral(self, config: accel.AccelConfig, rounds: int, busy: bool, t_start: float) -> TrialResult:
@@ -308,16 +360,18 @@ class Evaluator:
         t_setup = time.perf_counter()
         accel.apply(self.pipe, config).remove()
         setup = _setup_counters(self.pipe, time.perf_counter() - t_setup)
-        outputs = list(self.baseline)
-        metrics = dict(self.baseline_metrics)
-        return self._result(comparison.candidate, metrics, {**counters, **setup}, outputs, t_start, comparison,
-                            {"repeats": rounds, "busy": busy})
+        return self._result(comparison.candidate, self._baseline_scores(), {**counters, **setup}, list(self.baseline),
+                            t_start, comparison, {"repeats": rounds, "busy": busy})
 
-    def _result(self, latency, metrics, counters, outputs, t_start, comparison, timing) -> TrialResult:
+    def _result(self, latency, scores, counters, outputs, t_start, comparison, timing) -> TrialResult:
+        """The trial's result: its per-prompt scores, their aggregates (``tuner.quality``) and the
+        set-level distances of its outputs to the baseline's."""
+        metrics = {**aggregate(scores), **self.set_distances(outputs)}
         return TrialResult(
             latency, metrics, counters, outputs, time.perf_counter() - t_start,
             baseline_latency=comparison.baseline, speedup=comparison.speedup, speedup_iqr=comparison.speedup_iqr,
             speedup_low=comparison.speedup_low, speedup_high=comparison.speedup_high, timing=timing,
+            per_prompt=[dict(s) for s in scores],
         )
 
     def _look(self, config: accel.AccelConfig, constraints, prune_margin, t_start: float):
@@ -352,7 +406,7 @@ class Evaluator:
             comparison, _, counters = self._compare(config, p0, s0, 1, warmup=0, record=False)
         self._screened = (config.identity(), first, scores[0], comparison)
         return TrialResult(
-            comparison.candidate, dict(scores[0]), counters, [first], time.perf_counter() - t_start,
+            comparison.candidate, aggregate(scores), counters, [first], time.perf_counter() - t_start,
             baseline_latency=comparison.baseline, speedup=comparison.speedup, speedup_iqr=comparison.speedup_iqr,
             speedup_low=comparison.speedup_low, speedup_high=comparison.speedup_high,
             timing={"repeats": 1, "busy": False, "screen": True},
@@ -488,14 +542,6 @@ def _setup_counters(pipe, seconds: float) -> dict[str, Any]:
 def balanced(rounds: int) -> int:
     """``rounds`` rounded up to an even count: interleaved rounds alternate AB and BA."""
     return rounds + rounds % 2
-
-
-def _mean(values: list[float]) -> float:
-    if any(math.isinf(v) for v in values):
-        finite = [v for v in values if not math.isinf(v)]
-        # all identical -> inf; otherwise the finite ones speak for the differing prompts
-        return math.inf if not finite else float(np.mean(finite))
-    return float(np.mean(values))
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:

@@ -13,8 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserError
+from .quality import AGGREGATES, JUDGES, key
 
-_FLOOR = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=)\s*([0-9]*\.?[0-9]+(?:e-?\d+)?)\s*(x?)\s*$")
+_FLOOR = re.compile(r"^\s*([a-z_0-9]+)(?:\.([a-z0-9]+))?\s*(>=|<=)\s*([0-9]*\.?[0-9]+(?:e-?\d+)?)\s*(x?)\s*$")
+# per-prompt metrics (a value per prompt, so an aggregate over them) and set-level distances
+# between a trial's outputs and the baseline's (one value for the whole set)
+PER_PROMPT_METRICS = frozenset({"psnr", "ssim", "ms_ssim", "lpips", "clip"})
+SET_METRICS = frozenset({"kid_clip", "kvd_clip", "fvd", "kvd_i3d"})
 _MEMORY = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)\s*$", re.I)
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
           "g": 1e9, "gb": 1e9, "gib": 2**30, "t": 1e12, "tb": 1e12, "tib": 2**40}
@@ -22,12 +27,26 @@ _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6,
 
 @dataclass(frozen=True)
 class QualityFloor:
-    """``metric >= value`` (or ``<=``); with ``relative`` the value multiplies the baseline's."""
+    """``metric >= value`` (or ``<=``); with ``relative`` the value multiplies the baseline's.
+    ``aggregate``: over the prompts, ``mean`` (the bare metric), ``min``, ``max``, ``p10``, ``p90``."""
 
     metric: str
     op: str
     value: float
     relative: bool = False
+    aggregate: str = "mean"
+
+    @property
+    def key(self) -> str:
+        """The trial metrics' key this floor reads (``tuner.quality``)."""
+        return key(self.metric, self.aggregate)
+
+    def judged_value(self, metrics: dict[str, Any], judge: str = "bound") -> Any:
+        """The value the floor is judged on: a floor on the mean reads the mean's confidence bound
+        when ``judge`` is ``bound`` and the trial has one; any other reads its aggregate."""
+        if self.aggregate == "mean" and judge == "bound" and f"{self.metric}.bound" in metrics:
+            return metrics[f"{self.metric}.bound"]
+        return metrics.get(self.key)
 
     def bound(self, baseline_value: float | None) -> float:
         if not self.relative:
@@ -54,18 +73,24 @@ class QualityFloor:
         return v > margin * abs(self.bound(baseline_value))
 
     def __str__(self) -> str:
-        return f"{self.metric}{self.op}{self.value:g}{'x' if self.relative else ''}"
+        return f"{self.key}{self.op}{self.value:g}{'x' if self.relative else ''}"
 
 
 def parse_floor(text: str, known: set[str] | None = None) -> QualityFloor:
     m = _FLOOR.match(text)
     if not m:
-        raise UserError(f"bad quality floor {text!r}: write it as METRIC>=VALUE, e.g. psnr>=30, ssim>=0.9 or ssim>=0.99x")
-    metric, op, value, rel = m.groups()
-    known = known if known is not None else {"psnr", "ssim", "ms_ssim", "lpips", "clip"}
+        raise UserError(f"bad quality floor {text!r}: write it as METRIC[.AGGREGATE]>=VALUE, e.g. psnr>=30, "
+                        "psnr.min>=28, lpips.max<=0.1 or ssim>=0.99x")
+    metric, agg, op, value, rel = m.groups()
+    known = known if known is not None else PER_PROMPT_METRICS | SET_METRICS
     if metric not in known:
         raise UserError(f"bad quality floor {text!r}: unknown metric {metric!r} (known: {', '.join(sorted(known))})")
-    return QualityFloor(metric, op, float(value), bool(rel))
+    if agg is not None and metric in SET_METRICS:
+        raise UserError(f"bad quality floor {text!r}: {metric} is one distance for the whole set of outputs; "
+                        "it takes no aggregate")
+    if agg is not None and agg not in AGGREGATES:
+        raise UserError(f"bad quality floor {text!r}: unknown aggregate {agg!r} (known: {', '.join(AGGREGATES)})")
+    return QualityFloor(metric, op, float(value), bool(rel), agg or "mean")
 
 
 def parse_memory(text: str, option: str = "") -> int:
@@ -88,11 +113,18 @@ class Constraints:
     floors: tuple[QualityFloor, ...] = ()
     max_memory_bytes: int | None = None
     max_weight_bytes: int | None = None
+    judge: str = "bound"  # a floor on the mean: judged on its confidence bound, or on the mean itself
+
+    def __post_init__(self):
+        if self.judge not in JUDGES:
+            raise UserError(f"bad floor judge {self.judge!r}: one of {', '.join(JUDGES)}")
 
     def values(self, metrics: dict[str, Any], peak_memory: int | None, baseline: dict[str, Any],
                weight_bytes: int | None = None) -> dict[str, float]:
-        """Constraint name -> value (<= 0 feasible), for ``trial.set_constraint``."""
-        out = {str(f): f.violation(metrics.get(f.metric), baseline.get(f.metric)) for f in self.floors}
+        """Constraint name -> value (<= 0 feasible), for ``trial.set_constraint``. A relative floor
+        scales the baseline's own aggregate (its mean, its worst prompt)."""
+        out = {str(f): f.violation(f.judged_value(metrics, self.judge), baseline.get(f.key, baseline.get(f.metric)))
+               for f in self.floors}
         if self.max_memory_bytes is not None:
             out["memory"] = (peak_memory - self.max_memory_bytes) / 2**20 if peak_memory is not None else 0.0
         if self.max_weight_bytes is not None:
@@ -101,12 +133,16 @@ class Constraints:
         # Optuna wants finite floats; a missing metric is a large violation
         return {k: (1e9 if math.isinf(v) and v > 0 else v) for k, v in out.items()}
 
+    def meets(self, metrics: dict[str, Any], baseline: dict[str, Any]) -> bool:
+        """Whether ``metrics`` meet every quality floor (memory and weight caps aside)."""
+        return all(v <= 0 for v in self.values(metrics, None, baseline).values()) if self.floors else True
+
     def spec(self) -> dict[str, Any]:
         return {"floors": [str(f) for f in self.floors], "max_memory_bytes": self.max_memory_bytes,
-                "max_weight_bytes": self.max_weight_bytes}
+                "max_weight_bytes": self.max_weight_bytes, "judge": self.judge}
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any] | None) -> "Constraints":
         spec = spec or {}
         return cls(tuple(parse_floor(f) for f in spec.get("floors", [])), spec.get("max_memory_bytes"),
-                   spec.get("max_weight_bytes"))
+                   spec.get("max_weight_bytes"), spec.get("judge", "bound"))

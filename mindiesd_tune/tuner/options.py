@@ -13,7 +13,7 @@ from ..errors import UserError
 from .objectives import QualityFloor
 
 # Metrics a trial can report for each output (set metrics such as FID need more samples than a study runs).
-TRIAL_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "clip")
+TRIAL_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "clip", "kid_clip", "kvd_clip", "kvd_i3d", "fvd")
 # Objectives that are not quality metrics: the linear layers' weight bytes (minimised), so a
 # study trades speed against memory rather than fidelity.
 OTHER_OBJECTIVES = ("weight_bytes",)
@@ -66,7 +66,12 @@ class TuneOptions:
         confirm_precision: before the pick, the points near the front are re-timed until the
             speed-up's 95% interval is within this share of it (or the confirmation's time is
             spent); None: one pass of a fixed number of rounds.
-        clip_model: the CLIP model for the ``clip`` metric.
+        clip_model: the CLIP model for the ``clip`` metric and the CLIP-feature set distances.
+        fvd_weights: a local TorchScript I3D for the ``kvd_i3d`` and ``fvd`` set distances.
+        judge: how a floor on a mean is judged: ``bound`` (its one-sided 90% confidence bound over
+            the prompts, ``tuner.quality``) or ``mean`` (the mean itself).
+        holdout: prompts kept out of the search, on which the confirmation measures the pick's
+            quality and the floors must hold too: a count (0: none) or the prompts themselves.
         baseline_cache: folder of the on-disk baseline store; None computes the baseline per study.
 
     Where the study lives and who evaluates it:
@@ -120,6 +125,9 @@ class TuneOptions:
     isolate: bool = True
     worker_factory: str | None = None
     clip_model: str | None = None
+    fvd_weights: str | None = None
+    judge: str = "bound"
+    holdout: Any = 2
     interleave: bool = True
     confirm_precision: float | None = 0.1
     compile: bool = True
@@ -159,6 +167,8 @@ class TuneOptions:
             self.ranks_per_worker(None)
         if self.confirm_precision is not None and not 0 < self.confirm_precision < 1:
             raise UserError(f"--confirm-precision {self.confirm_precision}: give a share between 0 and 1 (0.1: ±10%)")
+        if self.judge not in ("bound", "mean"):
+            raise UserError(f"--judge {self.judge!r}: use bound or mean")
         if self.sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {self.sampler!r} (known: {', '.join(SAMPLERS)})")
 

@@ -13,7 +13,16 @@ from ..accel.config import AccelConfig
 from ..metrics import METRIC_DIRECTIONS
 from ..profile import Profile
 from ..search_spaces import config_from_params
-from .pick import against_best_preset, baseline_trial, confirmations, is_feasible, pick, speed_of
+from .pick import (
+    HELDOUT,
+    against_best_preset,
+    baseline_trial,
+    confirmations,
+    is_feasible,
+    is_neutral_point,
+    pick,
+    speed_of,
+)
 from .storage import load_run
 
 
@@ -67,9 +76,40 @@ def write_outputs(study: optuna.Study, out_dir: Path, pick_how: str | None = Non
         study.study_name, metrics=METRIC_DIRECTIONS,
         importances=param_importances(study, study.user_attrs.get("objective", "psnr")),
         baseline_no=base.number if base is not None else None, samples_dir=samples_dir,
+        quality=quality_summary(study),
     )
     return StudyOutcome(study, out_dir, profile, profile_path, report_path, table_path, reason=reason,
                         stop_reason=study.user_attrs.get("stop_reason", ""), kept_path=kept, against_preset=against)
+
+
+def quality_summary(study: optuna.Study) -> dict:
+    """What the report's quality section shows: the front's per-prompt values, the held-out
+    figures beside the tuning ones, and the cliffs along the front's knobs (``tuner.cliffs``)."""
+    from .cliffs import front_cliffs
+
+    attrs = study.user_attrs
+    front = [t for t in study.best_trials if "latency_s" in t.user_attrs] if completed_any(study) else []
+    held = attrs.get(HELDOUT) or {}
+    objective = attrs.get("objective", "psnr")
+    note = None
+    if not (attrs.get("holdout") or {}).get("prompts"):
+        note = "the study kept no prompts out of the search (--holdout 0)"
+    elif not held:
+        note = "the pick was not measured on the held-out prompts (no candidate to confirm, or no time left)"
+    try:
+        cliffs = front_cliffs(study, front, objective)
+    except Exception as e:  # noqa: BLE001  (the report is written whatever a plugin's knob does)
+        cliffs = {"cliffs": [], "distance": {}, "error": f"{type(e).__name__}: {e}"}
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    return {
+        "per_prompt": {t.number: t.user_attrs.get("per_prompt") for t in front if t.user_attrs.get("per_prompt")},
+        "tuning": {str(k): (trials[int(k)].user_attrs.get("metrics") or {}) for k in held if int(k) in trials},
+        "heldout": held, "heldout_note": note, "cliffs": cliffs, "judged_on": attrs.get("judged_on"),
+    }
+
+
+def completed_any(study: optuna.Study) -> bool:
+    return any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
 
 
 def freeze_profile(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Profile:
@@ -92,6 +132,7 @@ def freeze_profile(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Prof
         # linear weights with their quantisation scales, every component (what --max-weight-bytes caps)
         "weight_bytes": trial.user_attrs.get("counters", {}).get("weight_bytes"),
         "feasible": is_feasible(trial),
+        **_heldout_figures(attrs, trial),
     }
     workload = attrs.get("workload", {})
     generation = {"height": None, "width": None, "num_frames": None, **workload.get("generation", {})}
@@ -114,8 +155,24 @@ def freeze_profile(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Prof
             "objective": attrs.get("objective"),
             "floors": list(attrs.get("floors") or []),
             "pick": attrs.get("pick"),
+            # a floor on a mean: judged on its confidence bound or on the mean (tuner.quality)
+            "judged_on": attrs.get("judged_on"),
+            "heldout_prompts": (attrs.get("holdout") or {}).get("prompts"),
         },
     )
+
+
+def _heldout_figures(attrs: dict, trial: optuna.trial.FrozenTrial) -> dict:
+    """The pick's quality on the held-out prompts, beside its tuning figures: ``heldout.psnr``,
+    ``heldout.psnr.min``, ..., how many prompts, and whether the floors held there. A study
+    with held-out prompts whose pick was not measured on them says so (``heldout.measured``)."""
+    if not (attrs.get("holdout") or {}).get("prompts") or is_neutral_point(trial):
+        return {}
+    held = (attrs.get(HELDOUT) or {}).get(str(trial.number))
+    if not held:
+        return {"heldout.measured": False}
+    return {"heldout.measured": True, "heldout.prompts": held.get("prompts"), "heldout.meets_floors": held.get("meets"),
+            **{f"heldout.{k}": _finite(v) for k, v in (held.get("metrics") or {}).items()}}
 
 
 def _finite(v):

@@ -14,28 +14,11 @@ from dataclasses import dataclass
 
 import optuna
 
-from ..accel.config import ConfigError
 from ..errors import UserError
-from ..search_spaces import config_from_params
+from .trials import baseline_trial, completed, is_feasible, is_neutral_point
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 NO_GAIN = "no setting was faster than the baseline beyond timing noise"
-
-
-def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in study.get_trials(deepcopy=False, states=(COMPLETE,)) if "latency_s" in t.user_attrs]
-
-
-def is_neutral_point(trial: optuna.trial.FrozenTrial) -> bool:
-    """Whether the trial's parameters are the unaccelerated pipeline (whatever sections the study searched)."""
-    try:
-        return config_from_params(trial.params).is_neutral
-    except ConfigError:  # a point of a method no longer registered (a plugin left out)
-        return False
-
-
-def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    return next((t for t in completed(study) if is_neutral_point(t)), None)
 
 
 PRESET = "preset"  # user attribute of the trials queued from the presets, before the sampler
@@ -57,6 +40,14 @@ def best_preset(study: optuna.Study, confirmed: dict | None = None) -> optuna.tr
 
 # study attribute: the pick timed head to head against the best preset alone (study.confirm_front)
 VERSUS_PRESET = "versus_preset"
+# study attribute: quality on the held-out prompts by trial number (confirm.check_heldout)
+HELDOUT = "heldout"
+PICK_RULES = ("fastest", "knee", "robust")
+
+
+def failed_heldout(study: optuna.Study) -> set[int]:
+    """Trials whose quality on the held-out prompts missed a floor: never the pick of a rule."""
+    return {int(k) for k, v in (study.user_attrs.get(HELDOUT) or {}).items() if not v.get("meets", True)}
 
 
 def against_best_preset(study: optuna.Study, chosen: optuna.trial.FrozenTrial | None) -> str | None:
@@ -86,11 +77,6 @@ def against_best_preset(study: optuna.Study, chosen: optuna.trial.FrozenTrial | 
     else:
         verdict = "faster, but the intervals overlap"
     return line + f"the pick reads {ratio:.2f}x of it, {verdict}"
-
-
-def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    """Feasible by the constraints stored with the trial (Optuna's rule: every value <= 0)."""
-    return all(v <= 0 for v in trial.constraints.values())
 
 
 def quality_key(study: optuna.Study):
@@ -175,11 +161,17 @@ def speedup_of(trial: optuna.trial.FrozenTrial, base: optuna.trial.FrozenTrial |
 
 
 def pick(study: optuna.Study, how: str = "fastest") -> tuple[optuna.trial.FrozenTrial | None, str]:
-    """``fastest`` (default), ``knee`` or ``trial:N`` -> (trial, why). The baseline when nothing is
-    feasible, or when no feasible setting is faster than the baseline beyond timing noise."""
+    """``fastest`` (default), ``knee``, ``robust`` or ``trial:N`` -> (trial, why). The baseline when
+    nothing is feasible, or when no feasible setting is faster than the baseline beyond timing
+    noise. A trial that missed a floor on the held-out prompts is passed over by every rule.
+    ``robust``: the fastest point whose bolder neighbour along each of its knobs, where one was
+    tried, still meets the floors (``tuner.cliffs``); the fastest when no point has one."""
     done = completed(study)
-    feasible = [t for t in done if is_feasible(t)]
+    failed = failed_heldout(study)
+    feasible = [t for t in done if is_feasible(t) and t.number not in failed]
     floors = ", ".join(study.user_attrs.get("floors", [])) or "no floor"
+    aside = (f"; trial(s) {', '.join(str(n) for n in sorted(failed))} missed the floors on the held-out prompts"
+             if failed else "")
     m = re.fullmatch(r"trial:(\d+)", how)
     if m:
         n = int(m.group(1))
@@ -187,34 +179,44 @@ def pick(study: optuna.Study, how: str = "fastest") -> tuple[optuna.trial.Frozen
         if not match:
             raise UserError(f"--pick {how}: trial {n} did not complete (completed: {', '.join(str(t.number) for t in done) or 'none'})")
         note = "" if is_feasible(match[0]) else f" (it does not meet {floors})"
+        note += " (it missed the floors on the held-out prompts)" if n in failed else ""
         return match[0], f"trial {n} as asked{note}"
-    if how not in ("fastest", "knee"):
-        raise UserError(f"--pick {how!r}: use fastest, knee or trial:N")
+    if how not in PICK_RULES:
+        raise UserError(f"--pick {how!r}: use {', '.join(PICK_RULES)} or trial:N")
     if not feasible:
         base = baseline_trial(study)
         if base is not None:
-            return base, f"no trial met {floors}; the profile is the baseline"
+            return base, f"no trial met {floors}{aside}; the profile is the baseline"
         return None, "no trial finished"
     quality = quality_key(study)
     conf = confirmations(study)
     base = baseline_trial(study)
     speed = {t.number: speed_of(t, conf, base) for t in done}
     if how == "knee":
-        return knee(feasible, quality, speed), f"knee of the latency/quality front among trials meeting {floors}"
+        return knee(feasible, quality, speed), f"knee of the latency/quality front among trials meeting {floors}{aside}"
     # a confirmed study picks among its confirmed points: the figures the profile records
     pool = [t for t in feasible if speed[t.number].confirmed] if conf else feasible
     gains = [t for t in pool if not is_neutral_point(t) and speed[t.number].beyond_noise]
     if not gains:
         if base is not None and is_feasible(base):
-            return base, f"{NO_GAIN}; the profile is the baseline"
+            return base, f"{NO_GAIN}{aside}; the profile is the baseline"
         # the baseline itself breaks a constraint (a weight or memory cap): the fastest trial
         # that meets them all is the profile, with the same word on its speed
         best = max(pool or feasible, key=lambda t: (speed[t.number].speedup or 0.0, quality(t)))
         return best, f"{NO_GAIN}; the baseline does not meet the constraints, so the profile is the fastest trial meeting {floors}"
-    best = max(gains, key=lambda t: (speed[t.number].speedup, quality(t)))
+    ranked = sorted(gains, key=lambda t: (speed[t.number].speedup, quality(t)), reverse=True)
+    best, rule = ranked[0], "fastest trial"
+    if how == "robust":
+        from .cliffs import is_robust
+
+        robust = next((t for t in ranked if is_robust(study, t)), None)
+        if robust is not None:
+            best, rule = robust, "fastest trial whose bolder neighbours still meet the floors,"
+        else:
+            rule = "fastest trial (no point had a bolder neighbour meeting the floors),"
     s = speed[best.number]
     measured = "confirmed" if s.confirmed else "unconfirmed: not re-measured"
-    return best, f"fastest trial meeting {floors} ({measured}, {s.text()})"
+    return best, f"{rule} meeting {floors} ({measured}, {s.text()}){aside}"
 
 
 def _relative(speed: dict | None):

@@ -433,6 +433,9 @@ class RankGroupWorker:
                max_s: float | None = None) -> TrialOutcome:
         return self._call(("versus", reference_dict, config_dict, repeats, precision, max_s))
 
+    def heldout(self, config_dict: dict) -> TrialOutcome:
+        return self._call(("heldout", config_dict))
+
     def abort(self) -> None:
         """Kill the group and with it the running trial; does not wait (safe from a signal handler)."""
         self._aborted = True

@@ -38,6 +38,9 @@ STUDY_OPTIONS = {
     "compile": "--compile",
     "screening": "--screening",
     "clip_model": "--clip-model",
+    "holdout": "--holdout",
+    "judge": "--judge",
+    "fvd_weights": "--fvd-weights",
 }
 ATTR = "options"
 

@@ -271,6 +271,8 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> bool:
     result = outcome.result
     shared.add("eval_seconds", result.get("eval_seconds") or _eval_estimate(result))
     trial.set_user_attr("metrics", result["metrics"])
+    if result.get("per_prompt"):
+        trial.set_user_attr("per_prompt", result["per_prompt"])
     trial.set_user_attr("counters", result["counters"])
     _save_sample(shared.samples / f"trial-{trial.number:04d}.png", result["sample"])
     if outcome.kind == PRUNED:  # nothing was timed: a pruned point carries no latency

@@ -38,6 +38,7 @@ from .pick import PRESET
 from .plan import Costs, Plan
 from .pool import make_sampler, pool_of, ranks_per_worker
 from .progress import ProgressUI, closing_lines, header_lines
+from .quality import judged_on
 from .quiet import ignoring
 from .refine import refines
 from .search import _drive, _heartbeat_interval, _requeue_interrupted, _Shared
@@ -122,7 +123,7 @@ class _StudyRun:
         self.model, self.budget, self.opts = model, budget, opts
         self.out_dir = Path(out_dir) if out_dir is not None else default_out_dir(model)
         self.external = opts.storage is not None  # another machine may share the study
-        self.constraints = Constraints(tuple(opts.floors or ()), opts.max_memory_bytes, opts.max_weight_bytes)
+        self.constraints = Constraints(tuple(opts.floors or ()), opts.max_memory_bytes, opts.max_weight_bytes, opts.judge)
         self.notify: Callable[[str], None] = opts.log  # the progress display once it is up
         self.interrupted = False
         self.phase = "loading"
@@ -174,7 +175,7 @@ class _StudyRun:
         if saved:
             self.opts = opts = resume.resumed(opts, saved, str(out_dir if not self.external else redact(self.url)),
                                               joining=self.external)
-            self.constraints = Constraints(tuple(opts.floors or ()), opts.max_memory_bytes, opts.max_weight_bytes)
+            self.constraints = Constraints(tuple(opts.floors or ()), opts.max_memory_bytes, opts.max_weight_bytes, opts.judge)
         direction = "maximize" if METRIC_DIRECTIONS.get(opts.objective) else "minimize"
         self.study = study = optuna.create_study(
             study_name=name, storage=storage, directions=["minimize", direction],
@@ -231,6 +232,14 @@ class _StudyRun:
         opts, info = self.opts, self.info
         lines = header_lines(self.model, info, self.budget, self.constraints.spec()["floors"], opts.max_memory_bytes,
                              opts.sampler, redact(getattr(self, "url", "none (dry run)")), opts.objective)
+        prompts = len(info["workload"]["prompts"])
+        if self.constraints.floors:
+            lines.append(f"judged:    a floor on a mean is judged on {judged_on(self.constraints.judge, prompts)}")
+        held = (info.get("holdout") or {}).get("prompts") or []
+        lines.append(f"held out:  {len(held)} prompt(s) kept out of the search; the pick must meet the floors on them too"
+                     if held else "held out:  none (--holdout 0): the pick is judged on its tuning prompts only")
+        for name, label in (info.get("set_labels") or {}).items():
+            lines.append(f"distance:  {name}: {label}")
         base = info.get("baseline_seconds")
         lines.append(f"loaded:    in {self.load_seconds:.1f} s, outside the budget"
                      + (f"; the baseline outputs then took {base:.1f} s of the budget" if base is not None else ""))
@@ -471,6 +480,11 @@ def _record_study_attrs(study, info, objective, constraints, sampler, budget, wa
         "objective": objective,
         "objective_direction": "maximize" if METRIC_DIRECTIONS.get(objective) else "minimize",
         "floors": constraints.spec()["floors"],
+        # what a floor on a mean is judged on (tuner.quality), in words for the profile and report
+        "judge": constraints.judge,
+        "judged_on": judged_on(constraints.judge, len(info["workload"]["prompts"])),
+        "holdout": info.get("holdout"),
+        "set_labels": info.get("set_labels") or {},
         "max_memory_bytes": constraints.max_memory_bytes,
         "max_weight_bytes": constraints.max_weight_bytes,
         "sampler": sampler,

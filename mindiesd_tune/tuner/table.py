@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pandas as pd
 
-from .pick import baseline_trial, confirmations, is_feasible, speed_of
+from .pick import HELDOUT, baseline_trial, confirmations, is_feasible, speed_of
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
@@ -13,6 +13,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     conf = confirmations(study)
     complete = optuna.trial.TrialState.COMPLETE
     front = {t.number for t in study.best_trials} if any(t.state == complete for t in study.trials) else set()
+    held = study.user_attrs.get(HELDOUT) or {}
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get("over_budget") or t.state == optuna.trial.TrialState.WAITING:
@@ -35,6 +36,8 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
             "latency_iqr_s": speed.latency_iqr_s,
             "cpu_s": speed.cpu_s,
             **dict(t.user_attrs.get("metrics") or {}),
+            # quality on the prompts the search never saw, for the points the confirmation checked
+            **{f"heldout.{k}": v for k, v in ((held.get(str(t.number)) or {}).get("metrics") or {}).items()},
             "skipped_fraction": (t.user_attrs.get("counters") or {}).get("skipped_fraction"),
             "peak_memory_mb": _mb((t.user_attrs.get("latency") or {}).get("peak_memory_bytes")),
             "weight_mb": _mb((t.user_attrs.get("counters") or {}).get("weight_bytes")),

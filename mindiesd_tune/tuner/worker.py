@@ -45,6 +45,8 @@ class WorkerSpec:
     factory: str | None = None  # "module:callable" (spec) -> (evaluator, info); default: build_evaluator
     metrics: tuple = ("psnr", "ssim")  # what every trial reports (objective and floors included)
     clip_model: str | None = None  # open_clip spec for the clip metric (demo-clip for demo models)
+    fvd_weights: str | None = None  # a local TorchScript I3D for the kvd_i3d / fvd set distances
+    holdout: Any = 0  # held-out prompts: a count, or the prompts (models.prompts.split_prompts)
     interleave: bool = True  # time the baseline alternately with every trial
     baseline_cache: str | None = None  # folder of the on-disk baseline store; None: compute per study
     generation: dict[str, Any] = field(default_factory=dict)  # the user's call settings over the model's
@@ -62,6 +64,8 @@ class WorkerSpec:
         given["generation"] = dict(given.get("generation") or {})
         given["seeds"] = list(given["seeds"]) if given.get("seeds") else None
         given["prompts"] = list(given["prompts"]) if given.get("prompts") else None
+        if isinstance(given.get("holdout"), tuple):
+            given["holdout"] = list(given["holdout"])
         return cls(model=model, factory=opts.worker_factory, metrics=tuple(metrics), **given)
 
 
@@ -71,7 +75,7 @@ def build_evaluator(spec: WorkerSpec):
 
     from ..kernels import hardware_info
     from ..models import load
-    from ..models.prompts import default_prompts
+    from ..models.prompts import HOLDOUT_SEED, split_prompts
     from ..profile import model_fingerprint, pipeline_dtype
     from ..workload import pair, resolve
     from .evaluator import Evaluator, Workload
@@ -79,15 +83,17 @@ def build_evaluator(spec: WorkerSpec):
     loaded = load(spec.model, device=spec.device, dtype=spec.dtype, allow_download=spec.allow_download, seed=0)
     loaded_at = time.perf_counter()  # the study's budget counts from here (``ready_seconds``)
     generation = resolve(loaded.pipe, loaded.generation, spec.generation)  # a size it cannot take stops here
-    prompts = list(spec.prompts) if spec.prompts else list(default_prompts(loaded.source == "builtin", loaded.is_video))
+    prompts, held = split_prompts(loaded.source == "builtin", loaded.is_video, spec.prompts, spec.holdout)
     workload = Workload(*pair(prompts, spec.seeds, spec.seed), generation)
+    holdout = Workload(held, [HOLDOUT_SEED + i for i in range(len(held))], generation) if held else None
     store = None
     if spec.baseline_cache:
         from ..metrics import BaselineStore
 
         store = BaselineStore(spec.baseline_cache)
     ev = Evaluator(loaded, workload, warmup=spec.warmup, repeats=spec.repeats, baseline_store=store,
-                   metrics=tuple(spec.metrics), clip_model=spec.clip_model, interleave=spec.interleave)
+                   metrics=tuple(spec.metrics), clip_model=spec.clip_model, interleave=spec.interleave,
+                   fvd_weights=spec.fvd_weights, holdout=holdout)
     t0 = time.perf_counter()
     baseline_metrics = ev.baseline_metrics  # computes the baseline outputs once
     info = {
@@ -99,6 +105,8 @@ def build_evaluator(spec: WorkerSpec):
             "dtype": pipeline_dtype(loaded.pipe),
         },
         "workload": {"prompts": workload.prompts, "seeds": workload.seeds, "generation": workload.generation},
+        "holdout": {"prompts": holdout.prompts, "seeds": holdout.seeds} if holdout else None,
+        "set_labels": ev.set_metrics.labels(len(workload.prompts)) if ev.set_metrics else {},
         "hardware": hardware_info(ev.device),
         "baseline_metrics": baseline_metrics,
         "baseline_seconds": time.perf_counter() - t0,
@@ -200,11 +208,22 @@ def versus_message(evaluator, reference_dict: dict, config_dict: dict, repeats: 
                                               repeats, **more))
 
 
+def heldout_message(evaluator, config_dict: dict) -> TrialOutcome:
+    """Quality on the held-out prompts the search never saw (``Evaluator.heldout``) -> ``ok``
+    with ``{"prompts", "per_prompt", "metrics"}``; ``failed`` where the evaluator has none."""
+    from ..accel.config import AccelConfig
+
+    if not getattr(evaluator, "holdout", None):
+        return TrialOutcome.failed(f"{type(evaluator).__name__} has no held-out prompts")
+    return _measured(lambda: evaluator.heldout(AccelConfig.from_dict(config_dict)))
+
+
 def _measured(call) -> TrialOutcome:
     from .evaluator import TrialAborted
 
     try:
-        return TrialOutcome(OK, result=call().as_dict())
+        result = call()
+        return TrialOutcome(OK, result=result if isinstance(result, dict) else result.as_dict())
     except TrialAborted:
         return TrialOutcome.interrupted(INTERRUPTED)
     except Exception as e:  # noqa: BLE001  (a point that cannot be re-measured stays unconfirmed)
@@ -212,7 +231,7 @@ def _measured(call) -> TrialOutcome:
 
 
 # the child's answers to the driver's re-measurements, by message name
-MEASURES = {"confirm": confirm_message, "versus": versus_message}
+MEASURES = {"confirm": confirm_message, "versus": versus_message, "heldout": heldout_message}
 
 
 def _free_device_memory() -> None:
@@ -273,6 +292,12 @@ class InProcessWorker:
             return TrialOutcome.interrupted(INTERRUPTED)
         self.start()
         return versus_message(self._ev, reference_dict, config_dict, repeats, precision, max_s)
+
+    def heldout(self, config_dict: dict) -> TrialOutcome:
+        if self._aborted:
+            return TrialOutcome.interrupted(INTERRUPTED)
+        self.start()
+        return heldout_message(self._ev, config_dict)
 
     def abort(self) -> None:
         """Stop the running trial at its next denoising step (an evaluator without an ``abort``
@@ -444,6 +469,9 @@ class ProcessWorker:
     def versus(self, reference_dict: dict, config_dict: dict, repeats: int, precision: float | None = None,
                max_s: float | None = None) -> TrialOutcome:
         return self._measure(("versus", reference_dict, config_dict, repeats, precision, max_s))
+
+    def heldout(self, config_dict: dict) -> TrialOutcome:
+        return self._measure(("heldout", config_dict))
 
     def _measure(self, msg: tuple) -> TrialOutcome:
         if self._aborted:

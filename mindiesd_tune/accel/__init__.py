@@ -11,6 +11,7 @@ from .._lazy import lazy_exports
 
 # Everything here but the model lookup and the step statistics imports without torch; those
 # resolve on first use, so that reading a profile (`validate`, `show`) stays light.
+from . import methods  # noqa: F401  (registers the built-in entries, which AccelConfig reads from the registry)
 from .apply import AlreadyAppliedError, Handle, apply
 from .config import AccelConfig, ConfigError, ConflictError
 from .methods import (

@@ -1,4 +1,4 @@
-"""The method registry and the built-in methods, one module each.
+"""The built-in methods, one module each, and the registry's lookups re-exported.
 
 ``register_method(Method(...))`` adds a method; ``get_method(section, name)``,
 ``methods(section)`` and ``method_of(cfg)`` look entries up. ``AccelConfig`` builds its
@@ -11,7 +11,8 @@ Third-party methods register the same way from their own module, found through t
 
 from __future__ import annotations
 
-from .registry import (
+from .. import registry  # noqa: F401  (the registry module, also as ``accel.methods.registry``)
+from ..registry import (
     Knob,
     Method,
     Section,
@@ -37,7 +38,7 @@ register_section(Section("parallel", None, "mesh", 50, "multi-device mesh degree
 register_section(Section("compile", None, "regional", 60, "regional torch.compile"))
 
 # each module registers its method on import
-from ._block_sparse import BlockSparseConfig  # noqa: E402
+from ._block_sparse import BlockSparseConfig, block_sparse_method, masked  # noqa: E402
 from .adaptive import HeadAdaptiveSparseConfig  # noqa: E402
 from .attention_cache import AttentionCacheConfig  # noqa: E402
 from .block_cache import BlockCacheConfig  # noqa: E402
@@ -93,10 +94,12 @@ __all__ = [
     "StepsConfig",
     "TaylorSeerConfig",
     "TopKSparseConfig",
+    "block_sparse_method",
     "cache_methods",
     "field_text",
     "get_method",
     "method_names",
+    "masked",
     "method_of",
     "methods",
     "register_method",

@@ -16,7 +16,7 @@ from ..quant.config import (
     NoQuantConfig,
     describe,
 )
-from .registry import Method, get_method, register_method
+from ..registry import Method, get_method, register_method
 
 # searched filter values: a few blocks at either end, small layers left in float or not
 MAX_SKIPPED_BLOCKS = 2

@@ -5,9 +5,8 @@ from __future__ import annotations
 import warnings
 from typing import Callable
 
+from .attached import active_handle, attach, detach
 from .config import AccelConfig
-
-_ATTR = "_mindiesd_accel_handle"
 
 
 class AlreadyAppliedError(RuntimeError):
@@ -83,8 +82,7 @@ class Handle:
         while self._undo:
             self._undo.pop()()
         self.active = False
-        if getattr(self.target, _ATTR, None) is self:
-            delattr(self.target, _ATTR)
+        detach(self.target, self)
 
     def __enter__(self) -> "Handle":
         return self
@@ -103,6 +101,7 @@ def apply(pipe, config: AccelConfig | dict | None = None, keep_original: bool = 
     ``keep_original=False`` lets methods that replace weights (precision, quantisation) drop
     the originals, freeing their memory; ``remove()`` then refuses to undo those methods.
     """
+    from ..compat.diffusers import resets_cache_at_call_end
     from .blocks import find_denoiser
 
     if config is None:
@@ -110,14 +109,13 @@ def apply(pipe, config: AccelConfig | dict | None = None, keep_original: bool = 
     elif isinstance(config, dict):
         config = AccelConfig.from_dict(config)
     config.validate()
-    existing = getattr(pipe, _ATTR, None)
-    if existing is not None and existing.active:
+    if active_handle(pipe) is not None:
         raise AlreadyAppliedError("an AccelConfig is already applied to this pipeline; call handle.remove() first")
     model = find_denoiser(pipe)
     handle = Handle(pipe, config, keep_original)
     handle._model = model
     try:
-        if handle.pipe is not None and not hasattr(model, "_reset_stateful_cache"):
+        if handle.pipe is not None and not resets_cache_at_call_end(model):
             handle._undo.append(_reset_at_call_end(pipe, model))
         # every section's entry, in declared order; remove() undoes them in reverse
         for entry, section_config in config.entries():
@@ -126,7 +124,7 @@ def apply(pipe, config: AccelConfig | dict | None = None, keep_original: bool = 
     except Exception:
         handle.remove()
         raise
-    setattr(pipe, _ATTR, handle)
+    attach(pipe, handle)
     return handle
 
 

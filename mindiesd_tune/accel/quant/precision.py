@@ -81,9 +81,11 @@ def first_float_dtype(value: Any) -> torch.dtype | None:
 
 
 def _keep_names(module: torch.nn.Module) -> set[str]:
+    from ...compat.diffusers import keep_in_fp32_modules
+
     names: set[str] = set()
     for m in module.modules():
-        names.update(getattr(type(m), "_keep_in_fp32_modules", None) or ())
+        names.update(keep_in_fp32_modules(type(m)) or ())
     return names
 
 

@@ -54,7 +54,7 @@ from .diffusers_taylorseer import DiffusersTaylorSeerConfig  # noqa: E402
 from .first_block import FirstBlockCacheConfig  # noqa: E402
 from .local import LocalWindowConfig  # noqa: E402
 from .parallel import ParallelConfig  # noqa: E402
-from .quant import QuantConfig  # noqa: E402
+from .quant import QuantConfig, scheme_method  # noqa: E402
 from .schedule import ScheduleCacheConfig  # noqa: E402
 from .steps import StepsConfig  # noqa: E402
 from .taylorseer import TaylorSeerConfig  # noqa: E402
@@ -104,6 +104,7 @@ __all__ = [
     "methods",
     "register_method",
     "register_section",
+    "scheme_method",
     "section",
     "sections",
     "sparse_methods",

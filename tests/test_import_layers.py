@@ -229,3 +229,13 @@ def test_an_import_from_a_lower_layer_to_a_higher_one_is_refused():
         "p.low imports p.top: layer 2 (p.low) imports layer 0 (p.top) above it",
         "p.middle imports p.side: p.middle and p.side share layer 1",
     ]
+
+
+def test_the_facades_export_every_registered_config_class():
+    from mindiesd_tune import accel
+    from mindiesd_tune.accel import methods
+
+    for entry in methods.methods():
+        name = entry.config.__name__
+        assert getattr(accel, name) is getattr(methods, name) is entry.config, name
+        assert name in accel.__all__ and name in methods.__all__, name

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Callable
 
 from .attached import active_handle, attach, detach
@@ -27,8 +26,7 @@ class Handle:
         out = pipe(prompt, **handle.generation(my_settings))
 
     With a profile, ``profile.call_kwargs()`` is the whole set of call settings (the profile's
-    workload with these overrides on top). ``handle.call_kwargs`` is a deprecated alias of
-    ``call_overrides``.
+    workload with these overrides on top).
     """
 
     def __init__(self, target, config: AccelConfig, keep_original: bool = True):
@@ -54,13 +52,6 @@ class Handle:
     def generation(self, settings: dict | None = None) -> dict:
         """``settings`` with this config's call overrides applied."""
         return {**(settings or {}), **self.call_overrides}
-
-    @property
-    def call_kwargs(self) -> dict:
-        """Deprecated alias of ``call_overrides``."""
-        warnings.warn("Handle.call_kwargs is deprecated: use handle.call_overrides, handle.generation(settings) "
-                      "or, with a profile, profile.call_kwargs()", DeprecationWarning, stacklevel=2)
-        return self.call_overrides
 
     def reset_state(self) -> None:
         """Forget all cached tensors, as the end of a pipeline call does; for hand-written loops."""

@@ -171,7 +171,7 @@ for _scheme, _kind in SCHEME_CONFIGS.items():
     if _scheme != "none":
         register_method(scheme_method(_kind, TORCHAO[_scheme], _weight_presets(_scheme)))
 
-# the name the section's config had while ``none`` was its only scheme
+# the quant section's neutral config under the section's own name (profiles and callers use it)
 QuantConfig = NoQuantConfig
 
 __all__ = ["TORCHAO", "QuantConfig", "install", "precision_choices", "scheme_method"]

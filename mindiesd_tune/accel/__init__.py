@@ -12,7 +12,7 @@ from .._lazy import lazy_exports
 # Everything here but the model lookup and the step statistics imports without torch; those
 # resolve on first use, so that reading a profile (`validate`, `show`) stays light. Importing
 # accel.methods registers the built-in entries, which AccelConfig reads from the registry.
-from .apply import AlreadyAppliedError, Handle, apply
+from .apply import AlreadyAppliedError, Handle, NotRemovableError, apply
 from .config import AccelConfig, ConfigError, ConflictError
 from .methods import CONFIGS, BlockSparseConfig, Method, QuantConfig, cache_methods, register_method, sparse_methods
 
@@ -44,6 +44,7 @@ __all__ = [
     "ConflictError",
     "Handle",
     "Method",
+    "NotRemovableError",
     "QuantConfig",
     "StepStatistics",
     "UnsupportedModelError",

@@ -12,10 +12,20 @@ class AlreadyAppliedError(RuntimeError):
     pass
 
 
+class NotRemovableError(RuntimeError):
+    """``remove()`` of a handle whose install dropped original weights (``keep_original=False``).
+
+    Raised before anything is taken off: the pipeline keeps running accelerated, as before the call.
+    """
+
+
 class Handle:
     """What ``apply`` installed on one pipeline.
 
-    ``remove()`` restores the pipeline so that it produces bit-identical output to before;
+    ``remove()`` restores the pipeline so that it produces bit-identical output to before, or,
+    when the install dropped original weights (``keep_original=False`` with a precision cast
+    or a quant scheme; ``removable`` is False), raises ``NotRemovableError`` naming them and
+    takes nothing off;
     ``counters`` says how many block evaluations were computed and skipped,
     ``sparse_counters`` how many attention calls ran sparse and at what density.
 
@@ -67,9 +77,22 @@ class Handle:
         self.counters.reset()
         self.sparse_counters.reset()
 
+    @property
+    def removable(self) -> bool:
+        """Whether ``remove()`` gives the pipeline back bit for bit (False: it refuses)."""
+        return not self._gone()
+
+    def _gone(self) -> list[str]:
+        # installers that drop originals mark their undo with what it cannot restore
+        return [g for undo in self._undo for g in getattr(undo, "gone", ())]
+
     def remove(self) -> None:
         if not self.active:
             return
+        gone = self._gone()
+        if gone:
+            raise NotRemovableError("this handle cannot be removed, nothing was taken off: " + "; ".join(gone)
+                                    + " (apply with keep_original=True to keep them)")
         while self._undo:
             self._undo.pop()()
         self.active = False
@@ -82,15 +105,21 @@ class Handle:
         self.remove()
 
     def __repr__(self) -> str:
-        state = "active" if self.active else "removed"
+        state = ("active" if self.removable else "active, not removable") if self.active else "removed"
         return f"Handle({state}, {self.counters.as_dict()})"
 
 
 def apply(pipe, config: AccelConfig | dict | None = None, keep_original: bool = True) -> Handle:
     """Install ``config`` on ``pipe`` (a diffusers pipeline or its denoiser module).
 
-    ``keep_original=False`` lets methods that replace weights (precision, quantisation) drop
-    the originals, freeing their memory; ``remove()`` then refuses to undo those methods.
+    ``keep_original`` (default True) keeps a reference to every tensor a precision cast or a
+    quant scheme replaces, so ``remove()`` puts those very tensors back, bit for bit. Nothing is
+    copied, but the originals stay in memory beside their replacements: a float32 denoiser
+    cast to bfloat16 then holds 1.5 times its float32 weights instead of half, and a quantised
+    one its float32 weights plus the quantised ones. ``keep_original=False`` drops them (their
+    memory is freed); the handle is then not ``removable``, and ``remove()`` raises
+    ``NotRemovableError`` without taking anything off. Configs that replace no weights are
+    removable either way.
     """
     from ..compat.diffusers import resets_cache_at_call_end
     from .blocks import find_denoiser

@@ -75,9 +75,16 @@ class _Quantised:
             setattr(parent, leaf, NpuQuantLinear(layer, cfg.scheme, getattr(cfg, "group_size", 0)))
             self.modules.append((parent, leaf, layer if self.keep_original else None))
 
-    def undo(self) -> None:
+    @property
+    def gone(self) -> str | None:
+        """Why ``undo()`` refuses (None: it restores every layer bit for bit)."""
         if not self.keep_original and (self.weights or self.modules):
-            raise RuntimeError("quantised without keep_original, so the original weights are gone")
+            return "quantised without keep_original, so the original weights are gone"
+        return None
+
+    def undo(self) -> None:
+        if self.gone:
+            raise RuntimeError(self.gone)
         for layer, weight, keys in reversed(self.weights):
             layer.weight = weight
             for key in set(layer.__dict__) - keys:  # torchao sets an instance extra_repr
@@ -136,6 +143,8 @@ def install_quant(pipe, cfg: NoQuantConfig, keep_original: bool = True) -> Calla
         for c in reversed(casts):
             c.undo()
 
+    # what undo() cannot restore, for Handle.removable to read before anything is taken off
+    undo.gone = [g for g in [*(c.gone for c in casts), quantised.gone] if g]
     return undo
 
 

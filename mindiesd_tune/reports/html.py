@@ -54,19 +54,13 @@ def write_report(
     chosen = _row(df, chosen_no)
     capped = bool(attrs.get("max_memory_bytes"))
 
-    figures = []  # (div id, figure): the objective's plot is "pareto", the others "pareto-<metric>"
-    for m in ([objective] if objective else []) + [m for m in ms if m != objective]:
-        fig = pareto_figure(df, m, chosen_no, higher=directions[m], floors=floors, metrics=ms, memory_cap=capped)
-        figures.append(("pareto" if m == objective else f"pareto-{m}", fig))
-    plots = "".join(
-        f'<div class="plot">{_plot_html(fig, div_id)}</div>' for div_id, fig in figures
-    )
-    if not figures:
-        plots = "<p class='note'>no quality metric was recorded: nothing to plot</p>"
+    figures = _pareto_figures(df, ms, objective, directions, chosen_no, floors, capped)
+    plots = "".join(f'<div class="plot">{_plot_html(fig, div_id)}</div>' for div_id, fig in figures) \
+        or "<p class='note'>no quality metric was recorded: nothing to plot</p>"
     front = _front_trials(df, ms, directions)
     parallel = parallel_figure(df, chosen_no)
-    history_fig = history_figure(df, objective, chosen_no, higher=directions.get(objective), metrics=ms,
-                                 memory_cap=capped) if objective else None
+    history_fig = (history_figure(df, objective, chosen_no, higher=directions.get(objective), metrics=ms, memory_cap=capped)
+                   if objective else None)
     history = _plot_html(history_fig, "history") if history_fig else "<p class='note'>no objective recorded</p>"
     imp_html, imp_fig = _importances_html(importances)
 
@@ -92,6 +86,15 @@ def write_report(
 
 
 # --------------------------------------------------------------------------- pieces
+
+
+def _pareto_figures(df, ms, objective, directions, chosen_no, floors, capped) -> list[tuple[str, Any]]:
+    """(div id, figure) per quality metric: the objective's plot is "pareto", the others "pareto-<metric>"."""
+    figures = []
+    for m in ([objective] if objective else []) + [m for m in ms if m != objective]:
+        fig = pareto_figure(df, m, chosen_no, higher=directions[m], floors=floors, metrics=ms, memory_cap=capped)
+        figures.append(("pareto" if m == objective else f"pareto-{m}", fig))
+    return figures
 
 
 def plotly_js(figures=()) -> str:

@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .tables import as_number as _num
 from .tables import higher_is_better, metric_columns, param_columns
 
 # category -> legend name, colour, marker symbol
@@ -353,14 +354,6 @@ def _count_without_latency(df: pd.DataFrame) -> str:
         return ""
     n_failed, n_pruned = int(df["state"].isin(FAILED).sum()), int((df["state"] == "pruned").sum())
     return ", ".join(f"{n} {name}" for n, name in ((n_failed, "failed"), (n_pruned, "pruned")) if n)
-
-
-def _num(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def _num_or_value(v):

@@ -13,6 +13,7 @@ import pandas as pd
 
 from .figures import floor_bounds, history_figure, importance_figure, parallel_figure, pareto_figure, plotted
 from .media import DIFF_GAIN, difference_html, thumbnail_html
+from .tables import as_number as _num
 from .tables import higher_is_better, metric_columns, param_columns
 
 _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
@@ -152,14 +153,6 @@ def _front_trials(df: pd.DataFrame, ms: list[str], directions: dict[str, bool]) 
 
 def _with_params(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("trial") if not df.empty else df
-
-
-def _num(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def _fmt_metric(v) -> str:

@@ -8,7 +8,8 @@ The first form runs ``tune`` on the model twice in this process, with screening 
 trial timed in full (``--no-screening``), each with the same budget and floor, and prints for
 each: the wall time from the end of loading to the outputs on disk (against the budget and its
 5% grace), the trials screened, pruned, timed in full and confirmed, and how many
-configurations were evaluated (screened or timed in full).
+accelerated configurations were evaluated (screened or timed in full; the unaccelerated point, timed
+against itself the same way in both, is not counted).
 
 The second form runs one study per budget (screening on) and then times each pick against the
 baseline on held-out prompts, as ``benchmarks/peers.py --profile`` does (its ``run_row``): the
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mindiesd_tune.tuner import TuneOptions, parse_budget, parse_floor, run_study  # noqa: E402
 from mindiesd_tune.tuner.progress import summary  # noqa: E402
+from mindiesd_tune.tuner.trials import is_neutral_point  # noqa: E402
 
 GRACE = 0.05  # the budget's promise: outputs on disk within it plus 5%
 
@@ -60,8 +62,9 @@ def one_study(model: str, budget: str, out: Path, floor: str, screening: bool, g
         "within_budget": wall is not None and b.seconds is not None and wall <= b.seconds * (1 + GRACE),
         "screened": s["screened"], "pruned": s["pruned"], "screened_out": s["screened_out"], "timed_in_full": s["full"],
         "confirmed": s["confirmed"],
-        # a configuration the study looked at: screened, or timed in full (with or without a screen)
-        "configurations": sum("fidelity" in t.user_attrs and "repeat_of" not in t.user_attrs
+        # an accelerated configuration the study looked at: screened, or timed in full (with or
+        # without a screen); the unaccelerated point, the same A/A timing in both arms, apart
+        "configurations": sum("fidelity" in t.user_attrs and "repeat_of" not in t.user_attrs and not is_neutral_point(t)
                               for t in study.get_trials(deepcopy=False)),
         "phases": {k: timing.get(k) for k in ("startup_seconds", "screen_seconds", "full_seconds", "confirm_seconds",
                                               "output_seconds")},

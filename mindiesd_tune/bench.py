@@ -120,9 +120,9 @@ def _enough(parts, repeats: int, precision: float | None, comparison) -> bool:
 
 def _quality(ev, outputs: dict[int, tuple]) -> tuple[dict[str, float], dict[str, float]]:
     """The profile's and the baseline's metrics against the baseline over the prompts measured:
-    each metric's mean and its aggregates (worst prompt, confidence bound: ``tuner.quality``)."""
+    each metric's mean and its aggregates (worst prompt, confidence bound: ``mindiesd_tune.quality``)."""
     from .metrics import fidelity
-    from .tuner.quality import aggregate
+    from .quality import aggregate
 
     scores, base_scores = [], []
     for i, (base_out, out) in sorted(outputs.items()):

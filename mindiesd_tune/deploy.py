@@ -84,9 +84,16 @@ def apply_profile(pipe, profile: str | Path | dict | Profile, strict: bool = Fal
     ``profile.call_kwargs()`` to use the generation settings the profile was measured with.
 
     A quant scheme the pipeline's device cannot run is refused in one line naming the scheme
-    and the device. Precision and quantisation replace weights; the originals are dropped
-    (their memory freed) unless ``keep_original=True``, without which ``handle.remove()``
-    cannot take those sections off.
+    and the device.
+
+    Whether ``handle.remove()`` can give the pipeline back is decided here, and
+    ``handle.removable`` says which. A profile that casts a component's precision or quantises
+    replaces weights: by default (deployment) the originals are dropped and their memory freed,
+    and ``remove()`` raises ``NotRemovableError`` naming them, taking nothing off.
+    ``keep_original=True`` keeps them, so ``remove()`` restores the pipeline bit for bit, at the
+    cost of holding the original weights beside their replacements (a float32 denoiser cast to
+    bfloat16: 1.5 times its float32 size instead of half). A profile that replaces no weights
+    is removable either way.
     """
     prof = load_profile(profile)
     from .accel.quant.support import check_supported

@@ -174,15 +174,6 @@ def test_step_reduction_reports_call_overrides_and_restores_the_scheduler(tiny_w
     assert np.array_equal(generate(tiny_wan), base)
 
 
-def test_handle_call_kwargs_is_a_deprecated_alias_of_call_overrides(tiny_wan):
-    handle = apply(tiny_wan.pipe, cfg(StepsConfig(num_inference_steps=4, scheduler="euler")))
-    try:
-        with pytest.warns(DeprecationWarning, match="call_overrides"):
-            assert handle.call_kwargs is handle.call_overrides
-    finally:
-        handle.remove()
-
-
 def test_incompatible_scheduler_is_refused_with_the_choices(tiny_flux):
     with pytest.raises(ValueError, match="default, euler, unipc"):
         apply(tiny_flux.pipe, cfg(StepsConfig(scheduler="dpmsolver++")))

@@ -73,3 +73,53 @@ def test_a_method_from_one_plugin_file_goes_through_tuner_profile_cli_and_apply(
     assert not np.array_equal(generate(tiny_flux), base)
     handle.remove()
     assert np.array_equal(generate(tiny_flux), base)
+
+
+# A toy method of each kind, each in one file of its own (tests/toy_*_plugin.py), added from
+# outside the package through the plugin entry: a cache method, a sparse mask, a quant scheme.
+TOYS = [
+    ("toy_method_plugin", "cache", "toy_gain", {"method": "toy_gain", "gain": 0.05}),
+    ("toy_sparse_plugin", "sparse", "toy_prefix", {"method": "toy_prefix", "ratio": 0.5, "block_size": 16}),
+    ("toy_quant_plugin", "quant", "toy_int8", {"scheme": "toy_int8", "components": ["denoiser"]}),
+]
+
+
+@pytest.fixture
+def named_plugin(monkeypatch, request):
+    """``request.param``'s plugin named in the environment, taken out again afterwards."""
+    from mindiesd_tune.accel.methods import unregister_method
+
+    module, section, name, _ = request.param
+    monkeypatch.setenv(plugins.ENV_VAR, module)
+    monkeypatch.setattr(plugins, "_loaded", set())
+    yield request.param
+    monkeypatch.delenv(plugins.ENV_VAR)
+    unregister_method(section, name)
+    sys.modules.pop(module, None)
+
+
+@pytest.mark.parametrize("named_plugin", TOYS, indirect=True, ids=[t[2] for t in TOYS])
+def test_a_toy_method_of_each_section_is_one_plugin_file(named_plugin, tiny_flux):
+    from mindiesd_tune import accel
+    from mindiesd_tune.accel.methods import method_names
+    from mindiesd_tune.search_spaces import searched_sections
+
+    if named_plugin[1] == "quant":
+        pytest.importorskip("torchao")
+    module, section, name, mapping = named_plugin
+    assert name not in method_names(section)
+
+    # a profile's section names it: read, validated, written and read back
+    cfg = accel.AccelConfig.from_dict({section: mapping})
+    assert name in method_names(section) and accel.AccelConfig.from_yaml(cfg.to_yaml()) == cfg
+    assert dict(cfg.summary())[section] != "off"
+
+    # a study on this model offers it
+    offered = {sec.name: [m.name for m in entries] for sec, entries in searched_sections("dit-image")}
+    assert name in offered[section], offered
+
+    # installed on a real pipeline, changing its output, and taken off bit for bit
+    base = generate(tiny_flux)
+    with accel.apply(tiny_flux.pipe, cfg):
+        assert not np.array_equal(generate(tiny_flux), base)
+    assert np.array_equal(generate(tiny_flux), base)

@@ -12,9 +12,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from mindiesd_tune.errors import UserError
 from mindiesd_tune.metrics import kernel_distance
+from mindiesd_tune.quality import aggregate, bound, judged_on, worst
 from mindiesd_tune.tuner.objectives import Constraints, parse_floor
 from mindiesd_tune.tuner.pick import HELDOUT, pick
-from mindiesd_tune.tuner.quality import aggregate, bound, judged_on, worst
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 

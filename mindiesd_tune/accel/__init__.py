@@ -10,35 +10,11 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 # Everything here but the model lookup and the step statistics imports without torch; those
-# resolve on first use, so that reading a profile (`validate`, `show`) stays light.
-from .apply import AlreadyAppliedError, Handle, apply
+# resolve on first use, so that reading a profile (`validate`, `show`) stays light. Importing
+# accel.methods registers the built-in entries, which AccelConfig reads from the registry.
+from .apply import AlreadyAppliedError, Handle, NotRemovableError, apply
 from .config import AccelConfig, ConfigError, ConflictError
-from .methods import (
-    AttentionCacheConfig,
-    BlockCacheConfig,
-    BlockSparseConfig,
-    CompileConfig,
-    DeepCacheConfig,
-    DiffusersFasterCacheConfig,
-    DiffusersFirstBlockCacheConfig,
-    DiffusersMagCacheConfig,
-    DiffusersPyramidAttentionBroadcastConfig,
-    DiffusersTaylorSeerConfig,
-    FirstBlockCacheConfig,
-    HeadAdaptiveSparseConfig,
-    LocalWindowConfig,
-    Method,
-    NoCache,
-    NoSparse,
-    ParallelConfig,
-    QuantConfig,
-    StepsConfig,
-    TaylorSeerConfig,
-    TopKSparseConfig,
-    cache_methods,
-    register_method,
-    sparse_methods,
-)
+from .methods import CONFIGS, BlockSparseConfig, Method, QuantConfig, cache_methods, register_method, sparse_methods
 
 _LAZY = {
     "UnsupportedModelError": ".blocks",
@@ -57,34 +33,20 @@ if TYPE_CHECKING:
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
 
 
+# every registered entry's config class, by its name (from the registry, as accel.methods exports them)
+globals().update(CONFIGS)
+
 __all__ = [
     "AccelConfig",
     "AlreadyAppliedError",
-    "AttentionCacheConfig",
-    "BlockCacheConfig",
     "BlockSparseConfig",
-    "CompileConfig",
     "ConfigError",
     "ConflictError",
-    "DeepCacheConfig",
-    "DiffusersFasterCacheConfig",
-    "DiffusersFirstBlockCacheConfig",
-    "DiffusersMagCacheConfig",
-    "DiffusersPyramidAttentionBroadcastConfig",
-    "DiffusersTaylorSeerConfig",
-    "FirstBlockCacheConfig",
     "Handle",
-    "HeadAdaptiveSparseConfig",
-    "LocalWindowConfig",
     "Method",
-    "NoCache",
-    "NoSparse",
-    "ParallelConfig",
+    "NotRemovableError",
     "QuantConfig",
     "StepStatistics",
-    "StepsConfig",
-    "TaylorSeerConfig",
-    "TopKSparseConfig",
     "UnsupportedModelError",
     "apply",
     "cache_methods",
@@ -95,3 +57,4 @@ __all__ = [
     "step_statistics",
     "transformer_blocks",
 ]
+__all__ += sorted(CONFIGS)

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Callable
 
+from .attached import active_handle, attach, detach
 from .config import AccelConfig
-
-_ATTR = "_mindiesd_accel_handle"
 
 
 class AlreadyAppliedError(RuntimeError):
     pass
 
 
+class NotRemovableError(RuntimeError):
+    """``remove()`` of a handle whose install dropped original weights (``keep_original=False``).
+
+    Raised before anything is taken off: the pipeline keeps running accelerated, as before the call.
+    """
+
+
 class Handle:
     """What ``apply`` installed on one pipeline.
 
-    ``remove()`` restores the pipeline so that it produces bit-identical output to before;
+    ``remove()`` restores the pipeline so that it produces bit-identical output to before, or,
+    when the install dropped original weights (``keep_original=False`` with a precision cast
+    or a quant scheme; ``removable`` is False), raises ``NotRemovableError`` naming them and
+    takes nothing off;
     ``counters`` says how many block evaluations were computed and skipped,
     ``sparse_counters`` how many attention calls ran sparse and at what density.
 
@@ -28,8 +36,7 @@ class Handle:
         out = pipe(prompt, **handle.generation(my_settings))
 
     With a profile, ``profile.call_kwargs()`` is the whole set of call settings (the profile's
-    workload with these overrides on top). ``handle.call_kwargs`` is a deprecated alias of
-    ``call_overrides``.
+    workload with these overrides on top).
     """
 
     def __init__(self, target, config: AccelConfig, keep_original: bool = True):
@@ -56,13 +63,6 @@ class Handle:
         """``settings`` with this config's call overrides applied."""
         return {**(settings or {}), **self.call_overrides}
 
-    @property
-    def call_kwargs(self) -> dict:
-        """Deprecated alias of ``call_overrides``."""
-        warnings.warn("Handle.call_kwargs is deprecated: use handle.call_overrides, handle.generation(settings) "
-                      "or, with a profile, profile.call_kwargs()", DeprecationWarning, stacklevel=2)
-        return self.call_overrides
-
     def reset_state(self) -> None:
         """Forget all cached tensors, as the end of a pipeline call does; for hand-written loops."""
         if self._model is not None:
@@ -77,14 +77,26 @@ class Handle:
         self.counters.reset()
         self.sparse_counters.reset()
 
+    @property
+    def removable(self) -> bool:
+        """Whether ``remove()`` gives the pipeline back bit for bit (False: it refuses)."""
+        return not self._gone()
+
+    def _gone(self) -> list[str]:
+        # installers that drop originals mark their undo with what it cannot restore
+        return [g for undo in self._undo for g in getattr(undo, "gone", ())]
+
     def remove(self) -> None:
         if not self.active:
             return
+        gone = self._gone()
+        if gone:
+            raise NotRemovableError("this handle cannot be removed, nothing was taken off: " + "; ".join(gone)
+                                    + " (apply with keep_original=True to keep them)")
         while self._undo:
             self._undo.pop()()
         self.active = False
-        if getattr(self.target, _ATTR, None) is self:
-            delattr(self.target, _ATTR)
+        detach(self.target, self)
 
     def __enter__(self) -> "Handle":
         return self
@@ -93,16 +105,23 @@ class Handle:
         self.remove()
 
     def __repr__(self) -> str:
-        state = "active" if self.active else "removed"
+        state = ("active" if self.removable else "active, not removable") if self.active else "removed"
         return f"Handle({state}, {self.counters.as_dict()})"
 
 
 def apply(pipe, config: AccelConfig | dict | None = None, keep_original: bool = True) -> Handle:
     """Install ``config`` on ``pipe`` (a diffusers pipeline or its denoiser module).
 
-    ``keep_original=False`` lets methods that replace weights (precision, quantisation) drop
-    the originals, freeing their memory; ``remove()`` then refuses to undo those methods.
+    ``keep_original`` (default True) keeps a reference to every tensor a precision cast or a
+    quant scheme replaces, so ``remove()`` puts those very tensors back, bit for bit. Nothing is
+    copied, but the originals stay in memory beside their replacements: a float32 denoiser
+    cast to bfloat16 then holds 1.5 times its float32 weights instead of half, and a quantised
+    one its float32 weights plus the quantised ones. ``keep_original=False`` drops them (their
+    memory is freed); the handle is then not ``removable``, and ``remove()`` raises
+    ``NotRemovableError`` without taking anything off. Configs that replace no weights are
+    removable either way.
     """
+    from ..compat.diffusers import resets_cache_at_call_end
     from .blocks import find_denoiser
 
     if config is None:
@@ -110,14 +129,13 @@ def apply(pipe, config: AccelConfig | dict | None = None, keep_original: bool = 
     elif isinstance(config, dict):
         config = AccelConfig.from_dict(config)
     config.validate()
-    existing = getattr(pipe, _ATTR, None)
-    if existing is not None and existing.active:
+    if active_handle(pipe) is not None:
         raise AlreadyAppliedError("an AccelConfig is already applied to this pipeline; call handle.remove() first")
     model = find_denoiser(pipe)
     handle = Handle(pipe, config, keep_original)
     handle._model = model
     try:
-        if handle.pipe is not None and not hasattr(model, "_reset_stateful_cache"):
+        if handle.pipe is not None and not resets_cache_at_call_end(model):
             handle._undo.append(_reset_at_call_end(pipe, model))
         # every section's entry, in declared order; remove() undoes them in reverse
         for entry, section_config in config.entries():
@@ -126,7 +144,7 @@ def apply(pipe, config: AccelConfig | dict | None = None, keep_original: bool = 
     except Exception:
         handle.remove()
         raise
-    setattr(pipe, _ATTR, handle)
+    attach(pipe, handle)
     return handle
 
 

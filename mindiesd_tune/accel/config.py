@@ -1,6 +1,7 @@
 """AccelConfig: the declarative description of every acceleration knob, with YAML round-trip.
 
-The sections and the methods in them come from the method registry (``accel.methods``):
+The sections and the methods in them come from the method registry (``accel.registry``,
+filled by the method modules in ``accel.methods``):
 each method's module holds its config dataclass, documented in terms of speed and quality.
 This module holds what every section shares: the error type, field checks and coercion,
 and the whole config with its dict/YAML form. Sections that choose among methods
@@ -14,6 +15,9 @@ import dataclasses
 from typing import Any
 
 import yaml
+
+from ..plugins import load_plugins
+from . import registry
 
 
 class ConfigError(ValueError):
@@ -42,13 +46,11 @@ def check_blocks(prefix: str, block_start: int, block_end: int, lowest_start: in
 
 
 def _registry():
-    # the method modules import this one for its checks, so the registry is imported late;
-    # plugins first, so a section of a third-party method reads like a built-in one
-    from ..plugins import load_plugins
-    from . import methods
-
+    # The built-in entries are registered when the accel package imports accel.methods, which
+    # sits above this module (the method modules import the checks here). Plugins load first,
+    # so a section of a third-party method reads like a built-in one.
     load_plugins()
-    return methods
+    return registry
 
 
 class AccelConfig:

@@ -280,46 +280,55 @@ def compare_interleaved(
     """
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
-    dc = DeviceClock(device, clock)
-    cpu_clock = _cpu_clock(device, cpu_clock)
-    fns = {"baseline": baseline, "candidate": candidate}
-    cpu: dict[str, list[float]] = {"baseline": [], "candidate": []}
-    outs: dict[str, Any] = {"baseline": None, "candidate": None}
-    samples: dict[str, list[float]] = {"baseline": [], "candidate": []}
-    peaks: dict[str, int | None] = {"baseline": None, "candidate": None}
-    setups = {"baseline": baseline_setup, "candidate": candidate_setup}
+    sides = _Interleaved({"baseline": baseline, "candidate": candidate}, {"baseline": baseline_setup, "candidate": candidate_setup},
+                         device, DeviceClock(device, clock), _cpu_clock(device, cpu_clock))
+    for _ in range(warmup):
+        for side in sides.SIDES:
+            sides.run(side, timed=False)
+    for r in range(repeats):
+        for side in sides.SIDES if (r + first_round) % 2 == 0 else reversed(sides.SIDES):
+            sides.run(side, timed=True)
+    return sides.comparison(), sides.outs["baseline"], sides.outs["candidate"]
 
-    def run(side: str, timed: bool) -> None:
-        setup = setups[side]
+
+class _Interleaved:
+    """One interleaved measurement's calls and what they left per side: the last output, the
+    timed samples, the CPU times and the peak memory."""
+
+    SIDES = ("baseline", "candidate")
+
+    def __init__(self, fns: dict, setups: dict, device, dc: DeviceClock, cpu_clock: Callable[[], float] | None):
+        self.fns, self.setups, self.device, self.dc, self.cpu_clock = fns, setups, device, dc, cpu_clock
+        self.outs: dict[str, Any] = dict.fromkeys(self.SIDES)
+        self.samples: dict[str, list[float]] = {s: [] for s in self.SIDES}
+        self.cpu: dict[str, list[float]] = {s: [] for s in self.SIDES}
+        self.peaks: dict[str, int | None] = dict.fromkeys(self.SIDES)
+
+    def run(self, side: str, timed: bool) -> None:
+        setup = self.setups[side]
         teardown = setup() if setup is not None else None
         try:
-            synchronize(device)
-            reset_peak_memory(device)
-            c0 = cpu_clock() if cpu_clock else None
-            t0 = dc.mark()
-            outs[side] = fns[side]()
+            synchronize(self.device)
+            reset_peak_memory(self.device)
+            c0 = self.cpu_clock() if self.cpu_clock else None
+            t0 = self.dc.mark()
+            self.outs[side] = self.fns[side]()
             if timed:
-                samples[side].append(dc.seconds(t0, dc.mark()))
-                if cpu_clock:
-                    cpu[side].append(cpu_clock() - c0)
-                peak = peak_memory_bytes(device)
+                self.samples[side].append(self.dc.seconds(t0, self.dc.mark()))
+                if self.cpu_clock:
+                    self.cpu[side].append(self.cpu_clock() - c0)
+                peak = peak_memory_bytes(self.device)
                 if peak is not None:
-                    peaks[side] = max(peaks[side] or 0, peak)
+                    self.peaks[side] = max(self.peaks[side] or 0, peak)
         finally:
             if teardown is not None:
                 teardown()
 
-    for _ in range(warmup):
-        for side in fns:
-            run(side, timed=False)
-    for r in range(repeats):
-        for side in ("baseline", "candidate") if (r + first_round) % 2 == 0 else ("candidate", "baseline"):
-            run(side, timed=True)
-    base = summarize(samples["baseline"], peaks["baseline"], cpu["baseline"])
-    cand = summarize(samples["candidate"], peaks["candidate"], cpu["candidate"])
-    # each round's two calls ran back to back: their ratio is what a change of load cannot bend
-    ratios = [b / c if c > 0 else float("inf") for b, c in zip(samples["baseline"], samples["candidate"])]
-    return Comparison.of(base, cand, ratios), outs["baseline"], outs["candidate"]
+    def comparison(self) -> Comparison:
+        base, cand = (summarize(self.samples[s], self.peaks[s], self.cpu[s]) for s in self.SIDES)
+        # each round's two calls ran back to back: their ratio is what a change of load cannot bend
+        ratios = [b / c if c > 0 else float("inf") for b, c in zip(self.samples["baseline"], self.samples["candidate"])]
+        return Comparison.of(base, cand, ratios)
 
 
 # ---------------------------------------------------------------------------- where the time goes

@@ -138,13 +138,22 @@ def score_outputs(
 ) -> FolderScores:
     """Score outputs (one float array in [0, 1] per prompt: (H,W,C) or (F,H,W,C)) against ``reference``
     (the baseline outputs, same order) and ``prompts``. Per-output metrics are means over outputs."""
+    video = _check_inputs(outputs, metrics, prompts, reference)
+    result = FolderScores(n=len(outputs), video=video)
+    scorer = _ClipScorer(clip_model, device)
+    for m in metrics:
+        result.values[m] = _score(m, outputs, reference, prompts, video, scorer, lpips_net, inception, i3d, device)
+    return result
+
+
+def _check_inputs(outputs: list[np.ndarray], metrics: list[str], prompts: list[str] | None,
+                  refs: list[np.ndarray] | None) -> bool:
+    """Refuse outputs, references and prompts that do not fit ``metrics``; whether the outputs are videos."""
     if not outputs:
         raise UserError("nothing to score")
     video = np.ndim(outputs[0]) == 4
     if any((np.ndim(o) == 4) != video for o in outputs):
         raise UserError("the outputs mix images and videos")
-    result = FolderScores(n=len(outputs), video=video)
-    refs = reference
     if refs is None and any(m in FIDELITY or m in SET_METRICS for m in metrics):
         raise UserError(f"{', '.join(m for m in metrics if m in FIDELITY or m in SET_METRICS)} need reference outputs")
     if refs is not None and len(refs) != len(outputs):
@@ -154,56 +163,62 @@ def score_outputs(
             raise UserError("clip needs the prompts (--prompts FILE, one per line in file-name order)")
         if len(prompts) != len(outputs):
             raise UserError(f"{len(prompts)} prompts for {len(outputs)} outputs")
-    scorer = None
+    return video
 
-    def get_scorer():
-        nonlocal scorer
-        if scorer is None:
-            if not clip_model:
+
+class _ClipScorer:
+    """The CLIP scorer, loaded on the first metric that needs it."""
+
+    def __init__(self, clip_model: str | None, device: str):
+        self.clip_model, self.device, self._scorer = clip_model, device, None
+
+    def __call__(self):
+        if self._scorer is None:
+            if not self.clip_model:
                 raise UserError(
                     "clip-feature metrics need --clip-model: NAME:/path/to/weights, local-dir:/path, "
                     "NAME:TAG with cached weights, or demo-clip for demo outputs"
                 )
             from .clip_score import get_scorer as cached
 
-            scorer = cached(clip_model, str(device))
-        return scorer
+            self._scorer = cached(self.clip_model, str(self.device))
+        return self._scorer
 
-    for m in metrics:
-        if m in FIDELITY:
-            from .fidelity import FIDELITY_METRICS, lpips, mean_over_frames
 
-            fn = (lambda a, b: lpips(a, b, lpips_net)) if m == "lpips" else FIDELITY_METRICS[m]
-            for o, r in zip(outputs, refs):
-                if np.shape(o) != np.shape(r):
-                    raise UserError(f"{m}: an output of shape {np.shape(o)} has a reference of shape {np.shape(r)}")
-            per_output = [fn(o, r) for o, r in zip(outputs, refs)]
-            result.values[m] = mean_over_frames(per_output) if m == "psnr" else float(np.mean(per_output))
-        elif m == "clip":
-            result.values[m] = get_scorer().score(outputs, prompts)
-        elif m == "fid":
-            from .frechet import fid
+def _score(m: str, outputs, refs, prompts, video: bool, scorer: _ClipScorer, lpips_net: str, inception, i3d, device) -> float:
+    """One metric over all the outputs."""
+    if m in FIDELITY:
+        from .fidelity import FIDELITY_METRICS, lpips, mean_over_frames
 
-            _images_only(m, video)
-            result.values[m] = fid(_stack(outputs, m), _stack(refs, m), inception_weights=inception)
-        elif m == "fvd":
-            from .frechet import fvd
+        fn = (lambda a, b: lpips(a, b, lpips_net)) if m == "lpips" else FIDELITY_METRICS[m]
+        for o, r in zip(outputs, refs):
+            if np.shape(o) != np.shape(r):
+                raise UserError(f"{m}: an output of shape {np.shape(o)} has a reference of shape {np.shape(r)}")
+        per_output = [fn(o, r) for o, r in zip(outputs, refs)]
+        return mean_over_frames(per_output) if m == "psnr" else float(np.mean(per_output))
+    if m == "clip":
+        return scorer().score(outputs, prompts)
+    if m == "fid":
+        from .frechet import fid
 
-            _videos_only(m, video)
-            result.values[m] = fvd(outputs, refs, i3d_weights=i3d, device=device)
-        elif m == "fd_clip":
-            from .frechet import fd_clip
+        _images_only(m, video)
+        return fid(_stack(outputs, m), _stack(refs, m), inception_weights=inception)
+    if m == "fvd":
+        from .frechet import fvd
 
-            _images_only(m, video)
-            result.values[m] = fd_clip(_stack(outputs, m), _stack(refs, m), get_scorer())
-        elif m == "fd_clip_frames":
-            from .frechet import fd_clip_frames
+        _videos_only(m, video)
+        return fvd(outputs, refs, i3d_weights=i3d, device=device)
+    if m == "fd_clip":
+        from .frechet import fd_clip
 
-            _videos_only(m, video)
-            result.values[m] = fd_clip_frames(outputs, refs, get_scorer())
-        else:
-            raise UserError(f"unknown metric {m!r} (known: {', '.join(ALL_METRICS)})")
-    return result
+        _images_only(m, video)
+        return fd_clip(_stack(outputs, m), _stack(refs, m), scorer())
+    if m == "fd_clip_frames":
+        from .frechet import fd_clip_frames
+
+        _videos_only(m, video)
+        return fd_clip_frames(outputs, refs, scorer())
+    raise UserError(f"unknown metric {m!r} (known: {', '.join(ALL_METRICS)})")
 
 
 def _matching(files: list[Path], ref_files: list[Path], reference) -> list[Path]:

@@ -88,44 +88,16 @@ def _t5_config(size_dim: int, vocab: int, layers: int = 2):
 
 def build_flux(size: FluxSize = FluxSize(), seed: int = 0, state_dicts: dict[str, dict] | None = None):
     """A FluxPipeline with toy-sized FluxTransformer2DModel, AutoencoderKL, CLIP and T5 encoders."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, T5EncoderModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import T5EncoderModel
 
     vocab = len(vocabulary())
     _seeded(seed)
-    clip = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=vocab,
-            hidden_size=size.clip_dim,
-            intermediate_size=size.clip_dim * 2,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=size.text_len,
-            projection_dim=size.clip_dim,
-            bos_token_id=BOS_ID,
-            eos_token_id=EOS_ID,
-            pad_token_id=PAD_ID,
-        )
-    )
+    clip = _flux_clip(size, vocab)
     _seeded(seed + 1)
     t5 = T5EncoderModel(_t5_config(size.text_dim, vocab))
     _seeded(seed + 2)
-    n = len(size.vae_channels)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * n,
-        up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=size.vae_channels,
-        layers_per_block=1,
-        latent_channels=size.latent_channels,
-        norm_num_groups=16,
-        sample_size=64,
-        scaling_factor=1.0,
-        shift_factor=0.0,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
+    vae = _flux_vae(size)
     _seeded(seed + 3)
     transformer = FluxTransformer2DModel(
         patch_size=1,
@@ -152,6 +124,46 @@ def build_flux(size: FluxSize = FluxSize(), seed: int = 0, state_dicts: dict[str
     _load_state_dicts(pipe, state_dicts)
     _eval(pipe)
     return pipe
+
+
+def _flux_clip(size: FluxSize, vocab: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab,
+            hidden_size=size.clip_dim,
+            intermediate_size=size.clip_dim * 2,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=size.text_len,
+            projection_dim=size.clip_dim,
+            bos_token_id=BOS_ID,
+            eos_token_id=EOS_ID,
+            pad_token_id=PAD_ID,
+        )
+    )
+
+
+def _flux_vae(size: FluxSize):
+    from diffusers import AutoencoderKL
+
+    n = len(size.vae_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=size.vae_channels,
+        layers_per_block=1,
+        latent_channels=size.latent_channels,
+        norm_num_groups=16,
+        sample_size=64,
+        scaling_factor=1.0,
+        shift_factor=0.0,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
 
 
 def build_wan(size: WanSize = WanSize(), seed: int = 0, state_dicts: dict[str, dict] | None = None):

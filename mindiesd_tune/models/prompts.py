@@ -30,7 +30,7 @@ VIDEO_PROMPTS = (
 )
 
 # the demo models' caption vocabulary: coloured shapes on plain backgrounds. Four prompts: a
-# floor is judged on the confidence bound of the mean over them (tuner.quality), and over two
+# floor is judged on the confidence bound of the mean over them (mindiesd_tune.quality), and over two
 # the bound is too wide to pass anything but the baseline
 DEMO_IMAGE_PROMPTS = (
     "a red circle on a blue background",

@@ -194,21 +194,23 @@ def _import_components(index: dict) -> None:
 def _no_fp32_modules():
     from diffusers import ModelMixin
 
+    from ..compat.diffusers import keep_in_fp32_modules, set_keep_in_fp32_modules
+
     kept: dict[type, list[str]] = {}
     stack = list(ModelMixin.__subclasses__())
     while stack:
         cls = stack.pop()
         stack.extend(cls.__subclasses__())
-        names = cls.__dict__.get("_keep_in_fp32_modules")
+        names = keep_in_fp32_modules(cls, own=True)
         if names:
             kept[cls] = list(names) if isinstance(names, (list, tuple)) else [names]
     for cls in kept:
-        cls._keep_in_fp32_modules = None
+        set_keep_in_fp32_modules(cls, None)
     try:
         yield {sub: names for cls, names in kept.items() for sub in _with_subclasses(cls)}
     finally:
         for cls, names in kept.items():
-            cls._keep_in_fp32_modules = names
+            set_keep_in_fp32_modules(cls, names)
 
 
 def _with_subclasses(cls) -> list[type]:

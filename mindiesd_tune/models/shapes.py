@@ -157,8 +157,8 @@ def render(
     r = torch.tensor(sizes, dtype=torch.float32).view(n, 1, 1) / 2
     dx, dy = gx - cx, gy - cy
     circle = dx * dx + dy * dy <= r * r
-    # Every shape spans its size word's extent. (Squares used to be drawn at 0.88 of it, to match the
-    # circle's area; a small circle and square then differed by a one-pixel rim.)
+    # Every shape spans its size word's extent, so a size word means one extent whatever the shape
+    # (a square scaled to the circle's area would differ from a small circle by only a one-pixel rim).
     square = (dx.abs() <= r) & (dy.abs() <= r)
     # Upward triangle: apex at (0, -r), base from (-r, 0.8r) to (r, 0.8r).
     base = 0.8 * r

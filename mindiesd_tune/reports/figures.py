@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .tables import as_number as _num
 from .tables import higher_is_better, metric_columns, param_columns
 
 # category -> legend name, colour, marker symbol
@@ -251,8 +252,6 @@ def parallel_figure(df: pd.DataFrame, chosen: int | None) -> go.Figure:
     is the speed-up, each trial's interval (its median +- half the spread of the interleaved
     per-round ratios) drawn as an error bar on it; lines are coloured by speed-up.
     """
-    from plotly.colors import sample_colorscale
-
     done = complete_trials(df)
     if "speedup" in done:
         done = done[done["speedup"].notna()]
@@ -277,19 +276,7 @@ def parallel_figure(df: pd.DataFrame, chosen: int | None) -> go.Figure:
     k = len(axes)
     annotations += [dict(x=k, y=y, text=f"{v:.2f}x", showarrow=False, xanchor="left", xshift=4,
                          font=dict(size=10, color="#555")) for y, v in ((0.0, lo), (1.0, hi))]
-    rank = (speed - speed.min()) / ((speed.max() - speed.min()) or 1.0)
-    colours = sample_colorscale("Viridis", list(rank.clip(0, 1)))
-    for (idx, r), colour in zip(done.iterrows(), colours):
-        t = int(r["trial"])
-        ys = [scaled[p][idx] for p in axes] + [sp_y[idx]]
-        is_chosen = chosen is not None and t == chosen
-        config = "<br>".join(f"{p[6:]} = {_fmt(r[p])}" for p in axes if _num_or_value(r.get(p)) is not None)
-        fig.add_trace(go.Scatter(
-            x=list(range(k + 1)), y=ys, mode="lines+markers", showlegend=False, customdata=[t] * (k + 1),
-            line=dict(color="#ff7f0e" if is_chosen else colour, width=4 if is_chosen else 1.5),
-            marker=dict(size=5, color="#ff7f0e" if is_chosen else colour),
-            hovertemplate=f"<b>trial {t}</b>{' (profile)' if is_chosen else ''}<br>{speed[idx]:.2f}x<br>"
-                          + (config or "no acceleration") + "<extra></extra>"))
+    _trial_lines(fig, done, axes, scaled, sp_y, chosen)
     fig.add_trace(go.Scatter(
         x=[k] * len(done), y=list(sp_y), mode="markers", name="speed-up and its interval", customdata=list(done["trial"]),
         marker=dict(color="#333", size=6, symbol="line-ew-open"),
@@ -307,6 +294,27 @@ def parallel_figure(df: pd.DataFrame, chosen: int | None) -> go.Figure:
         **{**_LAYOUT, "margin": dict(l=20, r=20, t=40, b=60), "legend": dict(orientation="h", y=1.0, x=1, xanchor="right",
                                                                             yanchor="bottom")})
     return fig
+
+
+def _trial_lines(fig: go.Figure, done: pd.DataFrame, axes: list[str], scaled: dict, sp_y: pd.Series, chosen: int | None) -> None:
+    """One line per trial across the axes, coloured by speed-up; the profile's trial stands out."""
+    from plotly.colors import sample_colorscale
+
+    speed = done["speedup"].astype(float)
+    k = len(axes)
+    rank = (speed - speed.min()) / ((speed.max() - speed.min()) or 1.0)
+    colours = sample_colorscale("Viridis", list(rank.clip(0, 1)))
+    for (idx, r), colour in zip(done.iterrows(), colours):
+        t = int(r["trial"])
+        ys = [scaled[p][idx] for p in axes] + [sp_y[idx]]
+        is_chosen = chosen is not None and t == chosen
+        config = "<br>".join(f"{p[6:]} = {_fmt(r[p])}" for p in axes if _num_or_value(r.get(p)) is not None)
+        fig.add_trace(go.Scatter(
+            x=list(range(k + 1)), y=ys, mode="lines+markers", showlegend=False, customdata=[t] * (k + 1),
+            line=dict(color="#ff7f0e" if is_chosen else colour, width=4 if is_chosen else 1.5),
+            marker=dict(size=5, color="#ff7f0e" if is_chosen else colour),
+            hovertemplate=f"<b>trial {t}</b>{' (profile)' if is_chosen else ''}<br>{speed[idx]:.2f}x<br>"
+                          + (config or "no acceleration") + "<extra></extra>"))
 
 
 def _axis(col: pd.Series) -> tuple[pd.Series, list[tuple[float, str]]]:
@@ -346,14 +354,6 @@ def _count_without_latency(df: pd.DataFrame) -> str:
         return ""
     n_failed, n_pruned = int(df["state"].isin(FAILED).sum()), int((df["state"] == "pruned").sum())
     return ", ".join(f"{n} {name}" for n, name in ((n_failed, "failed"), (n_pruned, "pruned")) if n)
-
-
-def _num(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def _num_or_value(v):

@@ -13,6 +13,7 @@ import pandas as pd
 
 from .figures import floor_bounds, history_figure, importance_figure, parallel_figure, pareto_figure, plotted
 from .media import DIFF_GAIN, difference_html, thumbnail_html
+from .tables import as_number as _num
 from .tables import higher_is_better, metric_columns, param_columns
 
 _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
@@ -56,19 +57,13 @@ def write_report(
     chosen = _row(df, chosen_no)
     capped = bool(attrs.get("max_memory_bytes"))
 
-    figures = []  # (div id, figure): the objective's plot is "pareto", the others "pareto-<metric>"
-    for m in ([objective] if objective else []) + [m for m in ms if m != objective]:
-        fig = pareto_figure(df, m, chosen_no, higher=directions[m], floors=floors, metrics=ms, memory_cap=capped)
-        figures.append(("pareto" if m == objective else f"pareto-{m}", fig))
-    plots = "".join(
-        f'<div class="plot">{_plot_html(fig, div_id)}</div>' for div_id, fig in figures
-    )
-    if not figures:
-        plots = "<p class='note'>no quality metric was recorded: nothing to plot</p>"
+    figures = _pareto_figures(df, ms, objective, directions, chosen_no, floors, capped)
+    plots = "".join(f'<div class="plot">{_plot_html(fig, div_id)}</div>' for div_id, fig in figures) \
+        or "<p class='note'>no quality metric was recorded: nothing to plot</p>"
     front = _front_trials(df, ms, directions)
     parallel = parallel_figure(df, chosen_no)
-    history_fig = history_figure(df, objective, chosen_no, higher=directions.get(objective), metrics=ms,
-                                 memory_cap=capped) if objective else None
+    history_fig = (history_figure(df, objective, chosen_no, higher=directions.get(objective), metrics=ms, memory_cap=capped)
+                   if objective else None)
     history = _plot_html(history_fig, "history") if history_fig else "<p class='note'>no objective recorded</p>"
     imp_html, imp_fig = _importances_html(importances)
     quality_html, strip = _quality_html(quality or {}, objective)
@@ -111,6 +106,15 @@ def _quality_html(quality: dict[str, Any], objective: str | None):
              "<h3>Tuning prompts and held-out prompts</h3>", heldout_table(quality, objective),
              "<h3>Cliffs along the front's knobs</h3>", cliffs_html(quality)]
     return "".join(parts), strip
+
+
+def _pareto_figures(df, ms, objective, directions, chosen_no, floors, capped) -> list[tuple[str, Any]]:
+    """(div id, figure) per quality metric: the objective's plot is "pareto", the others "pareto-<metric>"."""
+    figures = []
+    for m in ([objective] if objective else []) + [m for m in ms if m != objective]:
+        fig = pareto_figure(df, m, chosen_no, higher=directions[m], floors=floors, metrics=ms, memory_cap=capped)
+        figures.append(("pareto" if m == objective else f"pareto-{m}", fig))
+    return figures
 
 
 def plotly_js(figures=()) -> str:
@@ -168,14 +172,6 @@ def _front_trials(df: pd.DataFrame, ms: list[str], directions: dict[str, bool]) 
 
 def _with_params(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("trial") if not df.empty else df
-
-
-def _num(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def _fmt_metric(v) -> str:

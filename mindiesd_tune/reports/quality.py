@@ -87,7 +87,7 @@ def cliffs_html(quality: dict[str, Any]) -> str:
 
 
 def _worst(m: dict, metric: str):
-    from ..tuner.quality import worst
+    from ..quality import worst
 
     return worst(m, metric)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +16,15 @@ _TAIL = ("fail_reason", "duration_s")
 # lower is better for these; every other metric is better when higher (the tuner passes
 # metrics.METRIC_DIRECTIONS; this is the fallback for a bare DataFrame)
 LOWER_IS_BETTER = {"lpips", "fid", "fvd", "fd_clip", "fd_clip_frames", "mse", "mae"}
+
+
+def as_number(v) -> float | None:
+    """``v`` as a float; None for what is not a number (missing, NaN, a category)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
 
 
 def param_columns(df: pd.DataFrame) -> list[str]:

@@ -194,7 +194,6 @@ def suggest(trial, family: str, context: SpaceContext | None = None) -> AccelCon
         if sec.key is None and any(entries[0].conflicts_with(c) for c in chosen):
             # a one-entry section (compile) that cannot join a method chosen before it stays off:
             # sampled, the point could only fail, and TPE learns nothing from a failed trial
-            # (a 10-minute study on demo-flux proposed 16 such points in 43 trials)
             continue
         if sec.key is not None:
             name = trial.suggest_categorical(f"{sec.name}.{sec.key}", [m.name for m in entries])

@@ -74,23 +74,11 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema > 0 else None
-    log: list[dict] = []
-    start = 0
-    if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        log, start = state["log"], state["step"]
-        logger.info("[%s] resumed at step %d", name, start)
+    log, start = _resume(name, ckpt_path, model, opt, ema)
 
     def save(step: int) -> None:
-        tmp = ckpt_path.with_suffix(".tmp")
-        state = {"model": model.state_dict(), "opt": opt.state_dict(), "log": log, "step": step}
-        state["ema"] = ema.state_dict() if ema is not None else None
-        torch.save(state, tmp)
-        tmp.replace(ckpt_path)
+        _save(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "log": log, "step": step,
+                          "ema": ema.state_dict() if ema is not None else None})
 
     t0 = time.time()
     step = start
@@ -108,29 +96,50 @@ def train(
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         if ema is not None:
-            decay = min(cfg.ema, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for pe, pm in zip(ema.parameters(), model.parameters()):
-                    pe.lerp_(pm.detach(), 1 - decay)
-                for be, bm in zip(ema.buffers(), model.buffers()):
-                    be.copy_(bm)
+            _ema_update(ema, model, min(cfg.ema, (1 + step) / (10 + step)))
         step += 1
         n_acc += 1
         for k, v in out.items():
             acc[k] = acc.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
         if step % cfg.log_every == 0:
-            row = {"step": step, **{k: round(v / n_acc, 5) for k, v in acc.items()}}
-            row["lr"] = lr_at(cfg, step - 1)
-            row["elapsed_s"] = round(time.time() - t0, 1)
-            log.append(row)
+            log.append({"step": step, **{k: round(v / n_acc, 5) for k, v in acc.items()},
+                        "lr": lr_at(cfg, step - 1), "elapsed_s": round(time.time() - t0, 1)})
             acc, n_acc = {}, 0
-            logger.info("[%s] %s", name, json.dumps(row))
+            logger.info("[%s] %s", name, json.dumps(log[-1]))
         if step % cfg.ckpt_every == 0:
             save(step)
     save(step)
     model.eval()
     info = {"name": name, "steps_done": step, "config": asdict(cfg), "log": log}
     return (ema if ema is not None else model).eval(), info
+
+
+def _resume(name: str, ckpt_path: Path, model, opt, ema) -> tuple[list[dict], int]:
+    """(log, step) of the checkpoint at ``ckpt_path``, its state loaded; ([], 0) without one."""
+    if not ckpt_path.is_file():
+        return [], 0
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    if ema is not None and state.get("ema") is not None:
+        ema.load_state_dict(state["ema"])
+    logger.info("[%s] resumed at step %d", name, state["step"])
+    return state["log"], state["step"]
+
+
+def _save(ckpt_path: Path, state: dict) -> None:
+    # written aside and renamed, so a kill mid-write leaves the previous checkpoint whole
+    tmp = ckpt_path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(ckpt_path)
+
+
+@torch.no_grad()
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
 
 
 # The VAE stages write ``vae.pt`` + ``vae.json`` to their work folder; the transformer stages

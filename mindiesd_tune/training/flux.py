@@ -16,6 +16,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from ..compat.diffusers import pack_latents, prepare_latent_image_ids
 from ..models import shapes
 from ..models.builders import DEMO_FLUX_SIZE, build_flux
 from .common import LoopConfig, export_pipeline, load_vae, log_progress, save_vae, train
@@ -142,7 +143,7 @@ def transformer_stage(args) -> None:
                "edge_weight": args.edge_weight},
     )
     lat_hw = 2 * (RESOLUTION // (pipe.vae_scale_factor * 2))
-    img_ids = pipe._prepare_latent_image_ids(args.batch, lat_hw // 2, lat_hw // 2, "cpu", torch.float32)
+    img_ids = prepare_latent_image_ids(pipe, args.batch, lat_hw // 2, lat_hw // 2, "cpu", torch.float32)
     txt_ids = torch.zeros(text_len, 3)
 
     def step_fn(step: int, gen: torch.Generator) -> dict:
@@ -151,7 +152,7 @@ def transformer_stage(args) -> None:
             z = pipe.vae.encode(batch.images).latent_dist.mode()
             z = (z - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
         b, c, h, w = z.shape
-        x0 = pipe._pack_latents(z, b, c, h, w)
+        x0 = pack_latents(pipe, z, b, c, h, w)
         noise = torch.randn(x0.shape, generator=gen)
         sigma = torch.sigmoid(torch.randn(b, generator=gen) + args.timestep_mean)
         xt = (1 - sigma.view(b, 1, 1)) * x0 + sigma.view(b, 1, 1) * noise
@@ -168,7 +169,7 @@ def transformer_stage(args) -> None:
         if not args.edge_weight:
             return {"loss": err.mean()}
         band = edge_band(batch.attributes, RESOLUTION, h).expand(b, c, h, w)
-        weight = 1 + args.edge_weight * pipe._pack_latents(band, b, c, h, w)
+        weight = 1 + args.edge_weight * pack_latents(pipe, band, b, c, h, w)
         return {"loss": (weight * err).sum() / weight.sum(), "mse": err.mean()}
 
     model, info = train(f"{NAME}-transformer", model, step_fn, cfg)

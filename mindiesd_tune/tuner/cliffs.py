@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import optuna
 
-from .quality import higher_is_better
+from ..quality import higher_is_better
 from .trials import is_feasible, is_neutral_point
 
 CLIFF_DB = 3.0

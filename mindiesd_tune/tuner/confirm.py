@@ -13,6 +13,7 @@ from typing import Callable
 import optuna
 
 from ..metrics import Comparison
+from ..quality import worst
 from ..search_spaces import config_from_params
 from .objectives import Constraints
 from .options import TuneOptions
@@ -28,7 +29,6 @@ from .pick import (
     pick,
     speed_of,
 )
-from .quality import worst
 
 # At most this many points on or near the front are re-measured before the pick, those whose
 # speed-up reaches within this share of the best one's, or whose interval reaches it.
@@ -120,26 +120,31 @@ def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str]
     log(f"confirming {len(todo)} point(s) near the front: {repeats} interleaved rounds on every prompt{aim} ...")
     started = time.monotonic()
 
-    def left() -> float | None:
-        return None if time_limit_s is None else time_limit_s - (time.monotonic() - started)
+    # the pick's check on the held-out prompts: one call per held-out prompt for the baseline
+    # (once) and one for the point, about a round each; kept back from the first passes
+    held = len((study.user_attrs.get("holdout") or {}).get("prompts") or [])
+    heldout_s = held * (round_s or 0.0)
 
-    def fitting(rounds: int) -> int:
+    def left(keep: float = 0.0) -> float | None:
+        return None if time_limit_s is None else time_limit_s - (time.monotonic() - started) - keep
+
+    def fitting(rounds: int, keep: float = 0.0) -> int:
         """Rounds per prompt that fit the time left (at least two, even), at most ``rounds``."""
         if left() is None or not round_s:
             return rounds
         prompts = len(study.user_attrs.get("workload", {}).get("prompts") or [None])
-        fit = int(left() // (round_s * prompts))
+        fit = int(left(keep) // (round_s * prompts))
         return max(2, min(rounds, fit - fit % 2))
 
     first_pass_s: dict[int, float] = {}
     rounds = 0
     for i, t in enumerate(todo):
-        if left() is not None and left() <= 0:
+        if left() is not None and left(heldout_s) <= 0 and i:
             log(f"confirmation used its {time_limit_s:.0f} s; trial(s) {', '.join(str(u.number) for u in todo[i:])} "
                 "stay unconfirmed")
             break
         t0 = time.monotonic()
-        outcome = worker.confirm(_config_of(t), fitting(repeats), **_cap(left()))
+        outcome = worker.confirm(_config_of(t), fitting(repeats, heldout_s), **_cap(left(heldout_s)))
         first_pass_s[t.number] = time.monotonic() - t0
         if outcome.kind == INTERRUPTED:
             return found
@@ -152,7 +157,7 @@ def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str]
             f"(first measured {speed_of(t).text()})")
         study.set_user_attr("confirmed", found)
 
-    check_heldout(study, worker, how, log, left)
+    check_heldout(study, worker, how, log, left, cost_s=heldout_s)
     leader, _ = pick(study, how)
     mine = found.get(str(leader.number)) if leader is not None else None
     if precision and mine is not None and Comparison.from_dict(_as_payload(mine)).relative_spread > precision:
@@ -195,11 +200,11 @@ def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str]
 
 
 def check_heldout(study: optuna.Study, worker, how: str, log: Callable[[str], None] = print,
-                  left: Callable[[], float | None] = lambda: None) -> dict:
+                  left: Callable[[], float | None] = lambda: None, cost_s: float = 0.0) -> dict:
     """Measure the pick's quality on the held-out prompts (``Evaluator.heldout``) and judge the
     floors there; a pick that misses one there is set aside (``pick`` passes over it) and the
-    next pick is checked, while time is left. Stored as the study's ``HELDOUT`` attribute by
-    trial number; returns it."""
+    next pick is checked, while a check (about ``cost_s``) fits in the time left. Stored as the
+    study's ``HELDOUT`` attribute by trial number; returns it."""
     results = dict(study.user_attrs.get(HELDOUT) or {})
     if not study.user_attrs.get("holdout") or not hasattr(worker, "heldout"):
         return results
@@ -210,8 +215,9 @@ def check_heldout(study: optuna.Study, worker, how: str, log: Callable[[str], No
         leader, _ = pick(study, how)
         if leader is None or is_neutral_point(leader) or str(leader.number) in results:
             return results
-        if left() is not None and left() <= 0:
-            log(f"no time left to measure trial {leader.number} on the held-out prompts")
+        if left() is not None and left() < (0.5 * cost_s if results else cost_s):
+            log(f"no time left to measure trial {leader.number} on the held-out prompts; its held-out quality "
+                "is not known")
             return results
         outcome = worker.heldout(_config_of(leader))
         if outcome.kind == INTERRUPTED:

@@ -14,7 +14,7 @@ import torch
 from .. import accel
 from ..metrics import FIDELITY_METRICS, Comparison, compare_interleaved, fidelity, measure
 from ..models import LoadedModel
-from .quality import aggregate
+from ..quality import aggregate
 
 # The machine got busier when the baseline's latest timing spreads this many times wider than
 # its usual spread (relative IQR), or its level moved by this share from its usual level.
@@ -364,7 +364,7 @@ class Evaluator:
                             t_start, comparison, {"repeats": rounds, "busy": busy})
 
     def _result(self, latency, scores, counters, outputs, t_start, comparison, timing) -> TrialResult:
-        """The trial's result: its per-prompt scores, their aggregates (``tuner.quality``) and the
+        """The trial's result: its per-prompt scores, their aggregates (``mindiesd_tune.quality``) and the
         set-level distances of its outputs to the baseline's."""
         metrics = {**aggregate(scores), **self.set_distances(outputs)}
         return TrialResult(

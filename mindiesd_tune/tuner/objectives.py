@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserError
-from .quality import AGGREGATES, JUDGES, key
+from ..quality import AGGREGATES, JUDGES, key
 
 _FLOOR = re.compile(r"^\s*([a-z_0-9]+)(?:\.([a-z0-9]+))?\s*(>=|<=)\s*([0-9]*\.?[0-9]+(?:e-?\d+)?)\s*(x?)\s*$")
 # per-prompt metrics (a value per prompt, so an aggregate over them) and set-level distances
@@ -38,7 +38,7 @@ class QualityFloor:
 
     @property
     def key(self) -> str:
-        """The trial metrics' key this floor reads (``tuner.quality``)."""
+        """The trial metrics' key this floor reads (``mindiesd_tune.quality``)."""
         return key(self.metric, self.aggregate)
 
     def judged_value(self, metrics: dict[str, Any], judge: str = "bound") -> Any:

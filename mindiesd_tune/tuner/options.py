@@ -69,7 +69,7 @@ class TuneOptions:
         clip_model: the CLIP model for the ``clip`` metric and the CLIP-feature set distances.
         fvd_weights: a local TorchScript I3D for the ``kvd_i3d`` and ``fvd`` set distances.
         judge: how a floor on a mean is judged: ``bound`` (its one-sided 90% confidence bound over
-            the prompts, ``tuner.quality``) or ``mean`` (the mean itself).
+            the prompts, ``mindiesd_tune.quality``) or ``mean`` (the mean itself).
         holdout: prompts kept out of the search, on which the confirmation measures the pick's
             quality and the floors must hold too: a count (0: none) or the prompts themselves.
         baseline_cache: folder of the on-disk baseline store; None computes the baseline per study.

@@ -155,7 +155,7 @@ def freeze_profile(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Prof
             "objective": attrs.get("objective"),
             "floors": list(attrs.get("floors") or []),
             "pick": attrs.get("pick"),
-            # a floor on a mean: judged on its confidence bound or on the mean (tuner.quality)
+            # a floor on a mean: judged on its confidence bound or on the mean (mindiesd_tune.quality)
             "judged_on": attrs.get("judged_on"),
             "heldout_prompts": (attrs.get("holdout") or {}).get("prompts"),
         },

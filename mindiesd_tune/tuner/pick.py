@@ -153,13 +153,6 @@ def speed_of(trial: optuna.trial.FrozenTrial, confirmed: dict | None = None,
                  latency_iqr_s=lat.get("iqr_s"))
 
 
-def speedup_of(trial: optuna.trial.FrozenTrial, base: optuna.trial.FrozenTrial | None,
-               confirmed: dict | None = None) -> tuple[float | None, float | None]:
-    """(baseline seconds, speed-up) of ``speed_of``."""
-    s = speed_of(trial, confirmed, base)
-    return s.baseline_s, s.speedup
-
-
 def pick(study: optuna.Study, how: str = "fastest") -> tuple[optuna.trial.FrozenTrial | None, str]:
     """``fastest`` (default), ``knee``, ``robust`` or ``trial:N`` -> (trial, why). The baseline when
     nothing is feasible, or when no feasible setting is faster than the baseline beyond timing

@@ -10,6 +10,7 @@ from typing import Callable
 
 import optuna
 
+from ..quality import worst
 from .budget import Budget
 from .pick import baseline_trial, confirmations, is_feasible, speed_of
 
@@ -22,7 +23,10 @@ def trial_line(study: optuna.Study, t: optuna.trial.FrozenTrial) -> str:
         s = speed_of(t, confirmations(study), baseline_trial(study))
         spread = f" ±{s.latency_iqr_s / 2:.3f}" if s.latency_iqr_s is not None else ""
         m = t.user_attrs.get("metrics", {})
-        quality = "  ".join(f"{k} {v:.3g}" for k, v in m.items())
+        # each metric's mean, and its worst prompt where there were several (the other
+        # aggregates are in the table and the report)
+        quality = "  ".join(f"{k} {v:.3g}" + (f" (worst {w:.3g})" if (w := worst(m, k)) is not None and w != v else "")
+                            for k, v in m.items() if "." not in k)
         mark = "" if is_feasible(t) else f"  ({infeasible_text(t)})"
         return f"trial {t.number:3d}  {s.latency_s:.3f}s{spread}  {s.text():>6}  {quality}  [{params}]{mark}"
     reason = t.user_attrs.get("fail_reason") or t.user_attrs.get("prune_reason") or ""

@@ -27,6 +27,7 @@ import optuna
 
 from ..errors import UserError
 from ..metrics import METRIC_DIRECTIONS
+from ..quality import judged_on
 from ..search_spaces import SpaceContext, presets
 from . import resume
 from .budget import Budget
@@ -38,7 +39,6 @@ from .pick import PRESET
 from .plan import Costs, Plan
 from .pool import make_sampler, pool_of, ranks_per_worker
 from .progress import ProgressUI, closing_lines, header_lines
-from .quality import judged_on
 from .quiet import ignoring
 from .refine import refines
 from .search import _drive, _heartbeat_interval, _requeue_interrupted, _Shared
@@ -480,7 +480,7 @@ def _record_study_attrs(study, info, objective, constraints, sampler, budget, wa
         "objective": objective,
         "objective_direction": "maximize" if METRIC_DIRECTIONS.get(objective) else "minimize",
         "floors": constraints.spec()["floors"],
-        # what a floor on a mean is judged on (tuner.quality), in words for the profile and report
+        # what a floor on a mean is judged on (mindiesd_tune.quality), in words for the profile and report
         "judge": constraints.judge,
         "judged_on": judged_on(constraints.judge, len(info["workload"]["prompts"])),
         "holdout": info.get("holdout"),

@@ -1,25 +1,20 @@
 """Adapters for diffusers' own cache hooks, so a study compares them with ours under one measurement.
 
-Each of our ``diffusers_*`` configs builds the matching diffusers config and installs it
-with ``transformer.enable_cache(...)`` (removed with ``disable_cache()``). Counting hooks
-on the blocks and attention modules fill the handle's counters: one wraps the module
+Each ``diffusers_*`` method entry builds the matching diffusers config (its own builder, with
+the helpers here) and installs it through ``apply_diffusers_cache``: ``enable_cache(...)`` on the
+denoiser, removed with ``disable_cache()``. Counting hooks on the blocks and attention modules fill the handle's counters: one wraps the module
 inside diffusers' hook (it runs only when the module really computes), one outside (every
 call), so the difference is what diffusers skipped.
 """
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 from diffusers.hooks.hooks import ModelHook
 
 from ..blocks import transformer_blocks
-from ..methods import (
-    DiffusersFasterCacheConfig,
-    DiffusersFirstBlockCacheConfig,
-    DiffusersMagCacheConfig,
-    DiffusersPyramidAttentionBroadcastConfig,
-    DiffusersTaylorSeerConfig,
-)
 from ..specs import UnsupportedModelError, pipeline_spec
 from .state import CacheCounters, invalidate, registry
 
@@ -42,57 +37,25 @@ class _Count(ModelHook):
         return self.fn_ref.original_forward(*args, **kwargs)
 
 
-def diffusers_config(cfg, pipe, model=None):
-    """Our adapter config -> the diffusers config object."""
-    from diffusers import (
-        FasterCacheConfig,
-        FirstBlockCacheConfig,
-        MagCacheConfig,
-        PyramidAttentionBroadcastConfig,
-        TaylorSeerCacheConfig,
-    )
-
-    def timestep():
-        return getattr(pipe, "current_timestep", None) if pipe is not None else None
-
-    if isinstance(cfg, DiffusersFirstBlockCacheConfig):
-        return FirstBlockCacheConfig(threshold=cfg.threshold)
-    if isinstance(cfg, DiffusersTaylorSeerConfig):
-        # diffusers' default patterns must match a whole module name and miss e.g. Wan's
-        # "blocks.0.attn1"; name the attention modules from our block table instead
-        import re
-
-        names = [n for b in transformer_blocks(model) for n, _ in b.attention_modules()] if model is not None else []
-        return TaylorSeerCacheConfig(cache_interval=cfg.cache_interval, disable_cache_before_step=cfg.disable_cache_before_step,
-                                     max_order=cfg.max_order, taylor_factors_dtype=None,
-                                     cache_identifiers=[re.escape(n) for n in names] or None)
-    if isinstance(cfg, DiffusersMagCacheConfig):
-        ratios = list(cfg.mag_ratios)
-        if not ratios:
-            raise ValueError("cache.mag_ratios: MagCache needs the model's ratios, one per step; "
-                             "measure them with accel.cache.step_statistics(pipe, prompt, ...).mag_ratios")
-        return MagCacheConfig(threshold=cfg.threshold, max_skip_steps=cfg.max_skip_steps, retention_ratio=cfg.retention_ratio,
-                              num_inference_steps=len(ratios), mag_ratios=ratios)
-    if isinstance(cfg, DiffusersPyramidAttentionBroadcastConfig):
-        return PyramidAttentionBroadcastConfig(
-            spatial_attention_block_skip_range=cfg.spatial_attention_block_skip_range,
-            spatial_attention_timestep_skip_range=(cfg.timestep_skip_start, cfg.timestep_skip_end),
-            current_timestep_callback=timestep,
-        )
-    if isinstance(cfg, DiffusersFasterCacheConfig):
-        return FasterCacheConfig(
-            spatial_attention_block_skip_range=cfg.spatial_attention_block_skip_range,
-            spatial_attention_timestep_skip_range=(-1, cfg.timestep_skip_end),
-            unconditional_batch_skip_range=cfg.unconditional_batch_skip_range,
-            current_timestep_callback=timestep,
-            attention_weight_callback=lambda _: 0.5,
-            is_guidance_distilled=_guidance_distilled(pipe),
-            tensor_format="BFCHW" if "Video" in type(getattr(pipe, "transformer", None)).__name__ else "BCHW",
-        )
-    raise TypeError(f"not a diffusers adapter config: {cfg!r}")
+def timestep_callback(pipe):
+    """diffusers' ``current_timestep_callback`` for ``pipe``: the timestep its loop is at (None without a pipeline)."""
+    return lambda: getattr(pipe, "current_timestep", None) if pipe is not None else None
 
 
-def _guidance_distilled(pipe) -> bool:
+def attention_names(model) -> list[str]:
+    """Every attention module's name in ``model``'s blocks, from the model registry.
+
+    diffusers' default identifier patterns must match a whole module name and miss e.g. Wan's
+    "blocks.0.attn1"; an adapter names the modules it means from our block table instead.
+    """
+    return [n for b in transformer_blocks(model) for n, _ in b.attention_modules()] if model is not None else []
+
+
+def is_video(pipe) -> bool:
+    return "Video" in type(getattr(pipe, "transformer", None)).__name__
+
+
+def guidance_distilled(pipe) -> bool:
     """Whether FasterCache must leave the unconditional branch alone: it expects cond and
     uncond batched in one forward, so pipelines that run them as separate calls (Flux, Wan,
     Qwen-Image, HunyuanVideo) or have no unconditional branch get only its attention reuse."""
@@ -104,11 +67,15 @@ def _guidance_distilled(pipe) -> bool:
         return True
 
 
-def apply_diffusers_cache(model: torch.nn.Module, cfg, counters: CacheCounters, pipe=None):
-    """``model.enable_cache`` with the diffusers config for ``cfg``; returns the function that removes it."""
+def apply_diffusers_cache(model: torch.nn.Module, make_config: Callable[[], Any], counters: CacheCounters, name: str):
+    """``model.enable_cache(make_config())``; returns the function that removes it.
+
+    ``make_config`` builds diffusers' config object (each ``diffusers_*`` entry owns its
+    builder); ``name`` is the entry's ``cache.method``, for the refusals.
+    """
     if not hasattr(model, "enable_cache"):
         raise ValueError(
-            f"{type(model).__name__} has no diffusers CacheMixin (enable_cache); cache.method {cfg.method!r} needs one"
+            f"{type(model).__name__} has no diffusers CacheMixin (enable_cache); cache.method {name!r} needs one"
         )
     if getattr(model, "is_cache_enabled", False):
         raise ValueError(f"{type(model).__name__} already has a diffusers cache enabled; disable_cache() first")
@@ -117,7 +84,7 @@ def apply_diffusers_cache(model: torch.nn.Module, cfg, counters: CacheCounters, 
     for m, attr in counted:
         registry(m).register_hook(_Count(counters, attr, +1), INNER)
     try:
-        model.enable_cache(diffusers_config(cfg, pipe, model))
+        model.enable_cache(make_config())
     except Exception:
         _remove_counts(model, counted)
         raise

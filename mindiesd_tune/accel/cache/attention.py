@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 import torch
 
 from ..blocks import transformer_blocks
-from ..methods import AttentionCacheConfig
 from .residual import segment
 from .state import BranchStates, CacheCounters, CacheHook, bypass_hooks, install_hooks
 
@@ -28,7 +27,7 @@ class _BranchState:
 class _StepHook(CacheHook):
     """On block 0: advances the step and decides, once for all cached modules, whether it reuses."""
 
-    def __init__(self, cfg: AttentionCacheConfig, states: BranchStates):
+    def __init__(self, cfg, states: BranchStates):
         super().__init__(states)
         self.cfg = cfg
 
@@ -63,8 +62,12 @@ class _AttentionHook(CacheHook):
         return out
 
 
-def apply_attention_cache(model: torch.nn.Module, cfg: AttentionCacheConfig, counters: CacheCounters):
-    """Cache the self-attention of blocks [block_start, block_end); returns the function that removes it."""
+def apply_attention_cache(model: torch.nn.Module, cfg, counters: CacheCounters):
+    """Cache the self-attention of blocks [block_start, block_end); returns the function that removes it.
+
+    ``cfg`` is read for its ``step_start``, ``step_end``, ``step_interval``, ``block_start`` and
+    ``block_end`` (an ``AttentionCacheConfig``, which this hook does not import).
+    """
     blocks = transformer_blocks(model)
     start, end = segment(len(blocks), cfg.block_start, cfg.block_end)
     states = BranchStates(_BranchState)

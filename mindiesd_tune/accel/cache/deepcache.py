@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import torch
 
 from ..blocks import unet_structure
-from ..methods import DeepCacheConfig
 from .state import BranchStates, CacheCounters, CacheHook, install_hooks
 
 HOOK_NAME = "mindiesd_deepcache"
@@ -35,7 +34,7 @@ def _first(args, kwargs):
 class _EntryHook(CacheHook):
     """On down_blocks[0]: advances the step and decides whether the deep path is reused."""
 
-    def __init__(self, cfg: DeepCacheConfig, states: BranchStates, counters: CacheCounters, n_live: int, n_deep: int):
+    def __init__(self, cfg, states: BranchStates, counters: CacheCounters, n_live: int, n_deep: int):
         super().__init__(states)
         self.cfg, self.counters, self.n_live, self.n_deep = cfg, counters, n_live, n_deep
 
@@ -83,8 +82,12 @@ def _n_res(down_block) -> int:
     return len(down_block.resnets) + (1 if getattr(down_block, "downsamplers", None) else 0)
 
 
-def apply_deepcache(model: torch.nn.Module, cfg: DeepCacheConfig, counters: CacheCounters):
-    """Install DeepCache on a UNet; returns the function that removes it."""
+def apply_deepcache(model: torch.nn.Module, cfg, counters: CacheCounters):
+    """Install DeepCache on a UNet; returns the function that removes it.
+
+    ``cfg`` is read for its ``cache_interval``, ``branch``, ``step_start`` and ``step_end`` (a
+    ``DeepCacheConfig``, which this hook does not import).
+    """
     unet = unet_structure(model)
     down, mid, up = list(getattr(model, unet.down)), getattr(model, unet.mid), list(getattr(model, unet.up))
     b = cfg.branch

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..attached import active_handle
 from ..blocks import UnsupportedModelError, find_denoiser, transformer_blocks
 from .residual import relative_l1
 from .state import BranchStates, CacheHook, bypass_hooks, install_hooks
@@ -208,7 +209,7 @@ def step_statistics(pipe, prompt: str | list[str], seed: int = 0, output_type: s
     ``generation`` holds the call settings (steps, size, guidance) the thresholds are for.
     The pipeline must carry no accel handle (the statistics are of the baseline).
     """
-    if getattr(pipe, "_mindiesd_accel_handle", None) is not None and pipe._mindiesd_accel_handle.active:
+    if active_handle(pipe) is not None:
         raise RuntimeError("step_statistics measures the baseline; remove the applied AccelConfig first")
     model = find_denoiser(pipe)
     states = BranchStates(_Trace)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 
-from ..methods import StepsConfig
 from ..specs import UnsupportedModelError, pipeline_spec
 
 
@@ -73,19 +72,20 @@ def compatible_schedulers(pipe) -> list[str]:
     return out
 
 
-def apply_step_reduction(pipe, cfg: StepsConfig, call_kwargs: dict):
-    """Swap the scheduler and record the step count in ``call_kwargs``; returns the undo function."""
-    if cfg.num_inference_steps > 0:
-        call_kwargs["num_inference_steps"] = cfg.num_inference_steps
-    if cfg.scheduler == "default":
+def apply_step_reduction(pipe, num_inference_steps: int, scheduler: str, call_kwargs: dict):
+    """Swap the scheduler for one of kind ``scheduler`` (``default``: keep it) and record
+    ``num_inference_steps`` (0: the caller's own) in ``call_kwargs``; returns the undo function."""
+    if num_inference_steps > 0:
+        call_kwargs["num_inference_steps"] = num_inference_steps
+    if scheduler == "default":
         return lambda: call_kwargs.pop("num_inference_steps", None)
     if pipe is None or not hasattr(pipe, "scheduler"):
         raise ValueError("steps.scheduler needs a pipeline with a scheduler, not a bare denoiser")
     allowed = compatible_schedulers(pipe)
-    if cfg.scheduler not in allowed:
-        raise ValueError(f"steps.scheduler: {cfg.scheduler!r} does not fit {type(pipe).__name__} (choose from {', '.join(allowed)})")
+    if scheduler not in allowed:
+        raise ValueError(f"steps.scheduler: {scheduler!r} does not fit {type(pipe).__name__} (choose from {', '.join(allowed)})")
     original = pipe.scheduler
-    pipe.scheduler = build_scheduler(cfg.scheduler, original)
+    pipe.scheduler = build_scheduler(scheduler, original)
 
     def remove() -> None:
         pipe.scheduler = original

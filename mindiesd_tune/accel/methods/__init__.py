@@ -1,4 +1,4 @@
-"""The method registry and the built-in methods, one module each.
+"""The built-in methods, one module each, and the registry's lookups re-exported.
 
 ``register_method(Method(...))`` adds a method; ``get_method(section, name)``,
 ``methods(section)`` and ``method_of(cfg)`` look entries up. ``AccelConfig`` builds its
@@ -11,7 +11,8 @@ Third-party methods register the same way from their own module, found through t
 
 from __future__ import annotations
 
-from .registry import (
+from .. import registry  # noqa: F401  (the registry module, also as ``accel.methods.registry``)
+from ..registry import (
     Knob,
     Method,
     Section,
@@ -37,27 +38,36 @@ register_section(Section("parallel", None, "mesh", 50, "multi-device mesh degree
 register_section(Section("compile", None, "regional", 60, "regional torch.compile"))
 
 # each module registers its method on import
-from ._block_sparse import BlockSparseConfig  # noqa: E402
-from .adaptive import HeadAdaptiveSparseConfig  # noqa: E402
-from .attention_cache import AttentionCacheConfig  # noqa: E402
-from .block_cache import BlockCacheConfig  # noqa: E402
-from .cache_none import NoCache  # noqa: E402
-from .compile import CompileConfig  # noqa: E402
-from .deepcache import DeepCacheConfig  # noqa: E402
-from .dense import NoSparse  # noqa: E402
-from .diffusers_faster import DiffusersFasterCacheConfig  # noqa: E402
-from .diffusers_first_block import DiffusersFirstBlockCacheConfig  # noqa: E402
-from .diffusers_mag import DiffusersMagCacheConfig  # noqa: E402
-from .diffusers_pab import DiffusersPyramidAttentionBroadcastConfig  # noqa: E402
-from .diffusers_taylorseer import DiffusersTaylorSeerConfig  # noqa: E402
-from .first_block import FirstBlockCacheConfig  # noqa: E402
-from .local import LocalWindowConfig  # noqa: E402
-from .parallel import ParallelConfig  # noqa: E402
-from .quant import QuantConfig  # noqa: E402
-from .schedule import ScheduleCacheConfig  # noqa: E402
-from .steps import StepsConfig  # noqa: E402
-from .taylorseer import TaylorSeerConfig  # noqa: E402
-from .topk import TopKSparseConfig  # noqa: E402
+from . import (  # noqa: E402, F401
+    _block_sparse,
+    adaptive,
+    attention_cache,
+    block_cache,
+    cache_none,
+    compile,
+    deepcache,
+    dense,
+    diffusers_faster,
+    diffusers_first_block,
+    diffusers_mag,
+    diffusers_pab,
+    diffusers_taylorseer,
+    first_block,
+    local,
+    parallel,
+    quant,
+    schedule,
+    steps,
+    taylorseer,
+    topk,
+)
+from ._block_sparse import BlockSparseConfig, block_sparse_method, masked  # noqa: E402
+from .quant import QuantConfig, scheme_method  # noqa: E402
+
+
+def config_classes() -> dict[str, type]:
+    """Class name -> config class of every registered entry (the facades export these)."""
+    return {m.config.__name__: m.config for m in methods()}
 
 
 def cache_methods() -> list[str]:
@@ -68,41 +78,32 @@ def sparse_methods() -> list[str]:
     return method_names("sparse")
 
 
+# the config classes, exported by their names: derived from the registry, so a new built-in
+# method is exported without a list to keep in step
+CONFIGS = config_classes()
+globals().update(CONFIGS)
+
 __all__ = [
-    "AttentionCacheConfig",
-    "BlockCacheConfig",
     "BlockSparseConfig",
-    "CompileConfig",
-    "DeepCacheConfig",
-    "DiffusersFasterCacheConfig",
-    "DiffusersFirstBlockCacheConfig",
-    "DiffusersMagCacheConfig",
-    "DiffusersPyramidAttentionBroadcastConfig",
-    "DiffusersTaylorSeerConfig",
-    "FirstBlockCacheConfig",
-    "HeadAdaptiveSparseConfig",
     "Knob",
-    "LocalWindowConfig",
     "Method",
-    "NoCache",
-    "NoSparse",
-    "ParallelConfig",
     "QuantConfig",
-    "ScheduleCacheConfig",
     "Section",
-    "StepsConfig",
-    "TaylorSeerConfig",
-    "TopKSparseConfig",
+    "block_sparse_method",
     "cache_methods",
+    "config_classes",
     "field_text",
     "get_method",
+    "masked",
     "method_names",
     "method_of",
     "methods",
     "register_method",
     "register_section",
+    "scheme_method",
     "section",
     "sections",
     "sparse_methods",
     "unregister_method",
 ]
+__all__ += sorted(CONFIGS)

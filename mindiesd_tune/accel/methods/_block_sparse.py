@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..config import ConfigError, check
+from ..registry import Knob, Method
 from ._common import DIT
 from .dense import NoSparse, install
-from .registry import Knob, Method
 
 SPARSE_KERNELS = ("auto", "gather", "flex", "masked")
 
@@ -125,7 +125,24 @@ def suggest(trial, ctx) -> dict:
     }
 
 
-def block_sparse_method(config: type, example) -> Method:
-    """The entry of a block-sparse method: shared installer, space and applicability."""
+def masked(mask):
+    """The grid attention of a method that keeps the key blocks ``mask(cfg, q, k, layout, group)`` names.
+
+    ``mask`` returns, per query block (or group of ``group`` query blocks), the indices of the
+    key blocks it keeps, as ``accel.sparse.masks.topk_mask`` and ``pattern_mask`` do.
+    """
+
+    def grid(*args):
+        from ..sparse.engine import masked_attention
+
+        return masked_attention(mask, *args)
+
+    return grid
+
+
+def block_sparse_method(config: type, example, grid) -> Method:
+    """The entry of a block-sparse method: shared installer, space and applicability; ``grid``
+    is its grid attention (``masked(mask)`` for one mask for all heads), the entry's ``hook``."""
     return Method(section="sparse", name=config.method, config=config, install=install, suggest=suggest,
-                  applies=applies, example=example, knob=Knob("sparse.ratio", +1))  # a larger ratio skips more blocks
+                  applies=applies, example=example, hook=grid,
+                  knob=Knob("sparse.ratio", +1))  # a larger ratio skips more blocks

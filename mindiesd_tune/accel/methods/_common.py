@@ -39,11 +39,6 @@ def thresholds(ctx) -> tuple[float, float]:
     return tuple(ctx.thresholds) if ctx.thresholds is not None else THRESHOLDS
 
 
-def family_in(*families: str):
-    """applies(ctx): the model's family is one of ``families`` (any family when unknown)."""
-    return lambda ctx: ctx.family is None or ctx.family in families
-
-
 def allowed(name: str, ctx) -> bool:
     """Whether ``SpaceContext.methods`` (a restriction of the cache methods) lets ``name`` through."""
     return ctx.methods is None or name in ctx.methods
@@ -58,8 +53,16 @@ def cache_entry_applies(name: str, families=DIT, needs_cache_mixin: bool = False
     return applies
 
 
-def install_diffusers_cache(model, cfg, handle):
-    """The installer every diffusers cache adapter shares: diffusers' own hook, counted by the handle."""
-    from ..cache import apply_diffusers_cache
+def diffusers_cache_install(build):
+    """The installer of a diffusers cache adapter: diffusers' own hook, counted by the handle.
 
-    return apply_diffusers_cache(model, cfg, handle.counters, handle.pipe)
+    ``build(cfg, pipe, model)`` is the entry's own builder of diffusers' config object
+    (diffusers is imported inside it, when the method is installed).
+    """
+
+    def install(model, cfg, handle):
+        from ..cache.adapters import apply_diffusers_cache
+
+        return apply_diffusers_cache(model, lambda: build(cfg, handle.pipe, model), handle.counters, cfg.method)
+
+    return install

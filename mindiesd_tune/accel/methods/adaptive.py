@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..config import check
+from ..registry import register_method
 from ._block_sparse import BlockSparseConfig, block_sparse_method
-from .registry import register_method
 
 
 @dataclass
@@ -38,4 +38,11 @@ class HeadAdaptiveSparseConfig(BlockSparseConfig):
         check(0.0 <= self.recall <= 1.0, "sparse.recall", self.recall, "must be in [0, 1]")
 
 
-register_method(block_sparse_method(HeadAdaptiveSparseConfig, HeadAdaptiveSparseConfig(ratio=0.5, block_size=16, recall=0.0)))
+def grid(*args):
+    from ..sparse.engine import head_adaptive_attention
+
+    return head_adaptive_attention(*args)
+
+
+register_method(block_sparse_method(HeadAdaptiveSparseConfig, HeadAdaptiveSparseConfig(ratio=0.5, block_size=16, recall=0.0),
+                                    grid))

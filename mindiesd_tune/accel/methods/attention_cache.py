@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..config import check_blocks, check_steps
+from ..registry import Knob, Method, register_method
 from ._common import cache_entry_applies, schedule
-from .registry import Knob, Method, register_method
 
 
 @dataclass

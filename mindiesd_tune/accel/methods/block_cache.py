@@ -1,4 +1,4 @@
-"""cache: block_cache, MindIE SD's dit_block_cache / cache-dit's DBCache (hooks in ``accel.cache.first_block``)."""
+"""cache: block_cache, MindIE SD's dit_block_cache / cache-dit's DBCache (hooks in ``accel.cache.residual``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..config import check, check_blocks, check_steps
+from ..registry import Knob, Method, register_method
 from ._common import cache_entry_applies, schedule, thresholds
-from .registry import Knob, Method, register_method
 
 
 @dataclass
@@ -50,9 +50,10 @@ class BlockCacheConfig:
 
 
 def install(model, cfg, handle):
-    from ..cache import apply_block_cache
+    from ..cache.residual import SchedulePolicy, install_residual_cache
 
-    return apply_block_cache(model, cfg, handle.counters)
+    policy = SchedulePolicy(cfg.step_start, cfg.step_end, cfg.step_interval, cfg.threshold)
+    return install_residual_cache(model, policy, handle.counters, cfg.block_start, cfg.block_end)
 
 
 def suggest(trial, ctx) -> dict:

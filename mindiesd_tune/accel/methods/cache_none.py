@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .registry import Method, register_method
+from ..registry import Method, register_method
 
 
 @dataclass

@@ -7,8 +7,8 @@ import shutil
 from dataclasses import dataclass
 
 from ..config import check
+from ..registry import Method, field_text, register_method
 from ._common import DIT
-from .registry import Method, field_text, register_method
 
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # What a study samples: eager or inductor's default. The autotuning modes spend minutes per

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..config import check
-from .registry import Method, register_method
+from ..registry import Method, register_method
 
 # Names of the dense attention backends in ``kernels.attention``; whether one is installed
 # is checked when the config is applied, not here.

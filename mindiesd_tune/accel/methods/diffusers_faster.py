@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..config import check
-from ._common import cache_entry_applies, install_diffusers_cache
-from .registry import Knob, Method, register_method
+from ..registry import Knob, Method, register_method
+from ._common import cache_entry_applies, diffusers_cache_install
 
 
 @dataclass
@@ -39,8 +39,24 @@ def suggest(trial, ctx) -> dict:
     }
 
 
+def to_diffusers(cfg, pipe, model):
+    from diffusers import FasterCacheConfig
+
+    from ..cache.adapters import guidance_distilled, is_video, timestep_callback
+
+    return FasterCacheConfig(
+        spatial_attention_block_skip_range=cfg.spatial_attention_block_skip_range,
+        spatial_attention_timestep_skip_range=(-1, cfg.timestep_skip_end),
+        unconditional_batch_skip_range=cfg.unconditional_batch_skip_range,
+        current_timestep_callback=timestep_callback(pipe),
+        attention_weight_callback=lambda _: 0.5,
+        is_guidance_distilled=guidance_distilled(pipe),
+        tensor_format="BFCHW" if is_video(pipe) else "BCHW",
+    )
+
+
 register_method(Method(
-    section="cache", name="diffusers_faster", config=DiffusersFasterCacheConfig, install=install_diffusers_cache, suggest=suggest,
+    section="cache", name="diffusers_faster", config=DiffusersFasterCacheConfig, install=diffusers_cache_install(to_diffusers), suggest=suggest,
     applies=cache_entry_applies("diffusers_faster", families=("dit-video",), needs_cache_mixin=True),
     knob=Knob("cache.spatial_attention_block_skip_range", +1),
     example=DiffusersFasterCacheConfig(spatial_attention_block_skip_range=2, timestep_skip_end=1000),

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..config import check
-from ._common import cache_entry_applies, install_diffusers_cache, thresholds
-from .registry import Knob, Method, register_method
+from ..registry import Knob, Method, register_method
+from ._common import cache_entry_applies, diffusers_cache_install, thresholds
 
 
 @dataclass
@@ -32,8 +32,14 @@ def suggest(trial, ctx) -> dict:
     return {"cache.threshold": trial.suggest_float("cache.threshold", *thresholds(ctx), log=True)}
 
 
+def to_diffusers(cfg, pipe, model):
+    from diffusers import FirstBlockCacheConfig
+
+    return FirstBlockCacheConfig(threshold=cfg.threshold)
+
+
 register_method(Method(
-    section="cache", name="diffusers_first_block", config=DiffusersFirstBlockCacheConfig, install=install_diffusers_cache,
+    section="cache", name="diffusers_first_block", config=DiffusersFirstBlockCacheConfig, install=diffusers_cache_install(to_diffusers),
     suggest=suggest, applies=cache_entry_applies("diffusers_first_block", needs_cache_mixin=True),
     knob=Knob("cache.threshold", +1),
     example=DiffusersFirstBlockCacheConfig(threshold=10.0),

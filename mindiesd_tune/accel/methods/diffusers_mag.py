@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..config import check
-from ._common import cache_entry_applies, install_diffusers_cache
-from .registry import Knob, Method, register_method
+from ..registry import Knob, Method, register_method
+from ._common import cache_entry_applies, diffusers_cache_install
 
 
 @dataclass
@@ -96,8 +96,19 @@ def show(cfg) -> str:
             f"retention_ratio={cfg.retention_ratio:.4g}, mag_ratios=[{len(cfg.mag_ratios)} calibrated]")
 
 
+def to_diffusers(cfg, pipe, model):
+    from diffusers import MagCacheConfig
+
+    ratios = list(cfg.mag_ratios)
+    if not ratios:
+        raise ValueError("cache.mag_ratios: MagCache needs the model's ratios, one per step; "
+                         "measure them with accel.cache.step_statistics(pipe, prompt, ...).mag_ratios")
+    return MagCacheConfig(threshold=cfg.threshold, max_skip_steps=cfg.max_skip_steps, retention_ratio=cfg.retention_ratio,
+                          num_inference_steps=len(ratios), mag_ratios=ratios)
+
+
 register_method(Method(
-    section="cache", name="diffusers_mag", config=DiffusersMagCacheConfig, install=install_diffusers_cache,
+    section="cache", name="diffusers_mag", config=DiffusersMagCacheConfig, install=diffusers_cache_install(to_diffusers),
     suggest=suggest, applies=applies, presets=presets, show=show, knob=Knob("cache.threshold", +1),
     example=DiffusersMagCacheConfig(threshold=10.0, retention_ratio=0.0, mag_ratios=[1.0, 1.0, 1.0]),
 ))

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..config import check
-from ._common import cache_entry_applies, install_diffusers_cache
-from .registry import Knob, Method, register_method
+from ..registry import Knob, Method, register_method
+from ._common import cache_entry_applies, diffusers_cache_install
 
 
 @dataclass
@@ -38,8 +38,20 @@ def suggest(trial, ctx) -> dict:
     }
 
 
+def to_diffusers(cfg, pipe, model):
+    from diffusers import PyramidAttentionBroadcastConfig
+
+    from ..cache.adapters import timestep_callback
+
+    return PyramidAttentionBroadcastConfig(
+        spatial_attention_block_skip_range=cfg.spatial_attention_block_skip_range,
+        spatial_attention_timestep_skip_range=(cfg.timestep_skip_start, cfg.timestep_skip_end),
+        current_timestep_callback=timestep_callback(pipe),
+    )
+
+
 register_method(Method(
-    section="cache", name="diffusers_pab", config=DiffusersPyramidAttentionBroadcastConfig, install=install_diffusers_cache,
+    section="cache", name="diffusers_pab", config=DiffusersPyramidAttentionBroadcastConfig, install=diffusers_cache_install(to_diffusers),
     suggest=suggest, applies=cache_entry_applies("diffusers_pab", needs_cache_mixin=True),
     knob=Knob("cache.spatial_attention_block_skip_range", +1),
     example=DiffusersPyramidAttentionBroadcastConfig(spatial_attention_block_skip_range=2, timestep_skip_start=0,

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..config import check
-from ._common import cache_entry_applies, install_diffusers_cache, schedule
-from .registry import Knob, Method, register_method
+from ..registry import Knob, Method, register_method
+from ._common import cache_entry_applies, diffusers_cache_install, schedule
 
 
 @dataclass
@@ -39,8 +39,21 @@ def suggest(trial, ctx) -> dict:
     }
 
 
+def to_diffusers(cfg, pipe, model):
+    import re
+
+    from diffusers import TaylorSeerCacheConfig
+
+    from ..cache.adapters import attention_names
+
+    names = attention_names(model)
+    return TaylorSeerCacheConfig(cache_interval=cfg.cache_interval, disable_cache_before_step=cfg.disable_cache_before_step,
+                                 max_order=cfg.max_order, taylor_factors_dtype=None,
+                                 cache_identifiers=[re.escape(n) for n in names] or None)
+
+
 register_method(Method(
-    section="cache", name="diffusers_taylorseer", config=DiffusersTaylorSeerConfig, install=install_diffusers_cache,
+    section="cache", name="diffusers_taylorseer", config=DiffusersTaylorSeerConfig, install=diffusers_cache_install(to_diffusers),
     suggest=suggest, applies=cache_entry_applies("diffusers_taylorseer", needs_cache_mixin=True),
     knob=Knob("cache.cache_interval", +1),
     example=DiffusersTaylorSeerConfig(cache_interval=2, disable_cache_before_step=1),

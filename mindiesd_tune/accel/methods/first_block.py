@@ -1,4 +1,4 @@
-"""cache: first_block, the first-block residual cache (hooks in ``accel.cache.first_block``)."""
+"""cache: first_block, the first-block residual cache (hooks in ``accel.cache.residual``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..config import check
+from ..registry import Knob, Method, register_method
 from ._common import cache_entry_applies, thresholds
-from .registry import Knob, Method, register_method
 
 WARMUP_STEPS = (0, 4)
 MAX_CACHED_CHOICES = (-1, 4, 8, 12)
@@ -57,9 +57,12 @@ class FirstBlockCacheConfig:
 
 
 def install(model, cfg, handle):
-    from ..cache import apply_first_block_cache
+    from ..cache.residual import ThresholdPolicy, install_residual_cache
 
-    return apply_first_block_cache(model, cfg, handle.counters)
+    # block 0 is computed every step: its residual decides whether the rest is skipped
+    policy = ThresholdPolicy(cfg.threshold, cfg.warmup_steps, cfg.max_cached_steps,
+                             cfg.max_consecutive_cached_steps, cfg.accumulate)
+    return install_residual_cache(model, policy, handle.counters, block_start=1)
 
 
 def suggest(trial, ctx) -> dict:

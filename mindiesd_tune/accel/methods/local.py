@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ._block_sparse import BlockSparseConfig, block_sparse_method
-from .registry import register_method
+from ..registry import register_method
+from ._block_sparse import BlockSparseConfig, block_sparse_method, masked
 
 
 @dataclass
@@ -22,4 +22,10 @@ class LocalWindowConfig(BlockSparseConfig):
     method: ClassVar[str] = "local"
 
 
-register_method(block_sparse_method(LocalWindowConfig, LocalWindowConfig(ratio=0.5, block_size=16)))
+def mask(cfg, q, k, layout, group):
+    from ..sparse.masks import pattern_mask
+
+    return pattern_mask(layout.grid, cfg.block_size, cfg.ratio, "local", cfg.keep_sink, cfg.keep_recent, group).to(q.device)
+
+
+register_method(block_sparse_method(LocalWindowConfig, LocalWindowConfig(ratio=0.5, block_size=16), masked(mask)))

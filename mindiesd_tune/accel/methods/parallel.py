@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from ..parallel.config import ParallelConfig, ParallelError
-from .registry import Method, register_method
+from ..registry import Method, register_method
 
 # meshes a study tries right after the baseline, when offered: CFG parallel is exact and talks
 # least (one gather per step), so it is the first multi-device point worth measuring

@@ -2,6 +2,8 @@
 
 The configs are ``accel.quant``'s dataclasses; the installer, ``describe`` aside, needs torch
 (and torchao), so it is imported when a config is installed, not when the registry loads.
+Each scheme's entry carries, as its ``hook``, the torchao config it runs; a new scheme is one
+``scheme_method(...)`` entry (tests/toy_quant_plugin.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from ..quant.config import (
     NoQuantConfig,
     describe,
 )
-from .registry import Method, get_method, register_method
+from ..registry import Method, get_method, register_method
 
 # searched filter values: a few blocks at either end, small layers left in float or not
 MAX_SKIPPED_BLOCKS = 2
@@ -112,6 +114,53 @@ def _weight_presets(scheme: str):
     return presets
 
 
+def _torchao(name: str):
+    """The hook of a scheme that is one of torchao's configs, by its name in ``torchao.quantization``."""
+
+    def hook(cfg):
+        import torchao.quantization as q
+
+        # set_inductor_config=False: torchao would otherwise change torch._inductor's process-wide settings
+        return getattr(q, name)(set_inductor_config=False)
+
+    return hook
+
+
+def _int4(cfg):
+    import torchao.quantization as q
+
+    from ...compat.torchao import int4_tile_packed_to_4d
+
+    return q.Int4WeightOnlyConfig(group_size=cfg.group_size, int4_packing_format=int4_tile_packed_to_4d(),
+                                  set_inductor_config=False)
+
+
+TORCHAO = {
+    "w8a16": _torchao("Int8WeightOnlyConfig"),
+    "w8a8": _torchao("Int8DynamicActivationInt8WeightConfig"),
+    "w4a16": _int4,
+    "fp8_w8a16": _torchao("Float8WeightOnlyConfig"),
+    "fp8_w8a8": _torchao("Float8DynamicActivationFloat8WeightConfig"),
+}
+
+
+def scheme_method(config: type, torchao, presets=None) -> Method:
+    """The entry of a weight quantisation scheme.
+
+    ``config``: a ``WeightQuantConfig`` subclass whose ``scheme`` class attribute names it;
+    ``torchao(cfg)``: the torchao config it runs on CPU and CUDA (the entry's ``hook``);
+    ``presets(ctx)``: its known-good points (none by default). The search space, the filters
+    of which layers to quantise and the install are the section's shared ones.
+    """
+    scheme = config.scheme
+    return Method(
+        section="quant", name=scheme, config=config, install=install, suggest=_suggest_weights(scheme),
+        applies=_scheme_applies(scheme), presets=presets or (lambda ctx: []), show=describe, hook=torchao,
+        # components=() quantises nothing: the baseline, bit for bit
+        neutral=config(components=(), precision={}), example=config(),
+    )
+
+
 register_method(Method(
     section="quant", name="none", config=NoQuantConfig, install=install, suggest=_suggest_precision,
     presets=_none_presets, neutral=NoQuantConfig(precision={}), show=describe,
@@ -119,16 +168,10 @@ register_method(Method(
 ))
 
 for _scheme, _kind in SCHEME_CONFIGS.items():
-    if _scheme == "none":
-        continue
-    register_method(Method(
-        section="quant", name=_scheme, config=_kind, install=install, suggest=_suggest_weights(_scheme),
-        applies=_scheme_applies(_scheme), presets=_weight_presets(_scheme), show=describe,
-        # components=() quantises nothing: the baseline, bit for bit
-        neutral=_kind(components=(), precision={}), example=_kind(),
-    ))
+    if _scheme != "none":
+        register_method(scheme_method(_kind, TORCHAO[_scheme], _weight_presets(_scheme)))
 
-# the name the section's config had while ``none`` was its only scheme
+# the quant section's neutral config under the section's own name (profiles and callers use it)
 QuantConfig = NoQuantConfig
 
-__all__ = ["QuantConfig", "install", "precision_choices"]
+__all__ = ["TORCHAO", "QuantConfig", "install", "precision_choices", "scheme_method"]

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..config import check
+from ..registry import Knob, Method, register_method
 from ._common import cache_entry_applies
-from .registry import Knob, Method, register_method
 
 BUDGETS = (0.25, 0.7)
 WARMUP_STEPS = (1, 4)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import check
-from .registry import Knob, Method, register_method
+from ..registry import Knob, Method, register_method
 
 SCHEDULERS = ("default", "euler", "dpmsolver++", "unipc")
 DEFAULT_SCHEDULERS = ("default", "euler")
@@ -47,7 +47,7 @@ def install(model, cfg, handle):
         return lambda: None
     from ..cache import apply_step_reduction
 
-    return apply_step_reduction(handle.pipe, cfg, handle.call_overrides)
+    return apply_step_reduction(handle.pipe, cfg.num_inference_steps, cfg.scheduler, handle.call_overrides)
 
 
 def suggest(trial, ctx) -> dict:

@@ -1,4 +1,4 @@
-"""cache: taylorseer, residuals of skipped blocks extrapolated by a Taylor series (``accel.cache.first_block``)."""
+"""cache: taylorseer, residuals of skipped blocks extrapolated by a Taylor series (``accel.cache.residual``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..config import check, check_blocks, check_steps
+from ..registry import Knob, Method, register_method
 from ._common import cache_entry_applies, schedule
-from .registry import Knob, Method, register_method
 
 
 @dataclass
@@ -45,9 +45,10 @@ class TaylorSeerConfig:
 
 
 def install(model, cfg, handle):
-    from ..cache import apply_taylorseer
+    from ..cache.residual import SchedulePolicy, install_residual_cache
 
-    return apply_taylorseer(model, cfg, handle.counters)
+    policy = SchedulePolicy(cfg.step_start, cfg.step_end, cfg.step_interval, taylor_order=cfg.order)
+    return install_residual_cache(model, policy, handle.counters, cfg.block_start, cfg.block_end)
 
 
 def suggest(trial, ctx) -> dict:

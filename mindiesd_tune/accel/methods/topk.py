@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ._block_sparse import BlockSparseConfig, block_sparse_method
-from .registry import register_method
+from ..registry import register_method
+from ._block_sparse import BlockSparseConfig, block_sparse_method, masked
 
 
 @dataclass
@@ -21,4 +21,10 @@ class TopKSparseConfig(BlockSparseConfig):
     method: ClassVar[str] = "topk"
 
 
-register_method(block_sparse_method(TopKSparseConfig, TopKSparseConfig(ratio=0.5, block_size=16)))
+def mask(cfg, q, k, layout, group):
+    from ..sparse.masks import topk_mask
+
+    return topk_mask(q, k, cfg.block_size, cfg.ratio, cfg.keep_sink, cfg.keep_recent, group)
+
+
+register_method(block_sparse_method(TopKSparseConfig, TopKSparseConfig(ratio=0.5, block_size=16), masked(mask)))

@@ -47,11 +47,12 @@ def wait_for_output(module, args, out):
 def install_context_parallel(model: torch.nn.Module, meshes: Meshes):
     """Split the sequence over the ``ring`` x ``ulysses`` sub-mesh; returns the remover."""
     from diffusers.hooks.context_parallel import apply_context_parallel, remove_context_parallel
-    from diffusers.models._modeling_parallel import ContextParallelConfig
-    from diffusers.models._modeling_parallel import ParallelConfig as DiffusersParallelConfig
 
+    from ...compat import diffusers as compat
+
+    DiffusersParallelConfig, ContextParallelConfig, _ = compat.parallel_config_classes()
     cfg = meshes.config
-    plan = getattr(model, "_cp_plan", None)
+    plan = compat.cp_plan(model)
     if plan is None:
         raise ParallelError(f"parallel.ulysses/ring: {type(model).__name__} has no context-parallel plan in diffusers")
     backend_set = False
@@ -65,11 +66,11 @@ def install_context_parallel(model: torch.nn.Module, meshes: Meshes):
     cp = ContextParallelConfig(ring_degree=cfg.ring, ulysses_degree=cfg.ulysses, mesh=mesh)
     config = DiffusersParallelConfig(context_parallel_config=cp)
     config.setup(dist.get_rank(), dist.get_world_size(), meshes.device, mesh=mesh)
-    processors = [m.processor for m in _attention_modules(model) if hasattr(m.processor, "_parallel_config")]
+    processors = [m.processor for m in _attention_modules(model) if compat.takes_parallel_config(m.processor)]
     for p in processors:
-        p._parallel_config = config
-    previous = model._parallel_config
-    model._parallel_config = config
+        compat.set_parallel_config(p, config)
+    previous = compat.parallel_config(model)
+    compat.set_parallel_config(model, config)
     apply_context_parallel(model, cp, plan)
     waited = model.register_forward_hook(wait_for_output)
 
@@ -77,8 +78,8 @@ def install_context_parallel(model: torch.nn.Module, meshes: Meshes):
         waited.remove()
         remove_context_parallel(model, plan)
         for p in processors:
-            p._parallel_config = None
-        model._parallel_config = previous
+            compat.set_parallel_config(p, None)
+        compat.set_parallel_config(model, previous)
         if backend_set:
             model.reset_attention_backend()
 
@@ -92,14 +93,16 @@ def install_tensor_parallel(pipe, meshes: Meshes):
     that replaces ``pipe.transformer``; the original waits on the CPU and comes back as it was.
     """
     from diffusers.hooks.tensor_parallel import apply_tensor_parallel, resolve_tp_shard_specs
-    from diffusers.models._modeling_parallel import ParallelConfig as DiffusersParallelConfig
-    from diffusers.models._modeling_parallel import TensorParallelConfig
+
+    from ...compat import diffusers as compat
+
+    DiffusersParallelConfig, _, TensorParallelConfig = compat.parallel_config_classes()
 
     original = pipe.transformer
     degree = meshes.config.tensor
     if meshes.device.type not in TENSOR_DEVICES:
         raise ParallelError(f"parallel.tensor={degree}: diffusers shards weights only on {', '.join(TENSOR_DEVICES)}, not {meshes.device.type}")
-    if getattr(original, "_tp_plan", None) is None:
+    if compat.tp_plan(original) is None:
         raise ParallelError(f"parallel.tensor={degree}: {type(original).__name__} has no tensor-parallel plan in diffusers")
     mesh = meshes.denoiser["tensor"]
     tp = TensorParallelConfig(mesh=mesh)
@@ -108,9 +111,10 @@ def install_tensor_parallel(pipe, meshes: Meshes):
     original.to("cpu")
     config = DiffusersParallelConfig(tensor_parallel_config=tp)
     config.setup(dist.get_rank(), dist.get_world_size(), meshes.device, mesh=mesh)
-    resolve_tp_shard_specs(sharded, sharded._tp_plan, degree)
-    sharded._parallel_config = config
-    apply_tensor_parallel(sharded, tp, sharded._tp_plan)
+    plan = compat.tp_plan(sharded)
+    resolve_tp_shard_specs(sharded, plan, degree)
+    compat.set_parallel_config(sharded, config)
+    apply_tensor_parallel(sharded, tp, plan)
     pipe.transformer = sharded
 
     def remove() -> None:

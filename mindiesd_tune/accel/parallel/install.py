@@ -74,7 +74,9 @@ def check(pipe, config: ParallelConfig, generation: dict | None = None, device=N
         if degree > 1 and heads is not None and heads % degree:
             raise ParallelError(f"parallel.{axis}={degree}: {type(model).__name__} has {heads} attention heads, not divisible by {degree}")
     if config.sequence > 1:
-        plan = getattr(model, "_cp_plan", None)
+        from ...compat.diffusers import cp_plan
+
+        plan = cp_plan(model)
         if plan is None:
             raise ParallelError(f"parallel.ulysses={config.ulysses}, ring={config.ring}: {type(model).__name__} has no context-parallel plan in diffusers")
         spec = find_spec(model)
@@ -125,9 +127,10 @@ _PER_RANK_THRESHOLD_HOOKS = {"fbc_leader_block_hook": "diffusers_first_block", "
 
 
 def _per_rank_threshold_cache(model) -> str | None:
+    from ...compat.diffusers import hook_names
+
     for m in model.modules():
-        registry = getattr(m, "_diffusers_hook", None)
-        for name in getattr(registry, "hooks", {}):
+        for name in hook_names(m):
             if name in _PER_RANK_THRESHOLD_HOOKS:
                 return _PER_RANK_THRESHOLD_HOOKS[name]
     return None

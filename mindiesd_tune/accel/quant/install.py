@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 
 from ...errors import UserError, require
+from ..registry import method_of
 from .config import NoQuantConfig, describe  # noqa: F401  (describe: re-exported)
 from .filters import select_linears
 from .precision import cast_components, components
@@ -35,23 +36,13 @@ def _device_of(pipe) -> torch.device:
 
 
 def torchao_config(cfg):
-    """The torchao config of a scheme; one line naming the ``quant`` extra when torchao is missing."""
-    q = require("torchao.quantization", "quant", f"quant.scheme {cfg.scheme}", package="torchao")
-    # set_inductor_config=False: torchao would otherwise change torch._inductor's process-wide settings
-    if cfg.scheme == "w8a16":
-        return q.Int8WeightOnlyConfig(set_inductor_config=False)
-    if cfg.scheme == "w8a8":
-        return q.Int8DynamicActivationInt8WeightConfig(set_inductor_config=False)
-    if cfg.scheme == "w4a16":
-        from torchao.quantization.quantize_.workflows.int4.int4_packing_format import Int4PackingFormat
-
-        return q.Int4WeightOnlyConfig(group_size=cfg.group_size, int4_packing_format=Int4PackingFormat.TILE_PACKED_TO_4D,
-                                      set_inductor_config=False)
-    if cfg.scheme == "fp8_w8a16":
-        return q.Float8WeightOnlyConfig(set_inductor_config=False)
-    if cfg.scheme == "fp8_w8a8":
-        return q.Float8DynamicActivationFloat8WeightConfig(set_inductor_config=False)
-    raise ValueError(f"quant.scheme {cfg.scheme} has no torchao mapping")
+    """The torchao config of a scheme, from its registry entry's ``hook``; one line naming the
+    ``quant`` extra when torchao is missing."""
+    require("torchao.quantization", "quant", f"quant.scheme {cfg.scheme}", package="torchao")
+    build = method_of(cfg).hook
+    if build is None:
+        raise ValueError(f"quant.scheme {cfg.scheme} has no torchao mapping")
+    return build(cfg)
 
 
 def _parent(root: torch.nn.Module, name: str) -> tuple[torch.nn.Module, str]:
@@ -84,9 +75,16 @@ class _Quantised:
             setattr(parent, leaf, NpuQuantLinear(layer, cfg.scheme, getattr(cfg, "group_size", 0)))
             self.modules.append((parent, leaf, layer if self.keep_original else None))
 
-    def undo(self) -> None:
+    @property
+    def gone(self) -> str | None:
+        """Why ``undo()`` refuses (None: it restores every layer bit for bit)."""
         if not self.keep_original and (self.weights or self.modules):
-            raise RuntimeError("quantised without keep_original, so the original weights are gone")
+            return "quantised without keep_original, so the original weights are gone"
+        return None
+
+    def undo(self) -> None:
+        if self.gone:
+            raise RuntimeError(self.gone)
         for layer, weight, keys in reversed(self.weights):
             layer.weight = weight
             for key in set(layer.__dict__) - keys:  # torchao sets an instance extra_repr
@@ -145,6 +143,8 @@ def install_quant(pipe, cfg: NoQuantConfig, keep_original: bool = True) -> Calla
         for c in reversed(casts):
             c.undo()
 
+    # what undo() cannot restore, for Handle.removable to read before anything is taken off
+    undo.gone = [g for g in [*(c.gone for c in casts), quantised.gone] if g]
     return undo
 
 

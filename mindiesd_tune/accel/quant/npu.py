@@ -50,13 +50,6 @@ def quantize_int4_per_group(weight: torch.Tensor, group_size: int) -> tuple[torc
     return q, scale.t().contiguous()
 
 
-def dequantize(q: torch.Tensor, scale: torch.Tensor, group_size: int = 0) -> torch.Tensor:
-    """The float (N, K) weight the kernels compute with: what ``antiquant_scale`` means to them."""
-    if group_size:
-        return q.float() * scale.t().repeat_interleave(group_size, dim=1)
-    return q.float() * scale[:, None]
-
-
 def pack_int4(q_kn: torch.Tensor) -> torch.Tensor:
     """(K, N) int4 values -> (K, N/8) int32, eight to a word, through ``npu_convert_weight_to_int4pack``."""
     return _npu().npu_convert_weight_to_int4pack(q_kn.to(torch.int32).contiguous())

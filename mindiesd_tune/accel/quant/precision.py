@@ -81,9 +81,11 @@ def first_float_dtype(value: Any) -> torch.dtype | None:
 
 
 def _keep_names(module: torch.nn.Module) -> set[str]:
+    from ...compat.diffusers import keep_in_fp32_modules
+
     names: set[str] = set()
     for m in module.modules():
-        names.update(getattr(type(m), "_keep_in_fp32_modules", None) or ())
+        names.update(keep_in_fp32_modules(type(m)) or ())
     return names
 
 
@@ -197,11 +199,17 @@ class PrecisionCast:
         """False when weights were cast and their originals dropped (``keep_original=False``)."""
         return self._dropped == 0
 
+    @property
+    def gone(self) -> str | None:
+        """Why ``undo()`` refuses (None: it restores the component bit for bit)."""
+        if self.restorable:
+            return None
+        return f"{self.attr}: cast to {str(self.dtype).removeprefix('torch.')} without keep_original, so its original weights are gone"
+
     def undo(self) -> None:
         # refuse before touching anything, so a refused undo leaves the component as it runs
         if not self.restorable:
-            raise RuntimeError(f"{self.attr}: cast to {str(self.dtype).removeprefix('torch.')} without keep_original, "
-                               "so its original weights are gone")
+            raise RuntimeError(self.gone)
         for h in self._handles:
             h.remove()
         self._handles.clear()

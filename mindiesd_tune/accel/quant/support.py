@@ -17,7 +17,11 @@ from dataclasses import dataclass
 import torch
 
 from ...errors import UserError
+from ..registry import method_names
 from .config import PRECISIONS, SCHEMES
+
+# the schemes accel/quant/npu.py maps to torch_npu's kernels; every other runs on torchao only
+NPU_SCHEMES = ("none", "w8a16", "w8a8", "w4a16")
 
 
 class QuantUnsupportedError(UserError):
@@ -64,9 +68,14 @@ def supported(device: torch.device | str) -> Support:
     """The precisions and schemes ``device`` can run. torchao (or torch_npu) being installed is checked at install."""
     kind = device_type(device)
     missing: dict[str, str] = {}
+    # the built-in schemes and every one a registry entry adds (a plugin's)
+    known = tuple(dict.fromkeys((*SCHEMES, *method_names("quant"))))
     if kind == "npu":
         # float8 runs on recent Ascend chips, but accel/quant/npu.py maps only the int schemes so far
         missing["fp8_w8a16"] = missing["fp8_w8a8"] = "no torch_npu mapping for float8 yet (w8a16, w8a8, w4a16 have one)"
+        for scheme in known:
+            if scheme not in NPU_SCHEMES:
+                missing.setdefault(scheme, "no torch_npu mapping (w8a16, w8a8, w4a16 have one)")
     elif kind == "cuda":
         cap = _cuda_capability(torch.device(device))
         if cap is None or cap < (8, 9):
@@ -77,7 +86,7 @@ def supported(device: torch.device | str) -> Support:
     else:
         missing["fp8_w8a16"] = missing["fp8_w8a8"] = "float8 needs CUDA compute capability >= 8.9"
         missing["w4a16"] = f"torchao has no int4 weight-only kernel for the {kind}"
-    schemes = tuple(s for s in SCHEMES if s not in missing)
+    schemes = tuple(s for s in known if s not in missing)
     return Support(kind, PRECISIONS, schemes, missing)
 
 

@@ -10,24 +10,24 @@ import torch
 
 from ...kernels.attention import resolve_backend
 from ..blocks import UnsupportedModelError, attention_layers, find_denoiser, sparse_spec
-from ..methods import BlockSparseConfig, NoSparse
+from ..registry import method_of
 from ..specs import find_spec
 from .engine import CallContext, SparseAttention, SparseCounters
 from .processors import SparseProcessor
 
 
-def install_sparse(model: torch.nn.Module, cfg: NoSparse, counters: SparseCounters, scheduler=None):
-    """Route ``model``'s self-attention through ``cfg``; returns the function that undoes it.
+def install_sparse(model: torch.nn.Module, cfg, counters: SparseCounters, scheduler=None):
+    """Route ``model``'s self-attention through ``cfg`` (a sparse section config); returns the function that undoes it.
 
     ``scheduler`` (the pipeline's) tells which denoising step is running, for ``dense_steps``.
     """
-    if type(cfg) is NoSparse and cfg.backend == "sdpa":
+    if method_of(cfg).hook is None and cfg.backend == "sdpa":  # dense on the models' own kernel
         return lambda: None
     cls = type(model).__name__
     spec = sparse_spec(model)
     param = next(model.parameters(), None)
     resolve_backend(cfg.backend, param.device if param is not None else "cpu", param.dtype if param is not None else torch.float32)
-    dense_steps = isinstance(cfg, BlockSparseConfig) and cfg.dense_steps > 0
+    dense_steps = getattr(cfg, "dense_steps", 0) > 0
     if dense_steps and scheduler is None:
         raise ValueError("sparse.dense_steps needs the pipeline's scheduler to count steps; apply the config to the pipeline")
 

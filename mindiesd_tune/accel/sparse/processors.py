@@ -8,31 +8,10 @@ context) go to the original processor unchanged.
 
 from __future__ import annotations
 
-import functools
-import importlib
-from typing import Callable
-
 import torch
 
+from ...compat.diffusers import qkv_projections  # diffusers' private projections, reached in one place
 from .engine import SparseAttention
-
-
-@functools.cache
-def qkv_projections(model: str) -> Callable:
-    """diffusers' ``_get_qkv_projections`` of ``diffusers.models.transformers.<model>`` (the
-    query, key and value projections its attention processor starts with, fused or not).
-
-    No public API computes them; mirroring them by hand would drift from diffusers' fused-QKV
-    handling. The one private use is here, and a diffusers without it fails with its version
-    named (tests/test_sparse_private_api.py)."""
-    module = importlib.import_module(f"diffusers.models.transformers.{model}")
-    found = getattr(module, "_get_qkv_projections", None)
-    if not callable(found):
-        import diffusers
-
-        raise RuntimeError(f"diffusers {diffusers.__version__}: {module.__name__} has no _get_qkv_projections, "
-                           "which the sparse attention processors call (written against diffusers 0.42)")
-    return found
 
 
 class SparseProcessor:

@@ -90,6 +90,11 @@ class Method:
         knob: the ``Knob`` naming the parameter (one ``suggest`` asks for) that makes the
             method faster and less faithful, and which way; a study refines its best points
             along it. None: no single parameter does (quantisation, a mesh).
+        hook: what the section's shared hooks call for this entry, so that they dispatch
+            through the registry rather than on config classes: a sparse method's grid
+            attention ``hook(attend, q, k, v, dense_kv, layout) -> out`` (None: dense), a
+            quantisation scheme's ``hook(cfg) -> torchao config`` (None: nothing quantised).
+            Imported by the entry, called only once the method is installed.
     """
 
     section: str
@@ -106,6 +111,7 @@ class Method:
     conflicts: tuple[str, ...] = ()
     call_overrides: Callable[[Any], dict[str, Any]] = lambda cfg: {}
     knob: Knob | None = None
+    hook: Callable[..., Any] | None = None
 
     @property
     def install_order(self) -> int:

@@ -275,3 +275,28 @@ def test_warm_start_points_fit_the_new_space(tmp_path, tiny_flux):
     assert configs[2].cache.step_interval == 2
     assert "3 point(s) from 2 stored profile(s) (1 of this model's weights" in lines[0]
     store_db.dispose(url)
+
+
+@pytest.mark.slow
+def test_a_study_publishes_its_front_and_the_next_one_starts_from_it(tmp_path):
+    """run_study(publish=) stores the profile and front; run_study(warm_start=) runs them after the
+    baseline and counts those that held (the fake evaluator's speed is arithmetic, not timed)."""
+    from mindiesd_tune.store.warm import WARM, held
+    from mindiesd_tune.tuner import parse_budget, run_study
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    lines = []
+    first = run_study("fake", parse_budget("8t"), tmp_path / "a", worker_factory="fakes:make_fake", isolate=False,
+                      log=lines.append, publish=url)
+    [stored] = ProfileStore(url).list()
+    assert stored.front and stored.row["fingerprint"] == "f" * 16 and any("published: profile 1" in s for s in lines)
+    assert stored.profile().accel == first.profile.accel
+    second = run_study("fake", parse_budget("4t"), tmp_path / "b", worker_factory="fakes:make_fake", isolate=False,
+                       log=lines.append, warm_start=url, seed=1)
+    trials = second.study.get_trials(deepcopy=False)
+    warm = [t for t in trials if WARM in t.user_attrs]
+    assert warm and trials[0].user_attrs.get("preset") and all(WARM in t.user_attrs for t in trials[1:1 + len(warm)])
+    good, total = held(second.study)
+    assert total == len(warm) and 1 <= good <= total
+    assert any(s.startswith("warm start: ") and "of this model's weights" in s for s in lines)
+    store_db.dispose(url)

@@ -129,6 +129,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, tiny_flux):
         (("profiles", "--store", "postgresql://nobody@127.0.0.1:1/none"), "cannot open"),
         (("profiles", "retire", "7", "--store", url), "no profile 7"),
         (("profiles", "show", "x", "--store", url), "valid integer"),
+        (("tune", "tiny-flux-random", "--publish", "redis://host/0", "--out", str(tmp_path / "r")), "use sqlite:///FILE"),
+        (("tiny-flux-random", "--warm-start", "journal:///x.log", "--out", str(tmp_path / "r")), "Optuna studies only"),
     ]:
         code, out, err = cli(capsys, *args)
         assert code == 2 and words in err and err.count("\n") == 1 and "Traceback" not in err, (args, err)
@@ -138,6 +140,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, tiny_flux):
     assert code == 2 and "no model.fingerprint" in err
     code, out, err = cli(capsys, "publish", str(_profile(tiny_flux).save(tmp_path / "ok.yaml")), "--store", url)
     assert code == 0 and out.startswith("published: profile 1 in ")
+    # the installed versions are the ones it records: recheck has nothing to measure (and loads nothing)
+    code, out, err = cli(capsys, "recheck", "--store", url)
+    assert code == 0 and "recheck: 0 profile(s) re-measured, 0 marked stale" in out
     store_db.dispose(url)
 
 

@@ -305,3 +305,13 @@ def test_a_study_publishes_its_front_and_the_next_one_starts_from_it(tmp_path):
     assert total == len(warm) and 1 <= good <= total
     assert any(s.startswith("warm start: ") and "of this model's weights" in s for s in lines)
     store_db.dispose(url)
+
+
+def test_a_store_out_of_reach_costs_the_warm_start_not_the_study(tmp_path):
+    from mindiesd_tune.search_spaces import SpaceContext
+    from mindiesd_tune.store.warm import warm_points
+
+    lines = []
+    info = {"model": {"family": "dit-image", "fingerprint": "f" * 16}, "hardware": {"device": "cpu", "name": "x"}}
+    assert warm_points("postgresql://nobody@127.0.0.1:1/none", info, SpaceContext(), lines.append) == []
+    assert lines[0].startswith("warm start: none, the store could not be read") and lines[0].endswith("starting cold")

@@ -84,15 +84,23 @@ def fit_point(config, family: str, space, step_ratio: float = 1.0) -> dict[str, 
 
 def warm_points(url: str, info: dict, space, log: Callable[[str], None] = print) -> list[tuple[dict, dict]]:
     """(params, user_attrs) of the stored points to enqueue, exact model first; logs one line."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..errors import UserError
     from ..search_spaces import config_from_params
     from .core import ProfileStore
 
     model, hw = info["model"], info.get("hardware") or {}
     family = model["family"]
-    st = ProfileStore(url)
-    exact = st.candidates(fingerprint=model.get("fingerprint"))
-    ids = {r.id for r in exact}
-    kin = [r for r in st.candidates(family=family, device=hw.get("device"), device_name=hw.get("name")) if r.id not in ids]
+    try:
+        st = ProfileStore(url)
+        exact = st.candidates(fingerprint=model.get("fingerprint"))
+        ids = {r.id for r in exact}
+        kin = [r for r in st.candidates(family=family, device=hw.get("device"), device_name=hw.get("name")) if r.id not in ids]
+    except (UserError, SQLAlchemyError) as e:
+        # the model is loaded and the budget running: a store out of reach costs the warm start, not the study
+        log(f"warm start: none, the store could not be read ({str(e).splitlines()[0][:200]}); starting cold")
+        return []
     steps_here = (info.get("workload") or {}).get("generation", {}).get("num_inference_steps")
     out: list[tuple[dict, dict]] = []
     seen: list[dict] = []
@@ -152,11 +160,21 @@ def front_params(study) -> list[dict[str, Any]]:
     return out
 
 
-def publish_study(url: str, study, profile, log: Callable[[str], None] = print) -> int:
-    """``tune --publish``: the study's profile with its front, into the store at ``url`` -> the ID."""
+def publish_study(url: str, study, profile, log: Callable[[str], None] = print) -> int | None:
+    """``tune --publish``: the study's profile with its front, into the store at ``url`` -> the ID
+    (None when the store could not take it: logged, the study's outputs stand)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..errors import UserError
     from .core import ProfileStore
     from .db import redact
 
-    pid, new = ProfileStore(url).publish(profile, front=front_params(study))
+    try:
+        pid, new = ProfileStore(url).publish(profile, front=front_params(study))
+    except (UserError, SQLAlchemyError) as e:
+        # the outputs are on disk already: say how to publish them later rather than fail the study
+        log(f"publish: not published ({str(e).splitlines()[0][:200]}); the profile is in the run folder: "
+            f"`mindiesd-tune publish RUN_DIR/profile.yaml --store URL` publishes it (without its front)")
+        return None
     log(f"published: profile {pid} in {redact(url)}" + ("" if new else " (already there)"))
     return pid

@@ -109,6 +109,8 @@ def apply_profile(pipe, profile: str | Path | dict | Profile | None = None, stri
                 return None  # no profile for it: serve it unaccelerated
             raise
         profile = match.stored.profile()
+    elif profile is None:
+        raise UserError("apply_profile: give a profile (a path, mapping or Profile) or store=URL")
     prof = load_profile(profile)
     from .accel.quant.support import check_supported
 

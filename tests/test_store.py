@@ -113,6 +113,8 @@ def test_no_profile_for_these_weights_is_one_line_or_the_untouched_pipeline(stor
         apply_profile(tiny_flux.pipe, store=store_url, workload=tiny_flux.generation)
     assert "\n" not in str(e.value) and "0123456789abcdef" in str(e.value)
     assert apply_profile(tiny_flux.pipe, store=store_url, missing="ignore") is None
+    with pytest.raises(UserError, match="give a profile"):
+        apply_profile(tiny_flux.pipe)
     code, out, err = cli(capsys, "profiles", "find", "tiny-flux-random", "--store", store_url, "--device", "cpu")
     assert code == 2 and err.count("\n") == 1 and "fingerprint" in err and "Traceback" not in err
 

@@ -20,6 +20,8 @@ from .cli_checks import (
     check_tune_options,
     check_workload,
 )
+from .cli_store import register as register_store_commands
+from .cli_store import tune_checks, tune_summary
 from .errors import UserError, require
 from .paths import check_storage_writable, check_writable
 
@@ -163,6 +165,8 @@ def tune(
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL shared by several machines, e.g. postgresql://user:pw@host/db"),
     study_name: Optional[str] = typer.Option(None, help="study name in --storage (default: the model name)"),
     resume: bool = typer.Option(False, help="continue the study in --out"),
+    publish: Optional[str] = typer.Option(None, "--publish", help="profile store URL to publish the profile and its front to (see `publish`)"),
+    warm_start: Optional[str] = typer.Option(None, "--warm-start", help="profile store URL: first try the stored fronts of this model's family"),
     isolate: bool = typer.Option(True, help="evaluate in a child process that survives crashes (--no-isolate: in this process)"),
     allow_download: bool = typer.Option(False, "--allow-download", help="let a hub id be downloaded"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print only where the outputs went"),
@@ -191,6 +195,7 @@ def tune(
     if not dry_run:  # a dry run writes nothing
         check_writable(out, "--out", folder=True)
     check_storage_writable(storage)
+    tune_checks(publish, warm_start)
     cache = None if no_baseline_cache else (baseline_cache or _default_baseline_cache())
     if cache is not None:
         check_writable(cache, "--baseline-cache", folder=True)
@@ -213,7 +218,7 @@ def tune(
             clip_model=clip_model, interleave=interleave, compile=compile_, screening=screening,
             baseline_cache=None if cache is None else str(cache), holdout=held, judge=judge,
             fvd_weights=str(fvd_weights) if fvd_weights else None,
-            log=lambda line: con.print(line, markup=False), given=_given_options(ctx),
+            log=lambda line: con.print(line, markup=False), given=_given_options(ctx), publish=publish, warm_start=warm_start,
         )
         if dry_run:
             for line in plan_study(model, b, how):
@@ -221,6 +226,7 @@ def tune(
             return
         outcome = run_study(model, b, out, how)
     _print_outcome(outcome, quiet)
+    tune_summary(outcome, warm_start)
     if outcome.interrupted:
         # Ctrl-C means "let me go now": the interpreter's last garbage collection walks every
         # object torch and diffusers made (seconds on a loaded machine) and has nothing to free
@@ -915,7 +921,7 @@ def _main(argv: list[str] | None = None) -> None:
     from .accel.config import ConfigError
 
     args = list(sys.argv[1:] if argv is None else argv)
-    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands} | {g.name for g in app.registered_groups}
     if args and not args[0].startswith("-") and args[0] not in commands:
         args.insert(0, "tune")
     _ARGV[:] = args
@@ -948,6 +954,8 @@ def _error(message: str) -> None:
     print(f"mindiesd-tune: error: {message}", file=sys.stderr)
     sys.exit(2)
 
+
+register_store_commands(app)  # publish, profiles, recheck
 
 if __name__ == "__main__":
     main()

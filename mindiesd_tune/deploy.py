@@ -73,9 +73,17 @@ def check_profile(pipe, profile: str | Path | dict | Profile) -> list[Mismatch]:
     return found
 
 
-def apply_profile(pipe, profile: str | Path | dict | Profile, strict: bool = False,
-                  keep_original: bool = False) -> accel.Handle:
+def apply_profile(pipe, profile: str | Path | dict | Profile | None = None, strict: bool = False,
+                  keep_original: bool = False, *, store: str | None = None, workload: dict | None = None,
+                  missing: str = "error", verify: bool = False) -> accel.Handle | None:
     """Apply ``profile`` (a path, a mapping or a Profile) to ``pipe``; returns the handle.
+
+    With ``store`` (a profile store URL, ``sqlite:///FILE`` or ``postgresql://...``) instead of
+    ``profile``, the stored profile for this pipeline's weights, this machine and ``workload``
+    is applied (``store.lookup``: exact match, else the nearest workload on the same device kind
+    with a ``ProfileWorkloadWarning``); none found raises ``StoreError``, or with
+    ``missing="ignore"`` leaves the pipeline untouched and returns None. ``verify=True``
+    refuses a profile a recheck marked stale. The handle's ``store_match`` says which was used.
 
     The pipeline (class, family, dtype, weights fingerprint) and the machine (device, torch
     and diffusers versions) are checked against those the profile was tuned on; a mismatch
@@ -95,6 +103,21 @@ def apply_profile(pipe, profile: str | Path | dict | Profile, strict: bool = Fal
     bfloat16: 1.5 times its float32 size instead of half). A profile that replaces no weights
     is removable either way.
     """
+    match = None
+    if store is not None:
+        if profile is not None or missing not in ("error", "ignore"):
+            raise UserError("apply_profile: give a profile or a store, not both; missing is 'error' or 'ignore'")
+        from .store.lookup import StaleProfileError, StoreError, find_profile
+
+        try:
+            match = find_profile(pipe, store, workload, verify)
+        except StoreError as e:
+            if missing == "ignore" and not isinstance(e, StaleProfileError):
+                return None  # no profile for it: serve it unaccelerated
+            raise
+        profile = match.stored.profile()
+    elif profile is None:
+        raise UserError("apply_profile: give a profile (a path, mapping or Profile) or store=URL")
     prof = load_profile(profile)
     from .accel.quant.support import check_supported
 
@@ -106,7 +129,9 @@ def apply_profile(pipe, profile: str | Path | dict | Profile, strict: bool = Fal
         if strict:
             raise ProfileMismatchError(msg, mismatches)
         warnings.warn(msg, ProfileMismatchWarning, stacklevel=2)
-    return accel.apply(pipe, prof.accel, keep_original=keep_original)
+    handle = accel.apply(pipe, prof.accel, keep_original=keep_original)
+    handle.store_match = match
+    return handle
 
 
 def _device_of(pipe):

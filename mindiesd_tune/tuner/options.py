@@ -92,6 +92,9 @@ class TuneOptions:
         isolate: evaluate in a child process that survives crashes (False: in this process).
         worker_factory: ``module:callable`` building (evaluator, info) from a ``WorkerSpec``,
             instead of loading the model (tests and benchmarks).
+        warm_start: a profile store URL: the new study first evaluates the stored fronts of the
+            model's family (``store.warm``). publish: a profile store URL the CLI publishes the
+            profile and front to once the study ends (``tune --publish``).
         heartbeat_interval, grace_period: on an RDB storage a running trial records a heartbeat
             every ``heartbeat_interval`` seconds; one silent for ``grace_period`` seconds (its
             machine died) is failed and its point run again.
@@ -142,6 +145,8 @@ class TuneOptions:
     seeds: list[int] | None = None
     console: Any = None
     given: frozenset[str] | None = None
+    warm_start: str | None = None
+    publish: str | None = None
 
     def with_fields(self, **fields) -> "TuneOptions":
         """A copy with ``fields`` laid over these options; a name that is no option is a TypeError."""

@@ -270,9 +270,14 @@ class _StudyRun:
             # in a rank group the meshes come right after the baseline: what the group is for,
             # and CFG parallel is exact, so a short budget still measures it
             meshed = [p for p in points[1:] if p.get("parallel.mesh", "single") != "single"]
-            for params in points[:1] + meshed + [p for p in points[1:] if p not in meshed]:
+            queued = [(p, {PRESET: True}) for p in points[:1] + meshed + [p for p in points[1:] if p not in meshed]]
+            if self.opts.warm_start:  # the stored fronts of the family, right after the baseline
+                from ..store.warm import warm_points
+
+                queued[1:1] = warm_points(self.opts.warm_start, self.info, self.space, self.opts.log)
+            for params, attrs in queued:
                 # another machine may be doing the same
-                self.study.enqueue_trial(params, user_attrs={PRESET: True}, skip_if_exists=True)
+                self.study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
         elif not self.external:
             _requeue_interrupted(self.study, self.opts.log)
 
@@ -346,6 +351,10 @@ class _StudyRun:
         with self.ui.phase("outputs", self.plan.output_s):
             outcome = write_outputs(study, self.out_dir, opts.pick_how)
         outcome.interrupted = self.interrupted
+        if opts.publish and outcome.profile is not None and not self.interrupted:
+            from ..store.warm import publish_study
+
+            publish_study(opts.publish, study, outcome.profile, opts.log)
         timing = {**study.user_attrs["timing"], "output_seconds": round(time.monotonic() - t0, 3),
                   "wall_seconds": round(time.monotonic() - self.started, 3)}
         study.set_user_attr("timing", timing)

@@ -1,0 +1,180 @@
+"""Warm starts: a new study begins with the stored fronts of the same family, as enqueued trials.
+
+Profiles of the same weights come first (another workload of the same model), then those of the
+same family on the same device kind (another checkpoint of the architecture). Each stored point
+(the front's trial parameters where the study published them, else the profile's config) is
+fitted into the new study's space: a method the space does not offer is left out, a number is
+clamped into its range, and a step count is scaled by the workloads' step ratio (a profile
+running 14 of 20 steps becomes 20 of 28). The new study evaluates them right after the baseline;
+``held`` counts how many met the floors and beat the baseline beyond noise there.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+WARM = "warm_start"  # trial user attribute: the store ID the point came from
+MAX_POINTS = 8  # enqueued at most: the sampler should still get its share of a short budget
+
+
+class _Fit:
+    """An Optuna-trial stand-in answering every ``suggest_*`` from a stored config, fitted into
+    the distribution asked for."""
+
+    def __init__(self, cfg, step_ratio: float):
+        self.cfg, self.step_ratio, self.params = cfg, step_ratio, {}
+
+    def _stored(self, name: str) -> Any:
+        section, _, rest = name.partition(".")
+        field, _, key = rest.partition(".")
+        sec = getattr(self.cfg, section, None)
+        if section == "parallel" and field == "mesh":
+            return sec.describe() if sec is not None else None
+        value = getattr(sec, field, None)
+        if key:
+            value = value.get(key) if isinstance(value, dict) else None
+        if name == "steps.num_inference_steps" and isinstance(value, int) and value > 0:
+            value = max(1, round(value * self.step_ratio))  # the same share of the new workload's steps
+        return value
+
+    def suggest_categorical(self, name, choices):
+        v, choices = self._stored(name), list(choices)
+        if v not in choices:
+            numbers = [c for c in choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and numbers and v:
+                v = min(numbers, key=lambda c: (abs(c - v), c))  # a count of steps or blocks: the nearest
+            else:
+                v = choices[0]
+        self.params[name] = v
+        return v
+
+    def suggest_int(self, name, low, high, step=1, log=False):
+        v = self._stored(name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            v = low
+        v = int(min(max(round(v), low), high))
+        v = low + ((v - low) // (step or 1)) * (step or 1)
+        self.params[name] = v
+        return v
+
+    def suggest_float(self, name, low, high, step=None, log=False):
+        v = self._stored(name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            v = math.sqrt(low * high) if log and low > 0 else (low + high) / 2
+        v = float(min(max(v, low), high))
+        if step:
+            v = min(high, low + round((v - low) / step) * step)
+        self.params[name] = v
+        return v
+
+
+def fit_point(config, family: str, space, step_ratio: float = 1.0) -> dict[str, Any] | None:
+    """The new study's trial params nearest ``config`` (an AccelConfig); None when none fits."""
+    from ..accel.config import ConfigError
+    from ..search_spaces import suggest
+
+    fit = _Fit(config, step_ratio)
+    try:
+        cfg = suggest(fit, family, space)
+    except (ConfigError, ValueError, TypeError):
+        return None
+    return None if cfg.is_neutral else fit.params
+
+
+def warm_points(url: str, info: dict, space, log: Callable[[str], None] = print) -> list[tuple[dict, dict]]:
+    """(params, user_attrs) of the stored points to enqueue, exact model first; logs one line."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..errors import UserError
+    from ..search_spaces import config_from_params
+    from .core import ProfileStore
+
+    model, hw = info["model"], info.get("hardware") or {}
+    family = model["family"]
+    try:
+        st = ProfileStore(url)
+        exact = st.candidates(fingerprint=model.get("fingerprint"))
+        ids = {r.id for r in exact}
+        kin = [r for r in st.candidates(family=family, device=hw.get("device"), device_name=hw.get("name")) if r.id not in ids]
+    except (UserError, SQLAlchemyError) as e:
+        # the model is loaded and the budget running: a store out of reach costs the warm start, not the study
+        log(f"warm start: none, the store could not be read ({str(e).splitlines()[0][:200]}); starting cold")
+        return []
+    steps_here = (info.get("workload") or {}).get("generation", {}).get("num_inference_steps")
+    out: list[tuple[dict, dict]] = []
+    seen: list[dict] = []
+    for stored in [r for r in exact if r.row["family"] == family] + kin:
+        steps_there = stored.row["num_inference_steps"]
+        ratio = steps_here / steps_there if steps_here and steps_there else 1.0
+        configs = []
+        for p in stored.front:
+            try:
+                configs.append(config_from_params(p))
+            except Exception:  # noqa: BLE001  (a point of a method not registered here)
+                continue
+        configs.append(stored.profile().accel)
+        for cfg in configs:
+            params = fit_point(cfg, family, space, ratio)
+            if params is not None and params not in seen:
+                seen.append(params)
+                out.append((params, {WARM: stored.id}))
+        if len(out) >= MAX_POINTS:
+            break
+    out = out[:MAX_POINTS]
+    n_exact = len({a[WARM] for _, a in out} & ids)
+    log(f"warm start: {len(out)} point(s) from {len({a[WARM] for _, a in out})} stored profile(s) "
+        f"({n_exact} of this model's weights, the others of family {family} on {hw.get('device')} {hw.get('name') or ''})".rstrip())
+    return out
+
+
+def held(study) -> tuple[int, int]:
+    """(warm-start trials that met the floors and beat the baseline beyond noise, warm-start trials run)."""
+    from ..tuner.pick import baseline_trial, completed, confirmations, is_feasible, speed_of
+
+    warm = [t for t in study.get_trials(deepcopy=False) if WARM in t.user_attrs]
+    conf, base = confirmations(study), baseline_trial(study)
+    done = {t.number for t in completed(study)}
+    good = [t for t in warm if t.number in done and is_feasible(t) and speed_of(t, conf, base).beyond_noise]
+    return len(good), len(warm)
+
+
+def summary(study) -> str | None:
+    good, total = held(study)
+    if not total:
+        return None
+    return f"warm start: {good} of {total} stored point(s) held on this model (met the floors, faster than the baseline beyond noise)"
+
+
+def front_params(study) -> list[dict[str, Any]]:
+    """The trial params of the study's feasible front (not the baseline), fastest first."""
+    from ..tuner.pick import baseline_trial, confirmations, is_feasible, is_neutral_point, speed_of
+
+    conf, base = confirmations(study), baseline_trial(study)
+    front = [t for t in study.best_trials if is_feasible(t) and not is_neutral_point(t)]
+    front.sort(key=lambda t: -(speed_of(t, conf, base).speedup or 0.0))
+    out: list[dict[str, Any]] = []
+    for t in front:
+        if t.params not in out:
+            out.append(dict(t.params))
+    return out
+
+
+def publish_study(url: str, study, profile, log: Callable[[str], None] = print) -> int | None:
+    """``tune --publish``: the study's profile with its front, into the store at ``url`` -> the ID
+    (None when the store could not take it: logged, the study's outputs stand)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..errors import UserError
+    from .core import ProfileStore
+    from .db import redact
+
+    try:
+        pid, new = ProfileStore(url).publish(profile, front=front_params(study))
+    except (UserError, SQLAlchemyError) as e:
+        # the outputs are on disk already: say how to publish them later rather than fail the study
+        log(f"publish: not published ({str(e).splitlines()[0][:200]}); the profile is in the run folder: "
+            f"`mindiesd-tune publish RUN_DIR/profile.yaml --store URL` publishes it (without its front)")
+        return None
+    log(f"published: profile {pid} in {redact(url)}" + ("" if new else " (already there)"))
+    return pid

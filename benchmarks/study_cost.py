@@ -38,7 +38,8 @@ from mindiesd_tune.tuner.trials import is_neutral_point  # noqa: E402
 GRACE = 0.05  # the budget's promise: outputs on disk within it plus 5%
 
 
-def one_study(model: str, budget: str, out: Path, floor: str, screening: bool, generation: dict) -> dict:
+def one_study(model: str, budget: str, out: Path, floor: str, screening: bool, generation: dict,
+              prompts: int | None = None) -> dict:
     """Run ``tune`` and return what it cost and what it did."""
     lines: list[str] = []
 
@@ -47,7 +48,15 @@ def one_study(model: str, budget: str, out: Path, floor: str, screening: bool, g
         print(f"  | {line}", file=sys.stderr, flush=True)
 
     b = parse_budget(budget)
-    opts = TuneOptions(floors=[parse_floor(floor)], screening=screening, generation=generation or None,
+    chosen = None
+    if prompts:  # the model's own first N prompts (a demo model's captions), not its default count
+        from mindiesd_tune.models import load
+        from mindiesd_tune.models.prompts import default_prompts
+
+        loaded = load(model, device="cpu")
+        chosen = list(default_prompts(loaded.source == "builtin", loaded.is_video))[:prompts]
+        del loaded
+    opts = TuneOptions(floors=[parse_floor(floor)], screening=screening, generation=generation or None, prompts=chosen,
                        baseline_cache=None, progress=False, log=log)
     t0 = time.monotonic()
     outcome = run_study(model, b, out, opts)
@@ -102,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budgets", nargs=2, default=None, metavar=("SHORT", "LONG"),
                     help="compare a short study's pick with a long one's on held-out prompts instead")
     ap.add_argument("--floor", default="psnr>=30")
+    ap.add_argument("--prompts", type=int, default=None, help="tune on the model's first N default prompts (default: all)")
     ap.add_argument("--height", type=int, default=None)
     ap.add_argument("--width", type=int, default=None)
     ap.add_argument("--heldout-prompts", type=int, default=4)
@@ -115,12 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {args.model} {generation or 'default size'}, floor {args.floor}, load average {os.getloadavg()}",
           file=sys.stderr)
     if args.budgets is None:
-        rows = [one_study(args.model, args.budget, out / ("screening" if on else "full"), args.floor, on, generation)
+        rows = [one_study(args.model, args.budget, out / ("screening" if on else "full"), args.floor, on, generation, args.prompts)
                 for on in (True, False)]
         ratio = rows[0]["configurations"] / max(rows[1]["configurations"], 1)
         verdict = {"configurations_ratio": round(ratio, 2), "at_least_3x": ratio >= 3}
     else:
-        rows = [one_study(args.model, b, out / f"budget-{b}", args.floor, True, generation) for b in args.budgets]
+        rows = [one_study(args.model, b, out / f"budget-{b}", args.floor, True, generation, args.prompts) for b in args.budgets]
         for r in rows:
             r["held_out"] = {k: held_out(args.model, r["profile"], args.heldout_prompts, args.heldout_repeats).get(k)
                              for k in ("speedup", "speedup_low", "speedup_high", "psnr")} if r["profile"] else None

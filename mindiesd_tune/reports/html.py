@@ -52,10 +52,8 @@ def write_report(
     ms = metric_columns(df, metrics)
     directions = {m: higher_is_better(m, metrics) for m in ms}
     objective = attrs.get("objective") if attrs.get("objective") in ms else (ms[0] if ms else None)
-    baseline = _row(df, baseline_no)
-    floors = floor_bounds(attrs.get("floors", []), baseline)
-    chosen = _row(df, chosen_no)
-    capped = bool(attrs.get("max_memory_bytes"))
+    baseline, chosen = _row(df, baseline_no), _row(df, chosen_no)
+    floors, capped = floor_bounds(attrs.get("floors", []), baseline), bool(attrs.get("max_memory_bytes"))
 
     figures = _pareto_figures(df, ms, objective, directions, chosen_no, floors, capped)
     plots = "".join(f'<div class="plot">{_plot_html(fig, div_id)}</div>' for div_id, fig in figures) \
@@ -69,7 +67,7 @@ def write_report(
     quality_html, strip = _quality_html(quality or {}, objective)
 
     page = _PAGE.format(
-        title=_e(title),
+        title=_e(title), n_trials=len(df), script=_SORT_JS, quality=quality_html, importances=imp_html, history=history,
         plotlyjs=plotly_js([f for _, f in figures] + [parallel] + [f for f in (history_fig, imp_fig, strip) if f is not None]),
         parallel=_plot_html(parallel, "parallel"),
         headline=_headline(chosen, chosen_no, reason, ms, baseline, baseline_no),
@@ -78,13 +76,8 @@ def write_report(
         n_front=len(front),
         front_table=_sortable_table(front, ms, directions, chosen_no, table_id="front-table", with_front=True, compact=True),
         gallery=_gallery(front, samples, baseline_no, ms, attrs),
-        quality=quality_html,
-        importances=imp_html,
-        history=history,
         failed=_failed_html(df),
         all_table=_sortable_table(_with_params(df), ms, directions, chosen_no, table_id="all-table", with_state=True),
-        n_trials=len(df),
-        script=_SORT_JS,
     )
     path.write_text(page, encoding="utf-8")
     return path

@@ -91,7 +91,6 @@ def recheck(store: str | ProfileStore, model: str | None = None, *, all_profiles
     from .. import models
     from ..bench import measure
     from ..models.prompts import default_prompts
-    from ..profile import model_fingerprint
     from ..tuner.evaluator import Evaluator, Workload
 
     st = store if isinstance(store, ProfileStore) else ProfileStore(store)
@@ -107,26 +106,9 @@ def recheck(store: str | ProfileStore, model: str | None = None, *, all_profiles
             continue
         row = stored.row
         key = (row["model_name"], row["device"], row["dtype"])
-        try:
-            if key not in loaded_by:
-                loaded_by[key] = loader(row["model_name"], device=row["device"], dtype=row["dtype"])
-            loaded = loaded_by[key]
-            me = here(loaded.pipe.device)
-        except Exception as e:  # noqa: BLE001  (a model not here, a device type this machine lacks)
-            results.append(CheckResult(stored, None, f"not measured: cannot load {row['model_name']} on {row['device']} "
-                                                     f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})",
-                                       changed=changed))
-            log(_line(results[-1]))
-            continue
-        if (me["device"], me["device_name"]) != (row["device"], row["device_name"]):
-            results.append(CheckResult(stored, None, f"not measured: tuned on {row['device']} ({row['device_name']}), "
-                                                     f"this machine has {me['device']} ({me['device_name']})", changed=changed))
-            log(_line(results[-1]))
-            continue
-        if model_fingerprint(loaded.pipe) != row["fingerprint"]:
-            results.append(CheckResult(stored, None, f"not measured: {row['model_name']} has other weights here "
-                                                     f"(fingerprint {model_fingerprint(loaded.pipe)}, the profile's {row['fingerprint']})",
-                                       changed=changed))
+        loaded, why = _load_here(loader, loaded_by, key, row)
+        if why is not None:
+            results.append(CheckResult(stored, None, why, changed=changed))
             log(_line(results[-1]))
             continue
         prof = stored.profile()
@@ -144,6 +126,27 @@ def recheck(store: str | ProfileStore, model: str | None = None, *, all_profiles
         results.append(result)
         log(_line(result))
     return results
+
+
+def _load_here(loader, loaded_by: dict, key: tuple, row: dict):
+    """(the loaded model, None), or (None, why it cannot be measured here); each model once."""
+    from ..profile import model_fingerprint
+
+    try:
+        if key not in loaded_by:
+            loaded_by[key] = loader(row["model_name"], device=row["device"], dtype=row["dtype"])
+        loaded = loaded_by[key]
+        me = here(loaded.pipe.device)
+    except Exception as e:  # noqa: BLE001  (a model not here, a device type this machine lacks)
+        first = str(e).splitlines()[0][:120] if str(e) else ""
+        return None, f"not measured: cannot load {row['model_name']} on {row['device']} ({type(e).__name__}: {first})"
+    if (me["device"], me["device_name"]) != (row["device"], row["device_name"]):
+        return None, (f"not measured: tuned on {row['device']} ({row['device_name']}), "
+                      f"this machine has {me['device']} ({me['device_name']})")
+    if model_fingerprint(loaded.pipe) != row["fingerprint"]:
+        return None, (f"not measured: {row['model_name']} has other weights here "
+                      f"(fingerprint {model_fingerprint(loaded.pipe)}, the profile's {row['fingerprint']})")
+    return loaded, None
 
 
 def _line(r: CheckResult) -> str:

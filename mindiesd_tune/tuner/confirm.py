@@ -121,9 +121,10 @@ def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str]
     started = time.monotonic()
 
     # the pick's check on the held-out prompts: one call per held-out prompt for the baseline
-    # (once) and one for the point, about a round each; kept back from the first passes
+    # (once) and one for the point, about a round each, and room for one fallback point's
+    # calls should the first miss a floor there; kept back from the first passes
     held = len((study.user_attrs.get("holdout") or {}).get("prompts") or [])
-    heldout_s = held * (round_s or 0.0)
+    heldout_s = 1.5 * held * (round_s or 0.0)
 
     def left(keep: float = 0.0) -> float | None:
         return None if time_limit_s is None else time_limit_s - (time.monotonic() - started) - keep
@@ -157,7 +158,7 @@ def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str]
             f"(first measured {speed_of(t).text()})")
         study.set_user_attr("confirmed", found)
 
-    check_heldout(study, worker, how, log, left, cost_s=heldout_s)
+    check_heldout(study, worker, how, log, left, cost_s=held * (round_s or 0.0))
     leader, _ = pick(study, how)
     mine = found.get(str(leader.number)) if leader is not None else None
     if precision and mine is not None and Comparison.from_dict(_as_payload(mine)).relative_spread > precision:

@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mindiesd_tune.models.prompts import DEMO_IMAGE_PROMPTS  # noqa: E402
 from mindiesd_tune.store import ProfileStore  # noqa: E402
-from mindiesd_tune.store.warm import WARM, held  # noqa: E402
 from mindiesd_tune.tuner import parse_budget, parse_floor, run_study  # noqa: E402
 from mindiesd_tune.tuner.pick import baseline_trial, completed, confirmations, is_feasible, speed_of  # noqa: E402
+from mindiesd_tune.tuner.warm import WARM, held  # noqa: E402
 
 
 def study_figures(study, target: float | None, tolerance: float) -> dict:

@@ -201,7 +201,7 @@ def recheck(
     """Re-measure stored profiles whose torch/diffusers/torchao/torch_npu versions differ from the
     installed ones, against a fresh baseline, and mark each holds, slower, below floor or no-op
     (all but holds mark it stale). Exit 1 when any was marked stale, for CI."""
-    from .store.recheck import recheck as run_recheck
+    from .recheck import recheck as run_recheck
 
     with _database_errors(store):
         st = _store(store)
@@ -227,7 +227,7 @@ def tune_checks(publish_url: str | None, warm_start: str | None) -> None:
 def tune_summary(outcome, warm_start: str | None, echo=typer.echo) -> None:
     """After a warm-started study: how many of the stored points held on the new model."""
     if warm_start and getattr(outcome, "study", None) is not None:
-        from .store.warm import summary
+        from .tuner.warm import summary
 
         line = summary(outcome.study)
         if line:

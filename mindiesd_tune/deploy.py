@@ -135,13 +135,9 @@ def apply_profile(pipe, profile: str | Path | dict | Profile | None = None, stri
 
 
 def _device_of(pipe):
-    import torch
+    from .store.facts import pipe_device
 
-    device = getattr(pipe, "device", None)
-    if device is None:
-        params = next(iter(accel.find_denoiser(pipe).parameters()), None)
-        device = params.device if params is not None else "cpu"
-    return torch.device(device)
+    return pipe_device(pipe)
 
 
 def _name(source, prof: Profile) -> str:

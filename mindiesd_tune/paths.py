@@ -104,3 +104,13 @@ def keep_previous(path: str | Path, new_text: str | None = None) -> Path | None:
         n += 1
     path.rename(kept)
     return kept
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and files."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url

@@ -203,7 +203,7 @@ def test_two_publishers_at_once_lose_nothing(store_url, tiny_flux, tmp_path):
 @pytest.mark.slow
 def test_a_version_change_makes_recheck_measure_and_mark(tmp_path, tiny_flux, monkeypatch):
     from mindiesd_tune.accel.cache import residual
-    from mindiesd_tune.store.recheck import recheck
+    from mindiesd_tune.recheck import recheck
 
     url = f"sqlite:///{tmp_path / 'p.db'}"
     st = ProfileStore(url)
@@ -245,7 +245,7 @@ def test_verdicts_from_the_figures():
     """holds / slower from the measured interval against the recorded one (no timing involved)."""
     from types import SimpleNamespace
 
-    from mindiesd_tune.store.recheck import verdict_of
+    from mindiesd_tune.recheck import verdict_of
 
     prof = SimpleNamespace(accel=AccelConfig(), study={"floors": ["psnr>=30"]},
                            measured={"speedup": 1.5, "speedup_low": 1.4})
@@ -263,7 +263,7 @@ def test_verdicts_from_the_figures():
 
 def test_warm_start_points_fit_the_new_space(tmp_path, tiny_flux):
     from mindiesd_tune.search_spaces import SpaceContext, config_from_params
-    from mindiesd_tune.store.warm import warm_points
+    from mindiesd_tune.tuner.warm import warm_points
 
     url = f"sqlite:///{tmp_path / 'p.db'}"
     st = ProfileStore(url)
@@ -288,8 +288,8 @@ def test_warm_start_points_fit_the_new_space(tmp_path, tiny_flux):
 def test_a_study_publishes_its_front_and_the_next_one_starts_from_it(tmp_path):
     """run_study(publish=) stores the profile and front; run_study(warm_start=) runs them after the
     baseline and counts those that held (the fake evaluator's speed is arithmetic, not timed)."""
-    from mindiesd_tune.store.warm import WARM, held
     from mindiesd_tune.tuner import parse_budget, run_study
+    from mindiesd_tune.tuner.warm import WARM, held
 
     url = f"sqlite:///{tmp_path / 'p.db'}"
     lines = []
@@ -311,7 +311,7 @@ def test_a_study_publishes_its_front_and_the_next_one_starts_from_it(tmp_path):
 
 def test_a_store_out_of_reach_costs_the_warm_start_not_the_study(tmp_path):
     from mindiesd_tune.search_spaces import SpaceContext
-    from mindiesd_tune.store.warm import warm_points
+    from mindiesd_tune.tuner.warm import warm_points
 
     lines = []
     info = {"model": {"family": "dit-image", "fingerprint": "f" * 16}, "hardware": {"device": "cpu", "name": "x"}}

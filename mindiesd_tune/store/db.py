@@ -110,7 +110,7 @@ def now() -> _dt.datetime:
 
 
 def redact(url: str) -> str:
-    from ..tuner.storage import redact as _redact
+    from ..paths import redact as _redact
 
     return _redact(url)
 

@@ -128,3 +128,16 @@ def workload_distance(wanted: dict[str, Any], stored: dict[str, Any]) -> float:
 
 LABELS = {"height": "height", "width": "width", "num_frames": "frames", "num_inference_steps": "steps",
           "guidance_scale": "guidance"}
+
+
+def pipe_device(pipe):
+    """The device a pipeline runs on: its own ``device``, else its denoiser's parameters'."""
+    import torch
+
+    from .. import accel
+
+    device = getattr(pipe, "device", None)
+    if device is None:
+        params = next(iter(accel.find_denoiser(pipe).parameters()), None)
+        device = params.device if params is not None else "cpu"
+    return torch.device(device)

@@ -40,9 +40,9 @@ def find_profile(pipe, store: str | ProfileStore, workload: Any = None, verify: 
     """The stored profile for ``pipe`` here at ``workload`` (call settings: ``num_inference_steps``
     or ``steps``, ``height``, ``width``, ``num_frames``, ``guidance_scale``; the ones left out are
     the pipeline's defaults). Warns on a near match; raises StoreError when there is none."""
-    from ..deploy import _device_of
     from ..profile import model_fingerprint
     from ..workload import model_generation
+    from .facts import pipe_device as _device_of
 
     st = store if isinstance(store, ProfileStore) else ProfileStore(store)
     wanted = {**normalise_workload(model_generation(pipe)),

@@ -93,7 +93,7 @@ class TuneOptions:
         worker_factory: ``module:callable`` building (evaluator, info) from a ``WorkerSpec``,
             instead of loading the model (tests and benchmarks).
         warm_start: a profile store URL: the new study first evaluates the stored fronts of the
-            model's family (``store.warm``). publish: a profile store URL the CLI publishes the
+            model's family (``tuner.warm``). publish: a profile store URL the CLI publishes the
             profile and front to once the study ends (``tune --publish``).
         heartbeat_interval, grace_period: on an RDB storage a running trial records a heartbeat
             every ``heartbeat_interval`` seconds; one silent for ``grace_period`` seconds (its

@@ -17,6 +17,7 @@ from typing import Callable
 import optuna
 
 from ..errors import UserError
+from ..paths import redact
 from .quiet import ignoring
 
 STUDY_DB = "study.db"
@@ -84,16 +85,6 @@ def _sqlite_storage(url: str, heartbeat: dict):
     event.listen(storage.engine, "connect", _pragmas)
     storage.engine.dispose()  # reconnect with the pragmas
     return storage
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages and files."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
 
 
 def write_run_json(out_dir: Path, storage_url: str, study_name: str) -> None:

@@ -272,7 +272,7 @@ class _StudyRun:
             meshed = [p for p in points[1:] if p.get("parallel.mesh", "single") != "single"]
             queued = [(p, {PRESET: True}) for p in points[:1] + meshed + [p for p in points[1:] if p not in meshed]]
             if self.opts.warm_start:  # the stored fronts of the family, right after the baseline
-                from ..store.warm import warm_points
+                from .warm import warm_points
 
                 queued[1:1] = warm_points(self.opts.warm_start, self.info, self.space, self.opts.log)
             for params, attrs in queued:
@@ -352,7 +352,7 @@ class _StudyRun:
             outcome = write_outputs(study, self.out_dir, opts.pick_how)
         outcome.interrupted = self.interrupted
         if opts.publish and outcome.profile is not None and not self.interrupted:
-            from ..store.warm import publish_study
+            from .warm import publish_study
 
             publish_study(opts.publish, study, outcome.profile, opts.log)
         timing = {**study.user_attrs["timing"], "output_seconds": round(time.monotonic() - t0, 3),

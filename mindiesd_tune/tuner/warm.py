@@ -88,7 +88,7 @@ def warm_points(url: str, info: dict, space, log: Callable[[str], None] = print)
 
     from ..errors import UserError
     from ..search_spaces import config_from_params
-    from .core import ProfileStore
+    from ..store.core import ProfileStore
 
     model, hw = info["model"], info.get("hardware") or {}
     family = model["family"]
@@ -130,7 +130,7 @@ def warm_points(url: str, info: dict, space, log: Callable[[str], None] = print)
 
 def held(study) -> tuple[int, int]:
     """(warm-start trials that met the floors and beat the baseline beyond noise, warm-start trials run)."""
-    from ..tuner.pick import baseline_trial, completed, confirmations, is_feasible, speed_of
+    from .pick import baseline_trial, completed, confirmations, is_feasible, speed_of
 
     warm = [t for t in study.get_trials(deepcopy=False) if WARM in t.user_attrs]
     conf, base = confirmations(study), baseline_trial(study)
@@ -148,7 +148,7 @@ def summary(study) -> str | None:
 
 def front_params(study) -> list[dict[str, Any]]:
     """The trial params of the study's feasible front (not the baseline), fastest first."""
-    from ..tuner.pick import baseline_trial, confirmations, is_feasible, is_neutral_point, speed_of
+    from .pick import baseline_trial, confirmations, is_feasible, is_neutral_point, speed_of
 
     conf, base = confirmations(study), baseline_trial(study)
     front = [t for t in study.best_trials if is_feasible(t) and not is_neutral_point(t)]
@@ -166,8 +166,8 @@ def publish_study(url: str, study, profile, log: Callable[[str], None] = print) 
     from sqlalchemy.exc import SQLAlchemyError
 
     from ..errors import UserError
-    from .core import ProfileStore
-    from .db import redact
+    from ..store.core import ProfileStore
+    from ..store.db import redact
 
     try:
         pid, new = ProfileStore(url).publish(profile, front=front_params(study))

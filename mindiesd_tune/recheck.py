@@ -22,8 +22,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .core import ProfileStore, StoredProfile
-from .facts import here, installed_versions
+from .store.core import ProfileStore, StoredProfile
+from .store.facts import here, installed_versions
 
 
 @dataclass
@@ -63,7 +63,7 @@ def skips_nothing(config, counters: dict[str, Any]) -> bool:
 
 def verdict_of(prof, m) -> tuple[str, str]:
     """(verdict, why) of one measurement ``m`` (a ``bench.BenchMeasurement``) of profile ``prof``."""
-    from ..tuner.objectives import parse_floor
+    from .tuner.objectives import parse_floor
 
     if skips_nothing(prof.accel, m.counters):
         return "no-op", "its methods skipped nothing"
@@ -88,10 +88,10 @@ def recheck(store: str | ProfileStore, model: str | None = None, *, all_profiles
     re-measures every one. Profiles of another device kind or of weights the model no longer has
     are reported and left as they are. ``loader(name, device=, dtype=)`` loads a model
     (default ``models.load``); each model is loaded once."""
-    from .. import models
-    from ..bench import measure
-    from ..models.prompts import default_prompts
-    from ..tuner.evaluator import Evaluator, Workload
+    from . import models
+    from .bench import measure
+    from .models.prompts import default_prompts
+    from .tuner.evaluator import Evaluator, Workload
 
     st = store if isinstance(store, ProfileStore) else ProfileStore(store)
     installed = installed if installed is not None else installed_versions()
@@ -130,7 +130,7 @@ def recheck(store: str | ProfileStore, model: str | None = None, *, all_profiles
 
 def _load_here(loader, loaded_by: dict, key: tuple, row: dict):
     """(the loaded model, None), or (None, why it cannot be measured here); each model once."""
-    from ..profile import model_fingerprint
+    from .profile import model_fingerprint
 
     try:
         if key not in loaded_by:

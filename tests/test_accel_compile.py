@@ -185,5 +185,11 @@ def test_a_study_runs_its_compile_preset(monkeypatch, tmp_path):
     torch._dynamo.reset()
     compiled = [t for t in out.study.trials if t.params.get("compile.mode") == "default"]
     assert compiled, "the compile preset was not queued"
-    assert all(t.state.name == "COMPLETE" for t in compiled[:1])
-    assert speed_of(compiled[0]).speedup is not None  # timed, interleaved with the baseline
+    first = compiled[0]
+    # it ran: timed in full (interleaved with the baseline), or timed by its screen and dropped
+    # there as no faster than the baseline (a cold inductor cache makes a compiled tiny model slow)
+    assert first.state.name in ("COMPLETE", "PRUNED"), first.user_attrs.get("fail_reason")
+    if first.state.name == "COMPLETE":
+        assert speed_of(first).speedup is not None
+    else:
+        assert first.user_attrs["screen"]["speedup"] is not None

@@ -140,7 +140,9 @@ def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str]
     first_pass_s: dict[int, float] = {}
     rounds = 0
     for i, t in enumerate(todo):
-        if left() is not None and left(heldout_s) <= 0 and i:
+        # the best point's first pass starts whenever time is left; the others only while the
+        # held-out check's share stays untouched
+        if left() is not None and (left() <= 0 or (i and left(heldout_s) <= 0)):
             log(f"confirmation used its {time_limit_s:.0f} s; trial(s) {', '.join(str(u.number) for u in todo[i:])} "
                 "stay unconfirmed")
             break

@@ -29,6 +29,7 @@ from .pick import (
     pick,
     speed_of,
 )
+from .protocol import Worker
 
 # At most this many points on or near the front are re-measured before the pick, those whose
 # speed-up reaches within this share of the best one's, or whose interval reaches it.
@@ -90,7 +91,7 @@ def _pooled_entry(before: dict, payload: dict) -> dict:
     return _confirmed_entry(Comparison.pooled([Comparison.from_dict(_as_payload(before)), Comparison.from_dict(payload)]))
 
 
-def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str], None] = print,
+def confirm_front(study: optuna.Study, worker: Worker, repeats: int, log: Callable[[str], None] = print,
                   time_limit_s: float | None = None, precision: float | None = CONFIRM_PRECISION,
                   how: str = "fastest", round_s: float | None = None) -> dict:
     """Re-measure the confirmation candidates in the worker (it holds the loaded pipeline), in
@@ -202,7 +203,7 @@ def confirm_front(study: optuna.Study, worker, repeats: int, log: Callable[[str]
     return found
 
 
-def check_heldout(study: optuna.Study, worker, how: str, log: Callable[[str], None] = print,
+def check_heldout(study: optuna.Study, worker: Worker, how: str, log: Callable[[str], None] = print,
                   left: Callable[[], float | None] = lambda: None, cost_s: float = 0.0) -> dict:
     """Measure the pick's quality on the held-out prompts (``Evaluator.heldout``) and judge the
     floors there; a pick that misses one there is set aside (``pick`` passes over it) and the

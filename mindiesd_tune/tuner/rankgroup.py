@@ -292,6 +292,12 @@ class RankGroupWorker:
         self._aborted = False
 
     @property
+    def screens(self) -> bool:
+        """A rank group times every trial in full: the screen's single timing pair has not been
+        checked against a mesh's collective calls."""
+        return False
+
+    @property
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

@@ -24,6 +24,7 @@ from .outcome import FAILED, INTERRUPTED, PRUNED
 from .outputs import _save_sample
 from .pick import baseline_trial
 from .plan import Plan
+from .protocol import Worker
 from .quiet import ignoring
 from .refine import refinements
 from .screen import verdict
@@ -163,7 +164,7 @@ class _Heartbeat:
             self._thread.join()
 
 
-def _drive(shared: _Shared, wid: str, worker) -> None:
+def _drive(shared: _Shared, wid: str, worker: Worker) -> None:
     """One worker's ask/tell loop; returns when the budget is spent or a stop is asked for."""
     study = shared.study
     while not shared.stop.is_set():
@@ -231,7 +232,7 @@ def _refine(shared: _Shared, trial: optuna.trial.FrozenTrial) -> None:
         shared.note(r.note())
 
 
-def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> bool:
+def _run_trial(shared: _Shared, trial: optuna.Trial, worker: Worker) -> bool:
     """Evaluate one trial and tell its outcome; True when it repeated an earlier point."""
     study = shared.study
     t0 = time.perf_counter()
@@ -303,7 +304,7 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker) -> bool:
     return False
 
 
-def _evaluate(shared: _Shared, trial: optuna.Trial, worker, config):
+def _evaluate(shared: _Shared, trial: optuna.Trial, worker: Worker, config):
     """Screen the point (where the worker can, and it is not the unaccelerated one), tell Optuna a
     PRUNED trial when the screen says it cannot reach the front, else time it in full -> the full
     outcome, the screen's when it failed or was pruned on quality, or None when told already.

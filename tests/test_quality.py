@@ -233,3 +233,32 @@ def test_cliffs_are_marked_and_the_robust_pick_keeps_a_margin():
     assert pick(study, "fastest")[0].number == edge.number
     chosen, why = pick(study, "robust")
     assert chosen.number == middle.number and "bolder neighbours still meet the floors" in why
+
+
+def test_candidates_that_miss_their_held_out_prompts_get_no_first_pass():
+    from mindiesd_tune.tuner.confirm import confirm_front
+    from mindiesd_tune.tuner.outcome import OK, TrialOutcome
+
+    study = _speedy_study({0: 1.0, 1: 2.8, 2: 3.0})
+    study.set_user_attr("holdout", {"prompts": ["p", "q"]})
+    study.set_user_attr("baseline_metrics", {"psnr": math.inf})
+    study.set_user_attr("workload", {"prompts": ["a", "b"]})
+
+    class Worker:
+        confirmed: list = []
+
+        def heldout(self, config):
+            psnr = 27.0 if config["cache"]["threshold"] == pytest.approx(0.03) else 33.0  # trial 2 fails
+            return TrialOutcome(OK, result={"prompts": ["p", "q"], "per_prompt": [{"psnr": psnr}] * 2,
+                                            "metrics": aggregate([{"psnr": psnr}, {"psnr": psnr + 0.1}])})
+
+        def confirm(self, config, repeats, precision=None, max_s=None, prior_ratios=None):
+            self.confirmed.append(config["cache"]["threshold"])
+            return TrialOutcome(OK, result={"baseline": {"median_s": 1.0, "samples": [1.0] * 4},
+                                            "candidate": {"median_s": 0.36, "samples": [0.36] * 4},
+                                            "speedup": 2.8, "speedup_low": 2.7, "speedup_high": 2.9,
+                                            "ratios": [2.8] * 4})
+
+    confirm_front(study, Worker(), 4, log=lambda line: None, precision=None)
+    assert Worker.confirmed == [pytest.approx(0.02)]  # trial 2 was measured on held-out prompts only
+    assert pick(study)[0].number == 1

@@ -24,6 +24,7 @@ from .pick import (
     best_preset,
     completed,
     confirmations,
+    failed_heldout,
     is_feasible,
     is_neutral_point,
     pick,
@@ -43,8 +44,9 @@ def confirmation_candidates(study: optuna.Study) -> list[optuna.trial.FrozenTria
     within CONFIRM_MARGIN of it or whose interval reaches the best speed-up, one per point, at most
     CONFIRM_MAX, fastest first; and the fastest preset (``best_preset``) second, wherever it reads."""
     conf = confirmations(study)
+    aside = failed_heldout(study)
     feasible = [t for t in completed(study) if is_feasible(t) and not is_neutral_point(t)
-                and "repeat_of" not in t.user_attrs and str(t.number) not in conf]
+                and "repeat_of" not in t.user_attrs and str(t.number) not in conf and t.number not in aside]
     speeds = {t.number: speed_of(t) for t in feasible}
     faster = sorted((t for t in feasible if (speeds[t.number].speedup or 0) > 1.0),
                     key=lambda t: -speeds[t.number].speedup)
@@ -138,6 +140,7 @@ def confirm_front(study: optuna.Study, worker: Worker, repeats: int, log: Callab
         fit = int(left(keep) // (round_s * prompts))
         return max(2, min(rounds, fit - fit % 2))
 
+    todo = _gate_candidates(study, worker, todo, log, left, held * (round_s or 0.0))
     first_pass_s: dict[int, float] = {}
     rounds = 0
     for i, t in enumerate(todo):
@@ -203,46 +206,82 @@ def confirm_front(study: optuna.Study, worker: Worker, repeats: int, log: Callab
     return found
 
 
+def _gate_candidates(study, worker, todo, log, left, cost_s: float) -> list:
+    """The candidates measured on the held-out prompts before any is timed (a check costs a call
+    per held-out prompt; a first pass costs rounds on every prompt): those that miss a floor
+    there are not confirmed. When every candidate misses, the next ones are drawn and checked."""
+    if _heldout_gate(study) is None or not hasattr(worker, "heldout"):
+        return todo
+    for _ in range(2):
+        kept = []
+        for t in todo:
+            done = (study.user_attrs.get(HELDOUT) or {}).get(str(t.number))
+            if done is None and (left() is None or left() >= (cost_s if not study.user_attrs.get(HELDOUT) else 0.5 * cost_s)):
+                meets = measure_heldout(study, worker, t, log)
+            else:
+                meets = None if done is None else done.get("meets")
+            if meets is not False:
+                kept.append(t)
+        if kept or not todo:
+            return kept
+        todo = confirmation_candidates(study)
+    return []
+
+
+def _heldout_gate(study: optuna.Study):
+    """(the floors, the baseline's metrics) the held-out check judges by; None without held-out prompts."""
+    if not study.user_attrs.get("holdout"):
+        return None
+    floors = Constraints.from_spec({"floors": study.user_attrs.get("floors") or [],
+                                    "judge": study.user_attrs.get("judge", "bound")})
+    return floors, study.user_attrs.get("baseline_metrics") or {}
+
+
+def measure_heldout(study: optuna.Study, worker: Worker, trial: optuna.trial.FrozenTrial,
+                    log: Callable[[str], None] = print) -> bool | None:
+    """``trial``'s quality on the held-out prompts, judged by the study's floors and stored in its
+    ``HELDOUT`` attribute -> whether it meets them (None: not measured)."""
+    gate = _heldout_gate(study)
+    if gate is None or not hasattr(worker, "heldout"):
+        return None
+    floors, baseline = gate
+    outcome = worker.heldout(_config_of(trial))
+    if not outcome.ok:
+        if outcome.kind != INTERRUPTED:
+            log(f"trial {trial.number} could not be measured on the held-out prompts ({outcome.reason})")
+        return None
+    m = outcome.result["metrics"]
+    meets = floors.meets(m, baseline)
+    results = dict(study.user_attrs.get(HELDOUT) or {})
+    results[str(trial.number)] = {"metrics": m, "per_prompt": outcome.result["per_prompt"],
+                                  "prompts": len(outcome.result["prompts"]), "meets": meets}
+    study.set_user_attr(HELDOUT, results)
+    figures = ", ".join(f"{f.metric} {_fmt(m.get(f.metric))} (worst {_fmt(worst(m, f.metric))})"
+                        for f in floors.floors) or "no floor"
+    n = len(outcome.result["prompts"])
+    log(f"held out: trial {trial.number} {'meets' if meets else 'misses'} the floors on {n} prompts the search "
+        f"never saw: {figures}")
+    return meets
+
+
 def check_heldout(study: optuna.Study, worker: Worker, how: str, log: Callable[[str], None] = print,
                   left: Callable[[], float | None] = lambda: None, cost_s: float = 0.0) -> dict:
     """Measure the pick's quality on the held-out prompts (``Evaluator.heldout``) and judge the
     floors there; a pick that misses one there is set aside (``pick`` passes over it) and the
     next pick is checked, while a check (about ``cost_s``) fits in the time left. Stored as the
     study's ``HELDOUT`` attribute by trial number; returns it."""
-    results = dict(study.user_attrs.get(HELDOUT) or {})
-    if not study.user_attrs.get("holdout") or not hasattr(worker, "heldout"):
-        return results
-    floors = Constraints.from_spec({"floors": study.user_attrs.get("floors") or [],
-                                    "judge": study.user_attrs.get("judge", "bound")})
-    baseline = study.user_attrs.get("baseline_metrics") or {}
     for _ in range(CONFIRM_MAX + 2):
+        results = study.user_attrs.get(HELDOUT) or {}
         leader, _ = pick(study, how)
         if leader is None or is_neutral_point(leader) or str(leader.number) in results:
-            return results
+            return dict(results)
         if left() is not None and left() < (0.5 * cost_s if results else cost_s):
             log(f"no time left to measure trial {leader.number} on the held-out prompts; its held-out quality "
                 "is not known")
-            return results
-        outcome = worker.heldout(_config_of(leader))
-        if outcome.kind == INTERRUPTED:
-            return results
-        if not outcome.ok:
-            log(f"trial {leader.number} could not be measured on the held-out prompts ({outcome.reason})")
-            return results
-        m = outcome.result["metrics"]
-        meets = floors.meets(m, baseline)
-        results[str(leader.number)] = {"metrics": m, "per_prompt": outcome.result["per_prompt"],
-                                       "prompts": len(outcome.result["prompts"]), "meets": meets}
-        study.set_user_attr(HELDOUT, results)
-        figures = ", ".join(f"{f.metric} {_fmt(m.get(f.metric))} (worst {_fmt(worst(m, f.metric))})"
-                            for f in floors.floors) or "no floor"
-        n = len(outcome.result["prompts"])
-        if meets:
-            log(f"held out: trial {leader.number} meets the floors on {n} prompts the search never saw: {figures}")
-            return results
-        log(f"held out: trial {leader.number} misses the floors on {n} prompts the search never saw ({figures}); "
-            "the next candidate is checked")
-    return results
+            return dict(results)
+        if measure_heldout(study, worker, leader, log) is None:
+            return dict(study.user_attrs.get(HELDOUT) or {})
+    return dict(study.user_attrs.get(HELDOUT) or {})
 
 
 def _fmt(v) -> str:

@@ -64,11 +64,9 @@ def bound(values: list[float], higher_better: bool = True) -> float:
     return mean - half if higher_better else mean + half
 
 
-def percentile(values: list[float], q: float) -> float:
-    v = sorted(_values(values))
-    pos = q / 100 * (len(v) - 1)
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+def percentile(values: list[float], q: int) -> float:
+    """The ``q``-th percentile (a multiple of 10), interpolated between the values."""
+    return statistics.quantiles(_values(values), n=10, method="inclusive")[q // 10 - 1]
 
 
 def aggregate(per_prompt: list[dict[str, float]]) -> dict[str, float]:

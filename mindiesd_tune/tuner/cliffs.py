@@ -21,6 +21,7 @@ import optuna
 
 from ..quality import higher_is_better
 from .trials import is_feasible, is_neutral_point
+from .trials import same_value as _same
 
 CLIFF_DB = 3.0
 CLIFF_SHARE = 0.1
@@ -111,12 +112,6 @@ def lines(study: optuna.Study, trial: optuna.trial.FrozenTrial):
         ordered = sorted(pts.items(), key=lambda kv: kv[0] * knob.bolder)
         out.append((method, knob, [(v, n, ok) for v, (n, ok) in ordered]))
     return out
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
 
 
 def cliffs_near(study: optuna.Study, trial: optuna.trial.FrozenTrial, metric: str) -> list[Cliff]:

@@ -216,7 +216,7 @@ def _gate_candidates(study, worker, todo, log, left, cost_s: float) -> list:
         kept = []
         for t in todo:
             done = (study.user_attrs.get(HELDOUT) or {}).get(str(t.number))
-            if done is None and (left() is None or left() >= (cost_s if not study.user_attrs.get(HELDOUT) else 0.5 * cost_s)):
+            if done is None and (left() is None or left() >= _check_cost(study, cost_s)):
                 meets = measure_heldout(study, worker, t, log)
             else:
                 meets = None if done is None else done.get("meets")
@@ -226,6 +226,12 @@ def _gate_candidates(study, worker, todo, log, left, cost_s: float) -> list:
             return kept
         todo = confirmation_candidates(study)
     return []
+
+
+def _check_cost(study: optuna.Study, cost_s: float) -> float:
+    """One held-out check's time: the baseline's calls on the held-out prompts come once (the
+    first check), the point's with every check."""
+    return 0.5 * cost_s if study.user_attrs.get(HELDOUT) else cost_s
 
 
 def _heldout_gate(study: optuna.Study):
@@ -275,7 +281,7 @@ def check_heldout(study: optuna.Study, worker: Worker, how: str, log: Callable[[
         leader, _ = pick(study, how)
         if leader is None or is_neutral_point(leader) or str(leader.number) in results:
             return dict(results)
-        if left() is not None and left() < (0.5 * cost_s if results else cost_s):
+        if left() is not None and left() < _check_cost(study, cost_s):
             log(f"no time left to measure trial {leader.number} on the held-out prompts; its held-out quality "
                 "is not known")
             return dict(results)

@@ -17,6 +17,7 @@ from .pick import (
     HELDOUT,
     against_best_preset,
     baseline_trial,
+    completed,
     confirmations,
     is_feasible,
     is_neutral_point,
@@ -88,7 +89,7 @@ def quality_summary(study: optuna.Study) -> dict:
     from .cliffs import front_cliffs
 
     attrs = study.user_attrs
-    front = [t for t in study.best_trials if "latency_s" in t.user_attrs] if completed_any(study) else []
+    front = [t for t in study.best_trials if "latency_s" in t.user_attrs] if completed(study) else []
     held = attrs.get(HELDOUT) or {}
     objective = attrs.get("objective", "psnr")
     note = None
@@ -106,10 +107,6 @@ def quality_summary(study: optuna.Study) -> dict:
         "tuning": {str(k): (trials[int(k)].user_attrs.get("metrics") or {}) for k in held if int(k) in trials},
         "heldout": held, "heldout_note": note, "cliffs": cliffs, "judged_on": attrs.get("judged_on"),
     }
-
-
-def completed_any(study: optuna.Study) -> bool:
-    return any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
 
 
 def freeze_profile(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Profile:

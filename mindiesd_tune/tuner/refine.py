@@ -40,6 +40,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from .pick import completed, is_feasible, is_neutral_point, speed_of
+from .trials import same_value as _same
 
 # Samplers whose studies refine their front; ``random`` stays pure random search after the presets.
 REFINING_SAMPLERS = ("tpe", "nsga2", "gp")
@@ -358,12 +359,6 @@ def _known(study: optuna.Study, params: dict[str, Any]) -> bool:
         if theirs.keys() == params.keys() and all(_same(theirs[k], v) for k, v in params.items()):
             return True
     return False
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, Real) and isinstance(b, Real) and not isinstance(a, bool) and not isinstance(b, bool):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
 
 
 def _round(v: float) -> float:

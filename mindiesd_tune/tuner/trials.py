@@ -4,6 +4,10 @@ these, and this module imports none of them."""
 
 from __future__ import annotations
 
+import math
+from numbers import Real
+from typing import Any
+
 import optuna
 
 from ..accel.config import ConfigError
@@ -31,3 +35,10 @@ def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
     """Feasible by the constraints stored with the trial (Optuna's rule: every value <= 0)."""
     return all(v <= 0 for v in trial.constraints.values())
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Two parameter values alike: numbers within float rounding, anything else equal."""
+    if isinstance(a, Real) and isinstance(b, Real) and not isinstance(a, bool) and not isinstance(b, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return a == b

@@ -205,6 +205,8 @@ def _drive(shared: _Shared, wid: str, worker: Worker) -> None:
         # one trial from storage, not a deep copy of the whole study after every trial
         frozen = storage_of(study).get_trial(trial_id_of(trial))
         shared.on_trial(frozen)
+        if shared.screening:
+            _promote(shared)  # after the trial's own line: a parked screen may now rank among the best
         if shared.refine and not repeated:
             _refine(shared, frozen)
         with shared.lock:
@@ -323,44 +325,18 @@ def _evaluate(shared: _Shared, trial: optuna.Trial, worker: Worker, config):
         shared.add("call_seconds", time.perf_counter() - t0)
         trial.set_user_attr("fidelity", "full")
         return outcome
-    if PROMOTED_FROM in trial.user_attrs:  # a parked screen whose rank rose: its full timing
-        if not shared.plan.room_for("full", shared.holds_confirmation()):
-            trial.set_user_attr("prune_reason", "promoted from its screen; the search's time ran out before it "
-                                                "could be timed in full")
-            shared.study.tell(trial, state=TrialState.PRUNED)
-            return None
-    elif shared.screening and getattr(worker, "screens", False):
-        t0 = time.perf_counter()
-        outcome = worker.evaluate(config.to_dict(), spec, shared.prune_margin, stage="screen")
-        seconds = time.perf_counter() - t0
-        shared.plan.record("screen", seconds)
-        shared.add("screen_seconds", seconds)  # a screen pruned on quality spent its time too
-        trial.set_user_attr("fidelity", "screen")
-        if outcome.kind != "ok":
+    promoted = PROMOTED_FROM in trial.user_attrs  # a parked screen whose rank rose: its full timing
+    if promoted and not shared.plan.room_for("full", shared.holds_confirmation()):
+        trial.set_user_attr("prune_reason", "promoted from its screen; the search's time ran out before it "
+                                            "could be timed in full")
+        shared.study.tell(trial, state=TrialState.PRUNED)
+        return None
+    if shared.screening and getattr(worker, "screens", False):
+        # a promoted point is screened again, not ranked again: its look warms it (other points
+        # ran since its screen) and its pair is the first round, cheaper than a look and warm-up
+        outcome = _screen(shared, trial, worker, config, spec, rank_it=not promoted)
+        if outcome is not True:
             return outcome
-        result = outcome.result
-        floors = shared.constraints.values(result["metrics"], None, shared.baseline_metrics)
-        meets = all(v <= 0 for k, v in floors.items() if k not in ("memory", "weight_bytes"))
-        screen = {"speedup": result.get("speedup"), "metrics": result.get("metrics"), "seconds": result.get("eval_seconds"),
-                  "meets": meets}
-        trial.set_user_attr("screen", screen)
-        parked = None
-        with shared.lock:  # the front the verdict reads and the screens' ranks do not change under it
-            why = verdict(shared.study, screen, shared.objective, shared.maximize, meets)
-            if why is None and not trial.user_attrs.get(WARM):
-                why = parked = rank(shared.study, trial.number, shared.promotion)
-        if why is None and not shared.plan.room_for("full", shared.holds_confirmation()):
-            why = "screened; the search's time ran out before it could be timed in full"
-        if why is not None:
-            trial.set_user_attr("metrics", result["metrics"])
-            trial.set_user_attr("prune_reason", why)
-            if parked:
-                trial.set_user_attr(PARKED, True)
-            _save_sample(shared.samples / f"trial-{trial.number:04d}.png", result["sample"])
-            shared.study.tell(trial, state=TrialState.PRUNED)
-            _promote(shared)
-            return None
-        _promote(shared)
     t0 = time.perf_counter()
     outcome = worker.evaluate(config.to_dict(), spec, shared.prune_margin)
     seconds = time.perf_counter() - t0
@@ -372,8 +348,44 @@ def _evaluate(shared: _Shared, trial: optuna.Trial, worker: Worker, config):
     return outcome
 
 
-# What a parked screen's full timing carries over from it: how it was queued, and its screen.
-_CARRIED = (PRESET, WARM, "refined_from", "combined", "screen")
+def _screen(shared: _Shared, trial: optuna.Trial, worker: Worker, config, spec: dict, rank_it: bool = True):
+    """Screen the point -> True to time it in full, or the screen's outcome when it failed or
+    was pruned on its look's quality, or None when told PRUNED already (dropped by its verdict,
+    parked by its rank, or no time left for a full timing)."""
+    t0 = time.perf_counter()
+    outcome = worker.evaluate(config.to_dict(), spec, shared.prune_margin, stage="screen")
+    seconds = time.perf_counter() - t0
+    shared.plan.record("screen", seconds)
+    shared.add("screen_seconds", seconds)  # a screen pruned on quality spent its time too
+    trial.set_user_attr("fidelity", "screen")
+    if outcome.kind != "ok":
+        return outcome
+    result = outcome.result
+    floors = shared.constraints.values(result["metrics"], None, shared.baseline_metrics)
+    meets = all(v <= 0 for k, v in floors.items() if k not in ("memory", "weight_bytes"))
+    screen = {"speedup": result.get("speedup"), "metrics": result.get("metrics"), "seconds": result.get("eval_seconds"),
+              "meets": meets}
+    trial.set_user_attr("screen", screen)
+    parked = None
+    with shared.lock:  # the front the verdict reads and the screens' ranks do not change under it
+        why = verdict(shared.study, screen, shared.objective, shared.maximize, meets)
+        if why is None and rank_it and not trial.user_attrs.get(WARM):
+            why = parked = rank(shared.study, trial.number, shared.promotion)
+    if why is None and not shared.plan.room_for("full", shared.holds_confirmation()):
+        why = "screened; the search's time ran out before it could be timed in full"
+    if why is None:
+        return True
+    trial.set_user_attr("metrics", result["metrics"])
+    trial.set_user_attr("prune_reason", why)
+    if parked:
+        trial.set_user_attr(PARKED, True)
+    _save_sample(shared.samples / f"trial-{trial.number:04d}.png", result["sample"])
+    shared.study.tell(trial, state=TrialState.PRUNED)
+    return None
+
+
+# What a parked screen's full timing carries over from it: how it was queued.
+_CARRIED = (PRESET, WARM, "refined_from", "combined")
 
 
 def _promote(shared: _Shared) -> None:

@@ -318,6 +318,15 @@ def test_a_screen_goes_on_to_full_timing_only_while_it_ranks_in_the_best_third()
     for _ in range(3):
         _screen(study2, 1.05)
     assert [t.user_attrs["screen"]["speedup"] for t in to_promote(study2)] == [2.0]
+    # a screen that missed a floor on its look ranks below every one that met it, however fast;
+    # on the CLIP score or the weight bytes a slower point can be on the front: nothing waits
+    study3 = optuna.create_study(directions=["minimize", "maximize"])
+    for ratio in (1.2, 1.1):
+        _screen(study3, ratio)
+    study3.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={
+        "screen": {"speedup": 9.0, "meets": False}, "parked": True}))
+    assert [t.user_attrs["screen"]["speedup"] for t in to_promote(study3)] == [1.2]
+    assert rank(study3, 2, objective="weight_bytes") is None and to_promote(study3, objective="clip") == []
 
 
 def test_the_best_of_the_first_screens_is_timed_in_full_next_and_its_screen_counted_once(tmp_path):
@@ -332,10 +341,12 @@ def test_the_best_of_the_first_screens_is_timed_in_full_next_and_its_screen_coun
     assert promoted
     by_number = {t.number: t for t in trials}
     first_full = next(t for t in trials if t.user_attrs.get("fidelity") == "full" and "screen" in t.user_attrs)
-    # nothing is timed in full before three screens ran, and then it is the best of them
+    # nothing is timed in full before three screens ran, and then it is the best of them: the
+    # fastest of those that met the floor on their look (the fake's fastest point misses it)
     before = [t for t in screened if t.datetime_start < first_full.datetime_start]
     assert len(before) == 3  # ahead of the presets still queued
-    best = max(before[:3], key=lambda t: t.user_attrs["screen"]["speedup"])
+    assert not all(t.user_attrs["screen"]["meets"] for t in before)
+    best = max(before, key=lambda t: (t.user_attrs["screen"]["meets"], t.user_attrs["screen"]["speedup"]))
     assert first_full.user_attrs.get("promoted_from", first_full.number) == best.number
     for t in promoted:
         origin = by_number[t.user_attrs["promoted_from"]]

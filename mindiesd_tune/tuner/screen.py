@@ -91,18 +91,30 @@ def verdict(study: optuna.Study, screen: dict, objective: str, maximize: bool, m
 
 
 def _rung(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The screens with a ratio (a point pruned on its look's quality has none), best first; a
-    full timing of a parked screen and an answer from storage are not screens of their own."""
+    """The screens with a ratio (a point pruned on its look's quality has none), best first: those
+    that met the floors on their look and fit the weight cap before those that did not, then by
+    ratio; a full timing of a parked screen and an answer from storage are not screens of their own."""
     screens = [t for t in study.get_trials(deepcopy=False)
                if (t.user_attrs.get("screen") or {}).get("speedup") is not None
                and PROMOTED_FROM not in t.user_attrs and "repeat_of" not in t.user_attrs]
-    return sorted(screens, key=lambda t: (-t.user_attrs["screen"]["speedup"], t.number))
+
+    def order(t):
+        s = t.user_attrs["screen"]
+        return (not (s.get("meets", True) and s.get("within_caps", True)), -s["speedup"], t.number)
+    return sorted(screens, key=order)
 
 
-def rank(study: optuna.Study, number: int, promotion: int = PROMOTION) -> str | None:
+def ranks(objective: str, promotion: int) -> bool:
+    """Whether screens wait their rank: on a fidelity objective, where the question is how fast at
+    the floor and the speed ranks them. On the CLIP score or the weight bytes a slower point can
+    be on the front, so every screen that may reach it is timed at once."""
+    return promotion > 1 and objective in BASELINE_IS_BEST
+
+
+def rank(study: optuna.Study, number: int, promotion: int = PROMOTION, objective: str = "psnr") -> str | None:
     """Why trial ``number``'s screen (stored as its ``screen`` attribute) is parked for now, or None
     when it ranks in the top 1/``promotion`` of the screens so far, itself included."""
-    if promotion <= 1:
+    if not ranks(objective, promotion):
         return None
     screens = _rung(study)
     top = len(screens) // promotion
@@ -114,9 +126,9 @@ def rank(study: optuna.Study, number: int, promotion: int = PROMOTION) -> str | 
             f"go on to full timing; parked until enough new screens rank below it")
 
 
-def to_promote(study: optuna.Study, promotion: int = PROMOTION) -> list[optuna.trial.FrozenTrial]:
+def to_promote(study: optuna.Study, promotion: int = PROMOTION, objective: str = "psnr") -> list[optuna.trial.FrozenTrial]:
     """Parked screens that now rank in the top 1/``promotion`` and have no full timing yet."""
-    if promotion <= 1:
+    if not ranks(objective, promotion):
         return []
     screens = _rung(study)
     done = {t.user_attrs.get(PROMOTED_FROM) for t in study.get_trials(deepcopy=False)}

@@ -96,7 +96,7 @@ class _Shared:
         n = 0
         for t in trials:
             if (t.state == TrialState.WAITING or t.user_attrs.get("over_budget") or t.user_attrs.get("interrupted")
-                    or "repeat_of" in t.user_attrs or PROMOTED_FROM in t.user_attrs or (t.state == TrialState.FAIL and t.number in requeued)):
+                    or "repeat_of" in t.user_attrs or (t.state == TrialState.FAIL and t.number in requeued)):
                 continue
             if below is None or t.number < below:
                 n += 1
@@ -363,14 +363,16 @@ def _screen(shared: _Shared, trial: optuna.Trial, worker: Worker, config, spec: 
     result = outcome.result
     floors = shared.constraints.values(result["metrics"], None, shared.baseline_metrics)
     meets = all(v <= 0 for k, v in floors.items() if k not in ("memory", "weight_bytes"))
+    weights = (result.get("counters") or {}).get("weight_bytes")
+    caps = shared.constraints.values({}, None, shared.baseline_metrics, weights).get("weight_bytes", 0.0) <= 0
     screen = {"speedup": result.get("speedup"), "metrics": result.get("metrics"), "seconds": result.get("eval_seconds"),
-              "meets": meets}
+              "meets": meets, "within_caps": caps}
     trial.set_user_attr("screen", screen)
     parked = None
     with shared.lock:  # the front the verdict reads and the screens' ranks do not change under it
         why = verdict(shared.study, screen, shared.objective, shared.maximize, meets)
         if why is None and rank_it and not trial.user_attrs.get(WARM):
-            why = parked = rank(shared.study, trial.number, shared.promotion)
+            why = parked = rank(shared.study, trial.number, shared.promotion, shared.objective)
     if why is None and not shared.plan.room_for("full", shared.holds_confirmation()):
         why = "screened; the search's time ran out before it could be timed in full"
     if why is None:
@@ -395,7 +397,7 @@ def _promote(shared: _Shared) -> None:
         if not shared.plan.room_for("full", bool(confirmation_candidates(shared.study))):
             return
         # a parked screen a point timed in full since has overtaken is dropped, not promoted
-        ready = [t for t in to_promote(shared.study, shared.promotion)
+        ready = [t for t in to_promote(shared.study, shared.promotion, shared.objective)
                  if verdict(shared.study, t.user_attrs["screen"], shared.objective, shared.maximize,
                             t.user_attrs["screen"].get("meets", True)) is None]
         for t in ready:

@@ -66,6 +66,11 @@ def test_the_planner_stops_scheduling_when_the_time_left_is_below_a_trials_cost(
     # a screened point goes on to full timing only when that fits too
     clock.t = plan.search_end - 29
     assert plan.room_for("screen") and not plan.room_for("full")
+    # the last chance for a full timing: one fits, a screen and one after it do not
+    clock.t = plan.search_end - 35
+    assert plan.last_full() and plan.room_for("full")
+    clock.t = plan.search_end - 37
+    assert not plan.last_full()
 
 
 def test_the_confirmations_share_is_the_searchs_until_there_is_something_to_confirm():
@@ -327,6 +332,18 @@ def test_a_screen_goes_on_to_full_timing_only_while_it_ranks_in_the_best_third()
         "screen": {"speedup": 9.0, "meets": False}, "parked": True}))
     assert [t.user_attrs["screen"]["speedup"] for t in to_promote(study3)] == [1.2]
     assert rank(study3, 2, objective="weight_bytes") is None and to_promote(study3, objective="clip") == []
+
+
+def test_at_its_last_chance_the_search_times_its_best_parked_screen_in_full():
+    from mindiesd_tune.tuner.screen import best_parked
+
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    _screen(study, 1.1)
+    best = _screen(study, 1.5)  # two screens: none ranks among the best third yet
+    assert [t.number for t in best_parked(study)] == [best] and best_parked(study, promotion=1) == []
+    study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, values=[0.7, 40.0],
+                                              user_attrs={"promoted_from": best}))
+    assert best_parked(study) == []  # timed in full already
 
 
 def test_the_best_of_the_first_screens_is_timed_in_full_next_and_its_screen_counted_once(tmp_path):

@@ -167,6 +167,14 @@ class Plan:
         need = self.trial_s() if phase == "trial" else self.expected(phase)
         return left > 0 and left >= need
 
+    def last_full(self, hold_confirmation: bool = True) -> bool:
+        """Whether a full timing still fits in the search's share but a screen and a full timing
+        after it do not: the search's last chance to time a point in full."""
+        left = self.search_left(hold_confirmation)
+        if left is None:
+            return False
+        return self.expected("full") <= left < self.expected("screen") + self.expected("full")
+
     def neutral_rounds(self) -> int:
         """Interleaved rounds of the unaccelerated trial: its full MAX_NEUTRAL_ROUNDS where they
         take at most NEUTRAL_SHARE of the search, fewer (even, at least MIN_NEUTRAL_ROUNDS) where

@@ -136,5 +136,15 @@ def to_promote(study: optuna.Study, promotion: int = PROMOTION, objective: str =
             if t.user_attrs.get(PARKED) and t.state == optuna.trial.TrialState.PRUNED and t.number not in done]
 
 
+def best_parked(study: optuna.Study, promotion: int = PROMOTION, objective: str = "psnr") -> list[optuna.trial.FrozenTrial]:
+    """The best screen so far when it is parked and has no full timing: what the search times in
+    full at its last chance when nothing has been timed in full yet (too few screens fit the
+    budget for any to rank among the best third)."""
+    screens = _rung(study) if ranks(objective, promotion) else []
+    done = {t.user_attrs.get(PROMOTED_FROM) for t in study.get_trials(deepcopy=False)}
+    return [t for t in screens[:1] if t.user_attrs.get(PARKED) and t.state == optuna.trial.TrialState.PRUNED
+            and t.number not in done]
+
+
 def _fmt(v: float) -> str:
     return "inf" if isinstance(v, float) and math.isinf(v) else f"{v:.4g}"

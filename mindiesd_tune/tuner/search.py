@@ -28,7 +28,7 @@ from .plan import Plan
 from .protocol import Worker
 from .quiet import ignoring
 from .refine import refinements
-from .screen import PARKED, PROMOTED_FROM, PROMOTION, rank, to_promote, verdict
+from .screen import PARKED, PROMOTED_FROM, PROMOTION, best_parked, rank, to_promote, verdict
 from .storage import storage_of, trial_id_of
 from .warm import WARM
 
@@ -394,12 +394,16 @@ def _promote(shared: _Shared) -> None:
     """Queue the full timing of every parked screen that now ranks among the best (they run
     next: Optuna hands out queued points before sampling), while the search has time for one."""
     with shared.lock:
-        if not shared.plan.room_for("full", bool(confirmation_candidates(shared.study))):
+        found = bool(confirmation_candidates(shared.study))
+        if not shared.plan.room_for("full", found):
             return
+        ready = to_promote(shared.study, shared.promotion, shared.objective)
+        if not ready and not found and shared.plan.last_full(hold_confirmation=False):
+            # nothing timed in full yet and room for one more full timing only: the best screen
+            ready = best_parked(shared.study, shared.promotion, shared.objective)
         # a parked screen a point timed in full since has overtaken is dropped, not promoted
-        ready = [t for t in to_promote(shared.study, shared.promotion, shared.objective)
-                 if verdict(shared.study, t.user_attrs["screen"], shared.objective, shared.maximize,
-                            t.user_attrs["screen"].get("meets", True)) is None]
+        ready = [t for t in ready if verdict(shared.study, t.user_attrs["screen"], shared.objective, shared.maximize,
+                                             t.user_attrs["screen"].get("meets", True)) is None]
         for t in ready:
             attrs = {k: t.user_attrs[k] for k in _CARRIED if k in t.user_attrs}
             shared.study.enqueue_trial(t.params, user_attrs={**attrs, PROMOTED_FROM: t.number})

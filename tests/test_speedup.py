@@ -3,6 +3,7 @@ study's objective, the front, the pick, the console, the table, the report and t
 confirmation before the pick; the baseline when nothing beats it beyond noise."""
 
 import re
+import time
 
 import numpy as np
 import optuna
@@ -325,6 +326,38 @@ def test_confirmation_stops_starting_points_once_its_time_is_spent(tmp_path, mon
     study_module.confirm_front(study, SlowWorker(), 6, log=notes.append, time_limit_s=50.0)
     assert SlowWorker.calls and all(0 < max_s <= 50.0 for _, max_s in SlowWorker.asked)
     assert any(n.startswith("confirmation: ") and "interleaved rounds" in n for n in notes)
+
+
+def test_no_top_up_starts_when_one_prompt_of_it_would_not_fit(tmp_path, monkeypatch):
+    """A measurement always finishes the prompt it started, so the pick's top-up starts only while
+    one prompt of it (at its first pass's pace) fits the time left: not a moment before the end."""
+    from mindiesd_tune.tuner import confirm as study_module
+    from mindiesd_tune.tuner.outcome import TrialOutcome
+
+    monkeypatch.setattr(study_module, "CONFIRM_MARGIN", 0.0)  # the best point alone is a candidate
+    study = fake(tmp_path, budget="10t", prune_margin=None).study
+
+    class OnePromptWorker:
+        calls: list = []
+
+        def confirm(self, config, repeats, precision=None, max_s=None, prior_ratios=None):
+            self.calls.append(precision)
+            time.sleep(0.3)  # one prompt's rounds, then its cap stops it
+            return TrialOutcome("ok", result={
+                "baseline": {"median_s": 1.0, "iqr_s": 0.0, "samples": [1.0] * 2},
+                "candidate": {"median_s": 0.5, "iqr_s": 0.0, "samples": [0.5, 0.6]},
+                "speedup": 2.0, "speedup_low": 1.2, "speedup_high": 2.9, "ratios": [2.0, 1.7]})
+
+        def versus(self, reference, config, repeats, precision=None, max_s=None):
+            return self.confirm(config, repeats)
+
+    for limit, top_up in ((0.45, False), (30.0, True)):
+        study.set_user_attr("confirmed", {})
+        OnePromptWorker.calls = []
+        study_module.confirm_front(study, OnePromptWorker(), 6, log=lambda line: None, time_limit_s=limit,
+                                   precision=0.1, round_s=0.01)
+        assert OnePromptWorker.calls[0] is None  # the first pass
+        assert (0.1 in OnePromptWorker.calls) is top_up
 
 
 @pytest.mark.slow

@@ -142,6 +142,9 @@ def confirm_front(study: optuna.Study, worker: Worker, repeats: int, log: Callab
 
     todo = _gate_candidates(study, worker, todo, log, left, held * (round_s or 0.0))
     first_pass_s: dict[int, float] = {}
+    # a first pass's seconds per prompt it measured (its warm-up included): what starting one more
+    # measurement of the point costs, since a measurement always finishes the prompt it started
+    per_prompt_s: dict[int, float] = {}
     rounds = 0
     for i, t in enumerate(todo):
         # the best point's first pass starts whenever time is left; the others only while the
@@ -151,7 +154,8 @@ def confirm_front(study: optuna.Study, worker: Worker, repeats: int, log: Callab
                 "stay unconfirmed")
             break
         t0 = time.monotonic()
-        outcome = worker.confirm(_config_of(t), fitting(repeats, heldout_s), **_cap(left(heldout_s)))
+        asked = fitting(repeats, heldout_s)
+        outcome = worker.confirm(_config_of(t), asked, **_cap(left(heldout_s)))
         first_pass_s[t.number] = time.monotonic() - t0
         if outcome.kind == INTERRUPTED:
             return found
@@ -160,6 +164,7 @@ def confirm_front(study: optuna.Study, worker: Worker, repeats: int, log: Callab
             continue
         found[str(t.number)] = _confirmed_entry(Comparison.from_dict(outcome.result))
         rounds += found[str(t.number)]["rounds"]
+        per_prompt_s[t.number] = first_pass_s[t.number] / max(1, found[str(t.number)]["rounds"] // max(1, asked))
         log(f"confirmed trial {t.number}: {speed_of(t, found).text()} over {found[str(t.number)]['rounds']} rounds "
             f"(first measured {speed_of(t).text()})")
         study.set_user_attr("confirmed", found)
@@ -172,7 +177,7 @@ def confirm_front(study: optuna.Study, worker: Worker, repeats: int, log: Callab
         # baseline and one)
         reserve = first_pass_s.get(leader.number, 0.0) if _head_to_head(study, how, found) else 0.0
         budget = None if left() is None else left() - reserve
-        if budget is None or budget > 0:
+        if budget is None or budget >= max(per_prompt_s.get(leader.number, 0.0), 1e-9):
             outcome = worker.confirm(_config_of(leader), fitting(repeats), precision=precision, max_s=budget,
                                      prior_ratios=mine["ratios"])
             if outcome.kind == INTERRUPTED:
@@ -185,7 +190,7 @@ def confirm_front(study: optuna.Study, worker: Worker, repeats: int, log: Callab
             else:
                 log(f"trial {leader.number} could not be topped up ({outcome.reason})")
     pair = _head_to_head(study, how, found)  # the pooled figures may have moved the pick
-    if pair is not None and (left() is None or left() > 0):
+    if pair is not None and (left() is None or left() >= max(per_prompt_s.get(pair[0].number, 0.0), 1e-9)):
         leader, preset = pair
         outcome = worker.versus(_config_of(preset), _config_of(leader), fitting(repeats), precision=precision,
                                 max_s=None if left() is None else max(0.0, left()))

@@ -72,9 +72,10 @@ def one_study(model: str, budget: str, out: Path, floor: str, screening: bool, g
         "screened": s["screened"], "pruned": s["pruned"], "screened_out": s["screened_out"], "timed_in_full": s["full"],
         "confirmed": s["confirmed"],
         # an accelerated configuration the study looked at: screened, or timed in full (with or
-        # without a screen); the unaccelerated point, the same A/A timing in both arms, apart
+        # without a screen); the unaccelerated point, the same A/A timing in both arms, apart, and
+        # a parked screen's later full timing counted once, with its screen
         "configurations": sum("fidelity" in t.user_attrs and "repeat_of" not in t.user_attrs and not is_neutral_point(t)
-                              for t in study.get_trials(deepcopy=False)),
+                              and "promoted_from" not in t.user_attrs for t in study.get_trials(deepcopy=False)),
         "phases": {k: timing.get(k) for k in ("startup_seconds", "screen_seconds", "full_seconds", "confirm_seconds",
                                               "output_seconds")},
         "pick": outcome.reason, "speedup": (outcome.profile.measured if outcome.profile else {}).get("speedup"),

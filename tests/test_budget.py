@@ -282,3 +282,76 @@ def test_the_screen_drops_a_point_dominated_by_the_baseline_only_where_the_basel
     assert verdict(study, {**slow, "metrics": {}}, "weight_bytes", False) is None
     assert verdict(study, {**slow, "metrics": {"clip": 0.3}}, "clip", True) is None
     assert verdict(study, {"speedup": 1.2, "metrics": {"psnr": 40.0}}, "psnr", True) is None  # may reach the front
+
+
+def _screen(study, ratio, parked=True, **attrs):
+    state = TrialState.PRUNED if parked else TrialState.COMPLETE
+    values = None if parked else [1 / ratio, 40.0]
+    study.add_trial(optuna.trial.create_trial(state=state, values=values, user_attrs={
+        "screen": {"speedup": ratio, "metrics": {"psnr": 40.0}}, **({"parked": True} if parked else {}), **attrs}))
+    return study.trials[-1].number
+
+
+def test_a_screen_goes_on_to_full_timing_only_while_it_ranks_in_the_best_third():
+    from mindiesd_tune.tuner.screen import rank, to_promote
+
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    first = _screen(study, 3.0)
+    # one or two screens: none is among the best third yet, however fast
+    assert rank(study, first).startswith("screened at 3.00x: ranked 1 of 1 screens") and "parked" in rank(study, first)
+    assert rank(study, first, promotion=1) is None and to_promote(study, promotion=1) == []
+    second = _screen(study, 2.0)
+    assert rank(study, second) is not None and to_promote(study) == []
+    # the third screen makes the best of three a candidate: itself when it is the best ...
+    third = _screen(study, 4.0, parked=False)
+    assert rank(study, third) is None and to_promote(study) == []
+    # ... else the parked best, once; a screen below it changes nothing, three more make room for
+    # the second best
+    study2 = optuna.create_study(directions=["minimize", "maximize"])
+    best = _screen(study2, 3.0)
+    _screen(study2, 2.0)
+    slow = _screen(study2, 1.1)
+    assert rank(study2, slow) is not None and [t.number for t in to_promote(study2)] == [best]
+    study2.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, values=[0.4, 40.0],
+                                               user_attrs={"promoted_from": best, "screen": {"speedup": 3.0}}))
+    assert to_promote(study2) == []  # its full timing is not a screen of its own
+    for _ in range(3):
+        _screen(study2, 1.05)
+    assert [t.user_attrs["screen"]["speedup"] for t in to_promote(study2)] == [2.0]
+
+
+def test_the_best_of_the_first_screens_is_timed_in_full_next_and_its_screen_counted_once(tmp_path):
+    from mindiesd_tune.tuner.progress import summary
+
+    outcome = fake_study(tmp_path, "24t", model="fake-screened")
+    trials = sorted((t for t in outcome.study.trials if t.datetime_start), key=lambda t: t.datetime_start)  # as they ran
+    screened = [t for t in trials if "screen" in t.user_attrs and "promoted_from" not in t.user_attrs]
+    parked = [t for t in screened if t.user_attrs.get("parked")]
+    assert parked and all("parked" in t.user_attrs["prune_reason"] and t.state == TrialState.PRUNED for t in parked)
+    promoted = [t for t in trials if "promoted_from" in t.user_attrs]
+    assert promoted
+    by_number = {t.number: t for t in trials}
+    first_full = next(t for t in trials if t.user_attrs.get("fidelity") == "full" and "screen" in t.user_attrs)
+    # nothing is timed in full before three screens ran, and then it is the best of them
+    before = [t for t in screened if t.datetime_start < first_full.datetime_start]
+    assert len(before) == 3  # ahead of the presets still queued
+    best = max(before[:3], key=lambda t: t.user_attrs["screen"]["speedup"])
+    assert first_full.user_attrs.get("promoted_from", first_full.number) == best.number
+    for t in promoted:
+        origin = by_number[t.user_attrs["promoted_from"]]
+        assert origin.user_attrs.get("parked") and t.params == origin.params
+        assert t.state == TrialState.COMPLETE and t.user_attrs["fidelity"] == "full" and "latency_s" in t.user_attrs
+        assert t.datetime_start > origin.datetime_complete
+    s = summary(outcome.study)
+    assert s["screened"] == len(screened)
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "trials.csv")
+    assert set(table.loc[table["promoted_from"].notna(), "trial"]) == {t.number for t in promoted}
+
+
+def test_promotion_one_times_every_promising_screen_at_once(tmp_path):
+    outcome = fake_study(tmp_path, "12t", model="fake-screened", promotion=1)
+    trials = outcome.study.trials
+    assert not [t for t in trials if t.user_attrs.get("parked") or "promoted_from" in t.user_attrs]
+    assert [t for t in trials[1:] if t.user_attrs.get("fidelity") == "full"]

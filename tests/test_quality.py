@@ -196,6 +196,27 @@ def test_check_heldout_falls_back_to_the_next_candidate_that_passes():
     assert any("trial 1 meets the floors" in line for line in lines)
 
 
+def test_held_out_prompts_are_judged_on_the_floors_aggregate_not_the_tuning_bound():
+    from mindiesd_tune.tuner.confirm import check_heldout
+    from mindiesd_tune.tuner.outcome import OK, TrialOutcome
+
+    study = _speedy_study({0: 1.0, 1: 2.0})
+    study.set_user_attr("holdout", {"prompts": ["p", "q"]})
+    study.set_user_attr("baseline_metrics", {"psnr": math.inf})
+    study.set_user_attr("judge", "bound")
+    per_prompt = [{"psnr": 33.6}, {"psnr": 31.8}]  # every prompt above 30; the bound over two is not
+    assert aggregate(per_prompt)["psnr.bound"] < 30 < aggregate(per_prompt)["psnr.min"]
+
+    class Worker:
+        def heldout(self, config):
+            return TrialOutcome(OK, result={"prompts": ["p", "q"], "per_prompt": per_prompt, "metrics": aggregate(per_prompt)})
+
+    assert check_heldout(study, Worker(), "fastest", log=lambda line: None)["1"]["meets"] is True
+    per_prompt[1] = {"psnr": 25.0}  # the mean (29.3) misses: set aside
+    study.set_user_attr(HELDOUT, {})
+    assert check_heldout(study, Worker(), "fastest", log=lambda line: None)["1"]["meets"] is False
+
+
 # ------------------------------------------------------------------- cliffs and the robust pick
 
 

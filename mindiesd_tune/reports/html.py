@@ -219,6 +219,8 @@ def _fidelity_text(df: pd.DataFrame) -> str | None:
     if df.empty or "fidelity" not in df:
         return None
     ratio = df["screen_ratio"].notna() if "screen_ratio" in df else False
+    if "promoted_from" in df:  # a parked screen's later full timing carries that screen: counted once
+        ratio = ratio & df["promoted_from"].isna()
     screened = int((ratio | (df["fidelity"] == "screen")).sum())
     dropped = int(((df["fidelity"] == "screen") & (df["state"] == "pruned")).sum())
     full = int(((df["fidelity"] == "full") & (df["state"] == "complete")).sum())

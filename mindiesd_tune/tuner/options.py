@@ -48,6 +48,9 @@ class TuneOptions:
         screening: screen each trial first (one untimed call on the first prompt, one timing
             pair) and time in full only the points that may reach the front (``tuner.screen``);
             False times every trial in full.
+        promotion: of the screens that may reach the front, the best 1/``promotion`` (by their
+            ratio, as successive halving ranks) are timed in full; the others wait, parked, until
+            new screens rank below them (``tuner.screen.rank``). 1 times each one at once.
 
     The workload every trial runs:
         prompts: the fixed prompts (None: the model's defaults).
@@ -135,6 +138,7 @@ class TuneOptions:
     confirm_precision: float | None = 0.1
     compile: bool = True
     screening: bool = True
+    promotion: int = 3
     baseline_cache: str | None = None
     heartbeat_interval: int = HEARTBEAT_INTERVAL
     grace_period: int = GRACE_PERIOD
@@ -172,6 +176,8 @@ class TuneOptions:
             self.ranks_per_worker(None)
         if self.confirm_precision is not None and not 0 < self.confirm_precision < 1:
             raise UserError(f"--confirm-precision {self.confirm_precision}: give a share between 0 and 1 (0.1: ±10%)")
+        if self.promotion < 1:
+            raise UserError(f"--promotion {self.promotion}: give 1 (time every promising screen in full) or more")
         if self.judge not in ("bound", "mean"):
             raise UserError(f"--judge {self.judge!r}: use bound or mean")
         if self.sampler not in SAMPLERS:

@@ -60,8 +60,11 @@ def summary(study: optuna.Study) -> dict:
         "repeats": sum("repeat_of" in t.user_attrs for t in done),  # answered from storage, not counted
         "best": best,
         # a trial pruned on its first prompt's quality during its screen has no screen figures
-        "screened": sum("screen" in t.user_attrs or t.user_attrs.get("fidelity") == "screen" for t in trials),
+        "screened": sum(("screen" in t.user_attrs or t.user_attrs.get("fidelity") == "screen")
+                        and "promoted_from" not in t.user_attrs for t in trials),  # its parked screen counted
         "screened_out": sum(t.state == TrialState.PRUNED and "screen" in t.user_attrs for t in trials),
+        "parked": sum(bool(t.user_attrs.get("parked")) for t in trials),  # successive halving's waiting screens
+        "promoted": sum("promoted_from" in t.user_attrs and t.state == TrialState.COMPLETE for t in trials),
         "full": sum(t.user_attrs.get("fidelity") == "full" and t.state == TrialState.COMPLETE
                     and "repeat_of" not in t.user_attrs for t in trials),
         "confirmed": len(conf),
@@ -72,8 +75,10 @@ def fidelity_line(study: optuna.Study) -> str:
     """How far each trial got: screened, pruned (at the screen or on the first prompt's quality),
     timed in full, confirmed."""
     s = summary(study)
-    return (f"{s['screened']} screened, {s['pruned']} pruned ({s['screened_out']} by their screen), "
-            f"{s['full']} timed in full, {s['confirmed']} confirmed")
+    parked = f", {s['parked']} parked" if s["parked"] else ""
+    later = f" ({s['promoted']} after being parked)" if s["promoted"] else ""
+    return (f"{s['screened']} screened, {s['pruned']} pruned ({s['screened_out']} by their screen{parked}), "
+            f"{s['full']} timed in full{later}, {s['confirmed']} confirmed")
 
 
 def phases_line(timing: dict) -> str | None:

@@ -8,10 +8,18 @@ front: its ratio stretched by the timing noise is still no faster than the basel
 baseline is the best point on the objective, as on PSNR), or still slower than a point timed in
 full that is at least as good on the objective.
 
+A screen that may reach the front still waits its turn: as in asynchronous successive halving
+(ASHA, Li et al. 2020; Optuna's SuccessiveHalvingPruner), it is timed in full only while its
+ratio ranks in the top 1/``promotion`` of the screens so far (``rank``). Otherwise it is parked,
+and timed in full later if enough new screens rank below it (``to_promote``): in a budget that
+buys a handful of full timings they go to the best of several screens, not to whichever came
+first. Points the warm start brought from a stored front skip the queue: a measured front is
+better evidence than one ratio.
+
 Optuna's pruning API (``Trial.report`` / ``should_prune``) refuses multi-objective studies
 (NotImplementedError in Optuna 5), so the screen's figures are stored as the trial's ``screen``
-attribute and the decision is this function; a dropped point is told to Optuna as PRUNED, as a
-pruner's would be.
+attribute and the decisions are these functions; a dropped or parked point is told to Optuna as
+PRUNED, as a pruner's would be.
 """
 
 from __future__ import annotations
@@ -34,6 +42,13 @@ MIN_LOG_SD = 0.05
 # point no faster than the baseline is dominated by it. Not so for the CLIP score (a point can
 # score higher) or the weight bytes (a slower quantised point has fewer).
 BASELINE_IS_BEST = ("psnr", "ssim", "ms_ssim", "lpips")
+# Successive halving's reduction factor: a third of the screens go on to full timing, as in
+# ASHA's default (Optuna's SuccessiveHalvingPruner uses 4; one full timing costs several screens
+# here, and the front needs more than the very best point). 1 times every screen that may reach
+# the front at once.
+PROMOTION = 3
+PARKED = "parked"  # trial user attribute: a screen waiting for its rank to rise
+PROMOTED_FROM = "promoted_from"  # trial user attribute: the parked screen this full timing is of
 
 
 def timing_noise(study: optuna.Study) -> float:
@@ -73,6 +88,40 @@ def verdict(study: optuna.Study, screen: dict, objective: str, maximize: bool, m
             return (f"screened at {ratio:.2f}x: trial {t.number} is faster ({speed:.2f}x) at {objective} "
                     f"{_fmt(other)} against {_fmt(quality)}")
     return None
+
+
+def _rung(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The screens with a ratio (a point pruned on its look's quality has none), best first; a
+    full timing of a parked screen and an answer from storage are not screens of their own."""
+    screens = [t for t in study.get_trials(deepcopy=False)
+               if (t.user_attrs.get("screen") or {}).get("speedup") is not None
+               and PROMOTED_FROM not in t.user_attrs and "repeat_of" not in t.user_attrs]
+    return sorted(screens, key=lambda t: (-t.user_attrs["screen"]["speedup"], t.number))
+
+
+def rank(study: optuna.Study, number: int, promotion: int = PROMOTION) -> str | None:
+    """Why trial ``number``'s screen (stored as its ``screen`` attribute) is parked for now, or None
+    when it ranks in the top 1/``promotion`` of the screens so far, itself included."""
+    if promotion <= 1:
+        return None
+    screens = _rung(study)
+    top = len(screens) // promotion
+    place = next((i for i, t in enumerate(screens) if t.number == number), None)
+    if place is None or place < top:
+        return None
+    ratio = screens[place].user_attrs["screen"]["speedup"]
+    return (f"screened at {ratio:.2f}x: ranked {place + 1} of {len(screens)} screens, and the best 1/{promotion} "
+            f"go on to full timing; parked until enough new screens rank below it")
+
+
+def to_promote(study: optuna.Study, promotion: int = PROMOTION) -> list[optuna.trial.FrozenTrial]:
+    """Parked screens that now rank in the top 1/``promotion`` and have no full timing yet."""
+    if promotion <= 1:
+        return []
+    screens = _rung(study)
+    done = {t.user_attrs.get(PROMOTED_FROM) for t in study.get_trials(deepcopy=False)}
+    return [t for t in screens[:len(screens) // promotion]
+            if t.user_attrs.get(PARKED) and t.state == optuna.trial.TrialState.PRUNED and t.number not in done]
 
 
 def _fmt(v: float) -> str:

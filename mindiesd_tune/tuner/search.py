@@ -2,7 +2,8 @@
 
 One thread per worker runs an ask/tell loop against the shared storage. A trial is screened
 first (one untimed call on the first prompt, one timing pair) and timed in full only when it may
-reach the front (``tuner.screen``); the loop stops when the plan says the next trial would not
+reach the front and ranks in the best 1/``promotion`` of the screens (``tuner.screen``; a parked
+screen is timed in full later, ahead of queued points, when its rank rises); the loop stops when the plan says the next trial would not
 end within the search's share of the budget (``tuner.plan``).
 """
 
@@ -22,13 +23,14 @@ from .confirm import confirmation_candidates
 from .objectives import Constraints
 from .outcome import FAILED, INTERRUPTED, PRUNED
 from .outputs import _save_sample
-from .pick import baseline_trial
+from .pick import PRESET, baseline_trial
 from .plan import Plan
 from .protocol import Worker
 from .quiet import ignoring
 from .refine import refinements
-from .screen import verdict
+from .screen import PARKED, PROMOTED_FROM, PROMOTION, rank, to_promote, verdict
 from .storage import storage_of, trial_id_of
+from .warm import WARM
 
 # Identical outputs have infinite PSNR; Optuna wants finite objective values.
 PSNR_CAP = 100.0
@@ -58,6 +60,7 @@ class _Shared:
     heartbeat_s: int | None = None  # None: the storage keeps no heartbeats
     refine: bool = False  # queue front refinements after each trial (tuner.refine)
     screening: bool = True  # screen each trial before timing it in full (tuner.screen)
+    promotion: int = PROMOTION  # the best 1/promotion of the screens are timed in full (tuner.screen.rank)
     maximize: bool = True  # the objective's direction
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -93,7 +96,7 @@ class _Shared:
         n = 0
         for t in trials:
             if (t.state == TrialState.WAITING or t.user_attrs.get("over_budget") or t.user_attrs.get("interrupted")
-                    or "repeat_of" in t.user_attrs or (t.state == TrialState.FAIL and t.number in requeued)):
+                    or "repeat_of" in t.user_attrs or PROMOTED_FROM in t.user_attrs or (t.state == TrialState.FAIL and t.number in requeued)):
                 continue
             if below is None or t.number < below:
                 n += 1
@@ -180,7 +183,7 @@ def _drive(shared: _Shared, wid: str, worker: Worker) -> None:
             t0 = time.perf_counter()
             # Optuna expects heartbeats with optimize(); this loop records them itself (_Heartbeat)
             with ignoring(message="Heartbeat of storage is supposed"):
-                trial = study.ask()
+                trial = _claim_promoted(study) or study.ask()
             shared.sample_seconds += time.perf_counter() - t0
         if shared.max_trials is not None and shared.counted(below=trial.number) >= shared.max_trials:
             trial.set_user_attr("over_budget", True)  # another worker took the last slot
@@ -202,6 +205,8 @@ def _drive(shared: _Shared, wid: str, worker: Worker) -> None:
         # one trial from storage, not a deep copy of the whole study after every trial
         frozen = storage_of(study).get_trial(trial_id_of(trial))
         shared.on_trial(frozen)
+        if shared.screening:
+            _promote(shared)  # after the trial's own line: a parked screen may now rank among the best
         if shared.refine and not repeated:
             _refine(shared, frozen)
         with shared.lock:
@@ -320,30 +325,18 @@ def _evaluate(shared: _Shared, trial: optuna.Trial, worker: Worker, config):
         shared.add("call_seconds", time.perf_counter() - t0)
         trial.set_user_attr("fidelity", "full")
         return outcome
+    promoted = PROMOTED_FROM in trial.user_attrs  # a parked screen whose rank rose: its full timing
+    if promoted and not shared.plan.room_for("full", shared.holds_confirmation()):
+        trial.set_user_attr("prune_reason", "promoted from its screen; the search's time ran out before it "
+                                            "could be timed in full")
+        shared.study.tell(trial, state=TrialState.PRUNED)
+        return None
     if shared.screening and getattr(worker, "screens", False):
-        t0 = time.perf_counter()
-        outcome = worker.evaluate(config.to_dict(), spec, shared.prune_margin, stage="screen")
-        seconds = time.perf_counter() - t0
-        shared.plan.record("screen", seconds)
-        shared.add("screen_seconds", seconds)  # a screen pruned on quality spent its time too
-        trial.set_user_attr("fidelity", "screen")
-        if outcome.kind != "ok":
+        # a promoted point is screened again, not ranked again: its look warms it (other points
+        # ran since its screen) and its pair is the first round, cheaper than a look and warm-up
+        outcome = _screen(shared, trial, worker, config, spec, rank_it=not promoted)
+        if outcome is not True:
             return outcome
-        result = outcome.result
-        screen = {"speedup": result.get("speedup"), "metrics": result.get("metrics"), "seconds": result.get("eval_seconds")}
-        trial.set_user_attr("screen", screen)
-        floors = shared.constraints.values(result["metrics"], None, shared.baseline_metrics)
-        meets = all(v <= 0 for k, v in floors.items() if k not in ("memory", "weight_bytes"))
-        with shared.lock:  # the front the verdict reads does not change under it
-            why = verdict(shared.study, screen, shared.objective, shared.maximize, meets)
-        if why is None and not shared.plan.room_for("full", shared.holds_confirmation()):
-            why = "screened; the search's time ran out before it could be timed in full"
-        if why is not None:
-            trial.set_user_attr("metrics", result["metrics"])
-            trial.set_user_attr("prune_reason", why)
-            _save_sample(shared.samples / f"trial-{trial.number:04d}.png", result["sample"])
-            shared.study.tell(trial, state=TrialState.PRUNED)
-            return None
     t0 = time.perf_counter()
     outcome = worker.evaluate(config.to_dict(), spec, shared.prune_margin)
     seconds = time.perf_counter() - t0
@@ -353,6 +346,81 @@ def _evaluate(shared: _Shared, trial: optuna.Trial, worker: Worker, config):
         shared.add("full_seconds", seconds)
     trial.set_user_attr("fidelity", "full")
     return outcome
+
+
+def _screen(shared: _Shared, trial: optuna.Trial, worker: Worker, config, spec: dict, rank_it: bool = True):
+    """Screen the point -> True to time it in full, or the screen's outcome when it failed or
+    was pruned on its look's quality, or None when told PRUNED already (dropped by its verdict,
+    parked by its rank, or no time left for a full timing)."""
+    t0 = time.perf_counter()
+    outcome = worker.evaluate(config.to_dict(), spec, shared.prune_margin, stage="screen")
+    seconds = time.perf_counter() - t0
+    shared.plan.record("screen", seconds)
+    shared.add("screen_seconds", seconds)  # a screen pruned on quality spent its time too
+    trial.set_user_attr("fidelity", "screen")
+    if outcome.kind != "ok":
+        return outcome
+    result = outcome.result
+    floors = shared.constraints.values(result["metrics"], None, shared.baseline_metrics)
+    meets = all(v <= 0 for k, v in floors.items() if k not in ("memory", "weight_bytes"))
+    screen = {"speedup": result.get("speedup"), "metrics": result.get("metrics"), "seconds": result.get("eval_seconds"),
+              "meets": meets}
+    trial.set_user_attr("screen", screen)
+    parked = None
+    with shared.lock:  # the front the verdict reads and the screens' ranks do not change under it
+        why = verdict(shared.study, screen, shared.objective, shared.maximize, meets)
+        if why is None and rank_it and not trial.user_attrs.get(WARM):
+            why = parked = rank(shared.study, trial.number, shared.promotion)
+    if why is None and not shared.plan.room_for("full", shared.holds_confirmation()):
+        why = "screened; the search's time ran out before it could be timed in full"
+    if why is None:
+        return True
+    trial.set_user_attr("metrics", result["metrics"])
+    trial.set_user_attr("prune_reason", why)
+    if parked:
+        trial.set_user_attr(PARKED, True)
+    _save_sample(shared.samples / f"trial-{trial.number:04d}.png", result["sample"])
+    shared.study.tell(trial, state=TrialState.PRUNED)
+    return None
+
+
+# What a parked screen's full timing carries over from it: how it was queued.
+_CARRIED = (PRESET, WARM, "refined_from", "combined")
+
+
+def _promote(shared: _Shared) -> None:
+    """Queue the full timing of every parked screen that now ranks among the best (they run
+    next: Optuna hands out queued points before sampling), while the search has time for one."""
+    with shared.lock:
+        if not shared.plan.room_for("full", bool(confirmation_candidates(shared.study))):
+            return
+        # a parked screen a point timed in full since has overtaken is dropped, not promoted
+        ready = [t for t in to_promote(shared.study, shared.promotion)
+                 if verdict(shared.study, t.user_attrs["screen"], shared.objective, shared.maximize,
+                            t.user_attrs["screen"].get("meets", True)) is None]
+        for t in ready:
+            attrs = {k: t.user_attrs[k] for k in _CARRIED if k in t.user_attrs}
+            shared.study.enqueue_trial(t.params, user_attrs={**attrs, PROMOTED_FROM: t.number})
+    for t in ready:
+        shared.note(f"trial {t.number}'s screen ({t.user_attrs['screen']['speedup']:.2f}x) now ranks among the best: "
+                    "timed in full next")
+
+
+def _claim_promoted(study: optuna.Study) -> optuna.Trial | None:
+    """A queued full timing of a parked screen, ahead of the other queued points (the presets,
+    the warm start's): ``Study.ask`` hands out the oldest queued point first, and a promotion
+    waiting behind a dozen presets may never run in a short budget. Claimed as ``ask`` claims a
+    queued trial, by moving it to RUNNING in the storage (False: another worker took it)."""
+    storage = storage_of(study)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if PROMOTED_FROM not in t.user_attrs:
+            continue
+        try:
+            if storage.set_trial_state_values(trial_id_of(t), state=TrialState.RUNNING):
+                return optuna.Trial(study, trial_id_of(t))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
 
 
 def _relative_latency(study: optuna.Study, trial: optuna.Trial, result: dict) -> float:

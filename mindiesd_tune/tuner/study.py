@@ -294,6 +294,7 @@ class _StudyRun:
             study, self.info["model"]["family"], opts.objective, self.constraints, self.info["baseline_metrics"],
             self.budget.trials, self.plan, opts.prune_margin, samples, ui.trial_done, space=self.space, note=ui.note,
             heartbeat_s=_heartbeat_interval(study), refine=refines(opts.sampler), screening=self.plan.costs.screening,
+            promotion=opts.promotion,
             maximize=bool(METRIC_DIRECTIONS.get(opts.objective)))
         self.notify = ui.note
         if self.interrupted:  # a Ctrl-C while the points were queued

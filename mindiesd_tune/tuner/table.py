@@ -26,6 +26,8 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
             # how far it got: screen (dropped by its screen), full (timed in full); confirmed below
             "fidelity": t.user_attrs.get("fidelity"),
             "screen_ratio": (t.user_attrs.get("screen") or {}).get("speedup"),
+            # the full timing of a parked screen (tuner.screen.rank): the screen is that trial's
+            "promoted_from": t.user_attrs.get("promoted_from"),
             "latency_s": speed.latency_s,
             "speedup": speed.speedup,
             "speedup_iqr": t.user_attrs.get("speedup_iqr"),

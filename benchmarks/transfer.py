@@ -154,6 +154,8 @@ def main() -> None:
         src = study_figures(source.study, None, args.tolerance)
         src["published_front"] = len(stored[-1].front)
         src["pick"] = describe(stored[-1].profile().accel)
+        if not args.json:
+            print_source(args, src, len(prompts))
         for target in targets:
             model, steps, what = args.model, args.target_steps, f"{args.model} at {args.target_steps} steps"
             info: dict = {}
@@ -176,48 +178,54 @@ def main() -> None:
             results[target] = {"what": what, "target": goal, "cold": study_figures(cold.study, goal, args.tolerance),
                                "warm": study_figures(warm.study, goal, args.tolerance),
                                "checkpoint": {k: info[k] for k in ("steps_done", "relative_change", "final_loss") if k in info}}
-
+            if not args.json:
+                print_target(args, target, results[target])  # as each ends: a long run shows what it has
     if args.json:
         print(json.dumps({"model": args.model, "source_steps": args.source_steps, "budget": args.budget,
                           "floor": args.floor, "source": src, **results}, indent=2, default=str))
-        return
 
-    def fmt(v, spec="{:.2f}x"):
-        return "-" if v is None else spec.format(v)
 
+def fmt(v, spec="{:.2f}x"):
+    return "-" if v is None else spec.format(v)
+
+
+def print_source(args, src, n_prompts) -> None:
     print(f"{args.model}: source study at {args.source_steps} steps ({src['trials']} trials, best at the floor "
           f"{fmt(src['best_confirmed'] or src['best_any'])}) published {src['published_front']} front point(s) + its profile")
     print(f"its pick: {src['pick']}")
-    print(f"budget {args.budget} per study, floor {args.floor}, {len(prompts)} prompt(s), seed {args.seed}; "
-          f"reached: within {args.tolerance:.0%} of the cold study's best confirmed speed-up at the floor")
-    for target, r in results.items():
-        c, w = r["cold"], r["warm"]
-        print(f"\n## {target}: {r['what']}")
-        if r["checkpoint"]:
-            ck = r["checkpoint"]
-            print(f"fine-tune: {ck.get('steps_done')} steps, seed {args.finetune_seed}, weights moved "
-                  f"{fmt(ck.get('relative_change'), '{:.2%}')} (relative L2), last loss {fmt(ck.get('final_loss'), '{:.4f}')}")
-        print(f"target: {fmt(r['target'])}\n")
-        print(f"{'':44} {'cold':>8} {'warm':>8}")
-        for label, key, spec in [("trials run", "trials", "{}"), ("trials meeting the floor", "feasible", "{}"),
-                                 ("best confirmed speed-up", "best_confirmed", "{:.2f}x"),
-                                 ("best speed-up (any trial)", "best_any", "{:.2f}x"),
-                                 ("trials to reach the target (with trial 0)", "trials_to_target", "{}"),
-                                 ("accelerated trials to reach it (without)", "accelerated_to_target", "{}"),
-                                 ("warm-start points run", "warm_points", "{}"),
-                                 ("warm-start points that held", "warm_held", "{}")]:
-            print(f"{label:44} {fmt(c[key], spec):>8} {fmt(w[key], spec):>8}")
-        for row in w["warm"]:
-            print(f"  warm trial {row['trial']:>2}: {fmt(row['speedup'])}{' confirmed' if row['confirmed'] else ''}, "
-                  f"psnr {fmt(row['psnr'], '{:.1f}')}, {'meets' if row['feasible'] else 'misses'} the floor "
-                  f"[{row['state'].lower()}]: {row['point']}")
-        if c["trials_to_target"] and w["trials_to_target"]:
-            print(f"warm reached the target in {w['trials_to_target']} trial(s), cold in {c['trials_to_target']} "
-                  f"({w['trials_to_target'] / c['trials_to_target']:.2f} of cold's); without trial 0: "
-                  f"{w['accelerated_to_target']} against {c['accelerated_to_target']} "
-                  f"({w['accelerated_to_target'] / max(c['accelerated_to_target'], 1):.2f})")
-        elif c["trials_to_target"]:
-            print(f"warm did not reach the target within its budget; cold did in {c['trials_to_target']}")
+    print(f"budget {args.budget} per study, floor {args.floor}, {n_prompts} prompt(s), seed {args.seed}; "
+          f"reached: within {args.tolerance:.0%} of the cold study's best confirmed speed-up at the floor", flush=True)
+
+
+def print_target(args, target, r) -> None:
+    c, w = r["cold"], r["warm"]
+    print(f"\n## {target}: {r['what']}")
+    if r["checkpoint"]:
+        ck = r["checkpoint"]
+        print(f"fine-tune: {ck.get('steps_done')} steps, seed {args.finetune_seed}, weights moved "
+              f"{fmt(ck.get('relative_change'), '{:.2%}')} (relative L2), last loss {fmt(ck.get('final_loss'), '{:.4f}')}")
+    print(f"target: {fmt(r['target'])}\n")
+    print(f"{'':44} {'cold':>8} {'warm':>8}")
+    for label, key, spec in [("trials run", "trials", "{}"), ("trials meeting the floor", "feasible", "{}"),
+                             ("best confirmed speed-up", "best_confirmed", "{:.2f}x"),
+                             ("best speed-up (any trial)", "best_any", "{:.2f}x"),
+                             ("trials to reach the target (with trial 0)", "trials_to_target", "{}"),
+                             ("accelerated trials to reach it (without)", "accelerated_to_target", "{}"),
+                             ("warm-start points run", "warm_points", "{}"),
+                             ("warm-start points that held", "warm_held", "{}")]:
+        print(f"{label:44} {fmt(c[key], spec):>8} {fmt(w[key], spec):>8}")
+    for row in w["warm"]:
+        print(f"  warm trial {row['trial']:>2}: {fmt(row['speedup'])}{' confirmed' if row['confirmed'] else ''}, "
+              f"psnr {fmt(row['psnr'], '{:.1f}')}, {'meets' if row['feasible'] else 'misses'} the floor "
+              f"[{row['state'].lower()}]: {row['point']}")
+    if c["trials_to_target"] and w["trials_to_target"]:
+        print(f"warm reached the target in {w['trials_to_target']} trial(s), cold in {c['trials_to_target']} "
+              f"({w['trials_to_target'] / c['trials_to_target']:.2f} of cold's); without trial 0: "
+              f"{w['accelerated_to_target']} against {c['accelerated_to_target']} "
+              f"({w['accelerated_to_target'] / max(c['accelerated_to_target'], 1):.2f})")
+    elif c["trials_to_target"]:
+        print(f"warm did not reach the target within its budget; cold did in {c['trials_to_target']}")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

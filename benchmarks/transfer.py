@@ -156,6 +156,10 @@ def main() -> None:
         src["pick"] = describe(stored[-1].profile().accel)
         if not args.json:
             print_source(args, src, len(prompts))
+        if stored[-1].profile().accel.is_neutral and not stored[-1].front:
+            # a warm study would start exactly as the cold one: the comparison would measure nothing
+            sys.exit("the source study found nothing faster than the baseline at the floor (its pick is the "
+                     "baseline, its front empty; see source.log): nothing to transfer; a longer --source-budget may")
         for target in targets:
             model, steps, what = args.model, args.target_steps, f"{args.model} at {args.target_steps} steps"
             info: dict = {}

@@ -1,19 +1,28 @@
-"""Does a stored front transfer to another workload? A cold study against a warm-started one.
+"""Does a stored front transfer to another workload, or another checkpoint? Cold studies against warm-started ones.
 
 1. source: a study of MODEL at --source-steps is published to a (temporary) profile store;
-2. cold:   a study at --target-steps, from nothing (the presets, then the sampler);
-3. warm:   the same study warm-started from the store (``TuneOptions.warm_start``): the stored
-           front, fitted into the new space, runs right after the baseline.
+2. for each target (--targets):
+   - ``steps``: MODEL at --target-steps (another workload of the same weights);
+   - ``checkpoint``: a second checkpoint of MODEL's architecture at --source-steps (the same
+     workload, other weights): --target-checkpoint, a diffusers folder, or by default demo-flux
+     fine-tuned here, into the temporary folder, for --finetune-steps on another seed's data and
+     noise (``training.flux.finetune``; nothing is added to the package);
+   a cold study (the presets, then the sampler) and the same study warm-started from the store
+   (``TuneOptions.warm_start``: the stored points, fitted into the new space, right after the
+   baseline).
 
-Cold and warm get the same budget, floor, prompts and sampler seed. Printed side by side: trials
-run, the best speed-up at the floor (confirmed where the study confirmed it), and the trials each
-needed to reach the cold study's best confirmed speed-up at the floor (within --tolerance); for
-the warm study also how many stored points held (met the floor, faster beyond noise).
+Cold and warm get the same budget, floor, prompts and sampler seed. Printed side by side per
+target: trials run, the best speed-up at the floor (confirmed where the study confirmed it), and
+the trials each needed to reach the cold study's best confirmed speed-up at the floor (within
+--tolerance), counted two ways: every trial asked (the unaccelerated trial 0 included: what a
+budget pays for) and the accelerated trials only (trial 0, the same in both, left out); for the
+warm study also how many stored points held (met the floor, faster beyond noise) and each warm
+point's figures.
 
 Everything runs in this one process (``isolate=False``): the model is loaded once per study.
 
-    nice -n 19 python benchmarks/transfer.py --budget 3m                  # demo-flux, 20 -> 28 steps
-    python benchmarks/transfer.py --model tiny-flux-random --budget 6t   # a smoke run
+    nice -n 19 python benchmarks/transfer.py --budget 4m --targets steps,checkpoint
+    python benchmarks/transfer.py --model tiny-flux-random --budget 6t --targets steps   # a smoke run
 
 Timings come from the machine as it is: on a shared machine they are noisy, and a short budget
 buys few trials; the trial counts, not the speed-ups, are what this compares.
@@ -30,11 +39,31 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mindiesd_tune.accel.config import AccelConfig  # noqa: E402
 from mindiesd_tune.models.prompts import DEMO_IMAGE_PROMPTS  # noqa: E402
 from mindiesd_tune.store import ProfileStore  # noqa: E402
 from mindiesd_tune.tuner import parse_budget, parse_floor, run_study  # noqa: E402
 from mindiesd_tune.tuner.pick import baseline_trial, completed, confirmations, is_feasible, speed_of  # noqa: E402
-from mindiesd_tune.tuner.warm import WARM, held  # noqa: E402
+from mindiesd_tune.tuner.warm import held, warm_trials  # noqa: E402
+
+
+def reach(trials_by_number: list, speeds: dict, target: float, tolerance: float) -> tuple[int | None, int | None]:
+    """(trials asked, accelerated trials asked) up to the first feasible one within ``tolerance``
+    of ``target``; (None, None) when none reached it. Trial 0 is the unaccelerated baseline."""
+    for t in trials_by_number:
+        s = speeds.get(t.number)
+        if s is not None and (s.speedup or 0.0) >= target * (1 - tolerance):
+            return t.number + 1, t.number
+    return None, None
+
+
+def describe(config) -> str:
+    """An AccelConfig (or its dict) in one line: its sections that are not off."""
+    try:
+        cfg = AccelConfig.from_dict(config) if isinstance(config, dict) else config
+        return "; ".join(text for _, text in cfg.summary() if text != "off") or "the baseline"
+    except Exception:  # noqa: BLE001  (a display only)
+        return str(config)
 
 
 def study_figures(study, target: float | None, tolerance: float) -> dict:
@@ -45,20 +74,26 @@ def study_figures(study, target: float | None, tolerance: float) -> dict:
     speeds = {t.number: speed_of(t, conf, base) for t in feasible}
     confirmed = [s.speedup for s in speeds.values() if s.confirmed and s.speedup]
     best_any = max((s.speedup for s in speeds.values() if s.speedup), default=None)
-    reach = None
-    if target is not None:
-        # trial numbers count every trial asked (the baseline, pruned ones): what a budget pays for
-        reach = next((t.number + 1 for t in feasible if (speeds[t.number].speedup or 0.0) >= target * (1 - tolerance)), None)
+    asked, accelerated = reach(feasible, speeds, target, tolerance) if target is not None else (None, None)
     good, warm = held(study)
+    done = {t.number for t in completed(study)}
+    warm_rows = []
+    for t in warm_trials(study):
+        s = speed_of(t, conf, base) if t.number in done else None
+        warm_rows.append({"trial": t.number, "point": describe(t.user_attrs.get("config") or {}), "state": t.state.name,
+                          "feasible": t.number in speeds, "speedup": s.speedup if s else None,
+                          "confirmed": bool(s and s.confirmed),
+                          "psnr": (t.user_attrs.get("metrics") or {}).get("psnr")})
     return {
         "trials": len(trials),
         "feasible": len(feasible),
         "best_confirmed": max(confirmed, default=None),
         "best_any": best_any,
-        "trials_to_target": reach,
+        "trials_to_target": asked,
+        "accelerated_to_target": accelerated,
         "warm_points": warm,
         "warm_held": good,
-        "warm_numbers": [t.number for t in trials if WARM in t.user_attrs],
+        "warm": warm_rows,
     }
 
 
@@ -67,7 +102,12 @@ def main() -> None:
     ap.add_argument("--model", default="demo-flux")
     ap.add_argument("--source-steps", type=int, default=20)
     ap.add_argument("--target-steps", type=int, default=28)
-    ap.add_argument("--budget", default="3m", help="each study's budget (the three run one after the other)")
+    ap.add_argument("--targets", default="steps", help="comma-separated: steps, checkpoint")
+    ap.add_argument("--target-checkpoint", default=None,
+                    help="the checkpoint target's diffusers folder (default: demo-flux fine-tuned here)")
+    ap.add_argument("--finetune-steps", type=int, default=150, help="the fine-tune's optimiser steps")
+    ap.add_argument("--finetune-seed", type=int, default=1, help="the fine-tune's data and noise seed (demo-flux's was 0)")
+    ap.add_argument("--budget", default="3m", help="each study's budget (they run one after the other)")
     ap.add_argument("--source-budget", default=None, help="the published study's budget (default --budget)")
     ap.add_argument("--floor", default="psnr>=30")
     ap.add_argument("--prompts", type=int, default=1, help="demo prompts per study (fewer buys more trials)")
@@ -75,67 +115,121 @@ def main() -> None:
     ap.add_argument("--store", default=None, help="profile store URL (default: a temporary SQLite file)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--worker-factory", default=None, help="module:callable instead of loading the model (smoke runs)")
+    ap.add_argument("--keep", default=None, help="a folder to keep the studies' run folders and logs in (default: a temporary one)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if not targets or set(targets) - {"steps", "checkpoint"}:
+        ap.error(f"--targets: steps and/or checkpoint, not {args.targets!r}")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # enqueue notices of points the presets repeat
 
     floors = [parse_floor(args.floor)]
     prompts = list(DEMO_IMAGE_PROMPTS[: args.prompts])
-    quiet_log: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="mindiesd-transfer-") as d:
-        url = args.store or f"sqlite:///{Path(d) / 'profiles.db'}"
-        common = dict(floors=floors, prompts=prompts, seed=args.seed, isolate=False, progress=False,
-                      worker_factory=args.worker_factory, log=quiet_log.append)
+    from mindiesd_tune.models import registry
 
-        def study(name, steps, budget, **extra):
+    # a checkpoint loaded from a folder gets the pipeline's call defaults: run it as the built-in runs
+    generation = next((dict(b.generation) for b in registry.builtins() if b.name == args.model), {})
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="mindiesd-transfer-") as tmp:
+        d = Path(args.keep or tmp)
+        d.mkdir(parents=True, exist_ok=True)
+        url = args.store or f"sqlite:///{d / 'profiles.db'}"
+
+        def study(name, model, steps, budget, **extra):
+            log: list[str] = []
             t0 = time.monotonic()
-            out = run_study(args.model, parse_budget(budget), Path(d) / name,
-                            generation={"num_inference_steps": steps}, **common, **extra)
+            out = run_study(model, parse_budget(budget), d / name, generation={**generation, "num_inference_steps": steps},
+                            floors=floors, prompts=prompts, seed=args.seed, isolate=False, progress=False,
+                            worker_factory=args.worker_factory, log=log.append, **extra)
+            (d / f"{name}.log").write_text("\n".join(log) + "\n")
             print(f"# {name}: {steps} steps, {budget}, {time.monotonic() - t0:.0f} s wall", file=sys.stderr, flush=True)
             return out
 
-        source = study("source", args.source_steps, args.source_budget or args.budget, publish=url)
+        source = study("source", args.model, args.source_steps, args.source_budget or args.budget, publish=url)
         stored = ProfileStore(url).list()
-        cold = study("cold", args.target_steps, args.budget)
-        warm = study("warm", args.target_steps, args.budget, warm_start=url)
+        if not stored:
+            sys.exit("the source study published nothing (no profile: see source.log); nothing to transfer")
+        src = study_figures(source.study, None, args.tolerance)
+        src["published_front"] = len(stored[-1].front)
+        src["pick"] = describe(stored[-1].profile().accel)
+        if not args.json:
+            print_source(args, src, len(prompts))
+        if stored[-1].profile().accel.is_neutral and not stored[-1].front:
+            # a warm study would start exactly as the cold one: the comparison would measure nothing
+            sys.exit("the source study found nothing faster than the baseline at the floor (its pick is the "
+                     "baseline, its front empty; see source.log): nothing to transfer; a longer --source-budget may")
+        for target in targets:
+            model, steps, what = args.model, args.target_steps, f"{args.model} at {args.target_steps} steps"
+            info: dict = {}
+            if target == "checkpoint":
+                steps = args.source_steps
+                model = args.target_checkpoint
+                if model is None:
+                    from mindiesd_tune.training.flux import finetune
 
-    src = study_figures(source.study, None, args.tolerance)
-    c0 = study_figures(cold.study, None, args.tolerance)
-    target = c0["best_confirmed"] or c0["best_any"]
-    c = study_figures(cold.study, target, args.tolerance)
-    w = study_figures(warm.study, target, args.tolerance)
-    rows = {"cold": c, "warm": w}
+                    t0 = time.monotonic()
+                    info = finetune(d / "checkpoint", args.finetune_steps, seed=args.finetune_seed)
+                    model = str(d / "checkpoint" / "pipeline")
+                    print(f"# checkpoint: fine-tuned {info['steps_done']} steps, {time.monotonic() - t0:.0f} s wall",
+                          file=sys.stderr, flush=True)
+                what = f"a second checkpoint at {steps} steps ({model})"
+            cold = study(f"{target}-cold", model, steps, args.budget)
+            warm = study(f"{target}-warm", model, steps, args.budget, warm_start=url)
+            c0 = study_figures(cold.study, None, args.tolerance)
+            goal = c0["best_confirmed"] or c0["best_any"]
+            results[target] = {"what": what, "target": goal, "cold": study_figures(cold.study, goal, args.tolerance),
+                               "warm": study_figures(warm.study, goal, args.tolerance),
+                               "checkpoint": {k: info[k] for k in ("steps_done", "relative_change", "final_loss") if k in info}}
+            if not args.json:
+                print_target(args, target, results[target])  # as each ends: a long run shows what it has
     if args.json:
-        print(json.dumps({"model": args.model, "source_steps": args.source_steps, "target_steps": args.target_steps,
-                          "budget": args.budget, "floor": args.floor, "target": target, "source": src,
-                          "published_front": len(stored[-1].front) if stored else 0, **rows}, indent=2))
-        return
+        print(json.dumps({"model": args.model, "source_steps": args.source_steps, "budget": args.budget,
+                          "floor": args.floor, "source": src, **results}, indent=2, default=str))
 
-    def fmt(v, spec="{:.2f}x"):
-        return "-" if v is None else spec.format(v)
 
+def fmt(v, spec="{:.2f}x"):
+    return "-" if v is None else spec.format(v)
+
+
+def print_source(args, src, n_prompts) -> None:
     print(f"{args.model}: source study at {args.source_steps} steps ({src['trials']} trials, best at the floor "
-          f"{fmt(src['best_confirmed'] or src['best_any'])}) published "
-          f"{len(stored[-1].front) if stored else 0} front point(s) + its profile")
-    print(f"target workload: {args.target_steps} steps, budget {args.budget} each, floor {args.floor}, "
-          f"{len(prompts)} prompt(s), seed {args.seed}")
-    print(f"target speed-up: the cold study's best confirmed at the floor, {fmt(target)} (reached: within {args.tolerance:.0%})")
-    print()
-    print(f"{'':34} {'cold':>10} {'warm':>10}")
+          f"{fmt(src['best_confirmed'] or src['best_any'])}) published {src['published_front']} front point(s) + its profile")
+    print(f"its pick: {src['pick']}")
+    print(f"budget {args.budget} per study, floor {args.floor}, {n_prompts} prompt(s), seed {args.seed}; "
+          f"reached: within {args.tolerance:.0%} of the cold study's best confirmed speed-up at the floor", flush=True)
+
+
+def print_target(args, target, r) -> None:
+    c, w = r["cold"], r["warm"]
+    print(f"\n## {target}: {r['what']}")
+    if r["checkpoint"]:
+        ck = r["checkpoint"]
+        print(f"fine-tune: {ck.get('steps_done')} steps, seed {args.finetune_seed}, weights moved "
+              f"{fmt(ck.get('relative_change'), '{:.2%}')} (relative L2), last loss {fmt(ck.get('final_loss'), '{:.4f}')}")
+    print(f"target: {fmt(r['target'])}\n")
+    print(f"{'':44} {'cold':>8} {'warm':>8}")
     for label, key, spec in [("trials run", "trials", "{}"), ("trials meeting the floor", "feasible", "{}"),
                              ("best confirmed speed-up", "best_confirmed", "{:.2f}x"),
                              ("best speed-up (any trial)", "best_any", "{:.2f}x"),
-                             ("trials to reach the target", "trials_to_target", "{}"),
+                             ("trials to reach the target (with trial 0)", "trials_to_target", "{}"),
+                             ("accelerated trials to reach it (without)", "accelerated_to_target", "{}"),
                              ("warm-start points run", "warm_points", "{}"),
                              ("warm-start points that held", "warm_held", "{}")]:
-        print(f"{label:34} {fmt(c[key], spec):>10} {fmt(w[key], spec):>10}")
+        print(f"{label:44} {fmt(c[key], spec):>8} {fmt(w[key], spec):>8}")
+    for row in w["warm"]:
+        print(f"  warm trial {row['trial']:>2}: {fmt(row['speedup'])}{' confirmed' if row['confirmed'] else ''}, "
+              f"psnr {fmt(row['psnr'], '{:.1f}')}, {'meets' if row['feasible'] else 'misses'} the floor "
+              f"[{row['state'].lower()}]: {row['point']}")
     if c["trials_to_target"] and w["trials_to_target"]:
-        print(f"\nwarm reached the target in {w['trials_to_target']} trial(s), cold in {c['trials_to_target']} "
-              f"({w['trials_to_target'] / c['trials_to_target']:.2f} of cold's)")
+        print(f"warm reached the target in {w['trials_to_target']} trial(s), cold in {c['trials_to_target']} "
+              f"({w['trials_to_target'] / c['trials_to_target']:.2f} of cold's); without trial 0: "
+              f"{w['accelerated_to_target']} against {c['accelerated_to_target']} "
+              f"({w['accelerated_to_target'] / max(c['accelerated_to_target'], 1):.2f})")
     elif c["trials_to_target"]:
-        print(f"\nwarm did not reach the target within its budget; cold did in {c['trials_to_target']}")
+        print(f"warm did not reach the target within its budget; cold did in {c['trials_to_target']}")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -28,7 +28,10 @@ _GENERATION_KEYS = _GENERATION_INTS + _GENERATION_NUMBERS + _GENERATION_STRINGS
 _HARDWARE_TYPES = {"device": str, "name": str, "count": int, "torch": str, "diffusers": str, "threads": int, "cpus": int,
                    "world_size": int}
 _STUDY_TYPES = {"name": str, "trial": int, "storage": str, "created": str, "prompts": list, "seeds": list,
-                "objective": str, "floors": list, "pick": str, "judged_on": str, "heldout_prompts": list}
+                "objective": str, "floors": list, "pick": str, "judged_on": str, "heldout_prompts": list,
+                # the threshold range the study's space centred on the model's per-step change (a
+                # warm start from the store compares it with the new model's)
+                "threshold_range": list}
 
 
 class ProfileError(UserError):
@@ -279,6 +282,9 @@ def _check_study(study: dict) -> None:
             raise ProfileError(f"study.seeds[{i}]: {_short(s)} must be an integer")
     if prompts is not None and seeds is not None and len(prompts) != len(seeds):
         raise ProfileError(f"study.seeds: {_short(seeds)} must give one seed per prompt ({len(prompts)} prompts)")
+    rng = study.get("threshold_range")
+    if rng is not None and not (len(rng) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in rng)):
+        raise ProfileError(f"study.threshold_range: {_short(rng)} must be two positive numbers (low, high)")
 
 
 _CHECKS: dict[str, Callable[[dict], None]] = {

@@ -276,9 +276,10 @@ def test_warm_start_points_fit_the_new_space(tmp_path, tiny_flux):
     lines = []
     points = warm_points(url, info, SpaceContext(n_blocks=2, num_inference_steps=28), lines.append)
     configs = [config_from_params(p) for p, _ in points]
-    # the exact model's points first, the step count scaled 14/20 -> 20/28, then the sibling checkpoint's
+    # the exact model's points first (its pick, then its front: the step count scaled 14/20 -> 20/28),
+    # then the sibling checkpoint's
     assert [a["warm_start"] for _, a in points] == [1, 1, 2]
-    assert configs[0].steps.num_inference_steps == 20 and configs[1].cache.step_interval == 3
+    assert configs[0].cache.step_interval == 3 and configs[1].steps.num_inference_steps == 20
     assert configs[2].cache.step_interval == 2
     assert "3 point(s) from 2 stored profile(s) (1 of this model's weights" in lines[0]
     store_db.dispose(url)
@@ -289,7 +290,7 @@ def test_a_study_publishes_its_front_and_the_next_one_starts_from_it(tmp_path):
     """run_study(publish=) stores the profile and front; run_study(warm_start=) runs them after the
     baseline and counts those that held (the fake evaluator's speed is arithmetic, not timed)."""
     from mindiesd_tune.tuner import parse_budget, run_study
-    from mindiesd_tune.tuner.warm import WARM, held
+    from mindiesd_tune.tuner.warm import WARM, held, warm_trials
 
     url = f"sqlite:///{tmp_path / 'p.db'}"
     lines = []
@@ -301,7 +302,7 @@ def test_a_study_publishes_its_front_and_the_next_one_starts_from_it(tmp_path):
     second = run_study("fake", parse_budget("4t"), tmp_path / "b", worker_factory="fakes:make_fake", isolate=False,
                        log=lines.append, warm_start=url, seed=1)
     trials = second.study.get_trials(deepcopy=False)
-    warm = [t for t in trials if WARM in t.user_attrs]
+    warm = warm_trials(second.study)
     assert warm and trials[0].user_attrs.get("preset") and all(WARM in t.user_attrs for t in trials[1:1 + len(warm)])
     good, total = held(second.study)
     assert total == len(warm) and 1 <= good <= total

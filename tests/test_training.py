@@ -54,3 +54,21 @@ def test_edge_band_covers_the_outline_and_nothing_far_from_it():
     assert not band[:2].any() and not band[:, 14:].any()  # far background
     small = edge_band([shapes.Scene("circle", "red", "blue", "small", "center", x=0.5, y=0.5)], 64, 16)
     assert 0 < small.sum() < band.sum()
+
+
+@pytest.mark.slow
+def test_a_finetune_is_a_second_demo_flux_checkpoint_beside_the_shipped_one(tmp_path):
+    """``training.flux.finetune``: a pipeline folder of the same family with other weights, the
+    shipped weights untouched and the caller's thread count kept."""
+    from mindiesd_tune.models.registry import load
+    from mindiesd_tune.models.weights import weights_path
+    from mindiesd_tune.profile import model_fingerprint
+    from mindiesd_tune.training.flux import finetune
+
+    shipped = weights_path("demo-flux").read_bytes()
+    threads = torch.get_num_threads()
+    info = finetune(tmp_path, steps=1, batch=2, threads=1)
+    assert torch.get_num_threads() == threads and info["steps_done"] == 1 and info["relative_change"] > 0
+    second, first = load(str(tmp_path / "pipeline"), device="cpu"), load("demo-flux", device="cpu")
+    assert second.family == first.family and model_fingerprint(second.pipe) != model_fingerprint(first.pipe)
+    assert weights_path("demo-flux").read_bytes() == shipped

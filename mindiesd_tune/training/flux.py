@@ -127,21 +127,10 @@ def edge_band(scenes: list[shapes.Scene], side: int, latent_side: int) -> torch.
     return F.adaptive_max_pool2d(band, latent_side)
 
 
-def transformer_stage(args) -> None:
-    pipe = build_flux(DEMO_FLUX_SIZE, seed=args.seed)
-    vae_info = load_vae(NAME, pipe.vae)
+def transformer_loss(pipe, args):
+    """The transformer stage's loss on one batch: ``step_fn(step, generator) -> {"loss": ...}`` for
+    ``common.train``; ``args`` gives seed, batch, timestep_mean, caption_dropout and edge_weight."""
     text_len = DEMO_FLUX_SIZE.text_len
-    model = torch.nn.ModuleDict(
-        {"transformer": pipe.transformer, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2}
-    ).requires_grad_(True)
-    cfg = LoopConfig(
-        steps=args.steps, lr=args.lr, warmup=100, ema=args.ema, seed=args.seed, time_budget_s=args.time_budget,
-        threads=args.threads, ckpt_every=100,
-        extra={"batch": args.batch, "resolution": RESOLUTION, "max_sequence_length": text_len,
-               "timestep_sampling": f"logit-normal({args.timestep_mean}, 1)",
-               "objective": "rectified flow, v = noise - x0", "caption_dropout": args.caption_dropout,
-               "edge_weight": args.edge_weight},
-    )
     lat_hw = 2 * (RESOLUTION // (pipe.vae_scale_factor * 2))
     img_ids = prepare_latent_image_ids(pipe, args.batch, lat_hw // 2, lat_hw // 2, "cpu", torch.float32)
     txt_ids = torch.zeros(text_len, 3)
@@ -172,11 +161,64 @@ def transformer_stage(args) -> None:
         weight = 1 + args.edge_weight * pack_latents(pipe, band, b, c, h, w)
         return {"loss": (weight * err).sum() / weight.sum(), "mse": err.mean()}
 
-    model, info = train(f"{NAME}-transformer", model, step_fn, cfg)
+    return step_fn
+
+
+def trainable(pipe) -> torch.nn.ModuleDict:
+    """What the transformer stage trains: the transformer jointly with the two text encoders."""
+    return torch.nn.ModuleDict(
+        {"transformer": pipe.transformer, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2}
+    ).requires_grad_(True)
+
+
+def transformer_stage(args) -> None:
+    pipe = build_flux(DEMO_FLUX_SIZE, seed=args.seed)
+    load_vae(NAME, pipe.vae)
+    model = trainable(pipe)
+    cfg = LoopConfig(
+        steps=args.steps, lr=args.lr, warmup=100, ema=args.ema, seed=args.seed, time_budget_s=args.time_budget,
+        threads=args.threads, ckpt_every=100,
+        extra={"batch": args.batch, "resolution": RESOLUTION, "max_sequence_length": DEMO_FLUX_SIZE.text_len,
+               "timestep_sampling": f"logit-normal({args.timestep_mean}, 1)",
+               "objective": "rectified flow, v = noise - x0", "caption_dropout": args.caption_dropout,
+               "edge_weight": args.edge_weight},
+    )
+    model, info = train(f"{NAME}-transformer", model, transformer_loss(pipe, args), cfg)
     # Export with the VAE as it is now: a decoder fine-tune may have run beside this stage (the
     # encoder, hence the latent space trained on, is frozen there).
     vae_info = load_vae(NAME, pipe.vae)
     export_pipeline(NAME, model, pipe.vae, info, vae_info, DEMO_FLUX_SIZE)
+
+
+def finetune(out_dir, steps: int, seed: int = 1, batch: int = 8, lr: float = 2e-4, threads: int = 1,
+             time_budget_s: float = float("inf")) -> dict:
+    """A second demo-flux checkpoint: the shipped weights trained ``steps`` more steps on another
+    seed's data and noise (the last transformer stage's loss), saved as a diffusers pipeline
+    folder at ``out_dir / "pipeline"``; returns the training info with ``relative_change`` (how far
+    the trained weights moved, relative L2) and ``final_loss``. The shipped weights are not
+    touched; the optimiser state is kept in ``out_dir / "train"``, so a rerun resumes."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from ..models.registry import load
+
+    out_dir = Path(out_dir)
+    pipe = load(NAME, device="cpu").pipe
+    args = SimpleNamespace(seed=seed, batch=batch, timestep_mean=-0.8, caption_dropout=0.1, edge_weight=4.0)
+    cfg = LoopConfig(steps=steps, lr=lr, warmup=min(20, steps // 4), seed=seed, threads=threads,
+                     time_budget_s=time_budget_s, ckpt_every=max(steps, 1), log_every=max(1, min(25, steps // 4)))
+    model = trainable(pipe)
+    before = [p.detach().clone() for p in model.parameters()]
+    threads = torch.get_num_threads()
+    try:
+        _, info = train(f"{NAME}-finetune", model, transformer_loss(pipe, args), cfg, workdir=out_dir / "train")
+    finally:
+        torch.set_num_threads(threads)  # the loop sets its own; a caller timing studies next keeps its count
+    moved = sum(float((p.detach() - b).square().sum()) for p, b in zip(model.parameters(), before))
+    info["relative_change"] = (moved / sum(float(b.square().sum()) for b in before)) ** 0.5
+    info["final_loss"] = info["log"][-1]["loss"] if info["log"] else None
+    pipe.save_pretrained(out_dir / "pipeline")
+    return info
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -355,7 +355,7 @@ class _StudyRun:
         if opts.publish and outcome.profile is not None and not self.interrupted:
             from .warm import publish_study
 
-            publish_study(opts.publish, study, outcome.profile, opts.log)
+            publish_study(opts.publish, study, outcome.profile, opts.log, space=self.space)
         timing = {**study.user_attrs["timing"], "output_seconds": round(time.monotonic() - t0, 3),
                   "wall_seconds": round(time.monotonic() - self.started, 3)}
         study.set_user_attr("timing", timing)

@@ -1,12 +1,18 @@
 """Warm starts: a new study begins with the stored fronts of the same family, as enqueued trials.
 
 Profiles of the same weights come first (another workload of the same model), then those of the
-same family on the same device kind (another checkpoint of the architecture). Each stored point
-(the front's trial parameters where the study published them, else the profile's config) is
-fitted into the new study's space: a method the space does not offer is left out, a number is
-clamped into its range, and a step count is scaled by the workloads' step ratio (a profile
-running 14 of 20 steps becomes 20 of 28). The new study evaluates them right after the baseline;
-``held`` counts how many met the floors and beat the baseline beyond noise there.
+same family on the same device kind (another checkpoint of the architecture). Of each stored
+profile its own pick comes first (the point its study confirmed and chose), then its front's other
+points, fastest first. Each stored point (the front's trial parameters where the study published
+them, else the profile's config) is fitted into the new study's space: a method the space does not
+offer is left out, a number is clamped into its range, a step count or step position is scaled by
+the workloads' step ratio (a profile running 14 of 20 steps becomes 20 of 28, a warm-up of 2 of 20
+steps 3 of 28), and a threshold on the first block's per-step change is scaled by how far that
+change moved (the ratio of the two studies' calibrated threshold ranges where the store recorded
+the source's, else the inverse step ratio: with more steps each step changes less). Steps a
+calibrated ``schedule`` computes are not carried over: its budget (a share of the steps) is, and
+the new study derives the mask from its own calibration. The new study evaluates the points right
+after the baseline; ``held`` counts how many met the floors and beat the baseline beyond noise there.
 """
 
 from __future__ import annotations
@@ -15,15 +21,24 @@ import math
 from typing import Any, Callable
 
 WARM = "warm_start"  # trial user attribute: the store ID the point came from
+# the published profile's ``study`` key holding its space's threshold range (what a warm start
+# measures the new model's per-step change against)
+CALIBRATION = "threshold_range"
 MAX_POINTS = 8  # enqueued at most: the sampler should still get its share of a short budget
+# step counts and step positions: scaled so they keep their share of the new workload's steps
+STEP_PARAMS = frozenset({"steps.num_inference_steps", "cache.warmup_steps", "cache.step_start",
+                         "cache.max_cached_steps", "cache.disable_cache_before_step"})
+# cache methods whose ``cache.threshold`` is compared with the first block's per-step change, the
+# quantity a study's threshold range is centred on (``StepStatistics.threshold_range``)
+CHANGE_THRESHOLDS = frozenset({"first_block", "block_cache", "diffusers_first_block"})
 
 
 class _Fit:
     """An Optuna-trial stand-in answering every ``suggest_*`` from a stored config, fitted into
     the distribution asked for."""
 
-    def __init__(self, cfg, step_ratio: float):
-        self.cfg, self.step_ratio, self.params = cfg, step_ratio, {}
+    def __init__(self, cfg, step_ratio: float, change_ratio: float):
+        self.cfg, self.step_ratio, self.change_ratio, self.params = cfg, step_ratio, change_ratio, {}
 
     def _stored(self, name: str) -> Any:
         section, _, rest = name.partition(".")
@@ -34,8 +49,10 @@ class _Fit:
         value = getattr(sec, field, None)
         if key:
             value = value.get(key) if isinstance(value, dict) else None
-        if name == "steps.num_inference_steps" and isinstance(value, int) and value > 0:
-            value = max(1, round(value * self.step_ratio))  # the same share of the new workload's steps
+        if name in STEP_PARAMS and isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            value = max(1, round(value * self.step_ratio))
+        elif name == "cache.threshold" and getattr(sec, "method", None) in CHANGE_THRESHOLDS and isinstance(value, (int, float)):
+            value = value * self.change_ratio
         return value
 
     def suggest_categorical(self, name, choices):
@@ -69,17 +86,32 @@ class _Fit:
         return v
 
 
-def fit_point(config, family: str, space, step_ratio: float = 1.0) -> dict[str, Any] | None:
-    """The new study's trial params nearest ``config`` (an AccelConfig); None when none fits."""
+def fit_point(config, family: str, space, step_ratio: float = 1.0, change_ratio: float | None = None) -> dict[str, Any] | None:
+    """The new study's trial params nearest ``config`` (an AccelConfig); None when none fits.
+
+    ``step_ratio``: the new workload's steps over the stored one's; ``change_ratio``: the new
+    model's per-step change over the stored one's (None: the inverse step ratio)."""
     from ..accel.config import ConfigError
     from ..search_spaces import suggest
 
-    fit = _Fit(config, step_ratio)
+    fit = _Fit(config, step_ratio, change_ratio if change_ratio else 1.0 / step_ratio)
     try:
         cfg = suggest(fit, family, space)
     except (ConfigError, ValueError, TypeError):
         return None
     return None if cfg.is_neutral else fit.params
+
+
+def change_ratio(stored: Any, here: Any) -> float | None:
+    """How far the first block's per-step change moved from the stored study to this one: the
+    ratio of the geometric centres of their calibrated threshold ranges; None where either is
+    unknown."""
+    try:
+        (lo0, hi0), (lo1, hi1) = stored, here
+        r = math.sqrt((lo1 * hi1) / (lo0 * hi0))
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return r if math.isfinite(r) and r > 0 else None
 
 
 def warm_points(url: str, info: dict, space, log: Callable[[str], None] = print) -> list[tuple[dict, dict]]:
@@ -107,15 +139,17 @@ def warm_points(url: str, info: dict, space, log: Callable[[str], None] = print)
     for stored in [r for r in exact if r.row["family"] == family] + kin:
         steps_there = stored.row["num_inference_steps"]
         ratio = steps_here / steps_there if steps_here and steps_there else 1.0
-        configs = []
+        prof = stored.profile()
+        change = change_ratio(prof.study.get(CALIBRATION), getattr(space, "thresholds", None))
+        # the pick first: confirmed and chosen there, it is the point most likely to hold here
+        configs = [prof.accel]
         for p in stored.front:
             try:
                 configs.append(config_from_params(p))
             except Exception:  # noqa: BLE001  (a point of a method not registered here)
                 continue
-        configs.append(stored.profile().accel)
         for cfg in configs:
-            params = fit_point(cfg, family, space, ratio)
+            params = fit_point(cfg, family, space, ratio, change)
             if params is not None and params not in seen:
                 seen.append(params)
                 out.append((params, {WARM: stored.id}))
@@ -128,11 +162,17 @@ def warm_points(url: str, info: dict, space, log: Callable[[str], None] = print)
     return out
 
 
+def warm_trials(study) -> list:
+    """The trials that evaluated a warm-start point, each point once: a later trial of the same
+    point (a preset equal to it, ``repeat_of``) copies its attributes and is not counted again."""
+    return [t for t in study.get_trials(deepcopy=False) if WARM in t.user_attrs and "repeat_of" not in t.user_attrs]
+
+
 def held(study) -> tuple[int, int]:
-    """(warm-start trials that met the floors and beat the baseline beyond noise, warm-start trials run)."""
+    """(warm-start points that met the floors and beat the baseline beyond noise, warm-start points run)."""
     from .pick import baseline_trial, completed, confirmations, is_feasible, speed_of
 
-    warm = [t for t in study.get_trials(deepcopy=False) if WARM in t.user_attrs]
+    warm = warm_trials(study)
     conf, base = confirmations(study), baseline_trial(study)
     done = {t.number for t in completed(study)}
     good = [t for t in warm if t.number in done and is_feasible(t) and speed_of(t, conf, base).beyond_noise]
@@ -160,15 +200,21 @@ def front_params(study) -> list[dict[str, Any]]:
     return out
 
 
-def publish_study(url: str, study, profile, log: Callable[[str], None] = print) -> int | None:
+def publish_study(url: str, study, profile, log: Callable[[str], None] = print, space=None) -> int | None:
     """``tune --publish``: the study's profile with its front, into the store at ``url`` -> the ID
-    (None when the store could not take it: logged, the study's outputs stand)."""
+    (None when the store could not take it: logged, the study's outputs stand). ``space``: the
+    study's SpaceContext; its threshold range goes into the stored profile's ``study`` section."""
+    import dataclasses
+
     from sqlalchemy.exc import SQLAlchemyError
 
     from ..errors import UserError
     from ..store.core import ProfileStore
     from ..store.db import redact
 
+    thresholds = getattr(space, "thresholds", None)
+    if thresholds:
+        profile = dataclasses.replace(profile, study={**profile.study, CALIBRATION: [float(x) for x in thresholds]})
     try:
         pid, new = ProfileStore(url).publish(profile, front=front_params(study))
     except (UserError, SQLAlchemyError) as e:

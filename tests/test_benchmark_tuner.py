@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import optuna
+import pytest
 
 from benchmarks import tuner as bench
 
@@ -20,6 +21,7 @@ def derived_missing(table: dict, seed: int = 0) -> list:
     return bench.derived_unmeasured(bench.replay(MODEL, 12, seed, "psnr>=30"), table)
 
 
+@pytest.mark.slow
 def test_extending_the_table_measures_what_the_study_derives(monkeypatch):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     monkeypatch.setenv(bench.TABLE_ENV, "")

@@ -117,6 +117,7 @@ def fake_study(out, budget="12t", model="fake", **kw):
     return run_study(model, parse_budget(budget), out, worker_factory="fakes:make_fake", log=lambda s: None, **kw)
 
 
+@pytest.mark.slow
 def test_trials_are_screened_first_and_only_candidates_for_the_front_are_timed_in_full(tmp_path):
     outcome = fake_study(tmp_path, "24t", model="fake-screened")
     trials = outcome.study.trials
@@ -143,6 +144,7 @@ def test_screening_off_times_every_trial_in_full(tmp_path):
     assert not [t for t in outcome.study.trials if "screen" in t.user_attrs]
 
 
+@pytest.mark.slow
 def test_a_resume_runs_the_stored_study_and_refuses_another_one(tmp_path):
     def ran(study):  # as the trial budget counts them: not queued, not answered from storage
         return sum(t.state != TrialState.WAITING and not t.user_attrs.get("over_budget")
@@ -346,6 +348,7 @@ def test_at_its_last_chance_the_search_times_its_best_parked_screen_in_full():
     assert best_parked(study) == []  # timed in full already
 
 
+@pytest.mark.slow
 def test_the_best_of_the_first_screens_is_timed_in_full_next_and_its_screen_counted_once(tmp_path):
     from mindiesd_tune.tuner.progress import summary
 
@@ -378,6 +381,7 @@ def test_the_best_of_the_first_screens_is_timed_in_full_next_and_its_screen_coun
     assert set(table.loc[table["promoted_from"].notna(), "trial"]) == {t.number for t in promoted}
 
 
+@pytest.mark.slow
 def test_promotion_one_times_every_promising_screen_at_once(tmp_path):
     outcome = fake_study(tmp_path, "12t", model="fake-screened", promotion=1)
     trials = outcome.study.trials

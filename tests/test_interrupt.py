@@ -110,6 +110,7 @@ def test_second_ctrl_c_aborts_the_running_trial(tmp_path, isolate):
     assert aborted.params in queued
 
 
+@pytest.mark.slow
 def test_a_trial_that_does_not_stop_is_left_behind(tmp_path):
     # an evaluator call that ignores the abort (a denoising step that is slow to end): the study
     # stops waiting for it after ABORT_GRACE_S and still fails its trial and writes the outputs

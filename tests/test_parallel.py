@@ -291,6 +291,7 @@ def _boundary_scenario(rank, world, model):
     return {"kinds": kinds, "async": AsyncCollectiveTensor.__name__}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["demo-flux", "demo-wan"])
 def test_no_collective_is_in_flight_when_the_denoiser_returns(model):
     for r in run_ranks(_boundary_scenario, 2, model):

@@ -79,6 +79,7 @@ def test_cheap_first_evaluation_prunes_with_a_reason(tmp_path):
     assert (df["state"] == "pruned").sum() == len(pruned)
 
 
+@pytest.mark.slow
 def test_time_budget_ends_the_study(tmp_path):
     outcome = fake_study(tmp_path, "10s")
     # the search stops when the plan has no room for another trial, however many this machine

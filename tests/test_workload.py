@@ -83,6 +83,7 @@ def test_prompt_files_and_seeds(tmp_path, prompts_file):
         read_prompts(tmp_path / "empty.txt")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["sd3", "wan"])
 def test_tune_a_saved_folder_at_the_users_workload_and_bench_reproduces_it(which, sd3_folder, wan_folder, prompts_file,
                                                                           tmp_path, capsys):

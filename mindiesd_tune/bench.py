@@ -201,7 +201,7 @@ def bench(req: BenchRequest, log: Callable[[str], None] = print) -> "BenchReport
     if prof is None:
         from .deploy import stored_profile
 
-        prof, source = stored_profile(loaded.pipe, req.store, req.options.generation() if req.options else None)
+        prof, source = stored_profile(loaded, req.store, req.options.generation() if req.options else None)
     mismatches = _checked(loaded, prof, source, req.force, req.strict)
     ev = profile_evaluator(loaded, prof, req.prompts, req.seeds, req.options, req.warmup, source)
     log(f"bench: workload {describe(ev.workload.generation, ev.workload.prompts, ev.workload.seeds)}")

@@ -168,16 +168,17 @@ def _size(generation: dict) -> str:
     return "x".join(str(d) for d in dims if d)
 
 
-def stored_profile(pipe, store: str, workload: dict | None = None) -> tuple[Profile, str]:
-    """The profile the store holds for ``pipe`` here at ``workload`` (``store.lookup.find_profile``:
-    a near match warns with ``ProfileWorkloadWarning``, none raises ``StoreError``) -> (profile,
-    its name for messages: "profile ID in URL"). One whose mesh spans several ranks is refused
-    outside a rank group: the command would have to launch one."""
+def stored_profile(loaded, store: str, asked: dict | None = None) -> tuple[Profile, str]:
+    """The profile the store holds for ``loaded`` (a ``models.LoadedModel``) here at the workload
+    a command runs: the model's own generation settings with the ``asked`` ones over them
+    (``store.lookup.find_profile``: a near match warns with ``ProfileWorkloadWarning``, none raises
+    ``StoreError``) -> (profile, its name for messages: "profile ID in URL"). One whose mesh spans
+    several ranks is refused outside a rank group: the command would have to launch one."""
     from .accel.parallel.launch import in_rank_group
     from .paths import redact
     from .store.lookup import find_profile
 
-    match = find_profile(pipe, store, workload)
+    match = find_profile(loaded.pipe, store, {**loaded.generation, **(asked or {})})
     prof, name = match.stored.profile(), f"profile {match.stored.id} in {redact(store)}"
     if prof.world_size > 1 and not in_rank_group():
         raise UserError(f"{name} spans {prof.world_size} ranks: launch this command with torchrun --nproc-per-node "

@@ -74,7 +74,7 @@ def _prepared(req: GenerateRequest):
     if prof is None and req.store is not None:
         from .deploy import stored_profile
 
-        prof, source = stored_profile(loaded.pipe, req.store, req.options.generation() if req.options else None)
+        prof, source = stored_profile(loaded, req.store, req.options.generation() if req.options else None)
     generation, overrides = dict(loaded.generation), {}
     if prof is not None:
         refuse_another_model(loaded, prof, source, check_profile(loaded.pipe, prof), req.force)

@@ -5,13 +5,13 @@ A near workload warns in one line; nothing for the model is a one-line error, ex
 import json
 
 import pytest
-from test_cli_errors import one_line_error
 from test_store import _profile
 
 from conftest import cli
 from mindiesd_tune.accel import AccelConfig, StepsConfig
 from mindiesd_tune.store import ProfileStore
 from mindiesd_tune.store import db as store_db
+from test_cli_errors import one_line_error
 
 FEWER_STEPS = AccelConfig(steps=StepsConfig(num_inference_steps=3))
 BENCH = ("--device", "cpu", "--json", "--repeats", "1", "--precision", "0", "--warmup", "0")

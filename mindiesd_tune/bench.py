@@ -54,7 +54,7 @@ def measure(ev, config, repeats: int, precision: float | None = None, max_s: flo
 
     clock = clock or _clock
     deadline = None if max_s is None else clock() + max_s
-    pairs = list(zip(ev.workload.prompts, ev.workload.seeds))
+    pairs = ev.workload.calls()
     parts: list[list] = [[] for _ in pairs]  # each prompt's one-round comparisons
     outputs: dict[int, tuple] = {}
     counters: dict[str, Any] = {}

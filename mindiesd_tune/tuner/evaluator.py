@@ -75,6 +75,11 @@ class Workload:
         if len(self.seeds) != len(self.prompts):
             raise ValueError("give one seed per prompt")
 
+    def calls(self) -> list[tuple[str, int]]:
+        """The (prompt, seed) of each call in order: what the baseline, a trial, the confirmation and
+        bench go round."""
+        return list(zip(self.prompts, self.seeds))
+
 
 @dataclass
 class TrialResult:
@@ -213,7 +218,7 @@ class Evaluator:
         return self._baseline
 
     def _generate_all(self) -> list[np.ndarray]:
-        return [self.generate(p, s) for p, s in zip(self.workload.prompts, self.workload.seeds)]
+        return [self.generate(p, s) for p, s in self.workload.calls()]
 
     def baseline_key(self):
         """What the stored baseline is keyed by: model fingerprint, prompts, seeds, call settings, device type."""
@@ -241,11 +246,11 @@ class Evaluator:
         w = self.holdout
         with torch.inference_mode():
             if self._holdout_baseline is None:
-                self._holdout_baseline = [self.generate(p, s) for p, s in zip(w.prompts, w.seeds)]
+                self._holdout_baseline = [self.generate(p, s) for p, s in w.calls()]
             _fresh_compile(config)
             handle = self.apply(config)
             try:
-                outputs = [self.generate(p, s, handle.call_overrides) for p, s in zip(w.prompts, w.seeds)]
+                outputs = [self.generate(p, s, handle.call_overrides) for p, s in w.calls()]
             finally:
                 handle.remove()
         scores = [self._score(o, b, p) for o, b, p in zip(outputs, self._holdout_baseline, w.prompts)]
@@ -342,7 +347,7 @@ class Evaluator:
                     comparison, first, counters = self._timed_apart(handle, p0, s0, repeats, busy)
                     latency = comparison.candidate
                 outputs = [first]
-                for i, (p, s) in enumerate(zip(self.workload.prompts, self.workload.seeds)):
+                for i, (p, s) in enumerate(self.workload.calls()):
                     if i:
                         outputs.append(self.generate(p, s, handle.call_overrides))
                         scores.append(self.score(outputs[-1], i))
@@ -480,7 +485,7 @@ class Evaluator:
         """One pass of ``compare(prompt, seed, warmup)`` over every prompt, then, while ``done`` (if
         given) says no, more batches, the prompts taking turns, as long as the next one would end
         within ``max_s`` and under ``CONFIRM_MAX_FACTOR`` times the first pass."""
-        pairs = list(zip(self.workload.prompts, self.workload.seeds))
+        pairs = self.workload.calls()
         started = time.monotonic()
         with torch.inference_mode():
             # the first pass stops at ``max_s`` too, between prompts, once one prompt is measured:

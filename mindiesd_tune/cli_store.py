@@ -215,15 +215,6 @@ def recheck(
         raise typer.Exit(1)
 
 
-def tune_checks(publish_url: str | None, warm_start: str | None) -> None:
-    """`tune --publish/--warm-start`: a URL no store opens from is refused before the model loads."""
-    from .store.db import check_url
-
-    for url in (publish_url, warm_start):
-        if url is not None:
-            check_url(url)
-
-
 def tune_summary(outcome, warm_start: str | None, echo=typer.echo) -> None:
     """After a warm-started study: how many of the stored points held on the new model."""
     if warm_start and getattr(outcome, "study", None) is not None:

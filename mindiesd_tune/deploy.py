@@ -142,3 +142,45 @@ def _device_of(pipe):
 
 def _name(source, prof: Profile) -> str:
     return str(source) if isinstance(source, (str, Path)) else f"for {prof.model.get('name')}"
+
+
+# model fields that make a profile another model's; the machine (device, versions) only warns
+MODEL_FIELDS = ("model.pipeline", "model.family", "model.fingerprint")
+
+
+def refuse_another_model(loaded, prof: Profile, source, mismatches: list[Mismatch], force: bool = False) -> None:
+    """A UserError naming the fields that differ when ``prof`` (read from ``source``) was tuned for
+    another model than ``loaded`` (a ``models.LoadedModel``); nothing with ``force``."""
+    if force or not any(m.field in MODEL_FIELDS for m in mismatches):
+        return
+    fields = []
+    if prof.model.get("name") and prof.model["name"] != loaded.name:
+        fields.append(f"model.name is {loaded.name} here, {prof.model['name']} in the profile")
+    fields += [str(m) for m in mismatches if m.field.startswith("model.") and m.field != "model.dtype"]
+    here, there = _size(loaded.generation), _size(prof.generation)
+    if there and here != there:
+        fields.append(f"generation size is {here or 'the pipeline default'} here, {there} in the profile")
+    raise UserError(f"{source} was tuned for another model: " + "; ".join(fields) + " (--force runs it anyway)")
+
+
+def _size(generation: dict) -> str:
+    dims = [generation.get(k) for k in ("num_frames", "height", "width")]
+    return "x".join(str(d) for d in dims if d)
+
+
+def stored_profile(loaded, store: str, asked: dict | None = None) -> tuple[Profile, str]:
+    """The profile the store holds for ``loaded`` (a ``models.LoadedModel``) here at the workload
+    a command runs: the model's own generation settings with the ``asked`` ones over them
+    (``store.lookup.find_profile``: a near match warns with ``ProfileWorkloadWarning``, none raises
+    ``StoreError``) -> (profile, its name for messages: "profile ID in URL"). One whose mesh spans
+    several ranks is refused outside a rank group: the command would have to launch one."""
+    from .accel.parallel.launch import in_rank_group
+    from .paths import redact
+    from .store.lookup import find_profile
+
+    match = find_profile(loaded.pipe, store, {**loaded.generation, **(asked or {})})
+    prof, name = match.stored.profile(), f"profile {match.stored.id} in {redact(store)}"
+    if prof.world_size > 1 and not in_rank_group():
+        raise UserError(f"{name} spans {prof.world_size} ranks: launch this command with torchrun --nproc-per-node "
+                        f"{prof.world_size}, or save it (`mindiesd-tune profiles show ID`) and give --profile")
+    return prof, name

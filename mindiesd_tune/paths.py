@@ -14,6 +14,10 @@ from pathlib import Path
 
 from .errors import UserError
 
+# what ``run`` writes an image or a video as, by suffix
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+VIDEO_SUFFIXES = (".gif", ".webp", ".mp4")
+
 _WHY = {
     errno.EROFS: "read-only file system",
     errno.EACCES: "permission denied",

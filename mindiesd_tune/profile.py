@@ -364,3 +364,84 @@ def pipeline_dtype(pipe) -> str | None:
     """The dtype a pipeline runs at, as the profile spells it ("float32", "bfloat16")."""
     dtype = getattr(pipe, "dtype", None)
     return None if dtype is None else str(dtype).removeprefix("torch.")
+
+
+# measured fields about timing, not quality
+TIMING_FIELDS = ("speedup_low", "speedup_high", "confirmed", "latency_iqr_s", "baseline_iqr_s", "cpu_s", "baseline_cpu_s")
+
+
+def summary(p: Profile) -> list[str]:
+    """A human summary of a profile, one string a line: what it speeds up, by how much, at what
+    quality, tuned where (``mindiesd-tune show``)."""
+    model = p.model
+    lines = [f"{model['name']}  ({model['pipeline']}, family {model['family']})"
+             + (f"  [schema {p.schema}, migrated from schema {p.migrated_from} on load]" if p.migrated_from else f"  [schema {p.schema}]")]
+    ident = ", ".join(f"{k} {model[k]}" for k in ("fingerprint", "dtype") if model.get(k))
+    if ident:
+        lines.append(f"  model:       {ident}")
+    lines += _measured_lines(p.measured) if p.measured else []
+    lines.append("acceleration:")
+    for section, text in p.accel.summary():  # each method prints itself (accel.methods)
+        lines.append(f"  {section:12s} {text}")
+    gen = ", ".join(f"{k}={v}" for k, v in p.generation.items() if v is not None)
+    lines.append(f"generation:    {gen or 'the pipeline defaults'}")
+    return lines + _origin_lines(p.hardware, p.study)
+
+
+def _measured_lines(m: dict) -> list[str]:
+    speed = f"{m['speedup']:.2f}x faster" if isinstance(m.get("speedup"), (int, float)) else "speed-up not recorded"
+    if isinstance(m.get("speedup_low"), (int, float)) and isinstance(m.get("speedup_high"), (int, float)):
+        speed += f" [{m['speedup_low']:.2f}-{m['speedup_high']:.2f}]"
+    if "confirmed" in m:
+        speed += " (confirmed)" if m["confirmed"] else " (unconfirmed)"
+    lines = [f"measured:      {speed}: {_secs(m.get('latency_s'))} against {_secs(m.get('baseline_s'))} for the baseline"]
+    quality = [f"{k} {'identical' if v == 'inf' else v}" for k, v in m.items()
+               if k not in ("latency_s", "baseline_s", "speedup", "skipped_fraction", "feasible") and k not in TIMING_FIELDS]
+    if quality:
+        lines.append("  quality:     " + ", ".join(quality) + " (against the baseline's output, same prompt and seed)")
+    if m.get("skipped_fraction") is not None:
+        lines.append(f"  skipped:     {m['skipped_fraction']:.0%} of block evaluations")
+    if m.get("feasible") is False:
+        lines.append("  note:        this trial did not meet the study's quality floors")
+    return lines
+
+
+def _origin_lines(hw: dict, st: dict) -> list[str]:
+    lines = []
+    if hw:
+        lines.append(f"tuned on:      {hw.get('device')} {hw.get('name')}" + (f" x{hw['count']}" if hw.get("count") else "")
+                     + f", torch {hw.get('torch')}, diffusers {hw.get('diffusers')}")
+    if st:
+        lines.append(f"study:         {st.get('name')}, trial {st.get('trial')}, created {st.get('created')}"
+                     + (f" ({st['storage']})" if st.get("storage") else ""))
+        prompts = st.get("prompts") or []
+        if prompts:
+            lines.append(f"  workload:    {len(prompts)} prompt(s), seeds {', '.join(map(str, st.get('seeds') or []))}: "
+                         + "; ".join(f"\"{q}\"" for q in prompts))
+    return lines
+
+
+def _secs(v) -> str:
+    return f"{v:.4g} s" if isinstance(v, (int, float)) else "?"
+
+
+ABSENT = object()  # a field one of two profiles lacks
+
+
+def differences(a: Profile, b: Profile) -> list[tuple[str, Any, Any]]:
+    """The fields (dotted, in ``a``'s order then ``b``'s) whose values differ -> (field, in a, in b),
+    ``ABSENT`` where a profile lacks the field (``mindiesd-tune diff``)."""
+    fa, fb = _flatten(a.to_dict()), _flatten(b.to_dict())
+    keys = list(fa) + [k for k in fb if k not in fa]
+    return [(k, fa.get(k, ABSENT), fb.get(k, ABSENT)) for k in keys if fa.get(k, ABSENT) != fb.get(k, ABSENT)]
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

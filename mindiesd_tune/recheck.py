@@ -89,9 +89,7 @@ def recheck(store: str | ProfileStore, model: str | None = None, *, all_profiles
     are reported and left as they are. ``loader(name, device=, dtype=)`` loads a model
     (default ``models.load``); each model is loaded once."""
     from . import models
-    from .bench import measure
-    from .models.prompts import default_prompts
-    from .tuner.evaluator import Evaluator, Workload
+    from .bench import measure, profile_evaluator
 
     st = store if isinstance(store, ProfileStore) else ProfileStore(store)
     installed = installed if installed is not None else installed_versions()
@@ -112,10 +110,7 @@ def recheck(store: str | ProfileStore, model: str | None = None, *, all_profiles
             log(_line(results[-1]))
             continue
         prof = stored.profile()
-        prompts = list(prof.study.get("prompts") or default_prompts(loaded.source == "builtin", loaded.is_video))
-        seeds = list(prof.study.get("seeds") or range(len(prompts)))
-        generation = {**loaded.generation, **{k: v for k, v in prof.generation.items() if v is not None}}
-        ev = Evaluator(loaded, Workload(prompts, seeds, generation), warmup=warmup, repeats=1)
+        ev = profile_evaluator(loaded, prof, warmup=warmup, source=f"profile {stored.id}")
         m = measure(ev, prof.accel, repeats, precision=precision, max_s=max_s)
         verdict, why = verdict_of(prof, m)
         cmp = m.comparison

@@ -163,9 +163,19 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def pair(prompts: list[str], seeds: list[int] | None, first_seed: int = 0) -> tuple[list[str], list[int]]:
+def pair(prompts: list[str], seeds: list[int] | None, first_seed: int = 0,
+         recorded: tuple[list[str], list[int]] | None = None) -> tuple[list[str], list[int]]:
     """The (prompt, seed) calls of the workload: with as many seeds as prompts, one each; with
-    another number of seeds, every prompt with every seed; with none, ``first_seed`` counting up."""
+    another number of seeds, every prompt with every seed; with none, ``first_seed`` counting up.
+
+    ``recorded``: the (prompts, seeds) a profile was measured on, for measuring it again (bench,
+    recheck): its calls as they were when neither ``prompts`` nor ``seeds`` is given, its prompts
+    (once each) with the ``seeds`` when only they are."""
+    rec_prompts, rec_seeds = recorded or ([], [])
+    if rec_prompts and not prompts:
+        if not seeds:
+            return list(rec_prompts), list(rec_seeds) or [first_seed + i for i in range(len(rec_prompts))]
+        prompts = list(dict.fromkeys(rec_prompts))
     if not seeds:
         return list(prompts), [first_seed + i for i in range(len(prompts))]
     if len(seeds) == len(prompts):

@@ -39,7 +39,7 @@ class Handle:
     workload with these overrides on top).
     """
 
-    def __init__(self, target, config: AccelConfig, keep_original: bool = True):
+    def __init__(self, target, config: AccelConfig, keep_original: bool = True, mirror=None):
         # torch, diffusers and the hooks load with the first handle, not with `import mindiesd_tune`
         import torch
 
@@ -52,6 +52,8 @@ class Handle:
         # the pipeline, for installers that touch more than the denoiser; None for a bare model
         self.pipe = None if isinstance(target, torch.nn.Module) else target
         self.config = config
+        # rank 0 of a rank group that repeats its meshed installs and removals (``apply``'s ``mirror``)
+        self.mirror = mirror
         self.counters = CacheCounters()
         self.call_overrides: dict = {}
         self.sparse_counters = SparseCounters()
@@ -109,7 +111,7 @@ class Handle:
         return f"Handle({state}, {self.counters.as_dict()})"
 
 
-def apply(pipe, config: AccelConfig | dict | None = None, keep_original: bool = True) -> Handle:
+def apply(pipe, config: AccelConfig | dict | None = None, keep_original: bool = True, mirror=None) -> Handle:
     """Install ``config`` on ``pipe`` (a diffusers pipeline or its denoiser module).
 
     ``keep_original`` (default True) keeps a reference to every tensor a precision cast or a
@@ -120,6 +122,12 @@ def apply(pipe, config: AccelConfig | dict | None = None, keep_original: bool = 
     memory is freed); the handle is then not ``removable``, and ``remove()`` raises
     ``NotRemovableError`` without taking anything off. Configs that replace no weights are
     removable either way.
+
+    ``mirror``: where this process leads a group of ranks that must install a mesh in step with it
+    (``tuner.rankgroup.Leader``): the parallel section calls ``mirror.installing(config_dict)``
+    before installing a mesh, ``mirror.removing()`` before taking it off, and sets
+    ``mirror.meshed = False`` when its install fails. None (a deployment under torchrun, where
+    every rank applies the profile itself): nothing is announced.
     """
     from ..compat.diffusers import resets_cache_at_call_end
     from .blocks import find_denoiser
@@ -132,7 +140,7 @@ def apply(pipe, config: AccelConfig | dict | None = None, keep_original: bool = 
     if active_handle(pipe) is not None:
         raise AlreadyAppliedError("an AccelConfig is already applied to this pipeline; call handle.remove() first")
     model = find_denoiser(pipe)
-    handle = Handle(pipe, config, keep_original)
+    handle = Handle(pipe, config, keep_original, mirror)
     handle._model = model
     try:
         if handle.pipe is not None and not resets_cache_at_call_end(model):

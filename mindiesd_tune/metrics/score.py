@@ -35,6 +35,16 @@ class FolderScores:
     n: int = 0
     video: bool = False
 
+    def lines(self, folder) -> list[str]:
+        """The table ``mindiesd-tune score`` prints: the folder, then one line per metric."""
+        out = [f"{folder}: {self.n} {'videos' if self.video else 'images'}"]
+        for name, value in self.values.items():
+            if hasattr(value, "label"):
+                out.append(f"  {name:15s} {value.value:10.4f}   n={value.n} vs {value.n_reference}; {value.label}")
+            else:
+                out.append(f"  {name:15s} {value:10.4f}")
+        return out
+
     def as_json(self) -> dict:
         """One object whose keys are the metric names; set metrics carry their sample counts."""
         out = {}
@@ -90,6 +100,16 @@ def read_prompts(path: str | Path) -> list[str]:
     while lines and not lines[-1].strip():
         lines.pop()
     return [line.strip() for line in lines]
+
+
+def chosen_metrics(metrics: str | None, reference, prompts, clip_model: str | None) -> list[str]:
+    """``--metrics`` parsed, or by default psnr and ssim with a reference and clip with prompts and a CLIP model."""
+    if metrics is not None:
+        return parse_metrics(metrics)
+    chosen = (["psnr", "ssim"] if reference is not None else []) + (["clip"] if prompts is not None and clip_model else [])
+    if not chosen:
+        raise UserError("nothing to score: give --reference DIR, or --prompts FILE with --clip-model, or --metrics")
+    return chosen
 
 
 def parse_metrics(text: str) -> list[str]:

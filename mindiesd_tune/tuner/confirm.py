@@ -121,94 +121,121 @@ def confirm_front(study: optuna.Study, worker: Worker, repeats: int, log: Callab
         return found
     aim = f"; then the pick's until within ±{precision:.0%}" if precision else ""
     log(f"confirming {len(todo)} point(s) near the front: {repeats} interleaved rounds on every prompt{aim} ...")
-    started = time.monotonic()
+    run = _Confirmation(study, worker, repeats, log, time_limit_s, precision, how, round_s, found)
+    todo = _gate_candidates(study, worker, todo, log, run.left, run.held * (round_s or 0.0))
+    if not run.first_passes(todo):
+        return found
+    check_heldout(study, worker, how, log, run.left, cost_s=run.held * (round_s or 0.0))
+    if not run.top_up():
+        return found
+    run.head_to_head()
+    spent = time.monotonic() - run.started
+    cap = f" of its {time_limit_s:.0f} s" if time_limit_s is not None else ""
+    log(f"confirmation: {run.rounds} interleaved rounds in {spent:.0f} s{cap}")
+    study.set_user_attr("confirmation", {"rounds": run.rounds, "seconds": round(spent, 3), "cap_seconds": time_limit_s})
+    return found
 
-    # the pick's check on the held-out prompts: one call per held-out prompt for the baseline
-    # (once) and one for the point, about a round each, and room for one fallback point's
-    # calls should the first miss a floor there; kept back from the first passes
-    held = len((study.user_attrs.get("holdout") or {}).get("prompts") or [])
-    heldout_s = 1.5 * held * (round_s or 0.0)
 
-    def left(keep: float = 0.0) -> float | None:
-        return None if time_limit_s is None else time_limit_s - (time.monotonic() - started) - keep
+class _Confirmation:
+    """``confirm_front``'s three steps and the time they share; ``found`` is filled as they go."""
 
-    def fitting(rounds: int, keep: float = 0.0) -> int:
+    def __init__(self, study, worker: Worker, repeats: int, log, time_limit_s, precision, how, round_s, found: dict):
+        self.study, self.worker, self.repeats, self.log = study, worker, repeats, log
+        self.time_limit_s, self.precision, self.how, self.round_s = time_limit_s, precision, how, round_s
+        self.found, self.rounds, self.first_pass_s = found, 0, {}
+        # a first pass's seconds per prompt it measured (its warm-up included): what starting one
+        # more measurement of the point costs, since a measurement finishes the prompt it started
+        self.per_prompt_s: dict[int, float] = {}
+        self.started = time.monotonic()
+        # the pick's check on the held-out prompts: one call per held-out prompt for the baseline
+        # (once) and one for the point, about a round each, and room for one fallback point's
+        # calls should the first miss a floor there; kept back from the first passes
+        self.held = len((study.user_attrs.get("holdout") or {}).get("prompts") or [])
+        self.heldout_s = 1.5 * self.held * (round_s or 0.0)
+
+    def left(self, keep: float = 0.0) -> float | None:
+        return None if self.time_limit_s is None else self.time_limit_s - (time.monotonic() - self.started) - keep
+
+    def fitting(self, rounds: int, keep: float = 0.0) -> int:
         """Rounds per prompt that fit the time left (at least two, even), at most ``rounds``."""
-        if left() is None or not round_s:
+        if self.left() is None or not self.round_s:
             return rounds
-        prompts = len(study.user_attrs.get("workload", {}).get("prompts") or [None])
-        fit = int(left(keep) // (round_s * prompts))
+        prompts = len(self.study.user_attrs.get("workload", {}).get("prompts") or [None])
+        fit = int(self.left(keep) // (self.round_s * prompts))
         return max(2, min(rounds, fit - fit % 2))
 
-    todo = _gate_candidates(study, worker, todo, log, left, held * (round_s or 0.0))
-    first_pass_s: dict[int, float] = {}
-    # a first pass's seconds per prompt it measured (its warm-up included): what starting one more
-    # measurement of the point costs, since a measurement always finishes the prompt it started
-    per_prompt_s: dict[int, float] = {}
-    rounds = 0
-    for i, t in enumerate(todo):
-        # the best point's first pass starts whenever time is left; the others only while the
-        # held-out check's share stays untouched
-        if left() is not None and (left() <= 0 or (i and left(heldout_s) <= 0)):
-            log(f"confirmation used its {time_limit_s:.0f} s; trial(s) {', '.join(str(u.number) for u in todo[i:])} "
-                "stay unconfirmed")
-            break
-        t0 = time.monotonic()
-        asked = fitting(repeats, heldout_s)
-        outcome = worker.confirm(_config_of(t), asked, **_cap(left(heldout_s)))
-        first_pass_s[t.number] = time.monotonic() - t0
-        if outcome.kind == INTERRUPTED:
-            return found
-        if not outcome.ok:
-            log(f"trial {t.number} could not be re-measured ({outcome.reason}); it stays unconfirmed")
-            continue
-        found[str(t.number)] = _confirmed_entry(Comparison.from_dict(outcome.result))
-        rounds += found[str(t.number)]["rounds"]
-        per_prompt_s[t.number] = first_pass_s[t.number] / max(1, found[str(t.number)]["rounds"] // max(1, asked))
-        log(f"confirmed trial {t.number}: {speed_of(t, found).text()} over {found[str(t.number)]['rounds']} rounds "
-            f"(first measured {speed_of(t).text()})")
-        study.set_user_attr("confirmed", found)
+    def first_passes(self, todo: list) -> bool:
+        """Step 1 -> False when interrupted."""
+        found, log = self.found, self.log
+        for i, t in enumerate(todo):
+            # the best point's first pass starts whenever time is left; the others only while the
+            # held-out check's share stays untouched
+            if self.left() is not None and (self.left() <= 0 or (i and self.left(self.heldout_s) <= 0)):
+                log(f"confirmation used its {self.time_limit_s:.0f} s; trial(s) {', '.join(str(u.number) for u in todo[i:])} "
+                    "stay unconfirmed")
+                break
+            t0 = time.monotonic()
+            asked = self.fitting(self.repeats, self.heldout_s)
+            outcome = self.worker.confirm(_config_of(t), asked, **_cap(self.left(self.heldout_s)))
+            self.first_pass_s[t.number] = time.monotonic() - t0
+            if outcome.kind == INTERRUPTED:
+                return False
+            if not outcome.ok:
+                log(f"trial {t.number} could not be re-measured ({outcome.reason}); it stays unconfirmed")
+                continue
+            found[str(t.number)] = _confirmed_entry(Comparison.from_dict(outcome.result))
+            self.rounds += found[str(t.number)]["rounds"]
+            self.per_prompt_s[t.number] = self.first_pass_s[t.number] / max(1, found[str(t.number)]["rounds"] // max(1, asked))
+            log(f"confirmed trial {t.number}: {speed_of(t, found).text()} over {found[str(t.number)]['rounds']} rounds "
+                f"(first measured {speed_of(t).text()})")
+            self.study.set_user_attr("confirmed", found)
+        return True
 
-    check_heldout(study, worker, how, log, left, cost_s=held * (round_s or 0.0))
-    leader, _ = pick(study, how)
-    mine = found.get(str(leader.number)) if leader is not None else None
-    if precision and mine is not None and Comparison.from_dict(_as_payload(mine)).relative_spread > precision:
+    def top_up(self) -> bool:
+        """Step 2 -> False when interrupted."""
+        found, study = self.found, self.study
+        leader, _ = pick(study, self.how)
+        mine = found.get(str(leader.number)) if leader is not None else None
+        if not self.precision or mine is None or Comparison.from_dict(_as_payload(mine)).relative_spread <= self.precision:
+            return True
         # kept for step 3: about one pass of the leader's own (two settings cost no more than the
         # baseline and one)
-        reserve = first_pass_s.get(leader.number, 0.0) if _head_to_head(study, how, found) else 0.0
-        budget = None if left() is None else left() - reserve
-        if budget is None or budget >= max(per_prompt_s.get(leader.number, 0.0), 1e-9):
-            outcome = worker.confirm(_config_of(leader), fitting(repeats), precision=precision, max_s=budget,
-                                     prior_ratios=mine["ratios"])
-            if outcome.kind == INTERRUPTED:
-                return found
-            if outcome.ok:
-                rounds += len(Comparison.from_dict(outcome.result).ratios or [])
-                found[str(leader.number)] = _pooled_entry(mine, outcome.result)
-                study.set_user_attr("confirmed", found)
-                log(f"topped up trial {leader.number}: {speed_of(leader, found).text()} over {found[str(leader.number)]['rounds']} rounds")
-            else:
-                log(f"trial {leader.number} could not be topped up ({outcome.reason})")
-    pair = _head_to_head(study, how, found)  # the pooled figures may have moved the pick
-    if pair is not None and (left() is None or left() >= max(per_prompt_s.get(pair[0].number, 0.0), 1e-9)):
+        reserve = self.first_pass_s.get(leader.number, 0.0) if _head_to_head(study, self.how, found) else 0.0
+        budget = None if self.left() is None else self.left() - reserve
+        if budget is not None and budget < max(self.per_prompt_s.get(leader.number, 0.0), 1e-9):
+            return True
+        outcome = self.worker.confirm(_config_of(leader), self.fitting(self.repeats), precision=self.precision,
+                                      max_s=budget, prior_ratios=mine["ratios"])
+        if outcome.kind == INTERRUPTED:
+            return False
+        if outcome.ok:
+            self.rounds += len(Comparison.from_dict(outcome.result).ratios or [])
+            found[str(leader.number)] = _pooled_entry(mine, outcome.result)
+            study.set_user_attr("confirmed", found)
+            self.log(f"topped up trial {leader.number}: {speed_of(leader, found).text()} over "
+                     f"{found[str(leader.number)]['rounds']} rounds")
+        else:
+            self.log(f"trial {leader.number} could not be topped up ({outcome.reason})")
+        return True
+
+    def head_to_head(self) -> None:
+        """Step 3."""
+        pair = _head_to_head(self.study, self.how, self.found)  # the pooled figures may have moved the pick
+        if pair is None or (self.left() is not None and self.left() < max(self.per_prompt_s.get(pair[0].number, 0.0), 1e-9)):
+            return
         leader, preset = pair
-        outcome = worker.versus(_config_of(preset), _config_of(leader), fitting(repeats), precision=precision,
-                                max_s=None if left() is None else max(0.0, left()))
+        outcome = self.worker.versus(_config_of(preset), _config_of(leader), self.fitting(self.repeats),
+                                     precision=self.precision, max_s=None if self.left() is None else max(0.0, self.left()))
         if outcome.ok:
             r = Comparison.from_dict(outcome.result)
-            rounds += len(r.candidate.samples)
-            study.set_user_attr(VERSUS_PRESET, {
+            self.rounds += len(r.candidate.samples)
+            self.study.set_user_attr(VERSUS_PRESET, {
                 "pick": leader.number, "preset": preset.number, "speedup": r.speedup, "speedup_low": r.speedup_low,
                 "speedup_high": r.speedup_high, "rounds": len(r.candidate.samples)})
-            log(f"head to head, trial {leader.number} runs {r.speedup:.2f}x [{r.speedup_low:.2f}-{r.speedup_high:.2f}] "
-                f"as fast as the best preset, trial {preset.number}")
+            self.log(f"head to head, trial {leader.number} runs {r.speedup:.2f}x [{r.speedup_low:.2f}-{r.speedup_high:.2f}] "
+                     f"as fast as the best preset, trial {preset.number}")
         elif outcome.kind != INTERRUPTED:
-            log(f"trial {leader.number} could not be timed against the best preset ({outcome.reason})")
-    spent = time.monotonic() - started
-    cap = f" of its {time_limit_s:.0f} s" if time_limit_s is not None else ""
-    log(f"confirmation: {rounds} interleaved rounds in {spent:.0f} s{cap}")
-    study.set_user_attr("confirmation", {"rounds": rounds, "seconds": round(spent, 3), "cap_seconds": time_limit_s})
-    return found
+            self.log(f"trial {leader.number} could not be timed against the best preset ({outcome.reason})")
 
 
 def _gate_candidates(study, worker, todo, log, left, cost_s: float) -> list:

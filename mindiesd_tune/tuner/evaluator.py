@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -73,6 +74,11 @@ class Workload:
             raise ValueError("a workload needs at least one prompt")
         if len(self.seeds) != len(self.prompts):
             raise ValueError("give one seed per prompt")
+
+    def calls(self) -> list[tuple[str, int]]:
+        """The (prompt, seed) of each call in order: what the baseline, a trial, the confirmation and
+        bench go round."""
+        return list(zip(self.prompts, self.seeds))
 
 
 @dataclass
@@ -165,6 +171,13 @@ class Evaluator:
         self._screened = None  # (config identity, first output, its scores) of the last screen
         # set from another thread to abort the running call at its next denoising step
         self.abort = threading.Event()
+        # rank 0 of a rank group (``tuner.rankgroup.Leader.lead``): its meshed installs and calls
+        # are repeated by the other ranks; None: this process alone
+        self.mirror = None
+
+    def apply(self, config: accel.AccelConfig) -> accel.Handle:
+        """``config`` installed on the pipeline (announced to the ranks that follow this one)."""
+        return accel.apply(self.pipe, config, mirror=self.mirror)
 
     def _check_abort(self, module, args) -> None:
         if self.abort.is_set():
@@ -186,7 +199,8 @@ class Evaluator:
         except accel.UnsupportedModelError:  # nothing to hook: the call runs to its end
             hook = None
         try:
-            out = self.pipe(prompt=prompt, generator=generator, output_type="np", **settings)
+            with self.mirror.call(prompt, seed, overrides) if self.mirror is not None else contextlib.nullcontext():
+                out = self.pipe(prompt=prompt, generator=generator, output_type="np", **settings)
         finally:
             if hook is not None:
                 hook.remove()
@@ -204,7 +218,7 @@ class Evaluator:
         return self._baseline
 
     def _generate_all(self) -> list[np.ndarray]:
-        return [self.generate(p, s) for p, s in zip(self.workload.prompts, self.workload.seeds)]
+        return [self.generate(p, s) for p, s in self.workload.calls()]
 
     def baseline_key(self):
         """What the stored baseline is keyed by: model fingerprint, prompts, seeds, call settings, device type."""
@@ -232,11 +246,11 @@ class Evaluator:
         w = self.holdout
         with torch.inference_mode():
             if self._holdout_baseline is None:
-                self._holdout_baseline = [self.generate(p, s) for p, s in zip(w.prompts, w.seeds)]
+                self._holdout_baseline = [self.generate(p, s) for p, s in w.calls()]
             _fresh_compile(config)
-            handle = accel.apply(self.pipe, config)
+            handle = self.apply(config)
             try:
-                outputs = [self.generate(p, s, handle.call_overrides) for p, s in zip(w.prompts, w.seeds)]
+                outputs = [self.generate(p, s, handle.call_overrides) for p, s in w.calls()]
             finally:
                 handle.remove()
         scores = [self._score(o, b, p) for o, b, p in zip(outputs, self._holdout_baseline, w.prompts)]
@@ -326,22 +340,14 @@ class Evaluator:
                     comparison = Comparison.pooled([pair, rest])
                 latency = comparison.candidate
             t_setup = time.perf_counter()
-            handle = accel.apply(self.pipe, config)
+            handle = self.apply(config)
             setup = _setup_counters(self.pipe, time.perf_counter() - t_setup)
             try:
                 if not self.interleave:
-                    base = self._timed_baseline(p0, s0, repeats, busy)
-
-                    def call():
-                        handle.reset_stats()  # so the counters describe exactly one call
-                        return self.generate(p0, s0, handle.call_overrides)
-
-                    latency, first = measure(call, self.device, self.warmup, repeats)
-                    counters = handle.stats()
-                    comparison = Comparison.of(base, latency, [b / c if c > 0 else math.inf
-                                                               for b, c in zip(base.samples, latency.samples)])
+                    comparison, first, counters = self._timed_apart(handle, p0, s0, repeats, busy)
+                    latency = comparison.candidate
                 outputs = [first]
-                for i, (p, s) in enumerate(zip(self.workload.prompts, self.workload.seeds)):
+                for i, (p, s) in enumerate(self.workload.calls()):
                     if i:
                         outputs.append(self.generate(p, s, handle.call_overrides))
                         scores.append(self.score(outputs[-1], i))
@@ -349,6 +355,19 @@ class Evaluator:
                 handle.remove()
         return self._result(latency, scores, {**counters, **setup}, outputs, t_start, comparison,
                             {"repeats": len(comparison.ratios or []) or repeats, "busy": busy})
+
+    def _timed_apart(self, handle, p0: str, s0: int, repeats: int, busy: bool):
+        """Without interleaving: the applied config timed on the first prompt against the baseline's
+        latest timing -> (comparison, its output, the counters of one call)."""
+        base = self._timed_baseline(p0, s0, repeats, busy)
+
+        def call():
+            handle.reset_stats()  # so the counters describe exactly one call
+            return self.generate(p0, s0, handle.call_overrides)
+
+        latency, first = measure(call, self.device, self.warmup, repeats)
+        ratios = [b / c if c > 0 else math.inf for b, c in zip(base.samples, latency.samples)]
+        return Comparison.of(base, latency, ratios), first, handle.stats()
 
     def _neutral(self, config: accel.AccelConfig, rounds: int, busy: bool, t_start: float) -> TrialResult:
         """The unaccelerated point: the baseline timed against itself (the study's check on its
@@ -376,7 +395,7 @@ class Evaluator:
         """One untimed call on the first prompt with ``config`` applied, scored; raises
         TrialPrunedEarly when it misses a floor by more than the margin -> (output, [scores])."""
         p0, s0 = self.workload.prompts[0], self.workload.seeds[0]
-        handle = accel.apply(self.pipe, config)
+        handle = self.apply(config)
         try:
             first = self.generate(p0, s0, handle.call_overrides)
             scores = [self.score(first, 0)]
@@ -466,7 +485,7 @@ class Evaluator:
         """One pass of ``compare(prompt, seed, warmup)`` over every prompt, then, while ``done`` (if
         given) says no, more batches, the prompts taking turns, as long as the next one would end
         within ``max_s`` and under ``CONFIRM_MAX_FACTOR`` times the first pass."""
-        pairs = list(zip(self.workload.prompts, self.workload.seeds))
+        pairs = self.workload.calls()
         started = time.monotonic()
         with torch.inference_mode():
             # the first pass stops at ``max_s`` too, between prompts, once one prompt is measured:
@@ -499,11 +518,11 @@ class Evaluator:
         ref_handles: list = []
 
         def setup():
-            handles.append(accel.apply(self.pipe, config))
+            handles.append(self.apply(config))
             return handles[-1].remove
 
         def ref_setup():
-            ref_handles.append(accel.apply(self.pipe, reference))
+            ref_handles.append(self.apply(reference))
             return ref_handles[-1].remove
 
         comparison, _, out = compare_interleaved(

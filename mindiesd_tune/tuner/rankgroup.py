@@ -1,7 +1,7 @@
 """Trials that span several ranks: a group of rank processes per evaluator, the model loaded in each.
 
-``RankGroupWorker`` has ``ProcessWorker``'s interface (``start``, ``evaluate``, ``confirm``, ``versus``,
-``abort``, ``close``). It launches N ranks through ``torch.distributed.run`` (the launcher in
+``RankGroupWorker`` serves the worker protocol (``tuner.protocol.Worker``) as ``ProcessWorker`` does.
+It launches N ranks through ``torch.distributed.run`` (the launcher in
 its own session), and rank 0 connects back to the driver (``multiprocessing.connection``, with
 a random authkey) and runs the usual evaluator (``worker.build_evaluator`` and the messages of
 ``worker._child_main``). The other ranks follow: rank 0 broadcasts each meshed install, call
@@ -21,6 +21,8 @@ next trial starts a new group.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -63,19 +65,21 @@ def _broadcast(obj=None):
 class Leader:
     """Rank 0: mirrors every meshed install, call and removal on the other ranks.
 
-    ``attach(evaluator)`` makes the evaluator's calls go through it: a call while a mesh is
-    installed is broadcast first and runs with this rank's thread share; any other call (the
-    baseline) runs here alone with the whole group's threads.
+    ``lead(evaluator)`` makes it the evaluator's ``mirror``: ``accel.apply`` announces each mesh
+    installed and removed through it (``installing``, ``removing``), and each call while a mesh
+    is installed is broadcast first and runs with this rank's thread share (``call``); any other
+    call (the baseline) runs here alone with the whole group's threads.
     """
 
     def __init__(self, threads_alone: int | None, threads_each: int | None):
         self.threads_alone, self.threads_each = threads_alone, threads_each
         self.meshed = False
+        self.led = None  # the evaluator led, once ``lead`` ran
 
     def send(self, *cmd) -> None:
         _broadcast(cmd)
 
-    # the parallel method's installer calls these (accel.methods.parallel.set_mirror)
+    # the parallel method's installer calls these (``Handle.mirror``)
     def installing(self, accel_config: dict) -> None:
         self.send("apply", accel_config)
         self.meshed = True
@@ -84,31 +88,35 @@ class Leader:
         self.send("remove")
         self.meshed = False
 
-    def attach(self, evaluator) -> None:
-        from ..accel.methods import parallel as method
+    @contextlib.contextmanager
+    def call(self, prompt, seed, overrides=None):
+        """Around one of the evaluator's pipeline calls: a meshed one is repeated by the other ranks."""
+        if not self.meshed:
+            yield
+            return
+        import torch
 
-        leader = self
-        base = type(evaluator)
+        self.send("call", prompt, seed, overrides)
+        note("meshed call")
+        if self.threads_each:
+            torch.set_num_threads(self.threads_each)
+        try:
+            yield
+        finally:
+            note("between meshed calls")
+            if self.threads_alone:
+                torch.set_num_threads(self.threads_alone)
 
-        def generate(ev, prompt, seed, overrides=None):
-            if not leader.meshed:
-                return base.generate(ev, prompt, seed, overrides)
-            import torch
+    def lead(self, evaluator) -> None:
+        evaluator.mirror = self
+        self.led = evaluator
 
-            leader.send("call", prompt, seed, overrides)
-            note("meshed call")
-            if leader.threads_each:
-                torch.set_num_threads(leader.threads_each)
-            try:
-                return base.generate(ev, prompt, seed, overrides)
-            finally:
-                note("between meshed calls")
-                if leader.threads_alone:
-                    torch.set_num_threads(leader.threads_alone)
-
-        # a subclass, not an instance attribute: callers (bench) wrap and unwrap ev.generate
-        evaluator.__class__ = type(f"Leading{base.__name__}", (base,), {"generate": generate})
-        method.set_mirror(self)
+    def stop(self) -> None:
+        """Release the following ranks (they return from ``follow``); nothing before ``lead``."""
+        if self.led is None:
+            return
+        self.led.mirror, self.led = None, None
+        self.send("stop")
 
 
 def follow(loaded, workload) -> None:
@@ -142,12 +150,9 @@ def follow(loaded, workload) -> None:
                 handle = None
 
 
-_LEADER: Leader | None = None  # rank 0's, once its evaluator is built
-
-
-def build_leader(spec: WorkerSpec):
-    """Rank 0's evaluator factory: the usual evaluator, its meshed calls mirrored on the other ranks."""
-    global _LEADER
+def build_leader(leader: Leader, spec: WorkerSpec):
+    """Rank 0's evaluator factory: the usual evaluator, its meshed calls mirrored on the other ranks
+    by ``leader``."""
     import torch
     import torch.distributed as dist
 
@@ -155,19 +160,18 @@ def build_leader(spec: WorkerSpec):
     from .worker import build_evaluator
 
     world = dist.get_world_size()
-    alone = int(os.environ.get(WORLD_ENV, "0")) or None
-    if alone:
-        torch.set_num_threads(alone)
+    if leader.threads_alone:
+        torch.set_num_threads(leader.threads_alone)
     ev, info = build_evaluator(spec)  # the baseline runs here, alone: the other ranks wait below
     _broadcast({"prompts": ev.workload.prompts, "seeds": ev.workload.seeds, "generation": ev.workload.generation})
     pids = [None] * world
     dist.all_gather_object(pids, os.getpid())
-    _LEADER = Leader(alone, spec.threads)
-    _LEADER.attach(ev)
+    leader.lead(ev)
     meshes = valid_meshes(ev.pipe, ev.workload.generation, world, ev.device)
     info["space"] = {**info["space"], "world_size": world,
                      "meshes": [m.describe() for m in meshes if m.world_size in (1, world)]}
-    info["rank_group"] = {"world_size": world, "pids": pids, "threads_alone": alone, "threads_each": spec.threads}
+    info["rank_group"] = {"world_size": world, "pids": pids, "threads_alone": leader.threads_alone,
+                          "threads_each": leader.threads_each}
     return ev, info
 
 
@@ -182,42 +186,27 @@ def join_group(device) -> None:
         dist.init_process_group(backend_for(torch.device(device)), timeout=_COLLECTIVE_TIMEOUT)
 
 
-def lead_or_follow(evaluator) -> bool:
-    """In a rank group a CLI command launched: rank 0 leads ``evaluator`` (True); the other ranks
-    repeat its meshed calls until ``stop_followers()`` (False, once stopped)."""
-    global _LEADER
+def lead_or_follow(evaluator) -> Leader | None:
+    """In a rank group a CLI command launched: rank 0 leads ``evaluator`` (its Leader, to ``stop()``
+    when done); the other ranks repeat its meshed calls until it stops them (None, once stopped)."""
     import torch
     import torch.distributed as dist
 
     join_group(evaluator.device)
     if dist.get_rank() != 0:
         follow(evaluator.loaded, evaluator.workload)
-        return False
+        return None
     each = torch.get_num_threads()
-    _LEADER = Leader(each * dist.get_world_size(), each)
-    torch.set_num_threads(_LEADER.threads_alone)  # the baseline uses the whole group's threads
-    _LEADER.attach(evaluator)
-    return True
-
-
-def stop_followers() -> None:
-    """Rank 0: release the following ranks (they return from ``follow``)."""
-    global _LEADER
-    from ..accel.methods import parallel as method
-
-    if _LEADER is not None:
-        method.set_mirror(None)
-        _LEADER.send("stop")
-        _LEADER = None
+    leader = Leader(each * dist.get_world_size(), each)
+    torch.set_num_threads(leader.threads_alone)  # the baseline uses the whole group's threads
+    leader.lead(evaluator)
+    return leader
 
 
 def _device(spec: WorkerSpec) -> str | None:
-    """Each rank's own device on an accelerator (torchrun's LOCAL_RANK); the CPU is shared."""
-    import torch
+    from ..accel.parallel.launch import local_device
 
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    kind = torch.device(spec.device).type if spec.device else ("cuda" if torch.cuda.is_available() else "cpu")
-    return f"{kind}:{local}" if kind in ("cuda", "npu") else spec.device
+    return local_device(spec.device)
 
 
 def _rank_main() -> None:
@@ -240,13 +229,15 @@ def _rank_main() -> None:
             host, _, port = os.environ[ADDRESS_ENV].rpartition(":")
             conn = Client((host, int(port)), authkey=bytes.fromhex(os.environ[AUTHKEY_ENV]))
             spec_dict = _broadcast(conn.recv())
-            spec = replace(WorkerSpec(**spec_dict), device=_device(WorkerSpec(**spec_dict)), factory=f"{__name__}:build_leader")
+            spec = replace(WorkerSpec(**spec_dict), device=_device(WorkerSpec(**spec_dict)))
+            leader = Leader(int(os.environ.get(WORLD_ENV, "0")) or None, spec.threads)
             try:
-                _child_main(conn, asdict(spec))  # builds the evaluator (build_leader) and answers the driver
+                # builds the evaluator (build_leader) and answers the driver
+                _child_main(conn, asdict(spec), factory=functools.partial(build_leader, leader))
             finally:
-                if _LEADER is None:
+                if leader.led is None:
                     _broadcast(None)  # the evaluator was not built: the other ranks stop
-                stop_followers()
+                leader.stop()  # nothing when it was not built
         else:
             spec = WorkerSpec(**_broadcast())
             spec = replace(spec, device=_device(spec))

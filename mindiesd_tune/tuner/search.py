@@ -285,6 +285,14 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker: Worker) -> bool:
         trial.set_user_attr("prune_reason", outcome.reason)
         study.tell(trial, state=TrialState.PRUNED)
         return False
+    _tell_timed(shared, trial, result)
+    return False
+
+
+def _tell_timed(shared: _Shared, trial: optuna.Trial, result: dict) -> None:
+    """A trial timed in full: its latency, speed-up and timing recorded, its constraints set, and
+    its objectives told."""
+    study = shared.study
     latency = result["latency"]
     trial.set_user_attr("latency_s", latency["median_s"])
     trial.set_user_attr("latency", latency)
@@ -306,7 +314,6 @@ def _run_trial(shared: _Shared, trial: optuna.Trial, worker: Worker) -> bool:
     if shared.objective == "psnr":
         quality = min(quality, PSNR_CAP)
     study.tell(trial, [_relative_latency(study, trial, result), quality])
-    return False
 
 
 def _evaluate(shared: _Shared, trial: optuna.Trial, worker: Worker, config):

@@ -328,7 +328,9 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
-def _child_main(conn, spec_dict: dict) -> None:
+def _child_main(conn, spec_dict: dict, factory=None) -> None:
+    """The evaluator's process: build it (``factory(spec)``, default the spec's), then answer the
+    driver's messages until it says stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it finishes the current trial
     _exit_with_parent()
     _thread_lock_for_progress_bars()
@@ -339,7 +341,7 @@ def _child_main(conn, spec_dict: dict) -> None:
             import torch
 
             torch.set_num_threads(spec.threads)
-        evaluator, info = _factory(spec)(spec)
+        evaluator, info = (factory or _factory(spec))(spec)
     except BaseException as e:  # noqa: BLE001
         from ..errors import UserError
 

@@ -18,20 +18,6 @@ from ..registry import Method, register_method
 _PRESET_ORDER = ("cfg", "ulysses")
 
 
-# A tuner's rank group sets this in rank 0 (tuner.rankgroup.Leader): every meshed install and
-# removal is announced to the other ranks first, so that they repeat it in step.
-_MIRROR = None
-
-
-def set_mirror(mirror) -> None:
-    global _MIRROR
-    _MIRROR = mirror
-
-
-def get_mirror():
-    return _MIRROR
-
-
 def launch_hint(n: int) -> str:
     return f"launch with torchrun --nproc-per-node {n}, or mindiesd-tune run which launches them"
 
@@ -55,7 +41,8 @@ def install(model, cfg: ParallelConfig, handle):
         have = "one process" if world == 1 else f"{world} ranks"
         raise ParallelError(f"parallel mesh {cfg.describe()} needs {n} ranks, this job has {have}; {launch_hint(n)}")
     ensure_process_group(next(model.parameters()).device)
-    mirror = _MIRROR
+    # rank 0 of a group whose other ranks repeat its meshed installs and removals in step
+    mirror = handle.mirror
     if mirror is None:
         return install_parallel(handle.pipe, cfg)
     mirror.installing(handle.config.to_dict())
@@ -109,4 +96,4 @@ register_method(Method(
     # mesh's degrees, not on the entry, so they are not entry-level conflicts.
 ))
 
-__all__ = ["ParallelConfig", "ParallelError", "get_mirror", "install", "launch_hint", "set_mirror"]
+__all__ = ["ParallelConfig", "ParallelError", "install", "launch_hint"]

@@ -39,6 +39,19 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def rank_device(device: str | None) -> str | None:
+    """In a rank group mindiesd-tune launched, this rank's own device (``local_device``); else ``device``."""
+    return local_device(device) if in_rank_group() else device
+
+
+def local_device(device: str | None) -> str | None:
+    """This rank's own device on an accelerator (torchrun's LOCAL_RANK); the CPU is shared."""
+    import torch
+
+    kind = torch.device(device).type if device else ("cuda" if torch.cuda.is_available() else "cpu")
+    return f"{kind}:{os.environ.get('LOCAL_RANK', '0')}" if kind in ("cuda", "npu") else device
+
+
 def die_with_parent() -> None:
     """Linux: have the kernel kill this process when its launcher dies, even by SIGKILL."""
     if not sys.platform.startswith("linux"):

@@ -49,7 +49,7 @@ def _console(quiet: bool = False):
 
 @app.command()
 def tune(ctx: typer.Context, model: str = T.model, budget: str = T.budget, dry_run: bool = T.dry_run,
-         screening: bool = T.screening, out: Optional[Path] = T.out, objective: str = T.objective,
+         screening: bool = T.screening, promotion: int = T.promotion, out: Optional[Path] = T.out, objective: str = T.objective,
          quality_floor: List[str] = T.quality_floor, max_memory: Optional[str] = T.max_memory,
          max_weight_bytes: Optional[str] = T.max_weight_bytes, sampler: str = T.sampler, pick: str = T.pick,
          holdout: str = T.holdout, judge: str = T.judge, fvd_weights: Optional[Path] = T.fvd_weights,

@@ -121,14 +121,14 @@ def tune_request(a: dict, given: frozenset[str], console, check_model: Callable 
     check_dtype(a["dtype"])
     held = check_holdout(a["holdout"], a["judge"], a["fvd_weights"])
     check_tune_options(objective=a["objective"], sampler=a["sampler"], workers=a["workers"], devices=a["devices"],
-                       confirm_precision=a["confirm_precision"] or None, isolate=a["isolate"])
+                       confirm_precision=a["confirm_precision"] or None, isolate=a["isolate"], promotion=a["promotion"])
     given_prompts, seeds = check_workload(a["prompts_file"], a["seeds"])
     check_model(a["model"], a["allow_download"])
     out, cache = _tune_paths(a)
     from .tuner import TuneOptions
 
     keep = ("objective", "sampler", "seed", "device", "dtype", "warmup", "repeats", "resume", "allow_download", "workers",
-            "devices", "storage", "study_name", "isolate", "quiet", "clip_model", "interleave", "screening", "judge",
+            "devices", "storage", "study_name", "isolate", "quiet", "clip_model", "interleave", "screening", "promotion", "judge",
             "publish", "warm_start")
     options = TuneOptions(
         **{k: a[k] for k in keep}, floors=floors, max_memory_bytes=mem, max_weight_bytes=weights,

@@ -38,6 +38,7 @@ T = SimpleNamespace(  # tune
         "(90s, 30m, 2h), a trial count (40t) or both (30m+40t); whichever ends first"),
     dry_run=typer.Option(False, "--dry-run", help="load the model, time the baseline, print what the budget buys and exit, writing nothing"),
     screening=typer.Option(True, "--screening/--no-screening", help="screen each trial (one untimed look, one timing pair) and time in full only those that may reach the front"),
+    promotion=typer.Option(3, "--promotion", help="successive halving: of the screens that may reach the front, the best 1/N are timed in full, the others wait (1: each at once)"),
     out=typer.Option(None, "--out", "-o", help="run folder (default runs/<model>-<time>)"),
     objective=typer.Option("psnr", help="second axis of the front: psnr, ssim, ms_ssim, lpips (minimised), clip, a set distance kid_clip, kvd_clip, kvd_i3d, fvd (minimised), or weight_bytes (minimised)"),
     quality_floor=typer.Option([DEFAULT_FLOOR], "--quality-floor", help="METRIC[.AGG]>=VALUE (AGG over the prompts: mean, min, max, p10, p90; e.g. psnr.min>=28), or METRIC>=Fx relative to the baseline; repeatable"),

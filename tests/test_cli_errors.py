@@ -187,6 +187,7 @@ def _bad_inputs(tmp_path):
         (["tune", "demo-flux", "--holdout", "-1"], "--holdout '-1'"),
         (["tune", "demo-flux", "--holdout", missing], f"--holdout {missing!r}"),
         (["tune", "demo-flux", "--judge", "median"], "--judge 'median'"),
+        (["tune", "demo-flux", "--promotion", "0"], "--promotion 0"),
         (["tune", "demo-flux", "--fvd-weights", missing], "--fvd-weights: no such file"),
         (["tune", "demo-flux", "--pick", "safest"], "--pick 'safest'"),
         (["tune", "demo-flux", "--budget", "5x"], "5x"),

@@ -37,6 +37,7 @@ STUDY_OPTIONS = {
     "confirm_precision": "--confirm-precision",
     "compile": "--compile",
     "screening": "--screening",
+    "promotion": "--promotion",
     "clip_model": "--clip-model",
     "holdout": "--holdout",
     "judge": "--judge",

@@ -352,7 +352,7 @@ def test_at_its_last_chance_the_search_times_its_best_parked_screen_in_full():
 def test_the_best_of_the_first_screens_is_timed_in_full_next_and_its_screen_counted_once(tmp_path):
     from mindiesd_tune.tuner.progress import summary
 
-    outcome = fake_study(tmp_path, "24t", model="fake-screened")
+    outcome = fake_study(tmp_path, "10m+24t", model="fake-screened")  # a clock: successive halving ranks
     trials = sorted((t for t in outcome.study.trials if t.datetime_start), key=lambda t: t.datetime_start)  # as they ran
     screened = [t for t in trials if "screen" in t.user_attrs and "promoted_from" not in t.user_attrs]
     parked = [t for t in screened if t.user_attrs.get("parked")]
@@ -383,7 +383,9 @@ def test_the_best_of_the_first_screens_is_timed_in_full_next_and_its_screen_coun
 
 @pytest.mark.slow
 def test_promotion_one_times_every_promising_screen_at_once(tmp_path):
-    outcome = fake_study(tmp_path, "12t", model="fake-screened", promotion=1)
-    trials = outcome.study.trials
-    assert not [t for t in trials if t.user_attrs.get("parked") or "promoted_from" in t.user_attrs]
-    assert [t for t in trials[1:] if t.user_attrs.get("fidelity") == "full"]
+    # and so does a trial budget alone: its currency is trials, which parking spends, not saves
+    for budget, promotion in (("10m+12t", 1), ("12t", 3)):
+        outcome = fake_study(tmp_path / budget, budget, model="fake-screened", promotion=promotion)
+        trials = outcome.study.trials
+        assert not [t for t in trials if t.user_attrs.get("parked") or "promoted_from" in t.user_attrs]
+        assert [t for t in trials[1:] if t.user_attrs.get("fidelity") == "full"]

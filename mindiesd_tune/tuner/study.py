@@ -294,7 +294,9 @@ class _StudyRun:
             study, self.info["model"]["family"], opts.objective, self.constraints, self.info["baseline_metrics"],
             self.budget.trials, self.plan, opts.prune_margin, samples, ui.trial_done, space=self.space, note=ui.note,
             heartbeat_s=_heartbeat_interval(study), refine=refines(opts.sampler), screening=self.plan.costs.screening,
-            promotion=opts.promotion,
+            # under a trial budget alone the currency is trials, and a parked screen and its later
+            # full timing cost two: successive halving saves time, so it ranks only against a clock
+            promotion=opts.promotion if self.budget.seconds is not None else 1,
             maximize=bool(METRIC_DIRECTIONS.get(opts.objective)))
         self.notify = ui.note
         if self.interrupted:  # a Ctrl-C while the points were queued

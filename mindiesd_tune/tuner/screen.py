@@ -126,24 +126,28 @@ def rank(study: optuna.Study, number: int, promotion: int = PROMOTION, objective
             f"go on to full timing; parked until enough new screens rank below it")
 
 
+def _waiting(study: optuna.Study, screens: list) -> list[optuna.trial.FrozenTrial]:
+    """Those of ``screens`` that are parked and have no full timing yet."""
+    done = {t.user_attrs.get(PROMOTED_FROM) for t in study.get_trials(deepcopy=False)}
+    return [t for t in screens
+            if t.user_attrs.get(PARKED) and t.state == optuna.trial.TrialState.PRUNED and t.number not in done]
+
+
 def to_promote(study: optuna.Study, promotion: int = PROMOTION, objective: str = "psnr") -> list[optuna.trial.FrozenTrial]:
     """Parked screens that now rank in the top 1/``promotion`` and have no full timing yet."""
     if not ranks(objective, promotion):
         return []
     screens = _rung(study)
-    done = {t.user_attrs.get(PROMOTED_FROM) for t in study.get_trials(deepcopy=False)}
-    return [t for t in screens[:len(screens) // promotion]
-            if t.user_attrs.get(PARKED) and t.state == optuna.trial.TrialState.PRUNED and t.number not in done]
+    return _waiting(study, screens[:len(screens) // promotion])
 
 
 def best_parked(study: optuna.Study, promotion: int = PROMOTION, objective: str = "psnr") -> list[optuna.trial.FrozenTrial]:
     """The best screen so far when it is parked and has no full timing: what the search times in
     full at its last chance when nothing has been timed in full yet (too few screens fit the
     budget for any to rank among the best third)."""
-    screens = _rung(study) if ranks(objective, promotion) else []
-    done = {t.user_attrs.get(PROMOTED_FROM) for t in study.get_trials(deepcopy=False)}
-    return [t for t in screens[:1] if t.user_attrs.get(PARKED) and t.state == optuna.trial.TrialState.PRUNED
-            and t.number not in done]
+    if not ranks(objective, promotion):
+        return []
+    return _waiting(study, _rung(study)[:1])
 
 
 def _fmt(v: float) -> str:

@@ -3,8 +3,9 @@
 One thread per worker runs an ask/tell loop against the shared storage. A trial is screened
 first (one untimed call on the first prompt, one timing pair) and timed in full only when it may
 reach the front and ranks in the best 1/``promotion`` of the screens (``tuner.screen``; a parked
-screen is timed in full later, ahead of queued points, when its rank rises); the loop stops when the plan says the next trial would not
-end within the search's share of the budget (``tuner.plan``).
+screen is timed in full later, ahead of queued points, when its rank rises); the loop stops when
+the plan says the next trial would not end within the search's share of the budget
+(``tuner.plan``).
 """
 
 from __future__ import annotations

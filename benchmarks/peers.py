@@ -428,7 +428,8 @@ def run(args, floors) -> int:
             prof = load_profile(args.profile)
             if prof.model.get("name") not in (None, args.model):
                 raise UserError(f"{args.profile} was tuned for {prof.model.get('name')}, not {args.model} (pass --model)")
-            exclude += list(prof.study.get("prompts") or [])
+            # the study's held-out prompts too: the check there chose among its candidates
+            exclude += list(prof.study.get("prompts") or []) + list(prof.study.get("heldout_prompts") or [])
             candidates.append(profile_candidate(prof))
     loaded = load(args.model, device=args.device)
     prompts = heldout(loaded, args.prompts, args.prompt_seed, exclude)

@@ -35,13 +35,17 @@ def check_pick(pick: str) -> None:
         raise UserError(f"--pick {pick!r}: use fastest, knee, robust or trial:N")
 
 
-def check_holdout(holdout: str, judge: str, fvd_weights: Path | None) -> int | list[str]:
-    """``--holdout`` as a count or the prompts of a file; ``--judge`` and ``--fvd-weights`` checked."""
-    if judge not in ("bound", "mean"):
-        raise UserError(f"--judge {judge!r}: use bound or mean")
+def check_holdout(holdout: str, judge: str, fvd_weights: Path | None) -> int | str | list[str]:
+    """``--holdout`` as a count, ``auto`` or the prompts of a file; ``--judge`` and ``--fvd-weights`` checked."""
+    from .tuner.options import JUDGE_CHOICES
+
+    if judge not in JUDGE_CHOICES:
+        raise UserError(f"--judge {judge!r}: use {', '.join(JUDGE_CHOICES)}")
     if fvd_weights is not None and not Path(fvd_weights).is_file():
         raise UserError(f"--fvd-weights: no such file: {fvd_weights}")
     text = holdout.strip()
+    if text == "auto":
+        return text
     if re.fullmatch(r"\d+", text):
         return int(text)
     path = Path(text).expanduser()

@@ -7,9 +7,12 @@ the confidence bound of the mean on the worse side (``psnr.bound``).
 
 Why a bound: the pick rule takes the fastest point that meets the floors, so it lands on the
 floors' edge, judged on a few prompts. A mean of 30.3 dB over 2 prompts said little about the
-next prompt (28.3 dB on four others). A floor on the mean is therefore judged, by default, on
-the one-sided 90% Student-t bound of the mean over the prompts (the lower bound for a metric
-where higher is better): a mean that sits on the floor with a wide spread fails it.
+next prompt (28.3 dB on four others). A floor on the mean can be judged on the one-sided 90%
+Student-t bound of the mean over the prompts (the lower bound for a metric where higher is
+better): a mean that sits on the floor with a wide spread fails it. A study judges so when no
+held-out prompts check its pick; with them it judges the tuning prompts' mean and lets the
+held-out prompts, which played no part in the choice, do the correcting
+(``tuner.options.judge_for``).
 
 An output identical to the baseline's has infinite PSNR. Such prompts say nothing about how
 far the others differ: the aggregates take the finite values when there are any, as the mean

@@ -132,6 +132,11 @@ def test_the_prompt_split_keeps_held_out_prompts_apart():
 
     tuning, held = split_prompts(True, False, None, 2)
     assert tuning == list(DEMO_IMAGE_PROMPTS) and len(held) == 2 and not set(held) & set(tuning)
+    # auto: the demo models' caption stream is unlimited and a check costs no timing, so 8
+    tuning, held = split_prompts(True, False, None, "auto")
+    assert tuning == list(DEMO_IMAGE_PROMPTS) and len(held) == len(set(held)) == 8 and not set(held) & set(tuning)
+    tuning, held = split_prompts(False, False, None, "auto")
+    assert len(held) == 2 and tuning + held == list(IMAGE_PROMPTS)
     tuning, held = split_prompts(False, False, None, 2)
     assert tuning + held == list(IMAGE_PROMPTS)
     assert split_prompts(True, False, ["x"], 0) == (["x"], [])
@@ -283,3 +288,49 @@ def test_candidates_that_miss_their_held_out_prompts_get_no_first_pass():
     confirm_front(study, Worker(), 4, log=lambda line: None, precision=None)
     assert Worker.confirmed == [pytest.approx(0.02)]  # trial 2 was measured on held-out prompts only
     assert pick(study)[0].number == 1
+
+
+def test_judge_auto_is_the_mean_where_held_out_prompts_check_the_pick_else_the_bound():
+    from mindiesd_tune.tuner.options import TuneOptions, holdout_given, judge_for
+
+    assert TuneOptions().judge == "auto" and TuneOptions().holdout == "auto"
+    assert judge_for("auto", 8) == "mean" and judge_for("auto", 0) == "bound"
+    assert judge_for("bound", 8) == "bound" and judge_for("mean", 0) == "mean"
+    assert [holdout_given(h) for h in ("auto", 0, 3, ["p"], [])] == [2, 0, 3, 1, 0]
+    with pytest.raises(UserError, match="--judge 'median': use auto, bound, mean"):
+        TuneOptions(judge="median").validate()
+
+
+def test_the_held_out_check_draws_further_until_a_candidate_holds():
+    """Judged on the tuning mean, many points sit on the floor's edge: the check walks past
+    draw after draw of them to the one that holds on the held-out prompts."""
+    from mindiesd_tune.tuner.confirm import GATE_DRAWS, confirm_front
+    from mindiesd_tune.tuner.outcome import OK, TrialOutcome
+
+    study = _speedy_study({0: 1.0, **{n: 2.0 + 0.01 * n for n in range(1, 8)}})
+    study.set_user_attr("holdout", {"prompts": ["p", "q"]})
+    study.set_user_attr("baseline_metrics", {"psnr": math.inf})
+    study.set_user_attr("workload", {"prompts": ["a", "b"]})
+    assert GATE_DRAWS >= 3  # 6 of 7 miss: two draws of 3, then trial 1
+
+    class Worker:
+        checked: list = []
+        confirmed: list = []
+
+        def heldout(self, config):
+            self.checked.append(config["cache"]["threshold"])
+            psnr = 33.0 if config["cache"]["threshold"] == pytest.approx(0.02) else 27.0  # only trial 1 holds
+            return TrialOutcome(OK, result={"prompts": ["p", "q"], "per_prompt": [{"psnr": psnr}] * 2,
+                                            "metrics": aggregate([{"psnr": psnr}, {"psnr": psnr}])})
+
+        def confirm(self, config, repeats, precision=None, max_s=None, prior_ratios=None):
+            self.confirmed.append(config["cache"]["threshold"])
+            return TrialOutcome(OK, result={"baseline": {"median_s": 1.0, "samples": [1.0] * 4},
+                                            "candidate": {"median_s": 0.5, "samples": [0.5] * 4},
+                                            "speedup": 2.0, "speedup_low": 1.9, "speedup_high": 2.1,
+                                            "ratios": [2.0] * 4})
+
+    confirm_front(study, Worker(), 4, log=lambda line: None, precision=None)
+    assert len(Worker.checked) == 7 and Worker.confirmed == [pytest.approx(0.02)]
+    assert pick(study)[0].number == 1
+

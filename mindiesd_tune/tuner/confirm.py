@@ -37,6 +37,8 @@ from .protocol import Worker
 CONFIRM_MAX = 3
 CONFIRM_MARGIN = 0.1
 CONFIRM_PRECISION = TuneOptions.confirm_precision
+# how many times the held-out check draws the next candidates when every one drawn missed
+GATE_DRAWS = 5
 
 
 def confirmation_candidates(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -241,10 +243,13 @@ class _Confirmation:
 def _gate_candidates(study, worker, todo, log, left, cost_s: float) -> list:
     """The candidates measured on the held-out prompts before any is timed (a check costs a call
     per held-out prompt; a first pass costs rounds on every prompt): those that miss a floor
-    there are not confirmed. When every candidate misses, the next ones are drawn and checked."""
+    there are not confirmed. When every candidate misses, the next ones are drawn and checked, up
+    to GATE_DRAWS times: a floor judged on the mean of the tuning prompts lets through many points
+    on its edge, which the held-out prompts set aside, and the point with a margin that holds there
+    may lie a few draws down."""
     if _heldout_gate(study) is None or not hasattr(worker, "heldout"):
         return todo
-    for _ in range(2):
+    for _ in range(GATE_DRAWS):
         kept = []
         for t in todo:
             done = (study.user_attrs.get(HELDOUT) or {}).get(str(t.number))

@@ -33,7 +33,7 @@ from . import resume
 from .budget import Budget
 from .confirm import confirm_front
 from .objectives import Constraints
-from .options import OTHER_OBJECTIVES, TuneOptions
+from .options import OTHER_OBJECTIVES, TuneOptions, holdout_given, judge_for
 from .outputs import StudyOutcome, write_outputs
 from .pick import PRESET
 from .plan import Costs, Plan
@@ -123,7 +123,7 @@ class _StudyRun:
         self.model, self.budget, self.opts = model, budget, opts
         self.out_dir = Path(out_dir) if out_dir is not None else default_out_dir(model)
         self.external = opts.storage is not None  # another machine may share the study
-        self.constraints = Constraints(tuple(opts.floors or ()), opts.max_memory_bytes, opts.max_weight_bytes, opts.judge)
+        self.constraints = _constraints(opts, holdout_given(opts.holdout))
         self.notify: Callable[[str], None] = opts.log  # the progress display once it is up
         self.interrupted = False
         self.phase = "loading"
@@ -175,7 +175,7 @@ class _StudyRun:
         if saved:
             self.opts = opts = resume.resumed(opts, saved, str(out_dir if not self.external else redact(self.url)),
                                               joining=self.external)
-            self.constraints = Constraints(tuple(opts.floors or ()), opts.max_memory_bytes, opts.max_weight_bytes, opts.judge)
+            self.constraints = _constraints(opts, holdout_given(opts.holdout))
         direction = "maximize" if METRIC_DIRECTIONS.get(opts.objective) else "minimize"
         self.study = study = optuna.create_study(
             study_name=name, storage=storage, directions=["minimize", direction],
@@ -221,6 +221,8 @@ class _StudyRun:
         # the baseline (and the plan's timed call) are the budget's; loading the model is not
         self.started = time.monotonic() - min(self.info.get("ready_seconds") or 0.0, time.monotonic() - t0)
         self.load_seconds = self.started - t0
+        # --judge auto follows the held-out prompts the worker actually kept
+        self.constraints = _constraints(opts, len((self.info.get("holdout") or {}).get("prompts") or []))
         self.plan = self.make_plan()
         if not opts.quiet:
             for line in self.header() + self.plan.lines(time.monotonic() - self.started):
@@ -475,6 +477,10 @@ def _check_ranks(study: optuna.Study, ranks: int) -> None:
     if made is not None and made != ranks:
         raise UserError(f"study {study.study_name!r} runs each trial on {made} rank(s), this command on {ranks}: "
                         f"its meshes need the same group; give --devices so that devices / workers = {made}")
+
+
+def _constraints(opts: TuneOptions, held_out: int) -> Constraints:
+    return Constraints(tuple(opts.floors or ()), opts.max_memory_bytes, opts.max_weight_bytes, judge_for(opts.judge, held_out))
 
 
 def _record_study_attrs(study, info, objective, constraints, sampler, budget, warmup, repeats, url, ranks=1) -> None:

@@ -43,7 +43,7 @@ from mindiesd_tune.accel.config import AccelConfig  # noqa: E402
 from mindiesd_tune.models.prompts import DEMO_IMAGE_PROMPTS  # noqa: E402
 from mindiesd_tune.store import ProfileStore  # noqa: E402
 from mindiesd_tune.tuner import parse_budget, parse_floor, run_study  # noqa: E402
-from mindiesd_tune.tuner.pick import baseline_trial, completed, confirmations, is_feasible, speed_of  # noqa: E402
+from mindiesd_tune.tuner.pick import baseline_trial, completed, confirmations, failed_heldout, is_feasible, speed_of  # noqa: E402
 from mindiesd_tune.tuner.warm import held, warm_trials  # noqa: E402
 
 
@@ -70,7 +70,9 @@ def study_figures(study, target: float | None, tolerance: float) -> dict:
     """Trials run, the best speed-up at the floor (confirmed first), trials to reach ``target``."""
     conf, base = confirmations(study), baseline_trial(study)
     trials = study.get_trials(deepcopy=False)
-    feasible = sorted((t for t in completed(study) if is_feasible(t)), key=lambda t: t.number)
+    # at the floor: on the tuning prompts, and on the held-out ones where the study checked
+    aside = failed_heldout(study)
+    feasible = sorted((t for t in completed(study) if is_feasible(t) and t.number not in aside), key=lambda t: t.number)
     speeds = {t.number: speed_of(t, conf, base) for t in feasible}
     confirmed = [s.speedup for s in speeds.values() if s.confirmed and s.speedup]
     best_any = max((s.speedup for s in speeds.values() if s.speedup), default=None)

@@ -294,3 +294,33 @@ def test_a_single_section_trial_whose_wide_interval_reaches_a_gain_is_combined()
     win = _add(study, _with_quant({"cache.method": "none"}, "bfloat16"), speedup=0.97, queued=True, interval=(0.81, 1.18))
     [c] = [p for p in refinements(study, win, [FLOOR]) if "combined" in p.why]
     assert c.params == _with_quant(_point(0.3), "bfloat16") and c.refined_from == best.number
+
+
+def _parked(study, params, screen_speedup, meets=True):
+    """A screen successive halving parked: pruned, with its look's figures."""
+    study.add_trial(optuna.trial.create_trial(
+        state=PRUNED, params=params, distributions={k: DISTS[k] for k in params},
+        user_attrs={"parked": True, "screen": {"speedup": screen_speedup, "meets": meets},
+                    "prune_reason": "screened; parked until enough new screens rank below it"},
+        system_attrs={"fixed_params": params}))
+    return study.trials[-1]
+
+
+def test_a_parked_single_section_screen_is_laid_over_the_best_trial():
+    # beside caching presets at 2x the bf16 or compile preset never ranks in the best third of
+    # the screens, so it is never timed in full; as a part of a combination its look is enough
+    bf16 = _with_quant({"cache.method": "none"}, "bfloat16")
+    study = _study()
+    best = _add(study, _with_quant(_point(0.3)), speedup=2.0, queued=True)
+    win = _parked(study, bf16, 1.2)
+    [c] = refinements(study, win, [FLOOR])
+    assert c.params == _with_quant(_point(0.3), "bfloat16") and c.refined_from == best.number
+    assert c.why.startswith(f"combined with trial {win.number}, 1.20x alone")
+    # the best trial finishing later finds it too; a screen below the gain or the floor does not count
+    later = _study()
+    _parked(later, bf16, 1.01)
+    _parked(later, bf16, 1.3, meets=False)
+    assert refinements(later, later.trials[-1], [FLOOR]) == []
+    win = _parked(later, bf16, 1.2)
+    best = _add(later, _with_quant(_point(0.3)), speedup=2.0, queued=True)
+    assert [p.refined_from for p in refinements(later, best, [FLOOR]) if "combined" in p.why] == [best.number]

@@ -40,6 +40,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from .pick import completed, is_feasible, is_neutral_point, speed_of
+from .screen import PARKED, PROMOTED_FROM
 from .trials import same_value as _same
 
 # Samplers whose studies refine their front; ``random`` stays pure random search after the presets.
@@ -98,6 +99,12 @@ def refinements(study: optuna.Study, trial: optuna.trial.FrozenTrial, floors: It
         bolder = _first_neighbour(study, trial, +1, "bolder")
         combined = _combination(study, trial, _single_section_wins(study))
         return [p for p in (bolder, combined) if p is not None]
+    elif trial.state == TrialState.PRUNED and _is_screen_win(trial):
+        # a parked single-section screen (the compile or bf16 preset: beside caches at 2x it never
+        # ranks in the best third, so it is never timed in full) still goes onto the best point
+        best = _best_feasible(study)
+        point = _combination(study, best, [trial]) if best is not None else None
+        return [point] if point is not None else []
     elif _misses_floor(trial, floors) and "fixed_params" in trial.system_attrs:  # a preset or refinement point
         if trial.user_attrs.get("combined"):
             return []  # the two wins do not add up; walking either back leads to the trials they came from
@@ -147,7 +154,26 @@ def _single_section_wins(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         active = _active_sections(t)
         if active is not None and len(active) == 1 and (reach or 0.0) > 1.0 + MIN_WIN:
             out.append(t)
-    return out
+    timed = {t.user_attrs.get(PROMOTED_FROM) for t in out}
+    return out + [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+                  if _is_screen_win(t) and t.number not in timed]
+
+
+def _is_screen_win(trial: optuna.trial.FrozenTrial) -> bool:
+    """A screen parked by its rank that sets one section, met the floors on its look and read
+    ``MIN_WIN`` over the baseline: successive halving keeps it from a full timing while faster
+    points rank above it, but as a part of a combination it is as good a lead as a timed one (the
+    combination is screened and timed on its own)."""
+    screen = trial.user_attrs.get("screen") or {}
+    if not trial.user_attrs.get(PARKED) or not screen.get("meets") or (screen.get("speedup") or 0.0) <= 1.0 + MIN_WIN:
+        return False
+    active = _active_sections(trial)
+    return active is not None and len(active) == 1
+
+
+def _alone(trial: optuna.trial.FrozenTrial) -> float:
+    """A win's speed-up alone: timed in full, or its screen's."""
+    return speed_of(trial).speedup or (trial.user_attrs.get("screen") or {}).get("speedup") or 0.0
 
 
 def _best_feasible(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -162,7 +188,7 @@ def _combination(study: optuna.Study, best: optuna.trial.FrozenTrial, wins: list
     mine = _active_sections(best)
     if mine is None:
         return None
-    for win in sorted(wins, key=lambda t: -(speed_of(t).speedup or 0.0)):
+    for win in sorted(wins, key=lambda t: -_alone(t)):
         theirs = _active_sections(win)
         if win.number == best.number or not theirs or set(theirs) & set(mine):
             continue
@@ -172,7 +198,7 @@ def _combination(study: optuna.Study, best: optuna.trial.FrozenTrial, wins: list
         if _known(study, params) or _conflicting(params):
             continue
         return Refinement(params, best.number, section, section, "off", text,
-                          f"combined with trial {win.number}, {speed_of(win).speedup:.2f}x alone", combined=True)
+                          f"combined with trial {win.number}, {_alone(win):.2f}x alone", combined=True)
     return None
 
 

@@ -25,7 +25,9 @@ Sections are independent methods (caching, precision, step count, mesh), so spee
 different sections are combined: a feasible trial that sets one section only and whose interval
 reaches ``MIN_WIN`` over the baseline (a *single-section win*, such as the bf16 denoiser alone) is
 laid over the best feasible trial where that trial leaves the section off, whichever of the two
-finished last. Refinement points are trials like any other: they count against the budget.
+finished last; so is a screen that successive halving parked (``screen.rank``) when it sets one
+section, met the floors on its look and read ``MIN_WIN`` over the baseline there. Refinement
+points are trials like any other: they count against the budget.
 Random search does without them: it is the baseline a search is compared with.
 """
 

@@ -13,6 +13,10 @@ Peers run through their own APIs, each over a small grid around its published de
 - cache-dit DBCache F1B0 (``cache_dit.enable_cache`` / ``disable_cache``), with and without its
   TaylorSeer calibrator. cache-dit is an optional extra: ``pip install 'mindiesd-tune[peers]'``;
   without it those rows are skipped with one line saying so;
+- ``METHOD+compile``: the diffusers peers' fastest settings at a 30 dB floor on demo-flux
+  (MagCache 0.24, FirstBlockCache 0.2, TaylorSeer interval 5) again over regional compile, the
+  blocks compiled as a profile's are and the peers' hooks eager around them, where a compiler
+  is there (``--no-compile-peers`` leaves them out);
 - ``--profile PATH``: our tuned profile (``mindiesd_tune.apply_profile`` and the profile's
   ``call_kwargs()``); without it that row is skipped with a note;
 - ``baseline (A/A)``: the baseline against itself, which shows how far timing noise alone

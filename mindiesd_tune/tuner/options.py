@@ -226,4 +226,3 @@ def holdout_given(holdout: Any) -> int:
     if holdout in (None, "auto"):
         return 2
     return int(holdout)
-

@@ -83,7 +83,8 @@ def study_figures(study, target: float | None, tolerance: float) -> dict:
     for t in warm_trials(study):
         s = speed_of(t, conf, base) if t.number in done else None
         warm_rows.append({"trial": t.number, "point": describe(t.user_attrs.get("config") or {}), "state": t.state.name,
-                          "feasible": t.number in speeds, "speedup": s.speedup if s else None,
+                          "feasible": t.number in speeds, "aside": t.number in aside,
+                          "speedup": s.speedup if s else None,
                           "confirmed": bool(s and s.confirmed),
                           "psnr": (t.user_attrs.get("metrics") or {}).get("psnr")})
     return {
@@ -222,7 +223,7 @@ def print_target(args, target, r) -> None:
         print(f"{label:44} {fmt(c[key], spec):>8} {fmt(w[key], spec):>8}")
     for row in w["warm"]:
         print(f"  warm trial {row['trial']:>2}: {fmt(row['speedup'])}{' confirmed' if row['confirmed'] else ''}, "
-              f"psnr {fmt(row['psnr'], '{:.1f}')}, {'meets' if row['feasible'] else 'misses'} the floor "
+              f"psnr {fmt(row['psnr'], '{:.1f}')}, {'meets' if row['feasible'] else 'misses'} the floor{' on the held-out prompts' if row.get('aside') else ''} "
               f"[{row['state'].lower()}]: {row['point']}")
     if c["trials_to_target"] and w["trials_to_target"]:
         print(f"warm reached the target in {w['trials_to_target']} trial(s), cold in {c['trials_to_target']} "

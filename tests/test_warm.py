@@ -111,3 +111,21 @@ def test_a_repeat_of_a_warm_point_counts_once():
     for number, attrs in enumerate([{"preset": True}, {WARM: 1}, {WARM: 1}, {"preset": True, WARM: 1, "repeat_of": 1}]):
         study.add_trial(optuna.trial.create_trial(params={"x": number / 10}, distributions=dist, value=1.0, user_attrs=attrs))
     assert [t.number for t in warm_trials(study)] == [1, 2]
+
+
+def test_a_warm_point_set_aside_on_held_out_prompts_did_not_hold():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from mindiesd_tune.tuner.pick import HELDOUT
+    from mindiesd_tune.tuner.warm import held
+
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    dist = {"cache.method": CategoricalDistribution(["none", "first_block"]), "cache.threshold": FloatDistribution(0.01, 1.0)}
+    for n, threshold in enumerate((0.1, 0.2)):
+        study.add_trial(optuna.trial.create_trial(
+            params={"cache.method": "first_block", "cache.threshold": threshold}, distributions=dist, values=[0.5, 35.0],
+            user_attrs={WARM: f"id{n}", "latency_s": 0.5, "speedup": 2.0, "speedup_low": 1.9, "speedup_high": 2.1},
+            constraints={"psnr>=30": -5.0}))
+    assert held(study) == (2, 2)
+    study.set_user_attr(HELDOUT, {"1": {"meets": False}})
+    assert held(study) == (1, 2)

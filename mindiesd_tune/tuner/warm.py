@@ -169,13 +169,15 @@ def warm_trials(study) -> list:
 
 
 def held(study) -> tuple[int, int]:
-    """(warm-start points that met the floors and beat the baseline beyond noise, warm-start points run)."""
-    from .pick import baseline_trial, completed, confirmations, is_feasible, speed_of
+    """(warm-start points that met the floors, on the held-out prompts too where checked, and beat
+    the baseline beyond noise, warm-start points run)."""
+    from .pick import baseline_trial, completed, confirmations, failed_heldout, is_feasible, speed_of
 
     warm = warm_trials(study)
-    conf, base = confirmations(study), baseline_trial(study)
+    conf, base, aside = confirmations(study), baseline_trial(study), failed_heldout(study)
     done = {t.number for t in completed(study)}
-    good = [t for t in warm if t.number in done and is_feasible(t) and speed_of(t, conf, base).beyond_noise]
+    good = [t for t in warm if t.number in done and is_feasible(t) and t.number not in aside
+            and speed_of(t, conf, base).beyond_noise]
     return len(good), len(warm)
 
 

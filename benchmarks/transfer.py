@@ -134,6 +134,13 @@ def main() -> None:
 
     # a checkpoint loaded from a folder gets the pipeline's call defaults: run it as the built-in runs
     generation = next((dict(b.generation) for b in registry.builtins() if b.name == args.model), {})
+    # and with the built-in's held-out prompts: from a folder a checkpoint counts as another model,
+    # whose held-out prompts would be 2 of the varied set, words a demo model never learned (every
+    # point read 12 dB on them, and the cold and warm picks were the mildest points)
+    from mindiesd_tune.models.prompts import split_prompts
+
+    builtin = any(b.name == args.model for b in registry.builtins())
+    holdout = split_prompts(True, False, prompts, "auto")[1] if builtin else "auto"
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="mindiesd-transfer-") as tmp:
         d = Path(args.keep or tmp)
@@ -144,7 +151,7 @@ def main() -> None:
             log: list[str] = []
             t0 = time.monotonic()
             out = run_study(model, parse_budget(budget), d / name, generation={**generation, "num_inference_steps": steps},
-                            floors=floors, prompts=prompts, seed=args.seed, isolate=False, progress=False,
+                            floors=floors, prompts=prompts, holdout=holdout, seed=args.seed, isolate=False, progress=False,
                             worker_factory=args.worker_factory, log=log.append, **extra)
             (d / f"{name}.log").write_text("\n".join(log) + "\n")
             print(f"# {name}: {steps} steps, {budget}, {time.monotonic() - t0:.0f} s wall", file=sys.stderr, flush=True)

@@ -14,7 +14,7 @@
 Cold and warm get the same budget, floor, prompts and sampler seed. Printed side by side per
 target: trials run, the best speed-up at the floor (confirmed where the study confirmed it), and
 the trials each needed to reach the cold study's best confirmed speed-up at the floor (within
---tolerance), counted two ways: every trial asked (the unaccelerated trial 0 included: what a
+--tolerance; only a point that held on the held-out prompts reaches it), counted two ways: every trial asked (the unaccelerated trial 0 included: what a
 budget pays for) and the accelerated trials only (trial 0, the same in both, left out); for the
 warm study also how many stored points held (met the floor, faster beyond noise) and each warm
 point's figures.

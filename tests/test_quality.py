@@ -261,32 +261,48 @@ def test_cliffs_are_marked_and_the_robust_pick_keeps_a_margin():
     assert chosen.number == middle.number and "bolder neighbours still meet the floors" in why
 
 
-def test_candidates_that_miss_their_held_out_prompts_get_no_first_pass():
-    from mindiesd_tune.tuner.confirm import confirm_front
-    from mindiesd_tune.tuner.outcome import OK, TrialOutcome
-
-    study = _speedy_study({0: 1.0, 1: 2.8, 2: 3.0})
+def _held_study(speeds: dict[int, float]):
+    """``_speedy_study`` with two held-out prompts and two tuning prompts."""
+    study = _speedy_study(speeds)
     study.set_user_attr("holdout", {"prompts": ["p", "q"]})
     study.set_user_attr("baseline_metrics", {"psnr": math.inf})
     study.set_user_attr("workload", {"prompts": ["a", "b"]})
+    return study
+
+
+def _fake_worker(missing: tuple, speedup: float = 2.8):
+    """An evaluator class: held-out PSNR 27 dB (a miss) for the thresholds in ``missing``, 33 dB
+    otherwise; every confirmation reads ``speedup``. It records what it checked and confirmed."""
+    from mindiesd_tune.tuner.outcome import OK, TrialOutcome
 
     class Worker:
+        checked: list = []
         confirmed: list = []
 
         def heldout(self, config):
-            psnr = 27.0 if config["cache"]["threshold"] == pytest.approx(0.03) else 33.0  # trial 2 fails
+            threshold = round(config["cache"]["threshold"], 2)
+            self.checked.append(threshold)
+            psnr = 27.0 if threshold in missing else 33.0
             return TrialOutcome(OK, result={"prompts": ["p", "q"], "per_prompt": [{"psnr": psnr}] * 2,
                                             "metrics": aggregate([{"psnr": psnr}, {"psnr": psnr + 0.1}])})
 
         def confirm(self, config, repeats, precision=None, max_s=None, prior_ratios=None):
-            self.confirmed.append(config["cache"]["threshold"])
+            self.confirmed.append(round(config["cache"]["threshold"], 2))
             return TrialOutcome(OK, result={"baseline": {"median_s": 1.0, "samples": [1.0] * 4},
-                                            "candidate": {"median_s": 0.36, "samples": [0.36] * 4},
-                                            "speedup": 2.8, "speedup_low": 2.7, "speedup_high": 2.9,
-                                            "ratios": [2.8] * 4})
+                                            "candidate": {"median_s": 1 / speedup, "samples": [1 / speedup] * 4},
+                                            "speedup": speedup, "speedup_low": 0.97 * speedup,
+                                            "speedup_high": 1.03 * speedup, "ratios": [speedup] * 4})
 
-    confirm_front(study, Worker(), 4, log=lambda line: None, precision=None)
-    assert Worker.confirmed == [pytest.approx(0.02)]  # trial 2 was measured on held-out prompts only
+    return Worker
+
+
+def test_candidates_that_miss_their_held_out_prompts_get_no_first_pass():
+    from mindiesd_tune.tuner.confirm import confirm_front
+
+    study = _held_study({0: 1.0, 1: 2.8, 2: 3.0})
+    worker = _fake_worker(missing=(0.03,))  # trial 2 misses
+    confirm_front(study, worker(), 4, log=lambda line: None, precision=None)
+    assert worker.confirmed == [0.02]  # trial 2 was measured on held-out prompts only
     assert pick(study)[0].number == 1
 
 
@@ -305,66 +321,25 @@ def test_the_held_out_check_draws_further_until_a_candidate_holds():
     """Judged on the tuning mean, many points sit on the floor's edge: the check walks past
     draw after draw of them to the one that holds on the held-out prompts."""
     from mindiesd_tune.tuner.confirm import GATE_DRAWS, confirm_front
-    from mindiesd_tune.tuner.outcome import OK, TrialOutcome
 
-    study = _speedy_study({0: 1.0, **{n: 2.0 + 0.01 * n for n in range(1, 8)}})
-    study.set_user_attr("holdout", {"prompts": ["p", "q"]})
-    study.set_user_attr("baseline_metrics", {"psnr": math.inf})
-    study.set_user_attr("workload", {"prompts": ["a", "b"]})
+    study = _held_study({0: 1.0, **{n: 2.0 + 0.01 * n for n in range(1, 8)}})
     assert GATE_DRAWS >= 3  # 6 of 7 miss: two draws of 3, then trial 1
-
-    class Worker:
-        checked: list = []
-        confirmed: list = []
-
-        def heldout(self, config):
-            self.checked.append(config["cache"]["threshold"])
-            psnr = 33.0 if config["cache"]["threshold"] == pytest.approx(0.02) else 27.0  # only trial 1 holds
-            return TrialOutcome(OK, result={"prompts": ["p", "q"], "per_prompt": [{"psnr": psnr}] * 2,
-                                            "metrics": aggregate([{"psnr": psnr}, {"psnr": psnr}])})
-
-        def confirm(self, config, repeats, precision=None, max_s=None, prior_ratios=None):
-            self.confirmed.append(config["cache"]["threshold"])
-            return TrialOutcome(OK, result={"baseline": {"median_s": 1.0, "samples": [1.0] * 4},
-                                            "candidate": {"median_s": 0.5, "samples": [0.5] * 4},
-                                            "speedup": 2.0, "speedup_low": 1.9, "speedup_high": 2.1,
-                                            "ratios": [2.0] * 4})
-
-    confirm_front(study, Worker(), 4, log=lambda line: None, precision=None)
-    assert len(Worker.checked) == 7 and Worker.confirmed == [pytest.approx(0.02)]
+    worker = _fake_worker(missing=tuple(round(0.01 * (n + 1), 2) for n in range(2, 8)), speedup=2.0)  # only trial 1 holds
+    confirm_front(study, worker(), 4, log=lambda line: None, precision=None)
+    assert len(worker.checked) == 7 and worker.confirmed == [0.02]
     assert pick(study)[0].number == 1
-
 
 
 def test_a_pick_the_held_out_check_moved_to_gets_its_first_pass(monkeypatch):
     """Every candidate drawn missed its held-out prompts; the pick then fell on a point no draw
     reached, which held there: it is confirmed with the time left, not left unconfirmed."""
     from mindiesd_tune.tuner import confirm as confirm_mod
-    from mindiesd_tune.tuner.outcome import OK, TrialOutcome
 
     monkeypatch.setattr(confirm_mod, "GATE_DRAWS", 1)
-    study = _speedy_study({0: 1.0, 1: 1.5, 2: 3.0})
-    study.set_user_attr("holdout", {"prompts": ["p", "q"]})
-    study.set_user_attr("baseline_metrics", {"psnr": math.inf})
-    study.set_user_attr("workload", {"prompts": ["a", "b"]})
-
-    class Worker:
-        confirmed: list = []
-
-        def heldout(self, config):
-            psnr = 27.0 if config["cache"]["threshold"] == pytest.approx(0.03) else 33.0  # trial 2 misses
-            return TrialOutcome(OK, result={"prompts": ["p", "q"], "per_prompt": [{"psnr": psnr}] * 2,
-                                            "metrics": aggregate([{"psnr": psnr}, {"psnr": psnr}])})
-
-        def confirm(self, config, repeats, precision=None, max_s=None, prior_ratios=None):
-            self.confirmed.append(config["cache"]["threshold"])
-            return TrialOutcome(OK, result={"baseline": {"median_s": 1.0, "samples": [1.0] * 4},
-                                            "candidate": {"median_s": 0.67, "samples": [0.67] * 4},
-                                            "speedup": 1.5, "speedup_low": 1.45, "speedup_high": 1.55,
-                                            "ratios": [1.5] * 4})
-
-    found = confirm_mod.confirm_front(study, Worker(), 4, log=lambda line: None, precision=None)
-    assert Worker.confirmed == [pytest.approx(0.02)] and "1" in found
+    study = _held_study({0: 1.0, 1: 1.5, 2: 3.0})
+    worker = _fake_worker(missing=(0.03,), speedup=1.5)  # trial 2 misses
+    found = confirm_mod.confirm_front(study, worker(), 4, log=lambda line: None, precision=None)
+    assert worker.confirmed == [0.02] and "1" in found
     assert pick(study)[0].number == 1
 
 
@@ -372,30 +347,9 @@ def test_a_candidate_set_aside_on_held_out_prompts_is_replaced_on_the_slate():
     """The fastest candidate misses its held-out prompts: the next point takes its place on the
     slate, so three points that held are confirmed, not the two left of the first draw."""
     from mindiesd_tune.tuner.confirm import CONFIRM_MAX, confirm_front
-    from mindiesd_tune.tuner.outcome import OK, TrialOutcome
 
-    study = _speedy_study({0: 1.0, 1: 2.7, 2: 2.75, 3: 2.8, 4: 2.9, 5: 3.0})
-    study.set_user_attr("holdout", {"prompts": ["p", "q"]})
-    study.set_user_attr("baseline_metrics", {"psnr": math.inf})
-    study.set_user_attr("workload", {"prompts": ["a", "b"]})
-
-    class Worker:
-        checked: list = []
-        confirmed: list = []
-
-        def heldout(self, config):
-            self.checked.append(round(config["cache"]["threshold"], 2))
-            psnr = 27.0 if config["cache"]["threshold"] == pytest.approx(0.06) else 33.0  # trial 5 misses
-            return TrialOutcome(OK, result={"prompts": ["p", "q"], "per_prompt": [{"psnr": psnr}] * 2,
-                                            "metrics": aggregate([{"psnr": psnr}, {"psnr": psnr}])})
-
-        def confirm(self, config, repeats, precision=None, max_s=None, prior_ratios=None):
-            self.confirmed.append(round(config["cache"]["threshold"], 2))
-            return TrialOutcome(OK, result={"baseline": {"median_s": 1.0, "samples": [1.0] * 4},
-                                            "candidate": {"median_s": 0.36, "samples": [0.36] * 4},
-                                            "speedup": 2.8, "speedup_low": 2.7, "speedup_high": 2.9,
-                                            "ratios": [2.8] * 4})
-
-    confirm_front(study, Worker(), 4, log=lambda line: None, precision=None)
-    assert CONFIRM_MAX == 3 and Worker.checked == [0.06, 0.05, 0.04, 0.03]
-    assert Worker.confirmed == [0.05, 0.04, 0.03]  # trials 4, 3 and 2; trial 1 was never drawn
+    study = _held_study({0: 1.0, 1: 2.7, 2: 2.75, 3: 2.8, 4: 2.9, 5: 3.0})
+    worker = _fake_worker(missing=(0.06,))  # trial 5 misses
+    confirm_front(study, worker(), 4, log=lambda line: None, precision=None)
+    assert CONFIRM_MAX == 3 and worker.checked == [0.06, 0.05, 0.04, 0.03]
+    assert worker.confirmed == [0.05, 0.04, 0.03]  # trials 4, 3 and 2; trial 1 was never drawn

@@ -27,7 +27,12 @@ reaches ``MIN_WIN`` over the baseline (a *single-section win*, such as the bf16 
 laid over the best feasible trial where that trial leaves the section off, whichever of the two
 finished last; so is a screen that successive halving parked (``screen.rank``) when it sets one
 section, met the floors on its look and its optimistic reading (its one ratio stretched by the
-timing noise, as the screen itself judges) reaches ``MIN_WIN`` over the baseline. Refinement
+timing noise, as the screen itself judges) reaches ``MIN_WIN`` over the baseline. A
+single-section *preset* (bf16, w8a16, compile) that met the floors is laid over the best point
+whatever its own speed: precision and compile can gain on top of a cache and nothing alone
+(on demo-flux bf16 alone screened 0.85x in one study; in another, schedule + compile + bf16
+timed 3.05x [3.00-3.14] against 2.79x [2.55-2.97] without bf16), and there are at most three.
+Refinement
 points are trials like any other: they count against the budget.
 Random search does without them: it is the baseline a search is compared with.
 """
@@ -42,7 +47,7 @@ from typing import Any, Callable, Iterable
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from .pick import completed, is_feasible, is_neutral_point, speed_of
+from .pick import completed, is_feasible, is_neutral_point, is_preset, speed_of
 from .screen import PARKED, PROMOTED_FROM, SCREEN_Z, timing_noise
 from .trials import same_value as _same
 
@@ -142,23 +147,23 @@ def _active_sections(trial: optuna.trial.FrozenTrial) -> dict[str, str] | None:
 
 
 def _single_section_wins(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Completed feasible trials that set one section only and whose speed-up's interval reaches
-    ``MIN_WIN`` over the baseline: a gain the first look does not rule out. Not "beyond the
-    interval": a trial's first look is a few rounds, whose interval on a busy machine spans a 10%
-    gain either way (beside a CPU-bound process the compile preset, 1.16x on a quiet machine, once
+    """Trials that set one section only and may pay laid over the best point: completed feasible
+    ones whose speed-up's interval reaches ``MIN_WIN`` over the baseline (a gain the first look
+    does not rule out), parked screens whose stretched ratio does (``_is_screen_win``), and
+    single-section presets that met the floors whatever their speed. Not "beyond the interval":
+    a trial's first look is a few rounds, whose interval on a busy machine spans a 10% gain
+    either way (beside a CPU-bound process the compile preset, 1.16x on a quiet machine, once
     read 0.97x [0.81-1.18] and was left out), and a combination that does not pay costs one trial
     and is never picked."""
+    stretch = _screen_stretch(study)
     out = []
     for t in completed(study):
         if "repeat_of" in t.user_attrs or not is_feasible(t):
             continue
-        speed = speed_of(t)
-        reach = speed.high if speed.high is not None else speed.speedup
         active = _active_sections(t)
-        if active is not None and len(active) == 1 and (reach or 0.0) > 1.0 + MIN_WIN:
+        if active is not None and len(active) == 1 and (_shows_gain(t, stretch) or is_preset(t)):
             out.append(t)
     timed = {t.user_attrs.get(PROMOTED_FROM) for t in out}
-    stretch = _screen_stretch(study)
     return out + [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
                   if _is_screen_win(t, stretch) and t.number not in timed]
 
@@ -169,18 +174,29 @@ def _screen_stretch(study: optuna.Study) -> float:
     return math.exp(SCREEN_Z * timing_noise(study))
 
 
-def _is_screen_win(trial: optuna.trial.FrozenTrial, stretch: float) -> bool:
-    """A screen parked by its rank that sets one section, met the floors on its look and whose
-    one ratio, stretched by ``stretch``, reaches ``MIN_WIN`` over the baseline: successive halving
-    keeps it from a full timing while faster points rank above it, but as a part of a combination
-    it is as good a lead as a timed one (the combination is screened and timed on its own).
-    Stretched, as a timed trial's interval is: compile over a schedule on demo-flux gains about
-    10% (2.33x to 2.57x, both confirmed) while compile alone timed in full reads 1.00x, and its
-    one-pair screens read 1.05x in one study and 0.86x in another; a bare cut at 1.03x combined
-    it in the first and not in the second."""
+def _shows_gain(trial: optuna.trial.FrozenTrial, stretch: float) -> bool:
+    """Whether the trial's own speed-up may be ``MIN_WIN`` over the baseline: a completed trial's
+    interval reaches it, or a parked screen's ratio stretched by ``stretch`` does. Stretched, as a
+    timed trial's interval is: compile over a schedule on demo-flux gains about 10% (2.33x to
+    2.57x, both confirmed) while compile alone timed in full reads 1.00x, and its one-pair screens
+    read 1.05x in one study and 0.86x in another; a bare cut at 1.03x combined it in the first and
+    not in the second."""
+    if trial.state == TrialState.COMPLETE:
+        speed = speed_of(trial)
+        reach = speed.high if speed.high is not None else speed.speedup
+        return (reach or 0.0) > 1.0 + MIN_WIN
     screen = trial.user_attrs.get("screen") or {}
-    if (not trial.user_attrs.get(PARKED) or not screen.get("meets")
-            or (screen.get("speedup") or 0.0) * stretch <= 1.0 + MIN_WIN):
+    return bool(trial.user_attrs.get(PARKED)) and (screen.get("speedup") or 0.0) * stretch > 1.0 + MIN_WIN
+
+
+def _is_screen_win(trial: optuna.trial.FrozenTrial, stretch: float) -> bool:
+    """A screen that sets one section, met the floors on its look and either shows a gain
+    (``_shows_gain``: parked by its rank, successive halving keeps it from a full timing while
+    faster points rank above it, but as a part of a combination it is as good a lead as a timed
+    one: the combination is screened and timed on its own) or is a preset, parked or dropped by
+    its screen (see the module's docstring)."""
+    screen = trial.user_attrs.get("screen") or {}
+    if not screen.get("meets") or not (is_preset(trial) or _shows_gain(trial, stretch)):
         return False
     active = _active_sections(trial)
     return active is not None and len(active) == 1
@@ -203,18 +219,36 @@ def _combination(study: optuna.Study, best: optuna.trial.FrozenTrial, wins: list
     mine = _active_sections(best)
     if mine is None:
         return None
+    stretch = _screen_stretch(study)
     for win in sorted(wins, key=lambda t: -_alone(t)):
         theirs = _active_sections(win)
         if win.number == best.number or not theirs or set(theirs) & set(mine):
             continue
         ((section, text),) = theirs.items()
+        own = {k: v for k, v in win.params.items() if k.partition(".")[0] == section}
+        # a preset with no gain of its own is tried on one best point, not on each new best along
+        # a knob's line: its combination's result is the evidence for the rest
+        if not _shows_gain(win, stretch) and _laid_before(study, own):
+            continue
         params = {k: v for k, v in best.params.items() if k.partition(".")[0] != section}
-        params.update({k: v for k, v in win.params.items() if k.partition(".")[0] == section})
+        params.update(own)
         if _known(study, params) or _conflicting(params):
             continue
         return Refinement(params, best.number, section, section, "off", text,
                           f"combined with trial {win.number}, {_alone(win):.2f}x alone", combined=True)
     return None
+
+
+def _laid_before(study: optuna.Study, section: dict[str, Any]) -> bool:
+    """Whether a combination (queued, running or finished) already carries ``section``'s
+    parameters."""
+    for t in study.get_trials(deepcopy=False):
+        if not t.user_attrs.get("combined"):
+            continue
+        theirs = t.system_attrs.get("fixed_params", t.params) if t.state in (TrialState.WAITING, TrialState.RUNNING) else t.params
+        if all(k in theirs and _same(theirs[k], v) for k, v in section.items()):
+            return True
+    return False
 
 
 def _conflicting(params: dict) -> bool:

@@ -19,6 +19,7 @@ DISTS = {
     "cache.warmup_steps": IntDistribution(0, 4),
     "quant.scheme": CategoricalDistribution(["none", "w8a16"]),
     "quant.precision.denoiser": CategoricalDistribution([None, "bfloat16"]),
+    "compile.mode": CategoricalDistribution(["none", "default"]),
 }
 
 
@@ -377,3 +378,23 @@ def test_a_single_section_preset_is_laid_over_the_best_point_whatever_its_own_sp
     assert refinements(later, slow, [FLOOR]) == []  # no best point yet
     best = _add(later, _with_quant(_point(0.3)), speedup=2.0, queued=True)
     assert [p.refined_from for p in refinements(later, best, [FLOOR]) if p.combined] == [best.number]
+
+
+def test_a_preset_without_a_gain_is_laid_once_over_each_set_of_sections():
+    # not again over each new best along the cache's line (the fake study's bests each got bf16,
+    # doubling its refinement trials), but again once compile joins the cache: they interact
+    bf16 = _with_quant({"cache.method": "none"}, "bfloat16")
+    study = _study()
+    _baseline(study, [0.0] * 4)
+    preset = _add(study, bf16, speedup=0.95, queued=True, interval=(0.93, 0.97), extra={"preset": True})
+    best = _add(study, _with_quant(_point(0.3)), speedup=2.0, queued=True)
+    [c] = [p for p in refinements(study, best, [FLOOR]) if p.combined]
+    assert c.params == _with_quant(_point(0.3), "bfloat16")
+    _add(study, c.params, speedup=1.9, queued=True, refined_from=best.number, extra={"combined": True})
+    bolder = _add(study, _with_quant(_point(0.39)), speedup=2.2, queued=True, refined_from=best.number)
+    assert not [p for p in refinements(study, bolder, [FLOOR]) if p.combined]
+    compiled = _add(study, {**_with_quant(_point(0.39)), "compile.mode": "default"}, speedup=2.5, queued=True,
+                    refined_from=bolder.number, extra={"combined": True})
+    [c] = [p for p in refinements(study, compiled, [FLOOR]) if p.combined]
+    assert c.params == {**_with_quant(_point(0.39), "bfloat16"), "compile.mode": "default"}
+    assert c.why.startswith(f"combined with trial {preset.number}")

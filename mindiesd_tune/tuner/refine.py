@@ -226,9 +226,10 @@ def _combination(study: optuna.Study, best: optuna.trial.FrozenTrial, wins: list
             continue
         ((section, text),) = theirs.items()
         own = {k: v for k, v in win.params.items() if k.partition(".")[0] == section}
-        # a preset with no gain of its own is tried on one best point, not on each new best along
-        # a knob's line: its combination's result is the evidence for the rest
-        if not _shows_gain(win, stretch) and _laid_before(study, own):
+        # a preset with no gain of its own is tried once over each set of sections (bf16 over a
+        # cache, again over a cache with compile: precision and compile interact), not over each
+        # new best along a knob's line
+        if not _shows_gain(win, stretch) and _laid_before(study, own, set(mine)):
             continue
         params = {k: v for k, v in best.params.items() if k.partition(".")[0] != section}
         params.update(own)
@@ -239,14 +240,24 @@ def _combination(study: optuna.Study, best: optuna.trial.FrozenTrial, wins: list
     return None
 
 
-def _laid_before(study: optuna.Study, section: dict[str, Any]) -> bool:
-    """Whether a combination (queued, running or finished) already carries ``section``'s
-    parameters."""
+def _laid_before(study: optuna.Study, section: dict[str, Any], over: set[str]) -> bool:
+    """Whether a combination (queued, running or finished) already laid ``section``'s parameters
+    over a point that sets the sections ``over``."""
+    from ..search_spaces import config_from_params
+
+    name = next(iter(section)).partition(".")[0]
     for t in study.get_trials(deepcopy=False):
         if not t.user_attrs.get("combined"):
             continue
-        theirs = t.system_attrs.get("fixed_params", t.params) if t.state in (TrialState.WAITING, TrialState.RUNNING) else t.params
-        if all(k in theirs and _same(theirs[k], v) for k, v in section.items()):
+        queued = t.state in (TrialState.WAITING, TrialState.RUNNING)
+        theirs = t.system_attrs.get("fixed_params", t.params) if queued else t.params
+        if not all(k in theirs and _same(theirs[k], v) for k, v in section.items()):
+            continue
+        try:
+            sections = {n for n, text in config_from_params(theirs).summary() if text != "off"}
+        except Exception:  # noqa: BLE001  (an unreadable point: as if not laid)
+            continue
+        if sections - {name} == over:
             return True
     return False
 

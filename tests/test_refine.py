@@ -341,8 +341,9 @@ def _baseline(study, log_ratios):
 
 def test_a_parked_screen_is_judged_on_its_ratio_stretched_by_the_timing_noise():
     # compile alone reads 1.00x timed in full on demo-flux and gains about 10% over a schedule;
-    # one screening pair read it 0.86x in a study whose rounds spread by sd 0.18: its optimistic
-    # reading (0.86 * e^0.35 = 1.22) does not rule the gain out. On a quiet machine (sd 0.05, the
+    # one screening pair read it 0.86x in a study whose rounds spread by sd 0.18; here they spread
+    # by sd 0.21 (0.18 either way): its optimistic reading (0.86 * e^0.42 = 1.30) does not rule
+    # the gain out. On a quiet machine (sd 0.05, the
     # least assumed) the same ratio stretches to 0.95x, and 0.86x is then a true loss.
     alone = _with_quant({"cache.method": "none"}, "bfloat16")  # one section, standing in for compile
     for spread, combined in ((0.18, True), (0.0, False)):

@@ -19,6 +19,7 @@ DISTS = {
     "cache.warmup_steps": IntDistribution(0, 4),
     "quant.scheme": CategoricalDistribution(["none", "w8a16"]),
     "quant.precision.denoiser": CategoricalDistribution([None, "bfloat16"]),
+    "compile.mode": CategoricalDistribution(["none", "default"]),
 }
 
 
@@ -27,7 +28,7 @@ def _point(threshold, warmup=2):
 
 
 def _add(study, params, speedup=1.0, miss=0.0, queued=False, refined_from=None, state=COMPLETE, constraints=None,
-         interval=None):
+         interval=None, extra=None):
     """A finished trial as the driver stores it: ``miss`` > 0 breaks the floor by that much;
     ``queued``: it was a preset or refinement point (enqueued, so Optuna keeps its fixed params);
     ``interval``: (low, high) of its speed-up, ±2% by default."""
@@ -38,6 +39,7 @@ def _add(study, params, speedup=1.0, miss=0.0, queued=False, refined_from=None, 
         attrs["prune_reason"] = f"first prompt misses {FLOOR}"
     if refined_from is not None:
         attrs["refined_from"] = refined_from
+    attrs.update(extra or {})
     study.add_trial(optuna.trial.create_trial(
         state=state, params=params, distributions={k: DISTS[k] for k in params},
         values=None if state == PRUNED else [1.0 / speedup, 40.0 - miss], user_attrs=attrs,
@@ -353,3 +355,61 @@ def test_a_parked_screen_is_judged_on_its_ratio_stretched_by_the_timing_noise():
         win = _parked(study, alone, 0.86)
         got = [p.refined_from for p in refinements(study, win, [FLOOR]) if p.combined]
         assert got == ([best.number] if combined else []), spread
+
+
+def test_a_single_section_preset_is_laid_over_the_best_point_whatever_its_own_speed():
+    # bf16 alone screened 0.85x on demo-flux and was dropped by its screen, while schedule +
+    # compile + bf16 timed 3.05x against 2.79x without it: a preset that met the floors is tried
+    # on top of the best point once. The same point sampled, not a preset, is not.
+    bf16 = _with_quant({"cache.method": "none"}, "bfloat16")
+    for preset in (True, False):
+        study = _study()
+        _baseline(study, [0.0] * 4)  # a quiet machine: 0.85x stretched stays under the gain
+        best = _add(study, _with_quant(_point(0.3)), speedup=2.0, queued=True)
+        study.add_trial(optuna.trial.create_trial(
+            state=PRUNED, params=bf16, distributions={k: DISTS[k] for k in bf16},
+            user_attrs={"screen": {"speedup": 0.85, "meets": True}, "preset": preset,
+                        "prune_reason": "screened at 0.85x: no faster than the baseline within timing noise"},
+            system_attrs={"fixed_params": bf16}))
+        got = [(p.refined_from, p.params) for p in refinements(study, study.trials[-1], [FLOOR]) if p.combined]
+        assert got == ([(best.number, _with_quant(_point(0.3), "bfloat16"))] if preset else []), preset
+    # timed in full at 0.95x [0.93-0.97], the preset goes on the best point finishing after it
+    later = _study()
+    slow = _add(later, bf16, speedup=0.95, queued=True, interval=(0.93, 0.97), extra={"preset": True})
+    assert refinements(later, slow, [FLOOR]) == []  # no best point yet
+    best = _add(later, _with_quant(_point(0.3)), speedup=2.0, queued=True)
+    assert [p.refined_from for p in refinements(later, best, [FLOOR]) if p.combined] == [best.number]
+
+
+def test_a_preset_without_a_gain_is_laid_once_over_each_set_of_sections():
+    # not again over each new best along the cache's line (the fake study's bests each got bf16,
+    # doubling its refinement trials), but again once compile joins the cache: they interact
+    bf16 = _with_quant({"cache.method": "none"}, "bfloat16")
+    study = _study()
+    _baseline(study, [0.0] * 4)
+    preset = _add(study, bf16, speedup=0.95, queued=True, interval=(0.93, 0.97), extra={"preset": True})
+    best = _add(study, _with_quant(_point(0.3)), speedup=2.0, queued=True)
+    [c] = [p for p in refinements(study, best, [FLOOR]) if p.combined]
+    assert c.params == _with_quant(_point(0.3), "bfloat16")
+    _add(study, c.params, speedup=1.9, queued=True, refined_from=best.number, extra={"combined": True})
+    bolder = _add(study, _with_quant(_point(0.39)), speedup=2.2, queued=True, refined_from=best.number)
+    assert not [p for p in refinements(study, bolder, [FLOOR]) if p.combined]
+    compiled = _add(study, {**_with_quant(_point(0.39)), "compile.mode": "default"}, speedup=2.5, queued=True,
+                    refined_from=bolder.number, extra={"combined": True})
+    [c] = [p for p in refinements(study, compiled, [FLOOR]) if p.combined]
+    assert c.params == {**_with_quant(_point(0.39), "bfloat16"), "compile.mode": "default"}
+    assert c.why.startswith(f"combined with trial {preset.number}")
+
+
+def test_each_preset_without_a_gain_is_laid_though_two_share_a_section():
+    # w8a16's 0.98x screen ranked it above bf16's 0.93x; taking only the first of the quant
+    # section left bf16 untried over schedule + compile
+    study = _study()
+    _baseline(study, [0.0] * 4)
+    for precision, scheme, speed in ((None, "w8a16", 0.98), ("bfloat16", "none", 0.93)):
+        _add(study, {"cache.method": "none", "quant.scheme": scheme, "quant.precision.denoiser": precision},
+             speedup=speed, queued=True, interval=(speed - 0.02, speed + 0.02), extra={"preset": True})
+    best = _add(study, _with_quant(_point(0.3)), speedup=2.0, queued=True)
+    got = [p.params for p in refinements(study, best, [FLOOR]) if p.combined]
+    assert got == [{**_point(0.3), "quant.scheme": "w8a16", "quant.precision.denoiser": None},
+                   _with_quant(_point(0.3), "bfloat16")]

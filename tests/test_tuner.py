@@ -16,6 +16,7 @@ from mindiesd_tune.tuner import export, load_run, parse_budget, parse_floor, run
 
 TESTS = Path(__file__).parent
 COMPLETE, FAIL, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED
+WAITING = optuna.trial.TrialState.WAITING
 
 
 def fake_study(out, budget="12t", model="fake", **kw):
@@ -127,8 +128,9 @@ def test_pick_fastest_knee_and_trial_and_export(tmp_path):
 def test_two_local_workers_share_a_journal_without_losing_or_repeating_trials(tmp_path):
     fake_study(tmp_path, "10t", workers=2, isolate=True)
     assert (tmp_path / "journal.log").is_file()
-    trials = [t for t in load_run(tmp_path).trials if not t.user_attrs.get("over_budget")]
-    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    # refinements queued after the last trial may still wait, for a resumed study to run
+    trials = [t for t in load_run(tmp_path).trials if not t.user_attrs.get("over_budget") and t.state != WAITING]
+    assert len({t.number for t in trials}) == len(trials)
     assert len([t for t in trials if "repeat_of" not in t.user_attrs]) == 10  # repeats cost no budget
     assert all(t.state in (COMPLETE, PRUNED) for t in trials)
     assert {t.user_attrs["worker"] for t in trials} == {"w0", "w1"}

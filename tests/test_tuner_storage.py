@@ -180,3 +180,39 @@ def test_an_optuna_without_the_trial_id_is_named_in_the_error():
 
     with pytest.raises(RuntimeError, match=rf"optuna {optuna.__version__}: Renamed has no _trial_id"):
         trial_id_of(Renamed())
+
+
+def test_a_queued_point_claimed_after_a_sampled_one_does_not_take_the_last_slot_too():
+    # two workers on two processes: a queued point (lower number, queued before) is claimed
+    # after a point sampled meanwhile has checked the budget; by trial number each would see
+    # the other outside its count and both would run, one past the budget
+    from mindiesd_tune.tuner.search import _Shared
+    from mindiesd_tune.tuner.storage import storage_of, trial_id_of
+
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, values=[1.0, 1.0]))  # trial 0
+    study.enqueue_trial({"x": 1})  # trial 1, waiting
+    shared = _Shared(study, "dit-image", "psnr", None, {}, 2, None, None, Path("."), lambda t: None)
+    storage = storage_of(study)
+    sampled = storage.create_new_trial(study._study_id)  # trial 2, running
+    frozen = storage.get_trial
+    assert frozen(sampled).number == 2
+    assert shared.counted(before=frozen(sampled)) == 1  # only trial 0 started before it: it runs
+    queued = trial_id_of(study.get_trials(states=(optuna.trial.TrialState.WAITING,))[0])
+    time.sleep(0.01)
+    assert storage.set_trial_state_values(queued, optuna.trial.TrialState.RUNNING)
+    assert shared.counted(before=frozen(queued)) == 2  # trials 0 and 2: the last slot is taken
+    assert shared.counted(before=frozen(sampled)) == 1  # and the sampled point's answer has not changed
+
+
+def test_a_dead_trials_point_runs_before_promotions_and_the_other_queued_points():
+    from mindiesd_tune.tuner.search import _claim_first
+    from mindiesd_tune.tuner.screen import PROMOTED_FROM
+
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    study.enqueue_trial({"x": 1})  # a preset or a refinement, queued first
+    study.enqueue_trial({"x": 2}, user_attrs={PROMOTED_FROM: 0})
+    study.enqueue_trial({"x": 3}, user_attrs={"requeued_from": 0})
+    claimed = [_claim_first(study), _claim_first(study), _claim_first(study)]
+    assert [t.number if t else None for t in claimed] == [2, 1, None]  # then ask() hands out the rest in order
+    assert study.ask().number == 0

@@ -27,7 +27,12 @@ reaches ``MIN_WIN`` over the baseline (a *single-section win*, such as the bf16 
 laid over the best feasible trial where that trial leaves the section off, whichever of the two
 finished last; so is a screen that successive halving parked (``screen.rank``) when it sets one
 section, met the floors on its look and its optimistic reading (its one ratio stretched by the
-timing noise, as the screen itself judges) reaches ``MIN_WIN`` over the baseline. Refinement
+timing noise, as the screen itself judges) reaches ``MIN_WIN`` over the baseline. A
+single-section *preset* (bf16, w8a16, compile) that met the floors is laid over the best point
+whatever its own speed: precision and compile can gain on top of a cache and nothing alone
+(on demo-flux bf16 alone screened 0.85x in one study; in another, schedule + compile + bf16
+timed 3.05x [3.00-3.14] against 2.79x [2.55-2.97] without bf16), and there are at most three.
+Refinement
 points are trials like any other: they count against the budget.
 Random search does without them: it is the baseline a search is compared with.
 """
@@ -42,7 +47,7 @@ from typing import Any, Callable, Iterable
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from .pick import completed, is_feasible, is_neutral_point, speed_of
+from .pick import completed, is_feasible, is_neutral_point, is_preset, speed_of
 from .screen import PARKED, PROMOTED_FROM, SCREEN_Z, timing_noise
 from .trials import same_value as _same
 
@@ -97,17 +102,14 @@ def refinements(study: optuna.Study, trial: optuna.trial.FrozenTrial, floors: It
             # a single-section win goes onto the best trial, which may have finished before it
             best = _best_feasible(study)
             wins = [t for t in _single_section_wins(study) if t.number == trial.number]
-            point = _combination(study, best, wins) if best is not None and wins else None
-            return [point] if point is not None else []
+            return _combinations(study, best, wins) if best is not None and wins else []
         bolder = _first_neighbour(study, trial, +1, "bolder")
-        combined = _combination(study, trial, _single_section_wins(study))
-        return [p for p in (bolder, combined) if p is not None]
+        return [p for p in (bolder, *_combinations(study, trial, _single_section_wins(study))) if p is not None]
     elif trial.state == TrialState.PRUNED and _is_screen_win(trial, _screen_stretch(study)):
         # a parked single-section screen (the compile or bf16 preset: beside caches at 2x it never
         # ranks in the best third, so it is never timed in full) still goes onto the best point
         best = _best_feasible(study)
-        point = _combination(study, best, [trial]) if best is not None else None
-        return [point] if point is not None else []
+        return _combinations(study, best, [trial]) if best is not None else []
     elif _misses_floor(trial, floors) and "fixed_params" in trial.system_attrs:  # a preset or refinement point
         if trial.user_attrs.get("combined"):
             return []  # the two wins do not add up; walking either back leads to the trials they came from
@@ -142,23 +144,23 @@ def _active_sections(trial: optuna.trial.FrozenTrial) -> dict[str, str] | None:
 
 
 def _single_section_wins(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Completed feasible trials that set one section only and whose speed-up's interval reaches
-    ``MIN_WIN`` over the baseline: a gain the first look does not rule out. Not "beyond the
-    interval": a trial's first look is a few rounds, whose interval on a busy machine spans a 10%
-    gain either way (beside a CPU-bound process the compile preset, 1.16x on a quiet machine, once
+    """Trials that set one section only and may pay laid over the best point: completed feasible
+    ones whose speed-up's interval reaches ``MIN_WIN`` over the baseline (a gain the first look
+    does not rule out), parked screens whose stretched ratio does (``_is_screen_win``), and
+    single-section presets that met the floors whatever their speed. Not "beyond the interval":
+    a trial's first look is a few rounds, whose interval on a busy machine spans a 10% gain
+    either way (beside a CPU-bound process the compile preset, 1.16x on a quiet machine, once
     read 0.97x [0.81-1.18] and was left out), and a combination that does not pay costs one trial
     and is never picked."""
+    stretch = _screen_stretch(study)
     out = []
     for t in completed(study):
         if "repeat_of" in t.user_attrs or not is_feasible(t):
             continue
-        speed = speed_of(t)
-        reach = speed.high if speed.high is not None else speed.speedup
         active = _active_sections(t)
-        if active is not None and len(active) == 1 and (reach or 0.0) > 1.0 + MIN_WIN:
+        if active is not None and len(active) == 1 and (_shows_gain(t, stretch) or is_preset(t)):
             out.append(t)
     timed = {t.user_attrs.get(PROMOTED_FROM) for t in out}
-    stretch = _screen_stretch(study)
     return out + [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
                   if _is_screen_win(t, stretch) and t.number not in timed]
 
@@ -169,18 +171,29 @@ def _screen_stretch(study: optuna.Study) -> float:
     return math.exp(SCREEN_Z * timing_noise(study))
 
 
-def _is_screen_win(trial: optuna.trial.FrozenTrial, stretch: float) -> bool:
-    """A screen parked by its rank that sets one section, met the floors on its look and whose
-    one ratio, stretched by ``stretch``, reaches ``MIN_WIN`` over the baseline: successive halving
-    keeps it from a full timing while faster points rank above it, but as a part of a combination
-    it is as good a lead as a timed one (the combination is screened and timed on its own).
-    Stretched, as a timed trial's interval is: compile over a schedule on demo-flux gains about
-    10% (2.33x to 2.57x, both confirmed) while compile alone timed in full reads 1.00x, and its
-    one-pair screens read 1.05x in one study and 0.86x in another; a bare cut at 1.03x combined
-    it in the first and not in the second."""
+def _shows_gain(trial: optuna.trial.FrozenTrial, stretch: float) -> bool:
+    """Whether the trial's own speed-up may be ``MIN_WIN`` over the baseline: a completed trial's
+    interval reaches it, or a parked screen's ratio stretched by ``stretch`` does. Stretched, as a
+    timed trial's interval is: compile over a schedule on demo-flux gains about 10% (2.33x to
+    2.57x, both confirmed) while compile alone timed in full reads 1.00x, and its one-pair screens
+    read 1.05x in one study and 0.86x in another; a bare cut at 1.03x combined it in the first and
+    not in the second."""
+    if trial.state == TrialState.COMPLETE:
+        speed = speed_of(trial)
+        reach = speed.high if speed.high is not None else speed.speedup
+        return (reach or 0.0) > 1.0 + MIN_WIN
     screen = trial.user_attrs.get("screen") or {}
-    if (not trial.user_attrs.get(PARKED) or not screen.get("meets")
-            or (screen.get("speedup") or 0.0) * stretch <= 1.0 + MIN_WIN):
+    return bool(trial.user_attrs.get(PARKED)) and (screen.get("speedup") or 0.0) * stretch > 1.0 + MIN_WIN
+
+
+def _is_screen_win(trial: optuna.trial.FrozenTrial, stretch: float) -> bool:
+    """A screen that sets one section, met the floors on its look and either shows a gain
+    (``_shows_gain``: parked by its rank, successive halving keeps it from a full timing while
+    faster points rank above it, but as a part of a combination it is as good a lead as a timed
+    one: the combination is screened and timed on its own) or is a preset, parked or dropped by
+    its screen (see the module's docstring)."""
+    screen = trial.user_attrs.get("screen") or {}
+    if not screen.get("meets") or not (is_preset(trial) or _shows_gain(trial, stretch)):
         return False
     active = _active_sections(trial)
     return active is not None and len(active) == 1
@@ -196,25 +209,62 @@ def _best_feasible(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     return max(feasible, key=lambda t: speed_of(t).speedup or 0.0, default=None)
 
 
-def _combination(study: optuna.Study, best: optuna.trial.FrozenTrial, wins: list) -> Refinement | None:
-    """``best``'s point with the section of the fastest of ``wins`` that ``best`` leaves off laid
-    over it (that win's parameters of the section in place of ``best``'s); None when there is none
-    new to try."""
+def _combinations(study: optuna.Study, best: optuna.trial.FrozenTrial, wins: list) -> list[Refinement]:
+    """``best``'s point with a section of ``wins`` that ``best`` leaves off laid over it (that
+    win's parameters of the section in place of ``best``'s): the fastest win with a gain of its
+    own, and each preset without one not yet laid over ``best``'s set of sections; [] when there
+    is none new to try."""
     mine = _active_sections(best)
     if mine is None:
-        return None
+        return []
+    stretch = _screen_stretch(study)
+    out, gain_taken = [], False
     for win in sorted(wins, key=lambda t: -_alone(t)):
         theirs = _active_sections(win)
         if win.number == best.number or not theirs or set(theirs) & set(mine):
             continue
-        ((section, text),) = theirs.items()
-        params = {k: v for k, v in best.params.items() if k.partition(".")[0] != section}
-        params.update({k: v for k, v in win.params.items() if k.partition(".")[0] == section})
-        if _known(study, params) or _conflicting(params):
+        gain = _shows_gain(win, stretch)
+        if gain and gain_taken:
             continue
-        return Refinement(params, best.number, section, section, "off", text,
-                          f"combined with trial {win.number}, {_alone(win):.2f}x alone", combined=True)
-    return None
+        ((section, text),) = theirs.items()
+        own = {k: v for k, v in win.params.items() if k.partition(".")[0] == section}
+        # a preset with no gain of its own is tried once over each set of sections (bf16 over a
+        # cache, again over a cache with compile: precision and compile interact), not over each
+        # new best along a knob's line; both bf16 and w8a16 are, though they share a section (on
+        # demo-flux w8a16's 0.98x screen ranked it above bf16's 0.93x, and only w8a16 was tried
+        # over schedule + compile, where an earlier study found bf16 paying)
+        if not gain and _laid_before(study, own, set(mine)):
+            continue
+        params = {k: v for k, v in best.params.items() if k.partition(".")[0] != section}
+        params.update(own)
+        if _known(study, params) or _conflicting(params) or any(r.params == params for r in out):
+            continue
+        out.append(Refinement(params, best.number, section, section, "off", text,
+                              f"combined with trial {win.number}, {_alone(win):.2f}x alone", combined=True))
+        gain_taken = gain_taken or gain
+    return out
+
+
+def _laid_before(study: optuna.Study, section: dict[str, Any], over: set[str]) -> bool:
+    """Whether a combination (queued, running or finished) already laid ``section``'s parameters
+    over a point that sets the sections ``over``."""
+    from ..search_spaces import config_from_params
+
+    name = next(iter(section)).partition(".")[0]
+    for t in study.get_trials(deepcopy=False):
+        if not t.user_attrs.get("combined"):
+            continue
+        queued = t.state in (TrialState.WAITING, TrialState.RUNNING)
+        theirs = t.system_attrs.get("fixed_params", t.params) if queued else t.params
+        if not all(k in theirs and _same(theirs[k], v) for k, v in section.items()):
+            continue
+        try:
+            sections = {n for n, text in config_from_params(theirs).summary() if text != "off"}
+        except Exception:  # noqa: BLE001  (an unreadable point: as if not laid)
+            continue
+        if sections - {name} == over:
+            return True
+    return False
 
 
 def _conflicting(params: dict) -> bool:

@@ -89,9 +89,10 @@ class _Shared:
         """Record why the study ends; the first reason given is the study's. Call with the lock held."""
         self.stop_reason = self.stop_reason or reason
 
-    def counted(self, below: int | None = None) -> int:
+    def counted(self, before: optuna.trial.FrozenTrial | None = None) -> int:
         """Trials that count against the trial budget: not queued, not answered from storage as a
-        repeat, not stopped with their process (their point runs again)."""
+        repeat, not stopped with their process (their point runs again). With ``before``, only
+        those that started running before that trial did."""
         trials = self.study.get_trials(deepcopy=False)
         requeued = {t.user_attrs.get("requeued_from") for t in trials}
         n = 0
@@ -99,7 +100,7 @@ class _Shared:
             if (t.state == TrialState.WAITING or t.user_attrs.get("over_budget") or t.user_attrs.get("interrupted")
                     or "repeat_of" in t.user_attrs or (t.state == TrialState.FAIL and t.number in requeued)):
                 continue
-            if below is None or t.number < below:
+            if before is None or _started_before(t, before):
                 n += 1
         return n
 
@@ -117,6 +118,18 @@ class _Shared:
             optuna.storages.fail_stale_trials(self.study)
 
 
+def _started_before(t: optuna.trial.FrozenTrial, mine: optuna.trial.FrozenTrial) -> bool:
+    """Whether ``t`` started running before ``mine``: the order in which workers on other
+    processes or machines claim the budget's last slots. Not the trial number: a queued point
+    (a refinement, a requeued one) keeps the lower number it got when queued, so judged by number
+    it would miss a trial sampled while it waited, and both would run past the budget."""
+    if t.number == mine.number:
+        return False
+    if t.datetime_start is None or mine.datetime_start is None:
+        return t.number < mine.number
+    return (t.datetime_start, t.number) < (mine.datetime_start, mine.number)
+
+
 def _requeue_interrupted(study: optuna.Study, log) -> None:
     """Trials left RUNNING by a killed process: mark them failed and queue their points again."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -129,7 +142,7 @@ def _fail_interrupted(study: optuna.Study, trial_id: int, params: dict, reason: 
     storage_of(study).set_trial_user_attr(trial_id, "interrupted", True)
     storage_of(study).set_trial_user_attr(trial_id, "fail_reason", reason)
     storage_of(study).set_trial_state_values(trial_id, TrialState.FAIL)
-    study.enqueue_trial(params)
+    study.enqueue_trial(params, user_attrs={"requeued_from": storage_of(study).get_trial(trial_id).number})
 
 
 def _heartbeat_interval(study: optuna.Study) -> int | None:
@@ -184,9 +197,10 @@ def _drive(shared: _Shared, wid: str, worker: Worker) -> None:
             t0 = time.perf_counter()
             # Optuna expects heartbeats with optimize(); this loop records them itself (_Heartbeat)
             with ignoring(message="Heartbeat of storage is supposed"):
-                trial = _claim_promoted(study) or study.ask()
+                trial = _claim_first(study) or study.ask()
             shared.sample_seconds += time.perf_counter() - t0
-        if shared.max_trials is not None and shared.counted(below=trial.number) >= shared.max_trials:
+        if (shared.max_trials is not None
+                and shared.counted(before=storage_of(study).get_trial(trial_id_of(trial))) >= shared.max_trials):
             trial.set_user_attr("over_budget", True)  # another worker took the last slot
             study.tell(trial, state=TrialState.FAIL)
             with shared.lock:
@@ -420,15 +434,18 @@ def _promote(shared: _Shared) -> None:
                     "timed in full next")
 
 
-def _claim_promoted(study: optuna.Study) -> optuna.Trial | None:
-    """A queued full timing of a parked screen, ahead of the other queued points (the presets,
-    the warm start's): ``Study.ask`` hands out the oldest queued point first, and a promotion
-    waiting behind a dozen presets may never run in a short budget. Claimed as ``ask`` claims a
-    queued trial, by moving it to RUNNING in the storage (False: another worker took it)."""
+def _claim_first(study: optuna.Study) -> optuna.Trial | None:
+    """A queued point that goes ahead of the other queued ones (the presets, the refinements, the
+    warm start's): first the point of a trial whose process died (it was due before any of them),
+    then the full timing of a parked screen. ``Study.ask`` hands out the oldest queued point
+    first, and a point waiting behind a dozen others may never run in a short budget. Claimed as
+    ``ask`` claims a queued trial, by moving it to RUNNING in the storage (False: another worker
+    took it)."""
     storage = storage_of(study)
-    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if PROMOTED_FROM not in t.user_attrs:
-            continue
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    first = ([t for t in waiting if "requeued_from" in t.user_attrs]
+             + [t for t in waiting if PROMOTED_FROM in t.user_attrs and "requeued_from" not in t.user_attrs])
+    for t in first:
         try:
             if storage.set_trial_state_values(trial_id_of(t), state=TrialState.RUNNING):
                 return optuna.Trial(study, trial_id_of(t))

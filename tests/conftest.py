@@ -3,9 +3,13 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # baseline outputs cached by the CLI go to a throwaway folder, not the user's cache
+import atexit  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
-os.environ.setdefault("MINDIESD_TUNE_BASELINES", tempfile.mkdtemp(prefix="mindiesd-baselines-"))
+if "MINDIESD_TUNE_BASELINES" not in os.environ:
+    os.environ["MINDIESD_TUNE_BASELINES"] = tempfile.mkdtemp(prefix="mindiesd-baselines-")
+    atexit.register(shutil.rmtree, os.environ["MINDIESD_TUNE_BASELINES"], ignore_errors=True)
 # Studies leave torch.compile out: compiling costs seconds to tens of seconds a trial here, and the
 # tests that search it (test_accel_compile.py) turn it back on.
 os.environ["MINDIESD_TUNE_COMPILE"] = "0"

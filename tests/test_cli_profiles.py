@@ -97,7 +97,7 @@ def test_validate_upgrade_moves_a_schema_2_step_reduction_into_the_steps_section
     code, out, _ = cli(capsys, "validate", "--upgrade", str(old))
     assert code == 0 and "rewritten from schema 2 to schema 4" in out
     accel = yaml.safe_load(old.read_text())["accel"]
-    assert accel["steps"] == {"num_inference_steps": 4, "scheduler": "unipc"} and accel["cache"] == {"method": "none"}
+    assert accel["steps"] == {"num_inference_steps": 4, "scheduler": "unipc", "batch_cfg": False} and accel["cache"] == {"method": "none"}
     code, out, _ = cli(capsys, "show", str(old))
     assert "steps        num_inference_steps=4, scheduler=unipc" in out and "cache        off" in out
 

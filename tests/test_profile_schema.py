@@ -71,7 +71,7 @@ def test_schema_2_step_reduction_becomes_the_steps_section(tmp_path):
     assert p.call_kwargs()["num_inference_steps"] == 4
     saved = yaml.safe_load(p.save(tmp_path / "again.yaml").read_text())
     assert saved["schema"] == SCHEMA_VERSION and saved["accel"]["cache"] == {"method": "none"}
-    assert saved["accel"]["steps"] == {"num_inference_steps": 4, "scheduler": "unipc"}
+    assert saved["accel"]["steps"] == {"num_inference_steps": 4, "scheduler": "unipc", "batch_cfg": False}
     # other schema-2 caches are left as they were
     kept = load_profile(_write(tmp_path, _schema_2({"method": "first_block", "threshold": 0.1, "warmup_steps": 2})))
     assert kept.accel == _profile().accel

@@ -206,8 +206,8 @@ def test_a_queued_point_claimed_after_a_sampled_one_does_not_take_the_last_slot_
 
 
 def test_a_dead_trials_point_runs_before_promotions_and_the_other_queued_points():
-    from mindiesd_tune.tuner.search import _claim_first
     from mindiesd_tune.tuner.screen import PROMOTED_FROM
+    from mindiesd_tune.tuner.search import _claim_first
 
     study = optuna.create_study(directions=["minimize", "maximize"])
     study.enqueue_trial({"x": 1})  # a preset or a refinement, queued first

@@ -65,6 +65,8 @@ class SpaceContext:
             group can run on this model and workload; ``parallel.mesh`` samples among them.
         compile: False: the study leaves torch.compile out (``tune --no-compile``); None: it is
             searched where inductor can build kernels for the device.
+        batch_cfg: whether the pipeline makes two denoiser calls per step at this workload
+            (true CFG) that ``steps.batch_cfg`` can run as one; None or False: not offered.
     """
 
     n_blocks: int | None = None
@@ -85,6 +87,7 @@ class SpaceContext:
     world_size: int | None = None
     meshes: tuple[str, ...] | None = None
     compile: bool | None = None
+    batch_cfg: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for a worker process to send and a study to record."""
@@ -288,11 +291,17 @@ def describe(pipe, generation: dict | None = None, stats=None, world_size: int =
 
         found = valid_meshes(pipe, generation, world_size, device or "cpu")
         meshes = tuple(m.describe() for m in found if m.world_size in (1, world_size))
+    from ..accel.methods.steps import batches_cfg
+
+    # offered where the calibration call ran an unconditional branch of its own (a workload
+    # without a negative prompt runs none), on one device (a cfg mesh splits the two calls)
+    two_calls = batches_cfg(pipe) and world_size <= 1 and (
+        stats is None or any(r.get("branch") == "uncond" for r in stats.rows))
     return SpaceContext(n_blocks, steps, tuple(compatible_schedulers(pipe)), branches, thresholds, None,
                         cache_mixin=hasattr(model, "enable_cache"), sparse_tokens=tokens or 0, device=device, dtype=dtype,
                         mag_ratios=mag_ratios, step_change=step_change, residual_distance=distance,
                         first_block_change=first_change,
-                        world_size=world_size, meshes=meshes)
+                        world_size=world_size, meshes=meshes, batch_cfg=two_calls)
 
 
 __all__ = [

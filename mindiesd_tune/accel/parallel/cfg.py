@@ -28,6 +28,7 @@ from diffusers.hooks.hooks import HookRegistry, ModelHook, StateManager
 from .comm import CommCounter, all_gather, map_tensors
 
 HOOK_NAME = "mindiesd_parallel_cfg"
+BATCH_HOOK_NAME = "mindiesd_batched_cfg"
 
 
 def _first_tensor(out) -> torch.Tensor:
@@ -191,19 +192,168 @@ def install_cfg_parallel(model: torch.nn.Module, mode: str, group, rank: int, de
         raise ValueError(f"cfg parallel: the pipeline runs CFG {mode!r}, which has no branches to split")
     registry = HookRegistry.check_if_exists_or_initialize(model)
     registry.register_hook(hook, HOOK_NAME)
-    counted = None
-    if probing:
-        original = getattr(pipe, probe)
-
-        def counted(*args, **kwargs):
-            hook.state.probed += 1
-            return original(*args, **kwargs)
-
-        object.__setattr__(pipe, probe, counted)
+    unprobe = _count_probe(pipe, probe, hook.state) if probing else (lambda: None)
 
     def remove() -> None:
-        if counted is not None and pipe.__dict__.get(probe) is counted:
-            del pipe.__dict__[probe]
+        unprobe()
         registry.remove_hook(HOOK_NAME, recurse=False)
+
+    return remove
+
+
+@dataclass
+class _PairState:
+    paired: bool | None = None  # None: not known yet this call
+    probed: int = 0  # calls of the spec's branch probe since the last pipeline call ended
+    held: tuple | None = None  # this step's cond call (args, kwargs), waiting for its uncond call
+    pending: torch.Tensor | None = None  # the placeholder the pipeline holds as the cond output
+
+    def reset(self) -> None:
+        self.__init__()
+
+
+def _merge(a, b, batch: int):
+    """The inputs of two calls as those of one call over both batches: tensors whose first
+    dimension is the batch are concatenated, the others (position ids, masks shared by both
+    branches) must be the same; None when the calls differ in anything else."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape or a.dtype != b.dtype:
+            return None
+        if a.dim() and a.shape[0] == batch:
+            return torch.cat([a, b])
+        return a if a is b or torch.equal(a, b) else None
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return None
+        out = {}
+        for k in a:
+            out[k] = _merge(a[k], b[k], batch)
+            if out[k] is None and (a[k] is not None or b[k] is not None):
+                return None
+        return out
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if type(a) is not type(b) or len(a) != len(b):
+            return None
+        out = [_merge(x, y, batch) for x, y in zip(a, b)]
+        if any(o is None and (x is not None or y is not None) for o, x, y in zip(out, a, b)):
+            return None
+        return type(a)(out)
+    try:
+        return a if a == b else None
+    except (TypeError, ValueError, RuntimeError):  # values without a plain equality (arrays)
+        return None
+
+
+class _BatchedBranchesHook(ModelHook):
+    """One device, true CFG: each step's ``cond`` and ``uncond`` calls run as one call over
+    twice the batch. The ``cond`` call returns a placeholder at once and keeps its inputs; the
+    ``uncond`` call runs both and fills the placeholder in place (the pipeline combines the
+    two outputs only after both calls, as CFG parallel relies on too). The placeholder has the
+    shape of the call's latents, so a pipeline that slices the ``cond`` output before the
+    ``uncond`` call (Flux Kontext drops its image tokens) holds a view that is filled with it,
+    and the dtype the caller passed its latents in (``caller_dtype``, recorded by a pre-hook
+    that runs before any other), so a precision cast around the denoiser (``quant.precision``)
+    hands the pipeline the placeholder itself, not a copy made before it was filled."""
+
+    _is_stateful = True
+
+    def __init__(self, probed: bool, flag: Callable[[], bool] | None, first_arg: str):
+        super().__init__()
+        self.probed, self.flag, self.first_arg = probed, flag, first_arg
+        self.context = _Context(_CallState)
+        self.state = _PairState()
+        self.merged_calls = 0  # calls that ran both branches at once (tests read it)
+        self.caller_dtype: torch.dtype | None = None
+
+    def _latents(self, args, kwargs) -> torch.Tensor | None:
+        x = args[0] if args else kwargs.get(self.first_arg)
+        return x if isinstance(x, torch.Tensor) else None
+
+    def _fill(self, out, n: int) -> None:
+        st = self.state
+        got = _first_tensor(out)[:n] if n else _first_tensor(out)
+        if st.pending.shape != got.shape:
+            st.pending.resize_(got.shape)
+        st.pending.copy_(got)
+        st.pending = None
+
+    def new_forward(self, module, *args, **kwargs):
+        name, st = self.context.name(), self.state
+        run = self.fn_ref.original_forward
+        if name == "cond" and st.paired is None:
+            # whether an uncond call follows must be known before the first one: a cache
+            # keeps per-branch state, which a step run whole and then batched would mix up
+            st.paired = st.probed >= 2 if self.probed else bool(self.flag()) if self.flag is not None else False
+        x = self._latents(args, kwargs)
+        if not st.paired or name not in ("cond", "uncond") or x is None:
+            return run(*args, **kwargs)
+        if name == "cond":
+            if st.held is not None:  # two cond calls in a row: the one held runs alone
+                self._fill(run(*st.held[0], **st.held[1]), 0)
+            st.held = (args, kwargs)
+            st.pending = torch.empty(x.shape, dtype=self.caller_dtype or x.dtype, device=x.device)
+            return _output_like(st.pending, kwargs)
+        if st.held is None:
+            return run(*args, **kwargs)
+        (cargs, ckwargs), st.held = st.held, None
+        n = x.shape[0]
+        both_args, both_kwargs = _merge(tuple(cargs), tuple(args), n), _merge(ckwargs, kwargs, n)
+        if both_args is None or both_kwargs is None:  # the branches differ beyond their batch: one after the other
+            self._fill(run(*cargs, **ckwargs), 0)
+            return run(*args, **kwargs)
+        out = run(*both_args, **both_kwargs)
+        self.merged_calls += 1
+        self._fill(out, n)
+        return map_tensors(out, lambda t: t[n:] if t.dim() and t.shape[0] == 2 * n else t)
+
+    def reset_state(self, module):
+        self.state.reset()
+        self.context.reset()
+        return module
+
+
+def _count_probe(pipe, probe: str, state) -> Callable[[], None]:
+    """Count the calls of ``pipe.<probe>`` in ``state.probed`` (an instance attribute over the
+    method); returns the undo."""
+    original = getattr(pipe, probe)
+
+    def counted(*args, **kwargs):
+        state.probed += 1
+        return original(*args, **kwargs)
+
+    object.__setattr__(pipe, probe, counted)
+
+    def remove() -> None:
+        if pipe.__dict__.get(probe) is counted:
+            del pipe.__dict__[probe]
+
+    return remove
+
+
+def install_batched_branches(model: torch.nn.Module, pipe, probe: str | None, flag: str | None):
+    """Run each step's two true-CFG calls as one batched call on ``model`` (``steps.batch_cfg``);
+    returns the remover. Needs the pipeline spec's ``branch_probe`` or ``branch_flag``, so that
+    every step of a call is batched or none is; the caller checks that one is given."""
+    probing = probe is not None and callable(getattr(pipe, probe, None))
+    flagged = None
+    if not probing and flag is not None and hasattr(type(pipe), flag):
+        def flagged() -> bool:
+            return bool(getattr(pipe, flag))
+    first_arg = next(iter(inspect.signature(model.forward).parameters))
+    hook = _BatchedBranchesHook(probing, flagged, first_arg)
+    registry = HookRegistry.check_if_exists_or_initialize(model)
+    registry.register_hook(hook, BATCH_HOOK_NAME)
+    unprobe = _count_probe(pipe, probe, hook.state) if probing else (lambda: None)
+
+    def record(_module, args, kwargs):
+        x = args[0] if args else kwargs.get(first_arg)
+        hook.caller_dtype = x.dtype if isinstance(x, torch.Tensor) and x.is_floating_point() else None
+
+    pre = model.register_forward_pre_hook(record, prepend=True, with_kwargs=True)
+
+    def remove() -> None:
+        pre.remove()
+        unprobe()
+        registry.remove_hook(BATCH_HOOK_NAME, recurse=False)
 
     return remove

@@ -17,6 +17,9 @@ Peers run through their own APIs, each over a small grid around its published de
   (MagCache 0.24, FirstBlockCache 0.2, TaylorSeer interval 5) again over regional compile, the
   blocks compiled as a profile's are and the peers' hooks eager around them, where a compiler
   is there (``--no-compile-peers`` leaves them out);
+- ``METHOD+batch_cfg``: where the pipeline calls the denoiser once per CFG branch, MagCache 0.24
+  and FirstBlockCache 0.2 again with our ``steps.batch_cfg`` beneath them (both branches in one
+  call), which a profile may have and no peer does on its own: how much of a lead that is;
 - ``--profile PATH``: our tuned profile (``mindiesd_tune.apply_profile`` and the profile's
   ``call_kwargs()``); without it that row is skipped with a note;
 - ``baseline (A/A)``: the baseline against itself, which shows how far timing noise alone
@@ -109,10 +112,15 @@ def _compiled(inner: Callable[[Any], Callable[[], None]]) -> Callable[[Any], Cal
     hooks stay eager around it. ``ModelMixin.compile_repeated_blocks`` compiles the blocks'
     ``__call__`` with the hooks inside, whose per-step state Dynamo then recompiles on: with
     MagCache on demo-flux it read 2.14x against 2.26x eager (6 calls each, one thread)."""
+    return _beneath({"compile": {"mode": "default"}}, inner)
+
+
+def _beneath(config: dict, inner: Callable[[Any], Callable[[], None]]) -> Callable[[Any], Callable[[], None]]:
+    """``inner``'s method with an ``accel`` config installed first, beneath it."""
     def setup(pipe):
         from mindiesd_tune import accel
 
-        handle = accel.apply(pipe, {"compile": {"mode": "default"}})
+        handle = accel.apply(pipe, config)
         try:
             off = inner(pipe)
         except BaseException:
@@ -201,6 +209,13 @@ def peer_candidates(loaded, mag_ratios: list[float] | None, methods: list[str] |
             key = (c.method, c.params.get("threshold", c.params.get("cache_interval")))
             if key in best and c.params.get("max_order", 1) == 1:
                 out.append(Candidate(f"{c.method}+compile", c.params, _compiled(c.setup)))
+    if separate_cfg(loaded.generation):
+        # the peers' best settings again with our steps.batch_cfg beneath them: a profile may
+        # batch the two CFG calls, which none of the peers does on its own; these rows show how
+        # much of a profile's lead that is
+        for c in list(out):
+            if "+" not in c.method and (c.method, c.params.get("threshold")) in {("diffusers_mag", 0.24), ("diffusers_first_block", 0.2)}:
+                out.append(Candidate(f"{c.method}+batch_cfg", c.params, _beneath({"steps": {"batch_cfg": True}}, c.setup)))
     wanted = [m for m in ("cachedit_dbcache", "cachedit_dbcache_taylorseer") if not methods or m in methods]
     if wanted and not has_cache_dit():
         notes.append(CACHE_DIT_MISSING)

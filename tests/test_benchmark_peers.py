@@ -107,3 +107,23 @@ def test_profile_row_applies_the_profile_and_removes_it():
         r = row(cand)
     assert "error" not in r, r
     assert r["restored"] is True and r["attn_computed"] < r["attn_total"]
+
+
+def test_true_cfg_adds_the_peers_best_settings_over_batched_cfg_calls(monkeypatch):
+    import dataclasses
+
+    from mindiesd_tune.accel.parallel.cfg import BATCH_HOOK_NAME
+    from mindiesd_tune.models import load
+
+    monkeypatch.setattr(peers, "has_cache_dit", lambda: False)
+    loaded = load("tiny-flux-random")
+    plain = peers.peer_candidates(loaded, None, None, [])
+    assert not any(c.method.endswith("+batch_cfg") for c in plain)  # one call per step: nothing to batch
+    true_cfg = dataclasses.replace(loaded, generation={**loaded.generation, "true_cfg_scale": 4.0})
+    cands = peers.peer_candidates(true_cfg, None, None, [])
+    (batched,) = [c for c in cands if c.method.endswith("+batch_cfg")]  # MagCache needs ratios, none given here
+    assert batched.method == "diffusers_first_block+batch_cfg" and batched.params == {"threshold": 0.2}
+    off = batched.setup(loaded.pipe)
+    assert BATCH_HOOK_NAME in loaded.pipe.transformer._diffusers_hook.hooks
+    off()
+    assert BATCH_HOOK_NAME not in loaded.pipe.transformer._diffusers_hook.hooks

@@ -18,9 +18,7 @@ prompt), demo-wan classifier-free guidance; both call the denoiser once per bran
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -28,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.compile import schedule_preset  # noqa: E402
+from benchmarks.compile import model_rounds_args, schedule_preset  # noqa: E402
 from mindiesd_tune import accel  # noqa: E402
 from mindiesd_tune.metrics.fidelity import psnr  # noqa: E402
 from mindiesd_tune.metrics.latency import compare_interleaved  # noqa: E402
@@ -68,12 +66,7 @@ def run_model(name: str, rounds: int) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["demo-flux", "demo-wan"])
-    ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds per row")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = model_rounds_args(__doc__)
     rows = [r for m in args.models for r in run_model(m, args.rounds)]
     if args.json:
         for r in rows:

@@ -107,13 +107,20 @@ def run_model(name: str, rounds: int) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def model_rounds_args(doc: str) -> argparse.Namespace:
+    """``--models``, ``--rounds`` and ``--json``, the options of the benchmarks that time A against B
+    on the demo models in interleaved rounds (this one and ``batch_cfg.py``)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["demo-flux", "demo-wan"])
     ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds per row")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return args
+
+
+def main() -> None:
+    args = model_rounds_args(__doc__)
     if not compile_entry.has_compiler("cpu"):
         print("no C++ compiler: inductor cannot build CPU kernels here, nothing to measure", file=sys.stderr)
         raise SystemExit(2)

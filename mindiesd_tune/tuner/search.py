@@ -123,8 +123,6 @@ def _started_before(t: optuna.trial.FrozenTrial, mine: optuna.trial.FrozenTrial)
     processes or machines claim the budget's last slots. Not the trial number: a queued point
     (a refinement, a requeued one) keeps the lower number it got when queued, so judged by number
     it would miss a trial sampled while it waited, and both would run past the budget."""
-    if t.number == mine.number:
-        return False
     if t.datetime_start is None or mine.datetime_start is None:
         return t.number < mine.number
     return (t.datetime_start, t.number) < (mine.datetime_start, mine.number)

@@ -30,9 +30,9 @@ class StepsConfig:
     true CFG as two denoiser calls per step (Flux with a negative prompt, Wan, ...) call the
     denoiser on one latent at a time, and a small call leaves most of a device idle. Run as
     one call over both, a step costs less than two calls wherever the device is not already
-    full at batch one (1.3x on the demo Flux's denoiser on a 2-core CPU in float32, 1.6x in
-    bfloat16; on a GPU at 1024 px, close to nothing). The output differs from the baseline
-    only by the batched kernels' rounding.
+    full at batch one (``benchmarks/batch_cfg.py`` measures it against unbatched calls; a GPU
+    at 1024 px should gain little). The output differs from the baseline only by the batched
+    kernels' rounding.
 
     Attributes:
         num_inference_steps: steps per call; 0 keeps the caller's own (neutral).
@@ -71,27 +71,25 @@ def batches_cfg(pipe) -> bool:
 def install(model, cfg, handle):
     if cfg == StepsConfig():
         return lambda: None
+    pipe = handle.pipe
+    if cfg.batch_cfg:  # checked before anything is installed, so a refusal leaves nothing to undo
+        from ..config import ConfigError, ConflictError
+
+        if pipe is None or not batches_cfg(pipe):
+            what = type(pipe).__name__ if pipe is not None else "a bare denoiser"
+            raise ConfigError(f"steps.batch_cfg: {what} does not run CFG as two denoiser calls per step")
+        if handle.config is not None and handle.config.parallel.cfg > 1:
+            raise ConflictError("steps.batch_cfg cannot be combined with parallel.cfg=2 (the mesh puts the two calls "
+                                "on two devices)")
     undo = []
     if cfg.num_inference_steps or cfg.scheduler != "default":
         from ..cache import apply_step_reduction
 
-        undo.append(apply_step_reduction(handle.pipe, cfg.num_inference_steps, cfg.scheduler, handle.call_overrides))
+        undo.append(apply_step_reduction(pipe, cfg.num_inference_steps, cfg.scheduler, handle.call_overrides))
     if cfg.batch_cfg:
-        from ..config import ConfigError, ConflictError
         from ..parallel.cfg import install_batched_branches
         from ..specs import pipeline_spec
 
-        pipe = handle.pipe
-        if pipe is None or not batches_cfg(pipe):
-            what = type(pipe).__name__ if pipe is not None else "a bare denoiser"
-            for u in reversed(undo):
-                u()
-            raise ConfigError(f"steps.batch_cfg: {what} does not run CFG as two denoiser calls per step")
-        if handle.config is not None and handle.config.parallel.cfg > 1:
-            for u in reversed(undo):
-                u()
-            raise ConflictError("steps.batch_cfg cannot be combined with parallel.cfg=2 (the mesh puts the two calls "
-                                "on two devices)")
         spec = pipeline_spec(pipe)
         undo.append(install_batched_branches(model, pipe, spec.branch_probe, spec.branch_flag))
 

@@ -269,9 +269,9 @@ class _BatchedBranchesHook(ModelHook):
         x = args[0] if args else kwargs.get(self.first_arg)
         return x if isinstance(x, torch.Tensor) else None
 
-    def _fill(self, out, n: int) -> None:
+    def _fill(self, got: torch.Tensor) -> None:
+        """Put the cond output ``got`` into the placeholder the pipeline holds."""
         st = self.state
-        got = _first_tensor(out)[:n] if n else _first_tensor(out)
         if st.pending.shape != got.shape:
             st.pending.resize_(got.shape)
         st.pending.copy_(got)
@@ -289,7 +289,7 @@ class _BatchedBranchesHook(ModelHook):
             return run(*args, **kwargs)
         if name == "cond":
             if st.held is not None:  # two cond calls in a row: the one held runs alone
-                self._fill(run(*st.held[0], **st.held[1]), 0)
+                self._fill(_first_tensor(run(*st.held[0], **st.held[1])))
             st.held = (args, kwargs)
             st.pending = torch.empty(x.shape, dtype=self.caller_dtype or x.dtype, device=x.device)
             return _output_like(st.pending, kwargs)
@@ -299,11 +299,11 @@ class _BatchedBranchesHook(ModelHook):
         n = x.shape[0]
         both_args, both_kwargs = _merge(tuple(cargs), tuple(args), n), _merge(ckwargs, kwargs, n)
         if both_args is None or both_kwargs is None:  # the branches differ beyond their batch: one after the other
-            self._fill(run(*cargs, **ckwargs), 0)
+            self._fill(_first_tensor(run(*cargs, **ckwargs)))
             return run(*args, **kwargs)
         out = run(*both_args, **both_kwargs)
         self.merged_calls += 1
-        self._fill(out, n)
+        self._fill(_first_tensor(out)[:n])
         return map_tensors(out, lambda t: t[n:] if t.dim() and t.shape[0] == 2 * n else t)
 
     def reset_state(self, module):

@@ -276,12 +276,13 @@ def test_warm_start_points_fit_the_new_space(tmp_path, tiny_flux):
     lines = []
     points = warm_points(url, info, SpaceContext(n_blocks=2, num_inference_steps=28), lines.append)
     configs = [config_from_params(p) for p, _ in points]
-    # the exact model's points first (its pick, then its front: the step count scaled 14/20 -> 20/28),
-    # then the sibling checkpoint's
-    assert [a["warm_start"] for _, a in points] == [1, 1, 2]
-    assert configs[0].cache.step_interval == 3 and configs[1].steps.num_inference_steps == 20
-    assert configs[2].cache.step_interval == 2
-    assert "3 point(s) from 2 stored profile(s) (1 of this model's weights" in lines[0]
+    # the exact model's points first (its pick, the pick with bf16 laid over it, then its front:
+    # the step count scaled 14/20 -> 20/28), then the sibling checkpoint's
+    assert [(a["warm_start"], "combined" in a) for _, a in points] == [(1, False), (1, True), (1, False), (2, False), (2, True)]
+    assert configs[0].cache.step_interval == 3 and configs[2].steps.num_inference_steps == 20
+    assert configs[1].cache == configs[0].cache and configs[1].quant.precision["denoiser"] == "bfloat16"
+    assert configs[3].cache.step_interval == 2
+    assert "5 point(s) from 2 stored profile(s) (1 of this model's weights" in lines[0]
     store_db.dispose(url)
 
 

@@ -86,13 +86,15 @@ def test_the_stored_pick_comes_first_then_its_front_then_the_other_checkpoints(t
     lines = []
     points = warm_points(url, info, ctx, lines.append)
     configs = [config_from_params(p) for p, _ in points]
-    assert [a[WARM] for _, a in points] == [1, 1, 2]  # the pick's front copy is the same point: once
-    assert configs[0].cache.method == "schedule" and configs[1].cache.method == "first_block"
+    # each pick, then the pick with bf16 and compile laid over it (the next test), then the front;
+    # the pick's front copy is the same point: once
+    assert [(a[WARM], "combined" in a) for _, a in points] == [(1, False), (1, True), (1, False), (2, False), (2, True)]
+    assert configs[0].cache.method == "schedule" and configs[2].cache.method == "first_block"
     # the stored calibration [0.08, 0.8] against this one [0.06, 0.6]: thresholds scaled by 0.75
-    assert configs[1].cache.threshold == pytest.approx(0.3 * 0.75)
+    assert configs[2].cache.threshold == pytest.approx(0.3 * 0.75)
     # the other checkpoint recorded no calibration: the inverse step ratio
-    assert configs[2].cache.threshold == pytest.approx(0.1 * 20 / 28)
-    assert "3 point(s) from 2 stored profile(s) (1 of this model's weights" in lines[0]
+    assert configs[3].cache.threshold == pytest.approx(0.1 * 20 / 28)
+    assert "5 point(s) from 2 stored profile(s) (1 of this model's weights" in lines[0]
     store_db.dispose(url)
 
 
@@ -129,3 +131,60 @@ def test_a_warm_point_set_aside_on_held_out_prompts_did_not_hold():
     assert held(study) == (2, 2)
     study.set_user_attr(HELDOUT, {"1": {"meets": False}})
     assert held(study) == (1, 2)
+
+
+def test_the_pick_is_followed_by_itself_with_the_presets_that_move_no_quality_knob(tmp_path, monkeypatch):
+    import dataclasses
+
+    from mindiesd_tune.accel.methods.compile import COMPILE_ENV
+    from mindiesd_tune.tuner.warm import lay_over, over_pick
+
+    monkeypatch.setenv(COMPILE_ENV, "1")  # the suite leaves compile out of studies (conftest.py)
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    pick = AccelConfig(cache=ScheduleCacheConfig(compute_steps=[0, 1, 5, 19], budget=0.35, warmup_steps=2))
+    ProfileStore(url).publish(_stored_profile(pick, 20))
+    ctx = SpaceContext(n_blocks=4, num_inference_steps=20, step_change=tuple([0.5] * 20), batch_cfg=True)
+    # batched CFG calls, bf16 and compile: no cache or sparse preset (they trade quality for speed)
+    assert [s for s, _ in over_pick(FAMILY, ctx)] == ["steps", "quant", "compile"]
+    info = {"model": {"family": FAMILY, "fingerprint": "a" * 16}, "hardware": HW,
+            "workload": {"generation": {"num_inference_steps": 20}}}
+    (first, a1), (second, a2) = warm_points(url, info, ctx, lambda _: None)
+    assert a1 == {WARM: 1} and a2 == {WARM: 1, "combined": True}  # a combination that misses is not walked back
+    one, both = config_from_params(first), config_from_params(second)
+    assert one.cache == both.cache and both.cache.method == "schedule"
+    assert both.steps.batch_cfg and both.quant.precision["denoiser"] == "bfloat16" and both.compile.mode == "default"
+    assert not one.steps.batch_cfg and one.compile.mode == "none"
+    # a section the pick sets keeps the pick's setting; nothing to lay gives no second point
+    assert lay_over(second, over_pick(FAMILY, ctx)) is None
+    # compile conflicts with a method hooking the attention inside the blocks: the rest is laid
+    hooked = {**first, "cache.method": "attention_cache", "cache.step_interval": 2, "cache.step_start": 0, "cache.block_start": 0}
+    hooked = {k: v for k, v in hooked.items() if not k.startswith("cache.") or k in (
+        "cache.method", "cache.step_interval", "cache.step_start", "cache.block_start")}
+    laid = config_from_params(lay_over(hooked, over_pick(FAMILY, ctx)))
+    assert laid.compile.mode == "none" and laid.quant.precision["denoiser"] == "bfloat16"
+    # without batched calls in the space, only precision and compile
+    assert [s for s, _ in over_pick(FAMILY, dataclasses.replace(ctx, batch_cfg=False))] == ["quant", "compile"]
+    store_db.dispose(url)
+
+
+def test_a_front_point_set_aside_on_held_out_prompts_is_not_handed_on():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from mindiesd_tune.tuner.pick import HELDOUT
+    from mindiesd_tune.tuner.warm import front_params
+
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    dist = {"cache.method": CategoricalDistribution(["none", "first_block"]), "cache.threshold": FloatDistribution(0.01, 1.0)}
+    study.add_trial(optuna.trial.create_trial(
+        params={"cache.method": "none"}, distributions={"cache.method": dist["cache.method"]}, values=[1.0, 100.0],
+        user_attrs={"latency_s": 1.0, "speedup": 1.0}, constraints={"psnr>=30": -70.0}))
+    # a bolder point, the same point again, and a safer one: the bolder missed on the held-out prompts
+    for threshold, latency, psnr in ((0.3, 0.3, 31.0), (0.3, 0.3, 31.0), (0.1, 0.5, 36.0)):
+        study.add_trial(optuna.trial.create_trial(
+            params={"cache.method": "first_block", "cache.threshold": threshold}, distributions=dist,
+            values=[latency, psnr], user_attrs={"latency_s": latency, "speedup": 1.0 / latency},
+            constraints={"psnr>=30": 30.0 - psnr}))
+    assert [p["cache.threshold"] for p in front_params(study)] == [0.3, 0.1]
+    study.set_user_attr(HELDOUT, {"1": {"meets": False}})
+    assert [p["cache.threshold"] for p in front_params(study)] == [0.1]

@@ -2,8 +2,10 @@
 
 Profiles of the same weights come first (another workload of the same model), then those of the
 same family on the same device kind (another checkpoint of the architecture). Of each stored
-profile its own pick comes first (the point its study confirmed and chose), then its front's other
-points, fastest first. Each stored point (the front's trial parameters where the study published
+profile its own pick comes first (the point its study confirmed and chose), then the pick with the
+new study's precision, compile and batched-call presets laid over it (``over_pick``), then its
+front's other points, fastest first (a published front leaves out what its study set aside on
+held-out prompts). Each stored point (the front's trial parameters where the study published
 them, else the profile's config) is fitted into the new study's space: a method the space does not
 offer is left out, a number is clamped into its range, a step count or step position is scaled by
 the workloads' step ratio (a profile running 14 of 20 steps becomes 20 of 28, a warm-up of 2 of 20
@@ -102,6 +104,71 @@ def fit_point(config, family: str, space, step_ratio: float = 1.0, change_ratio:
     return None if cfg.is_neutral else fit.params
 
 
+def over_pick(family: str, space) -> list[tuple[str, dict[str, Any]]]:
+    """(section, its parameters) of the new study's first single-section preset of each section
+    whose preset moves no quality knob (``Method.knob``): precision, compile, batched CFG calls,
+    not a cache or sparse attention.
+
+    A warm start lays these over the stored pick before the sampler starts. The pick is the point
+    most likely to hold on the new model (its study confirmed it and checked it on held-out
+    prompts), and what precision and compile add on top of it depends on the machine and the
+    shapes, which are what a warm start changes. The new study's refinement lays them over its
+    fastest point only, which on a new checkpoint is often a bolder setting that then misses the
+    held-out check (a 5-minute demo-flux warm start: compile went over a 3.41x schedule that
+    failed there, while the cold study's best was the stored pick's schedule with compile and
+    bf16, found at its 28th trial)."""
+    from ..accel import methods as reg
+    from ..search_spaces import config_from_params, presets
+
+    out: dict[str, dict[str, Any]] = {}
+    for point in presets(family, space)[1:]:
+        try:
+            active = [name for name, text in config_from_params(point).summary() if text != "off"]
+        except Exception:  # noqa: BLE001  (a plugin's preset that does not read back: not laid)
+            continue
+        if len(active) != 1 or active[0] in out:
+            continue
+        (section,) = active
+        own = {k: v for k, v in point.items() if k.partition(".")[0] == section}
+        sec = next((x for x in reg.sections() if x.name == section), None)
+        if sec is None:
+            continue
+        try:
+            method = reg.get_method(section, own.get(f"{section}.{sec.key}", sec.default) if sec.key else sec.default)
+        except KeyError:
+            continue
+        knob = method.knob
+        if knob is not None and knob.param in own and own[knob.param] != knob.off:
+            continue  # it trades quality for speed: laid over the pick it could miss the floor
+        out[section] = own
+    return list(out.items())
+
+
+def lay_over(params: dict[str, Any] | None, laid: list[tuple[str, dict[str, Any]]]) -> dict[str, Any] | None:
+    """``params`` with each of ``laid``'s sections that it leaves off set to that section's
+    parameters (one that would conflict with its methods left out); None when none was laid."""
+    from ..search_spaces import config_from_params
+
+    if params is None:
+        return None
+    try:
+        mine = {name for name, text in config_from_params(params).summary() if text != "off"}
+    except Exception:  # noqa: BLE001
+        return None
+    point, added = dict(params), False
+    for section, own in laid:
+        if section in mine:
+            continue
+        trial = {k: v for k, v in point.items() if k.partition(".")[0] != section}
+        trial.update(own)
+        try:
+            config_from_params(trial)
+        except Exception:  # noqa: BLE001  (compile beside a method hooking the attention: left out)
+            continue
+        point, added = trial, True
+    return point if added else None
+
+
 def change_ratio(stored: Any, here: Any) -> float | None:
     """How far the first block's per-step change moved from the stored study to this one: the
     ratio of the geometric centres of their calibrated threshold ranges; None where either is
@@ -134,6 +201,7 @@ def warm_points(url: str, info: dict, space, log: Callable[[str], None] = print)
         log(f"warm start: none, the store could not be read ({str(e).splitlines()[0][:200]}); starting cold")
         return []
     steps_here = (info.get("workload") or {}).get("generation", {}).get("num_inference_steps")
+    laid = over_pick(family, space)
     out: list[tuple[dict, dict]] = []
     seen: list[dict] = []
     for stored in [r for r in exact if r.row["family"] == family] + kin:
@@ -148,11 +216,14 @@ def warm_points(url: str, info: dict, space, log: Callable[[str], None] = print)
                 configs.append(config_from_params(p))
             except Exception:  # noqa: BLE001  (a point of a method not registered here)
                 continue
-        for cfg in configs:
+        for i, cfg in enumerate(configs):
             params = fit_point(cfg, family, space, ratio, change)
-            if params is not None and params not in seen:
-                seen.append(params)
-                out.append((params, {WARM: stored.id}))
+            # right after the pick, the pick with the new study's presets of the sections it
+            # leaves off laid over it (``over_pick``)
+            for point, extra in ((params, {}), *(((lay_over(params, laid), {"combined": True}),) if i == 0 else ())):
+                if point is not None and point not in seen:
+                    seen.append(point)
+                    out.append((point, {WARM: stored.id, **extra}))
         if len(out) >= MAX_POINTS:
             break
     out = out[:MAX_POINTS]
@@ -190,10 +261,15 @@ def summary(study) -> str | None:
 
 def front_params(study) -> list[dict[str, Any]]:
     """The trial params of the study's feasible front (not the baseline), fastest first."""
-    from .pick import baseline_trial, confirmations, is_feasible, is_neutral_point, speed_of
+    from .pick import baseline_trial, confirmations, failed_heldout, is_feasible, is_neutral_point, speed_of
 
     conf, base = confirmations(study), baseline_trial(study)
-    front = [t for t in study.best_trials if is_feasible(t) and not is_neutral_point(t)]
+    # a point that missed a floor on the held-out prompts is not handed on, nor any trial of its
+    # parameters: a warm study would find it faster than the pick on its tuning prompts, lay its
+    # presets over it and lose it at the same check (a 3.30x schedule set aside at the source was
+    # the 5-minute warm study's fastest point on a second checkpoint, and missed there too)
+    aside = [t.params for t in study.get_trials(deepcopy=False) if t.number in failed_heldout(study)]
+    front = [t for t in study.best_trials if is_feasible(t) and not is_neutral_point(t) and t.params not in aside]
     front.sort(key=lambda t: -(speed_of(t, conf, base).speedup or 0.0))
     out: list[dict[str, Any]] = []
     for t in front:

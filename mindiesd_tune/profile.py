@@ -14,7 +14,7 @@ import yaml
 from .accel.config import AccelConfig, ConfigError
 from .errors import UserError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _SECTIONS = ("schema", "model", "generation", "accel", "measured", "hardware", "study")
 _MODEL_KEYS = ("name", "family", "pipeline", "fingerprint", "dtype")
 _GENERATION_INTS = ("height", "width", "num_frames", "num_inference_steps", "max_sequence_length")
@@ -152,7 +152,19 @@ def _v3_to_v4(data: dict) -> dict:
     return data
 
 
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+def _v4_to_v5(data: dict) -> dict:
+    """Schema 5 can batch the two CFG branches into one call per step (``accel.steps.batch_cfg``,
+    written into every profile's steps section); a schema 4 file never did, and reads as
+    ``batch_cfg: false``. The bump lets a release that does not know the key refuse a new file
+    by its schema number rather than by an unknown key."""
+    accel = data.get("accel")
+    steps = accel.get("steps") if isinstance(accel, dict) else None
+    if isinstance(steps, dict):
+        steps.setdefault("batch_cfg", False)
+    return data
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 OLDEST_READABLE = min(MIGRATIONS, default=SCHEMA_VERSION)
 
 

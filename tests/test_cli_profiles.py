@@ -62,7 +62,7 @@ def _edit(path, tmp_path, change):
 def test_show_summarises_speed_quality_settings_and_origin(capsys, profiles):
     code, out, _ = cli(capsys, "show", str(profiles["a"]))
     assert code == 0
-    for needle in ("tiny-flux-random  (FluxPipeline, family dit-image)  [schema 4]", "2.00x faster: 0.1 s against 0.2 s",
+    for needle in ("tiny-flux-random  (FluxPipeline, family dit-image)  [schema 5]", "2.00x faster: 0.1 s against 0.2 s",
                    "psnr identical, ssim 0.99", "cache        first_block: threshold=0.3, warmup_steps=1",
                    "sparse       off", "steps        off", "tuned on:      cpu", "study:         tiny, trial 4",
                    '1 prompt(s), seeds 3: "a red circle on a blue background"'):
@@ -79,12 +79,12 @@ def test_validate_names_the_first_bad_field_and_its_value(capsys, profiles, tmp_
 def test_validate_reads_an_older_schema_and_upgrades_it(capsys, profiles, tmp_path):
     old = _edit(profiles["a"], tmp_path, lambda d: (d.update(schema=1), d["model"].pop("dtype")))
     code, out, _ = cli(capsys, "validate", str(old))
-    assert code == 0 and "OK (schema 1, read as schema 4" in out
+    assert code == 0 and "OK (schema 1, read as schema 5" in out
     code, out, _ = cli(capsys, "show", str(old))
     assert "migrated from schema 1" in out
     code, out, _ = cli(capsys, "validate", "--upgrade", str(old))
-    assert code == 0 and "rewritten from schema 1 to schema 4" in out
-    assert yaml.safe_load(old.read_text())["schema"] == 4
+    assert code == 0 and "rewritten from schema 1 to schema 5" in out
+    assert yaml.safe_load(old.read_text())["schema"] == 5
 
 
 def test_validate_upgrade_moves_a_schema_2_step_reduction_into_the_steps_section(capsys, profiles, tmp_path):
@@ -95,7 +95,7 @@ def test_validate_upgrade_moves_a_schema_2_step_reduction_into_the_steps_section
 
     old = _edit(profiles["a"], tmp_path, to_schema_2)
     code, out, _ = cli(capsys, "validate", "--upgrade", str(old))
-    assert code == 0 and "rewritten from schema 2 to schema 4" in out
+    assert code == 0 and "rewritten from schema 2 to schema 5" in out
     accel = yaml.safe_load(old.read_text())["accel"]
     assert accel["steps"] == {"num_inference_steps": 4, "scheduler": "unipc", "batch_cfg": False} and accel["cache"] == {"method": "none"}
     code, out, _ = cli(capsys, "show", str(old))
@@ -105,7 +105,7 @@ def test_validate_upgrade_moves_a_schema_2_step_reduction_into_the_steps_section
 def test_validate_refuses_a_newer_schema_saying_what_it_reads(capsys, profiles, tmp_path):
     new = _edit(profiles["a"], tmp_path, lambda d: d.update(schema=9))
     code, _, err = cli(capsys, "validate", str(new))
-    assert code == 2 and "schema: 9 is newer than this mindiesd-tune reads (schema 4 at most)" in err
+    assert code == 2 and "schema: 9 is newer than this mindiesd-tune reads (schema 5 at most)" in err
 
 
 def test_diff_lists_the_fields_that_differ(capsys, profiles):

@@ -27,7 +27,7 @@ def _write(tmp_path, data):
 
 
 def test_every_schema_before_the_current_one_has_a_migration():
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     assert sorted(MIGRATIONS) == list(range(min(MIGRATIONS), SCHEMA_VERSION))
 
 
@@ -82,8 +82,19 @@ def test_schema_3_file_migrates_recording_one_rank(tmp_path):
     assert p.migrated_from == 3 and p.hardware["world_size"] == 1 and p.world_size == 1
     assert p.accel == _profile().accel and p.accel.parallel.is_neutral
     saved = yaml.safe_load(p.save(tmp_path / "again.yaml").read_text())
-    assert saved["schema"] == 4 and saved["hardware"]["world_size"] == 1
+    assert saved["schema"] == SCHEMA_VERSION and saved["hardware"]["world_size"] == 1
     assert saved["accel"]["parallel"] == {"cfg": 1, "ring": 1, "ulysses": 1, "tensor": 1, "vae": 1, "vae_halo": 2}
+
+
+def test_schema_4_file_migrates_without_batched_cfg_calls(tmp_path):
+    data = _profile().to_dict()
+    data["schema"] = 4
+    del data["accel"]["steps"]["batch_cfg"]  # schema 4 files did not batch the CFG branches
+    p = load_profile(_write(tmp_path, data))
+    assert p.migrated_from == 4 and p.accel.steps.batch_cfg is False and p.accel == _profile().accel
+    # files written while the key was new but the schema still 4 read as they were
+    data["accel"]["steps"]["batch_cfg"] = True
+    assert load_profile(_write(tmp_path, data)).accel.steps.batch_cfg is True
 
 
 def test_schema_4_carries_the_mesh_and_its_world_size(tmp_path):
@@ -125,8 +136,8 @@ def test_schema_1_file_with_a_dtype_is_refused_naming_the_field(tmp_path):
 @pytest.mark.parametrize(
     "schema, needle",
     [
-        (5, "schema: 5 is newer than this mindiesd-tune reads (schema 4 at most); upgrade"),
-        (0, "schema: 0 is too old to read; this version reads schema 1 to 4"),
+        (6, "schema: 6 is newer than this mindiesd-tune reads (schema 5 at most); upgrade"),
+        (0, "schema: 0 is too old to read; this version reads schema 1 to 5"),
         ("two", "schema: 'two' must be an integer"),
         (None, "schema: None must be an integer"),
     ],
@@ -142,7 +153,7 @@ def test_unreadable_schema_is_refused_saying_which_version_is_needed(tmp_path, s
 def test_missing_schema_says_what_to_write(tmp_path):
     data = _profile().to_dict()
     del data["schema"]
-    with pytest.raises(ProfileError, match="schema: missing; a profile starts with `schema: 4`"):
+    with pytest.raises(ProfileError, match="schema: missing; a profile starts with `schema: 5`"):
         load_profile(_write(tmp_path, data))
 
 

@@ -117,7 +117,10 @@ def study_figures(study, target: float | None, tolerance: float, same: str | Non
                           "feasible": t.number in speeds, "aside": t.number in aside,
                           "speedup": s.speedup if s else None,
                           "confirmed": bool(s and s.confirmed),
-                          "psnr": (t.user_attrs.get("metrics") or {}).get("psnr")})
+                          "psnr": (t.user_attrs.get("metrics") or {}).get("psnr"),
+                          # a screen is pruned for missing a floor or for ranking below a faster,
+                          # better point: the verdict printed is its own
+                          "pruned": t.user_attrs.get("prune_reason") if t.state.name == "PRUNED" else None})
     return {
         "trials": len(trials),
         "feasible": len(feasible),
@@ -263,9 +266,12 @@ def print_target(args, target, r) -> None:
                              ("warm-start points that held", "warm_held", "{}")]:
         print(f"{label:44} {fmt(c[key], spec):>8} {fmt(w[key], spec):>8}")
     for row in w["warm"]:
+        if row.get("pruned"):
+            verdict = f"pruned ({row['pruned']})"
+        else:
+            verdict = f"{'meets' if row['feasible'] else 'misses'} the floor{' on the held-out prompts' if row.get('aside') else ''}"
         print(f"  warm trial {row['trial']:>2}: {fmt(row['speedup'])}{' confirmed' if row['confirmed'] else ''}, "
-              f"psnr {fmt(row['psnr'], '{:.1f}')}, {'meets' if row['feasible'] else 'misses'} the floor{' on the held-out prompts' if row.get('aside') else ''} "
-              f"[{row['state'].lower()}]: {row['point']}")
+              f"psnr {fmt(row['psnr'], '{:.1f}')}, {verdict} [{row['state'].lower()}]: {row['point']}")
     if c["trials_to_target"] and w["trials_to_target"]:
         how = " (by its point: the cold study's best point itself)" if w["reached_by"] == "same point" else ""
         print(f"warm reached the target{how} in {w['trials_to_target']} trial(s), cold in {c['trials_to_target']} "

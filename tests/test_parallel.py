@@ -296,3 +296,28 @@ def _boundary_scenario(rank, world, model):
 def test_no_collective_is_in_flight_when_the_denoiser_returns(model):
     for r in run_ranks(_boundary_scenario, 2, model):
         assert len(r["kinds"]) == 2 * STEPS and r["async"] not in r["kinds"], r
+
+
+def _placeholder_scenario(rank, world):
+    """cfg2 with a bf16 denoiser against the same on one device: the precision cast around the
+    denoiser (``quant.precision``) casts the cond output back to float32 before the uncond call."""
+    from mindiesd_tune.accel import AccelConfig, QuantConfig, apply
+    from mindiesd_tune.accel.parallel import install_parallel
+    from mindiesd_tune.models import load
+
+    loaded = load("demo-flux", device="cpu")
+    handle = apply(loaded.pipe, AccelConfig(quant=QuantConfig(precision={"denoiser": "bfloat16"})))
+    ref = _latents(loaded)
+    undo = install_parallel(loaded.pipe, ParallelConfig(cfg=2))
+    got = _latents(loaded)
+    undo()
+    handle.remove()
+    return {"rank": rank, "bf16": (got - ref).abs().max().item(), "comm": undo.comm.bytes}
+
+
+@pytest.mark.slow
+def test_cfg_parallel_fills_the_placeholder_the_pipeline_holds():
+    # the placeholder was a 1-D empty tensor in the denoiser's bf16, resized at the exchange: the
+    # cast back to float32 handed the pipeline a copy made before it was filled
+    for r in run_ranks(_placeholder_scenario, 2):
+        assert r["bf16"] == 0.0 and r["comm"] > 0, r

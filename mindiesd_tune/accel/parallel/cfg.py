@@ -7,9 +7,13 @@ Hooks on the denoiser, so every pipeline of a CFG kind works without a copy of i
   whole batch.
 * separate (true CFG: Flux, Wan, Qwen-Image): the pipeline calls the denoiser once per branch
   inside ``cache_context("cond")`` / ``("uncond")``. Rank 0 runs the ``cond`` call, rank 1 the
-  ``uncond`` one; the rank skipping a call returns an empty placeholder tensor at once and
-  the two outputs are exchanged at the ``uncond`` call, where the placeholder is resized and
-  filled in place. The pipeline combines ``cond`` and ``uncond`` only after both calls, so by
+  ``uncond`` one; the rank skipping a call returns a placeholder tensor at once and the two
+  outputs are exchanged at the ``uncond`` call, where the placeholder is filled in place. The
+  placeholder has the output's shape (a step's earlier output, else the latents'), so a slice
+  the pipeline takes of it before the ``uncond`` call (Flux Kontext drops its image tokens) is a
+  view that is filled with it, and the caller's dtype, so a precision cast around the denoiser
+  (``quant.precision``) hands the pipeline the placeholder itself, not a copy made before it was
+  filled. The pipeline combines ``cond`` and ``uncond`` only after both calls, so by
   then it holds the real values. Whether a step has an ``uncond`` call at all (guidance may
   be off for one call) is read from the pipeline spec's ``branch_probe`` where it names one
   (Flux encodes one prompt per branch before the loop); otherwise it is only known after the
@@ -116,13 +120,18 @@ class _SeparateCFGHook(ModelHook):
     _is_stateful = True
 
     def __init__(self, group, rank: int, counter: CommCounter, probed: bool = False,
-                 flag: Callable[[], bool] | None = None):
+                 flag: Callable[[], bool] | None = None, first_arg: str = "hidden_states"):
         super().__init__()
         self.group, self.rank, self.counter = group, rank, counter
         self.probed = probed  # the branch probe is counted: two calls mean both branches run
         self.flag = flag  # else the pipeline's own word, read at the first cond call
+        self.first_arg = first_arg
+        self.caller_dtype: torch.dtype | None = None  # set by a pre-hook that runs before any other
         self.context = _Context(_CallState)
         self.state = _CallState()
+
+    def _placeholder(self, ref: torch.Tensor) -> torch.Tensor:
+        return torch.empty(ref.shape, dtype=self.caller_dtype or ref.dtype, device=ref.device)
 
     def new_forward(self, module, *args, **kwargs):
         name, st = self.context.name(), self.state
@@ -147,18 +156,20 @@ class _SeparateCFGHook(ModelHook):
                 st.template = out
                 return out
             if st.template is None:  # split from the first step (probed): no whole output seen yet
-                ref = args[0] if args and isinstance(args[0], torch.Tensor) else _first_tensor(kwargs)
-                st.pending = torch.empty(0, dtype=ref.dtype, device=ref.device)
+                x = args[0] if args else kwargs.get(self.first_arg)
+                ref = x if isinstance(x, torch.Tensor) else _first_tensor(kwargs)
+                st.pending = self._placeholder(ref)
                 return _output_like(st.pending, kwargs)
-            ref = _first_tensor(st.template)
-            st.pending = torch.empty(0, dtype=ref.dtype, device=ref.device)
+            st.pending = self._placeholder(_first_tensor(st.template))
             return _replace_first(st.template, st.pending)
         # the uncond call: the step's exchange
         if self.rank == 1:
             out = run(*args, **kwargs)
             cond, uncond = all_gather(_first_tensor(out), self.group, self.counter)
             if st.pending is not None:
-                st.pending.resize_(cond.shape).copy_(cond)
+                if st.pending.shape != cond.shape:  # a denoiser whose output is not the latents' shape
+                    st.pending.resize_(cond.shape)
+                st.pending.copy_(cond)
             st.pending = None
             return out
         cond, uncond = all_gather(st.own, self.group, self.counter)
@@ -184,8 +195,11 @@ def install_cfg_parallel(model: torch.nn.Module, mode: str, group, rank: int, de
     if mode == "separate" and not probing and flag is not None and pipe is not None and hasattr(type(pipe), flag):
         def flagged() -> bool:
             return bool(getattr(pipe, flag))
+    pre = None
     if mode == "separate":
-        hook = _SeparateCFGHook(group, rank, counter, probed=probing, flag=flagged)
+        first_arg = next(iter(inspect.signature(model.forward).parameters))
+        hook = _SeparateCFGHook(group, rank, counter, probed=probing, flag=flagged, first_arg=first_arg)
+        pre = _record_caller_dtype(model, hook, first_arg)
     elif mode == "batched":
         hook = _BatchedCFGHook(model, group, rank, degree, counter)
     else:
@@ -195,10 +209,23 @@ def install_cfg_parallel(model: torch.nn.Module, mode: str, group, rank: int, de
     unprobe = _count_probe(pipe, probe, hook.state) if probing else (lambda: None)
 
     def remove() -> None:
+        if pre is not None:
+            pre.remove()
         unprobe()
         registry.remove_hook(HOOK_NAME, recurse=False)
 
     return remove
+
+
+def _record_caller_dtype(model: torch.nn.Module, hook, first_arg: str):
+    """A forward pre-hook, run before any other, that records the dtype the caller passes the
+    latents in on ``hook.caller_dtype`` (the dtype a placeholder returned to the caller must
+    have); returns its handle."""
+    def record(_module, args, kwargs):
+        x = args[0] if args else kwargs.get(first_arg)
+        hook.caller_dtype = x.dtype if isinstance(x, torch.Tensor) and x.is_floating_point() else None
+
+    return model.register_forward_pre_hook(record, prepend=True, with_kwargs=True)
 
 
 @dataclass
@@ -345,11 +372,7 @@ def install_batched_branches(model: torch.nn.Module, pipe, probe: str | None, fl
     registry.register_hook(hook, BATCH_HOOK_NAME)
     unprobe = _count_probe(pipe, probe, hook.state) if probing else (lambda: None)
 
-    def record(_module, args, kwargs):
-        x = args[0] if args else kwargs.get(first_arg)
-        hook.caller_dtype = x.dtype if isinstance(x, torch.Tensor) and x.is_floating_point() else None
-
-    pre = model.register_forward_pre_hook(record, prepend=True, with_kwargs=True)
+    pre = _record_caller_dtype(model, hook, first_arg)
 
     def remove() -> None:
         pre.remove()

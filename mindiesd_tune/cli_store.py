@@ -216,7 +216,7 @@ def recheck(
 
 
 def tune_summary(outcome, warm_start: str | None, echo=typer.echo) -> None:
-    """After a warm-started study: how many of the stored points held on the new model."""
+    """After a warm-started study: how many of its warm-start points held on the new model."""
     if warm_start and getattr(outcome, "study", None) is not None:
         from .tuner.warm import summary
 

@@ -256,7 +256,8 @@ def summary(study) -> str | None:
     good, total = held(study)
     if not total:
         return None
-    return f"warm start: {good} of {total} stored point(s) held on this model (met the floors, faster than the baseline beyond noise)"
+    return (f"warm start: {good} of {total} point(s) held on this model (met the floors, faster than the baseline "
+            "beyond noise; the stored points and the pick with presets laid over it)")
 
 
 def front_params(study) -> list[dict[str, Any]]:

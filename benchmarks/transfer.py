@@ -58,6 +58,17 @@ from mindiesd_tune.tuner.pick import (  # noqa: E402
 from mindiesd_tune.tuner.warm import held, warm_trials  # noqa: E402
 
 
+def _reaches(t, speeds: dict, target: float, tolerance: float, same: str | None) -> str | None:
+    """How trial ``t`` reaches the target ("speed", "same point"); None when it does not or is not
+    at the floor (not in ``speeds``)."""
+    s = speeds.get(t.number)
+    if s is None:
+        return None
+    if (s.speedup or 0.0) >= target * (1 - tolerance):
+        return "speed"
+    return "same point" if same is not None and t.user_attrs.get("config_id") == same else None
+
+
 def reach(trials_by_number: list, speeds: dict, target: float, tolerance: float,
           same: str | None = None) -> tuple[int | None, int | None, str | None]:
     """(trials asked, accelerated trials asked, how) up to the first feasible one within
@@ -67,11 +78,9 @@ def reach(trials_by_number: list, speeds: dict, target: float, tolerance: float,
     one, confirmed at 2.73x [2.63-2.84] against 2.88x [2.66-3.27]). (None, None, None) when none
     reached it. Trial 0 is the unaccelerated baseline."""
     for t in trials_by_number:
-        s = speeds.get(t.number)
-        if s is not None and (s.speedup or 0.0) >= target * (1 - tolerance):
-            return t.number + 1, t.number, "speed"
-        if same is not None and s is not None and t.user_attrs.get("config_id") == same:
-            return t.number + 1, t.number, "same point"
+        how = _reaches(t, speeds, target, tolerance, same)
+        if how is not None:
+            return t.number + 1, t.number, how
     return None, None, None
 
 
@@ -84,11 +93,6 @@ def describe(config) -> str:
         return str(config)
 
 
-def _reaches(t, speeds: dict, target: float, tolerance: float, same: str | None) -> bool:
-    s = speeds.get(t.number)
-    if s is None:
-        return False
-    return (s.speedup or 0.0) >= target * (1 - tolerance) or (same is not None and t.user_attrs.get("config_id") == same)
 
 
 def check_reaching(study, target: float, tolerance: float, same: str | None, evaluator, most: int = 4) -> dict[int, bool]:

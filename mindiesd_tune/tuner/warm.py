@@ -130,12 +130,10 @@ def over_pick(family: str, space) -> list[tuple[str, dict[str, Any]]]:
             continue
         (section,) = active
         own = {k: v for k, v in point.items() if k.partition(".")[0] == section}
-        sec = next((x for x in reg.sections() if x.name == section), None)
-        if sec is None:
-            continue
         try:
+            sec = reg.section(section)
             method = reg.get_method(section, own.get(f"{section}.{sec.key}", sec.default) if sec.key else sec.default)
-        except KeyError:
+        except KeyError:  # a plugin's section or method no longer registered
             continue
         knob = method.knob
         if knob is not None and knob.param in own and own[knob.param] != knob.off:
@@ -216,14 +214,14 @@ def warm_points(url: str, info: dict, space, log: Callable[[str], None] = print)
                 configs.append(config_from_params(p))
             except Exception:  # noqa: BLE001  (a point of a method not registered here)
                 continue
-        for i, cfg in enumerate(configs):
-            params = fit_point(cfg, family, space, ratio, change)
-            # right after the pick, the pick with the new study's presets of the sections it
-            # leaves off laid over it (``over_pick``)
-            for point, extra in ((params, {}), *(((lay_over(params, laid), {"combined": True}),) if i == 0 else ())):
-                if point is not None and point not in seen:
-                    seen.append(point)
-                    out.append((point, {WARM: stored.id, **extra}))
+        fitted = [fit_point(cfg, family, space, ratio, change) for cfg in configs]
+        # right after the pick, the pick with the new study's presets of the sections it leaves
+        # off laid over it (``over_pick``); a combination that misses is not walked back
+        points = [(fitted[0], {}), (lay_over(fitted[0], laid), {"combined": True}), *((p, {}) for p in fitted[1:])]
+        for point, extra in points:
+            if point is not None and point not in seen:
+                seen.append(point)
+                out.append((point, {WARM: stored.id, **extra}))
         if len(out) >= MAX_POINTS:
             break
     out = out[:MAX_POINTS]
@@ -269,7 +267,8 @@ def front_params(study) -> list[dict[str, Any]]:
     # parameters: a warm study would find it faster than the pick on its tuning prompts, lay its
     # presets over it and lose it at the same check (a 3.30x schedule set aside at the source was
     # the 5-minute warm study's fastest point on a second checkpoint, and missed there too)
-    aside = [t.params for t in study.get_trials(deepcopy=False) if t.number in failed_heldout(study)]
+    missed = failed_heldout(study)
+    aside = [t.params for t in study.get_trials(deepcopy=False) if t.number in missed]
     front = [t for t in study.best_trials if is_feasible(t) and not is_neutral_point(t) and t.params not in aside]
     front.sort(key=lambda t: -(speed_of(t, conf, base).speedup or 0.0))
     out: list[dict[str, Any]] = []

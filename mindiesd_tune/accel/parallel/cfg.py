@@ -130,8 +130,6 @@ class _SeparateCFGHook(ModelHook):
         self.context = _Context(_CallState)
         self.state = _CallState()
 
-    def _placeholder(self, ref: torch.Tensor) -> torch.Tensor:
-        return torch.empty(ref.shape, dtype=self.caller_dtype or ref.dtype, device=ref.device)
 
     def new_forward(self, module, *args, **kwargs):
         name, st = self.context.name(), self.state
@@ -158,9 +156,9 @@ class _SeparateCFGHook(ModelHook):
             if st.template is None:  # split from the first step (probed): no whole output seen yet
                 x = args[0] if args else kwargs.get(self.first_arg)
                 ref = x if isinstance(x, torch.Tensor) else _first_tensor(kwargs)
-                st.pending = self._placeholder(ref)
+                st.pending = _placeholder(ref, self.caller_dtype)
                 return _output_like(st.pending, kwargs)
-            st.pending = self._placeholder(_first_tensor(st.template))
+            st.pending = _placeholder(_first_tensor(st.template), self.caller_dtype)
             return _replace_first(st.template, st.pending)
         # the uncond call: the step's exchange
         if self.rank == 1:
@@ -215,6 +213,12 @@ def install_cfg_parallel(model: torch.nn.Module, mode: str, group, rank: int, de
         registry.remove_hook(HOOK_NAME, recurse=False)
 
     return remove
+
+
+def _placeholder(ref: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """What the pipeline holds as a cond output until it is filled: ``ref``'s shape, so a slice of
+    it is a view that is filled too, in the caller's ``dtype`` (``_record_caller_dtype``)."""
+    return torch.empty(ref.shape, dtype=dtype or ref.dtype, device=ref.device)
 
 
 def _record_caller_dtype(model: torch.nn.Module, hook, first_arg: str):
@@ -318,7 +322,7 @@ class _BatchedBranchesHook(ModelHook):
             if st.held is not None:  # two cond calls in a row: the one held runs alone
                 self._fill(_first_tensor(run(*st.held[0], **st.held[1])))
             st.held = (args, kwargs)
-            st.pending = torch.empty(x.shape, dtype=self.caller_dtype or x.dtype, device=x.device)
+            st.pending = _placeholder(x, self.caller_dtype)
             return _output_like(st.pending, kwargs)
         if st.held is None:
             return run(*args, **kwargs)
